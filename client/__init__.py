@@ -1,0 +1,16 @@
+"""para.client: the thin client of the para daemon.
+
+Importing it loads pyzmq and msgpack only (no psutil, yaml, prometheus_client
+or daemon code), so agents and scripts pay little to use it.
+"""
+
+from para.client.client import Client, TaskFuture
+from para.client.errors import (
+    DaemonUnavailable, InvalidRequest, ParaError, PoolUnavailable, QueueFull, TaskError, TaskTimeout, ToolError,
+)
+from para.client.result import Chunk, Result
+
+__all__ = [
+    "Client", "TaskFuture", "Result", "Chunk", "ParaError", "DaemonUnavailable", "InvalidRequest",
+    "QueueFull", "PoolUnavailable", "TaskError", "TaskTimeout", "ToolError",
+]

@@ -1,0 +1,63 @@
+"""What a finished task gives back to a client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from para.ipc import messages as m
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A piece of a streamed task's output."""
+    stream: str      # "stdout" or "stderr"
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The outcome of one task.
+
+    `status` is one of succeeded, failed, timed_out, cancelled, lost. A command
+    that exits non-zero is `failed` with its `exit_code`; `limit` names the
+    limit that ended it, if one did. `value` is a structured answer (grep
+    matches, file lines) for tools that give one. Output is capped per stream:
+    `truncated` says whether the middle was dropped, `stdout_bytes` and
+    `stderr_bytes` give the full sizes.
+    """
+    id: str
+    tool: str
+    status: str
+    exit_code: int | None = None
+    signal: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    truncated: bool = False
+    value: Any = None
+    duration: float = 0.0
+    attempts: int = 1
+    worker: str | None = None
+    error: str | None = None
+    error_code: str | None = None
+    limit: str | None = None
+    rusage: dict[str, float] = field(default_factory=dict)
+    stdout_bytes: int = 0
+    stderr_bytes: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == m.SUCCEEDED
+
+    @classmethod
+    def from_wire(cls, r: m.TaskResult) -> "Result":
+        return cls(
+            id=r.id, tool=r.tool, status=r.status, exit_code=r.exit_code, signal=r.signal,
+            stdout=r.stdout.decode("utf-8", "replace"), stderr=r.stderr.decode("utf-8", "replace"),
+            truncated=r.truncated, value=r.value, duration=r.duration, attempts=r.attempts,
+            worker=r.worker, error=r.error, error_code=r.error_code, limit=r.limit,
+            rusage=r.rusage, stdout_bytes=r.stdout_bytes, stderr_bytes=r.stderr_bytes,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}

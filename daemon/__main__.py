@@ -1,0 +1,5 @@
+import sys
+
+from para.daemon.main import main
+
+sys.exit(main())

@@ -1,0 +1,72 @@
+"""The trust boundary for client requests: is this task well formed, and runnable here?
+
+A task that fails here is refused with an ErrorReply that names what was wrong
+and what to do; nothing about it reaches a queue.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from para.daemon.pool import FAILED, Pool
+from para.ipc import messages as m
+
+ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+
+
+class TaskEnvelope(BaseModel):
+    """The task fields every tool shares (its args are checked by the tool's model)."""
+    model_config = ConfigDict(strict=True)
+    id: str = Field(pattern=ID_PATTERN)
+    tool: str = Field(min_length=1, max_length=64)
+    args: dict
+    timeout: float | int | None = Field(None, gt=0)
+    priority: int = Field(2, ge=0, le=4)
+    session: str | None = Field(None, max_length=256)
+    retries: int | None = Field(None, ge=0, le=100)
+    stream: bool = False
+
+
+class Refusal(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _describe(exc: ValidationError, prefix: str) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        got = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {err['input']!r:.80})"
+        parts.append(f"{prefix}{where}: {err['msg']}{got}")
+    return "; ".join(parts)
+
+
+def admit(spec: m.TaskSpec, pools: dict[str, Pool], adding: int = 1) -> Pool:
+    """Check one task; return its pool or raise Refusal with a clear message."""
+    if not isinstance(spec, m.TaskSpec):
+        raise Refusal(m.E_INVALID, "Submit.tasks must hold TaskSpec messages")
+    try:
+        TaskEnvelope.model_validate({f: getattr(spec, f) for f in TaskEnvelope.model_fields})
+    except ValidationError as exc:
+        raise Refusal(m.E_INVALID, _describe(exc, "task ")) from None
+    pool = pools.get(spec.tool)
+    if pool is None:
+        raise Refusal(m.E_UNKNOWN_TOOL, f"unknown tool {spec.tool!r}; this daemon runs: {', '.join(sorted(pools))}")
+    try:
+        pool.tool.Args.model_validate(spec.args)
+    except ValidationError as exc:
+        raise Refusal(m.E_INVALID, _describe(exc, f"{spec.tool} argument ")) from None
+    max_timeout = pool.config.max_timeout
+    if spec.timeout is not None and max_timeout is not None and spec.timeout > max_timeout:
+        raise Refusal(m.E_INVALID, f"timeout {spec.timeout:g}s exceeds pool {pool.name!r}'s max_timeout of {max_timeout:g}s")
+    if pool.state == FAILED:
+        raise Refusal(m.E_POOL_FAILED, pool.failure_message())
+    if pool.queue.full(adding):
+        raise Refusal(
+            m.E_QUEUE_FULL,
+            f"queue full: pool {pool.name!r} holds {pool.queue.depth} queued tasks (max_queue "
+            f"{pool.queue.max_depth}); wait for results and submit again",
+        )
+    return pool

@@ -1,0 +1,147 @@
+"""What the supervisor does for client requests arriving on the control socket.
+
+Every request gets an answer: a reply, or an ErrorReply naming what was wrong.
+A bad frame from one client never stops the daemon serving the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+import zmq
+
+from para.daemon.admission import Refusal, admit
+from para.daemon.tasks import TaskRecord
+from para.ipc import PROTOCOL_VERSION, codec
+from para.ipc import messages as m
+
+if TYPE_CHECKING:
+    from para.daemon.supervisor import Supervisor
+
+log = logging.getLogger("parad")
+
+# Extra attempts on worker loss for retry-safe tools when a task names none.
+RETRY_SAFE_DEFAULT_RETRIES = 2
+
+
+class ClientRequests:
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.sup = supervisor
+        self.sock: zmq.Socket = supervisor.control
+        self.max_size = supervisor.config.daemon.max_message_size
+        self._outbox: dict[bytes, list[bytes]] = {}
+
+    def send(self, identity: bytes, frame: bytes) -> None:
+        """Queue a frame for a client; flush() sends each client's frames as one batch."""
+        self._outbox.setdefault(identity, []).append(frame)
+
+    def flush(self) -> None:
+        for identity, frames in self._outbox.items():
+            for start in range(0, len(frames), 1024):
+                try:
+                    self.sock.send_multipart([identity, codec.encode_batch(frames[start:start + 1024])], zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    break  # the client is gone or not reading; its results stay queryable
+        self._outbox.clear()
+
+    def _reply(self, identity: bytes, msg: Any) -> None:
+        self.send(identity, codec.encode(msg))
+
+    def _error(self, identity: bytes, req: int, code: str, message: str, task_id: str | None = None) -> None:
+        self._reply(identity, m.ErrorReply(req, code, message, task_id))
+
+    def on_frames(self, frames: list[bytes]) -> None:
+        if len(frames) != 2:
+            if frames:
+                self._error(frames[0], 0, m.E_PROTOCOL, f"expected one frame per request, got {len(frames) - 1}")
+            return
+        identity, frame = frames
+        if len(frame) > self.max_size:
+            self._error(identity, 0, m.E_TOO_LARGE,
+                        f"request of {len(frame)} bytes exceeds max_message_size ({self.max_size} bytes); "
+                        f"put large inputs in a file and pass its path")
+            return
+        try:
+            msg = codec.decode(frame)
+        except codec.ProtocolError as exc:
+            self._error(identity, 0, m.E_PROTOCOL, str(exc))
+            return
+        handler = getattr(self, f"_on_{type(msg).__name__.lower()}", None)
+        if handler is None:
+            self._error(identity, getattr(msg, "req", 0), m.E_PROTOCOL, f"{type(msg).__name__} is not a client request")
+            return
+        handler(identity, msg)
+
+    # ---- requests ---------------------------------------------------------
+
+    def _on_hello(self, identity: bytes, msg: m.Hello) -> None:
+        self._reply(identity, m.Welcome(self.sup.version, PROTOCOL_VERSION, os.getpid(),
+                                        sorted(self.sup.pools), self.max_size))
+
+    def _on_ping(self, identity: bytes, msg: m.Ping) -> None:
+        self._reply(identity, m.Pong(msg.req))
+
+    def _on_submit(self, identity: bytes, msg: m.Submit) -> None:
+        if self.sup.stopping:
+            self._error(identity, msg.req, m.E_SHUTTING_DOWN, "parad is shutting down; start it again and resubmit")
+            return
+        if not isinstance(msg.tasks, list):
+            self._error(identity, msg.req, m.E_INVALID, "Submit.tasks must be a list of tasks")
+            return
+        accepted = []
+        for spec in msg.tasks:
+            task_id = getattr(spec, "id", None)
+            try:
+                pool = admit(spec, self.sup.pools)
+                if task_id in self.sup.tasks.live:
+                    raise Refusal(m.E_INVALID, f"task id {task_id!r} is already in use; ids must be unique")
+            except Refusal as refusal:
+                self._error(identity, msg.req, refusal.code, refusal.message, task_id if isinstance(task_id, str) else None)
+                continue
+            if spec.timeout is None:
+                spec.timeout = pool.config.default_timeout
+            retries = spec.retries if spec.retries is not None else (
+                RETRY_SAFE_DEFAULT_RETRIES if pool.tool.retry_safe else 0)
+            self.sup.accept(TaskRecord(spec, pool.name, identity, 1 + retries), pool)
+            accepted.append(spec.id)
+        self._reply(identity, m.Accepted(msg.req, accepted))
+        for name in {self.sup.tasks.live[i].pool for i in accepted}:
+            pool = self.sup.pools[name]
+            self.sup.dispatch(pool)
+            self.sup.maintain(pool)  # grow toward the new queue depth
+
+    def _on_cancel(self, identity: bytes, msg: m.Cancel) -> None:
+        found = []
+        for task_id in msg.task_ids if isinstance(msg.task_ids, list) else []:
+            record = self.sup.tasks.live.get(task_id) if isinstance(task_id, str) else None
+            if record is not None:
+                self.sup.cancel(record)
+                found.append(task_id)
+        missing = [t for t in msg.task_ids if t not in found] if isinstance(msg.task_ids, list) else msg.task_ids
+        self._reply(identity, m.Reply(msg.req, {"cancelled": found, "not_running": missing}))
+
+    def _on_query(self, identity: bytes, msg: m.Query) -> None:
+        sup = self.sup
+        if msg.what == "status":
+            body: Any = sup.status()
+        elif msg.what == "workers":
+            body = sup.worker_list()
+        elif msg.what == "ps":
+            body = [r.summary() for r in sup.tasks.live.values()]
+        elif msg.what == "task":
+            record = sup.tasks.get(msg.arg) if isinstance(msg.arg, str) else None
+            if record is None:
+                self._error(identity, msg.req, m.E_NOT_FOUND, f"no task {msg.arg!r} (finished tasks are kept for a while only)")
+                return
+            body = {"task": record.summary(), "result": record.result}
+        else:
+            self._error(identity, msg.req, m.E_INVALID, f"unknown query {msg.what!r}; ask for status, workers, ps or task")
+            return
+        self._reply(identity, m.Reply(msg.req, body))
+
+    def _on_shutdown(self, identity: bytes, msg: m.Shutdown) -> None:
+        log.info("shutdown requested by a client")
+        self._reply(identity, m.Reply(msg.req, {"stopping": True, "pid": os.getpid()}))
+        self.sup.shutdown()

@@ -1,0 +1,117 @@
+"""parad's configuration: pydantic models that hold every default and description.
+
+`configs/parad.yaml` is generated from these models (`parad --print-default-config`)
+and a test keeps the two identical, so there is one source of truth.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from para.daemon.tools import TOOLS
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message names file, key and reason."""
+
+
+class DaemonSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    heartbeat_interval: float = Field(5.0, ge=0.05, description="seconds between worker heartbeats")
+    failure_detection_timeout: float = Field(15.0, ge=0.1, description="seconds of heartbeat silence before a worker is killed and replaced")
+    shutdown_grace: float = Field(10.0, ge=0, description="seconds running tasks get to finish on SIGTERM before worker trees are killed")
+    max_message_size: int = Field(8 << 20, ge=1024, description="largest client request accepted, bytes; put bigger inputs in a file")
+    finished_task_retention: int = Field(10000, ge=0, description="finished results kept in memory for status queries")
+    client_idle_timeout: float = Field(10.0, gt=0, description="seconds a client waits for any answer before it calls the daemon unavailable")
+    log_level: str = Field("info", pattern="^(debug|info|warning|error)$", description="debug, info, warning or error")
+
+
+class PoolSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tool: str | None = Field(None, description="built-in tool the pool runs; default: the pool's name")
+    min_workers: int = Field(1, ge=0, description="workers kept warm")
+    max_workers: int = Field(4, ge=1, description="workers at most, grown toward queue depth")
+    credit: int | None = Field(None, ge=1, description="tasks a worker may hold at once; default: the tool's")
+    max_queue: int = Field(10000, ge=1, description="queued tasks at most; past it submissions fail with queue_full")
+    default_timeout: float | None = Field(None, gt=0, description="seconds, for tasks that name none (none: no limit)")
+    max_timeout: float | None = Field(None, gt=0, description="a task may not ask for more seconds")
+    idle_timeout: float = Field(60.0, gt=0, description="seconds a worker above min_workers may sit idle before it is stopped")
+    respawn_backoff: float = Field(0.1, gt=0, description="first delay before replacing a crashed worker, seconds; doubles per crash")
+    respawn_backoff_max: float = Field(30.0, gt=0, description="longest delay between respawns, seconds")
+    crash_limit: int = Field(5, ge=1, description="crashes in a row after which the pool is marked failed (circuit open)")
+    options: dict[str, Any] = Field(default_factory=dict, description="the tool's own options")
+
+    @model_validator(mode="after")
+    def _check(self) -> "PoolSection":
+        if self.min_workers > self.max_workers:
+            raise ValueError(f"min_workers ({self.min_workers}) exceeds max_workers ({self.max_workers})")
+        return self
+
+
+def _default_pools() -> dict[str, PoolSection]:
+    return {
+        "echo": PoolSection(min_workers=1, max_workers=2),
+        "bash": PoolSection(min_workers=2, max_workers=8, default_timeout=600, max_timeout=3600),
+        "read": PoolSection(min_workers=1, max_workers=4, default_timeout=60),
+        "glob": PoolSection(min_workers=1, max_workers=4, default_timeout=120),
+        "grep": PoolSection(min_workers=1, max_workers=4, default_timeout=300),
+    }
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    daemon: DaemonSection = Field(default_factory=DaemonSection)
+    pools: dict[str, PoolSection] = Field(default_factory=_default_pools)
+
+    @model_validator(mode="after")
+    def _check_pools(self) -> "Config":
+        for name, pool in self.pools.items():
+            tool = pool.tool or name
+            if tool not in TOOLS:
+                raise ValueError(f"pools.{name}: unknown tool {tool!r}; built-in tools: {', '.join(sorted(TOOLS))}")
+            pool.tool = tool
+            try:
+                TOOLS[tool].Options.model_validate(pool.options)
+            except ValidationError as exc:
+                raise ValueError(f"pools.{name}.options: {_first_error(exc)}") from None
+        return self
+
+    def pool_options(self, name: str) -> BaseModel:
+        pool = self.pools[name]
+        return TOOLS[pool.tool].Options.model_validate(pool.options)
+
+
+def _first_error(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
+        + (f" (got {e['input']!r})" if e["type"] != "missing" and not isinstance(e["input"], dict) else "")
+        for e in exc.errors()
+    )
+
+
+def default_config_text() -> str:
+    return resources.files("para.configs").joinpath("parad.yaml").read_text()
+
+
+def load_config(path: Path | None) -> Config:
+    """Read and validate a config file (None: the packaged default)."""
+    where = str(path) if path else "packaged parad.yaml"
+    try:
+        text = path.read_text() if path else default_config_text()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: top level must be a mapping with 'daemon' and 'pools'")
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {_first_error(exc)}") from None

@@ -1,0 +1,148 @@
+"""The fork server: a clean process from which workers are forked.
+
+The supervisor holds a live ZeroMQ context (I/O threads, sockets), and forking
+such a process is unsafe. So the supervisor execs this small server first,
+over a SOCK_SEQPACKET socketpair; it imports the tools once (every worker
+starts warm), holds no ZeroMQ state, forks a worker per `Spawn` request, reaps
+them on SIGCHLD and reports each exit as `Exited`. It dies with the supervisor.
+
+Run as `python -m para.daemon.forkserver FD`; `ForkServer` is the supervisor's
+handle on it.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+from typing import Any
+
+from para.ipc import codec
+from para.ipc import messages as m
+from para.sandbox import prctl, tree
+
+MAX_PACKET = 1 << 20
+
+
+class ForkServer:
+    """Supervisor side: start the server, ask for workers, read what it reports."""
+
+    def __init__(self) -> None:
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.sock = mine
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "para.daemon.forkserver", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        self.sock.setblocking(False)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def spawn(self, request: m.Spawn) -> None:
+        self.sock.send(codec.encode(request))
+
+    def read(self) -> list[Any]:
+        """Every message waiting: Spawned and Exited reports."""
+        out = []
+        while True:
+            try:
+                packet = self.sock.recv(MAX_PACKET)
+            except BlockingIOError:
+                return out
+            if not packet:
+                return out
+            out.append(codec.decode(packet))
+
+    def close(self) -> None:
+        """EOF tells the server to kill its workers and exit; then reap it."""
+        self.sock.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+# ---- the server process ----------------------------------------------------
+
+def serve(fd: int) -> None:
+    sock = socket.socket(fileno=fd)
+    prctl.set_parent_death_signal(signal.SIGKILL)
+    # Orphans of a killed worker come back here and are reaped.
+    prctl.set_child_subreaper()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the supervisor decides when we stop
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+
+    from para.daemon import worker as _preload  # noqa: F401  (warm workers: tools imported once)
+
+    workers: dict[int, str] = {}
+    while True:
+        ready, _, _ = select.select([sock, wake_r], [], [])
+        if wake_r in ready:
+            _drain(wake_r)
+            for pid, status in tree.reap_children():
+                name = workers.pop(pid, None)
+                if name is not None:
+                    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+                    sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+                    sock.send(codec.encode(m.Exited(name, pid, code, sig)))
+        if sock in ready:
+            packet = sock.recv(MAX_PACKET)
+            if not packet:
+                break
+            request = codec.decode(packet)
+            pid = _fork_worker(request, sock, wake_r, wake_w)
+            workers[pid] = request.worker
+            sock.send(codec.encode(m.Spawned(request.worker, pid)))
+    for pid in list(workers):
+        tree.kill_tree(pid)
+    tree.reap_children()
+
+
+def _fork_worker(request: m.Spawn, sock: socket.socket, wake_r: int, wake_w: int) -> int:
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 0
+    try:
+        sock.close()
+        signal.set_wakeup_fd(-1)
+        os.close(wake_r)
+        os.close(wake_w)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # commands must not inherit SIG_IGN
+        os.setsid()
+        prctl.set_parent_death_signal(signal.SIGKILL)
+        prctl.set_child_subreaper()
+        from para.daemon.worker import worker_main
+        worker_main(request.worker, request.tool, request.settings)
+    except BaseException:
+        import traceback
+        traceback.print_exc()
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]))

@@ -1,0 +1,88 @@
+"""`parad`: run the para daemon in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+from para.ipc.endpoints import SYSTEM_RUNTIME_DIR, Endpoints, default_runtime_dir
+
+SYSTEM_CONFIG = Path("/etc/para/parad.yaml")
+SYSTEM_STATE_DIR = Path("/var/lib/para")
+
+
+def _user_config() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    return Path(base) / "para" / "parad.yaml"
+
+
+def _user_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(base) / "para"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="parad", description="para daemon: runs tool calls in parallel in warm, sandboxed worker pools.")
+    p.add_argument("--config", type=Path, help="config file (default: $XDG_CONFIG_HOME/para/parad.yaml if present, else built-in defaults)")
+    p.add_argument("--runtime-dir", type=Path, help="sockets and lock (default: $XDG_RUNTIME_DIR/para or /tmp/para-UID)")
+    p.add_argument("--state-dir", type=Path, help="persistent state (default: $XDG_STATE_HOME/para)")
+    p.add_argument("--system", action="store_true", help="system service: /etc/para, /run/para, /var/lib/para")
+    p.add_argument("--check-config", type=Path, metavar="FILE", help="validate FILE and exit")
+    p.add_argument("--print-default-config", action="store_true", help="print the commented default parad.yaml and exit")
+    p.add_argument("--version", action="version", version=f"parad {version('para')}")
+    return p
+
+
+def _resolve(args: argparse.Namespace) -> tuple[Path | None, Path, Path]:
+    if args.system:
+        config = args.config or (SYSTEM_CONFIG if SYSTEM_CONFIG.exists() else None)
+        return config, args.runtime_dir or SYSTEM_RUNTIME_DIR, args.state_dir or SYSTEM_STATE_DIR
+    user = _user_config()
+    config = args.config or (user if user.exists() else None)
+    return config, args.runtime_dir or default_runtime_dir(), args.state_dir or _user_state_dir()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from para.daemon.config import ConfigError, load_config
+
+    if args.print_default_config:
+        from para.daemon.config_doc import render_default_config
+        sys.stdout.write(render_default_config())
+        return 0
+    if args.check_config:
+        try:
+            load_config(args.check_config)
+        except ConfigError as exc:
+            print(f"parad: {exc}", file=sys.stderr)
+            return 2
+        print(f"{args.check_config}: ok")
+        return 0
+    config_path, runtime_dir, state_dir = _resolve(args)
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        print(f"parad: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.daemon.log_level.upper(), stream=sys.stderr,
+        format="%(asctime)s parad[%(process)d] %(levelname)s %(message)s",
+    )
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    from para.daemon.runtime_dir import RuntimeDirBusy
+    from para.daemon.supervisor import Supervisor
+
+    supervisor = Supervisor(config, Endpoints(runtime_dir.absolute()), state_dir, str(config_path or "built-in defaults"))
+    try:
+        return supervisor.run()
+    except (RuntimeDirBusy, PermissionError) as exc:
+        print(f"parad: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""A pool of workers for one tool: who is alive, how many are wanted, crash policy.
+
+No sockets here: the supervisor sends and receives; the pool decides.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from para.daemon.config import PoolSection
+from para.daemon.scheduler import PoolQueue
+from para.daemon.tasks import TaskRecord
+from para.daemon.tools.base import Tool
+
+SPAWNING, READY, STOPPING = "spawning", "ready", "stopping"
+OK, BACKOFF, FAILED = "ok", "backoff", "failed"
+# A worker that lived this long before dying was not crash-looping.
+STABLE_AFTER = 10.0
+
+
+@dataclass(slots=True)
+class WorkerHandle:
+    id: str
+    pool: str
+    pid: int | None = None
+    state: str = SPAWNING
+    credit: int = 0
+    tasks: dict[str, TaskRecord] = field(default_factory=dict)
+    spawned_at: float = field(default_factory=time.monotonic)
+    last_seen: float = field(default_factory=time.monotonic)
+    idle_since: float = field(default_factory=time.monotonic)
+    rss: int = 0
+    cpu_seconds: float = 0.0
+    heartbeats: int = 0
+    completed: int = 0
+    kill_reason: str | None = None   # set when the supervisor killed it on purpose
+
+    def summary(self) -> dict[str, Any]:
+        now = time.monotonic()
+        return {
+            "id": self.id, "pool": self.pool, "pid": self.pid, "state": self.state,
+            "tasks": list(self.tasks), "completed": self.completed, "rss": self.rss,
+            "cpu_seconds": round(self.cpu_seconds, 3), "heartbeats": self.heartbeats,
+            "last_heartbeat_age": round(now - self.last_seen, 3),
+            "uptime": round(now - self.spawned_at, 3),
+        }
+
+
+class Pool:
+    def __init__(self, name: str, tool: type[Tool], config: PoolSection, options: dict[str, Any]) -> None:
+        self.name = name
+        self.tool = tool
+        self.config = config
+        self.options = options
+        self.credit = config.credit or tool.default_credit
+        self.queue = PoolQueue(config.max_queue)
+        self.workers: dict[str, WorkerHandle] = {}
+        self.state = OK
+        self.crashes = 0
+        self.last_crash: str | None = None
+        self.respawn_timer: int | None = None
+        self._ids = itertools.count(1)
+
+    # ---- sizing ------------------------------------------------------------
+
+    def in_flight(self) -> int:
+        return sum(len(w.tasks) for w in self.workers.values())
+
+    def wanted(self) -> int:
+        """Workers this pool should have now: enough credit for its work, within bounds."""
+        work = self.in_flight() + self.queue.depth
+        needed = -(-work // self.credit)
+        return max(self.config.min_workers, min(self.config.max_workers, needed))
+
+    def live_count(self) -> int:
+        return sum(1 for w in self.workers.values() if w.state != STOPPING)
+
+    def new_worker(self) -> WorkerHandle:
+        handle = WorkerHandle(f"{self.name}-{next(self._ids)}", self.name)
+        self.workers[handle.id] = handle
+        return handle
+
+    def idle_surplus(self, now: float) -> list[WorkerHandle]:
+        """Ready workers above min_workers that sat idle past idle_timeout."""
+        surplus = self.live_count() - max(self.config.min_workers, self.wanted())
+        idle = [
+            w for w in self.workers.values()
+            if w.state == READY and not w.tasks and now - w.idle_since >= self.config.idle_timeout
+        ]
+        return idle[: max(0, surplus)]
+
+    def with_credit(self) -> list[WorkerHandle]:
+        return [w for w in self.workers.values() if w.state == READY and w.credit > 0]
+
+    # ---- crash policy ------------------------------------------------------
+
+    def record_exit(self, handle: WorkerHandle, reason: str) -> None:
+        """Count an unplanned exit; a run of them opens the circuit."""
+        self.workers.pop(handle.id, None)
+        lived = time.monotonic() - handle.spawned_at
+        if lived >= STABLE_AFTER or handle.completed:
+            self.crashes = 1
+        else:
+            self.crashes += 1
+        self.last_crash = reason
+        if self.crashes >= self.config.crash_limit:
+            self.state = FAILED
+        else:
+            self.state = BACKOFF
+
+    def respawn_delay(self) -> float:
+        if self.crashes == 0:
+            return 0.0
+        return min(self.config.respawn_backoff * 2 ** (self.crashes - 1), self.config.respawn_backoff_max)
+
+    def record_ready(self) -> None:
+        """A worker came up: the pool may leave the failed state (half-open circuit)."""
+        if self.state != OK:
+            self.state = OK
+
+    def failure_message(self) -> str:
+        return (
+            f"pool {self.name!r} is failed: its workers crashed {self.crashes} times in a row "
+            f"(last: {self.last_crash}); it retries every {self.config.respawn_backoff_max:g}s. "
+            f"See parad's log and `paractl status`."
+        )
+
+    def summary(self) -> dict[str, Any]:
+        states = [w.state for w in self.workers.values()]
+        return {
+            "name": self.name, "tool": self.tool.name, "state": self.state,
+            "workers": len(states), "ready": states.count(READY), "spawning": states.count(SPAWNING),
+            "min_workers": self.config.min_workers, "max_workers": self.config.max_workers,
+            "queued": self.queue.depth, "running": self.in_flight(), "crashes": self.crashes,
+            "last_crash": self.last_crash,
+        }

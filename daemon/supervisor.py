@@ -1,0 +1,495 @@
+"""parad's supervisor: one process, one poll loop.
+
+    run()
+      acquire the runtime dir, start the fork server (before any ZeroMQ state),
+      bind the client and worker sockets, spawn min_workers per pool, notify READY
+      loop:
+        poll every socket, the fork server and the signal pipe (timeout: next timer)
+        worker channels first (metrics, command, error, event, data), then clients,
+        a bounded batch per socket so a flood on one never starves another
+        fire due timers (heartbeat checks, respawns, scaling, shutdown deadline)
+      remove sockets, stop the fork server, release the runtime dir
+
+Signals, worker exits and timers all arrive as loop events; there are no
+threads of our own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from para.daemon import notify
+from para.daemon.clients import ClientRequests
+from para.daemon.config import Config
+from para.daemon.events import EventPublisher
+from para.daemon.forkserver import ForkServer
+from para.daemon.pool import BACKOFF, FAILED, READY, SPAWNING, STOPPING, Pool, WorkerHandle
+from para.daemon.runtime_dir import RuntimeDir
+from para.daemon.signals import SignalPipe
+from para.daemon.tasks import TaskRecord, TaskTable
+from para.daemon.timers import Timers
+from para.daemon.tools import TOOLS
+from para.ipc import codec
+from para.ipc import messages as m
+from para.ipc.endpoints import WORKER_CHANNELS, Endpoints
+from para.ipc.sockets import make_socket
+from para.sandbox import tree
+
+log = logging.getLogger("parad")
+
+BATCH = 256            # messages read from one socket per loop turn
+EXIT_SETTLE = 0.25     # seconds to let a dead worker's last results arrive
+SPAWN_TIMEOUT = 10.0   # seconds a new worker has to say Ready
+
+
+class Supervisor:
+    def __init__(self, config: Config, endpoints: Endpoints, state_dir: Path, config_source: str) -> None:
+        self.config = config
+        self.endpoints = endpoints
+        self.state_dir = state_dir
+        self.config_source = config_source
+        self.version = version("para")
+        self.started = time.monotonic()
+        self.timers = Timers()
+        self.tasks = TaskTable(config.daemon.finished_task_retention)
+        self.pools = {
+            name: Pool(name, TOOLS[section.tool], section, config.pool_options(name).model_dump())
+            for name, section in config.pools.items()
+        }
+        self.stopping = False
+        self.runtime = RuntimeDir(endpoints)
+
+    # ---- lifecycle -----------------------------------------------------------
+
+    def run(self) -> int:
+        self.runtime.acquire()
+        try:
+            self.forkserver = ForkServer()
+            try:
+                self._serve()
+            finally:
+                self.forkserver.close()
+        finally:
+            self.runtime.release()
+        log.info("parad stopped")
+        return 0
+
+    def _serve(self) -> None:
+        self.ctx = zmq.Context()
+        self.signals = SignalPipe()
+        try:
+            self._bind()
+            self.clients = ClientRequests(self)
+            for pool in self.pools.values():
+                self.maintain(pool)
+            self._tick()
+            self._watchdog()
+            notify.notify(f"READY=1\nSTATUS=serving on {self.endpoints.control_path}")
+            log.info("parad %s serving on %s (pid %d, pools: %s)", self.version,
+                     self.endpoints.control_path, os.getpid(), ", ".join(self.pools))
+            self._loop()
+        finally:
+            self.signals.close()
+            for sock in self.sockets:
+                sock.close(linger=0)
+            self.ctx.term()
+
+    def _bind(self) -> None:
+        d = self.config.daemon
+        self.control = make_socket(self.ctx, zmq.ROUTER)
+        # The daemon answers oversized requests itself; this hard cap only stops abuse.
+        self.control.setsockopt(zmq.MAXMSGSIZE, 4 * d.max_message_size)
+        self.control.bind(self.endpoints.control)
+        self.events = EventPublisher(make_socket(self.ctx, zmq.XPUB))
+        self.events.sock.bind(self.endpoints.events)
+        self.worker_socks: dict[str, zmq.Socket] = {}
+        for channel in WORKER_CHANNELS:
+            sock = make_socket(self.ctx, zmq.ROUTER if channel == "command" else zmq.PULL)
+            if channel == "command":
+                sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            sock.bind(self.endpoints.worker(channel))
+            self.worker_socks[channel] = sock
+        self.sockets = [self.control, self.events.sock, *self.worker_socks.values()]
+        for path in self.endpoints.socket_paths():
+            os.chmod(path, 0o600)
+
+    def _loop(self) -> None:
+        w = self.worker_socks
+        handlers = [
+            (w["metrics"], self._on_metrics), (w["command"], self._on_worker_command),
+            (w["error"], self._on_error), (w["event"], self._on_event),
+            (w["data"], self._on_data), (self.control, self.clients.on_frames),
+        ]
+        poller = zmq.Poller()
+        for sock, _ in handlers:
+            poller.register(sock, zmq.POLLIN)
+        poller.register(self.events.sock, zmq.POLLIN)
+        poller.register(self.forkserver.fileno(), zmq.POLLIN)
+        poller.register(self.signals.fileno(), zmq.POLLIN)
+        while not (self.stopping and not self._all_workers()):
+            ready = dict(poller.poll(self.timers.timeout_ms()))
+            if self.signals.fileno() in ready:
+                self._on_signals()
+            if self.forkserver.fileno() in ready:
+                self._on_forkserver()
+            for sock, handler in handlers:
+                if sock in ready:
+                    self._drain(sock, handler)
+            if self.events.sock in ready:
+                self.events.on_readable()
+            self.timers.run_due()
+            self.clients.flush()
+
+    def _drain(self, sock: zmq.Socket, handler: Any) -> None:
+        for _ in range(BATCH):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                return
+            handler(frames)
+
+    def _all_workers(self) -> list[WorkerHandle]:
+        return [w for pool in self.pools.values() for w in pool.workers.values()]
+
+    # ---- signals and shutdown ---------------------------------------------
+
+    def _on_signals(self) -> None:
+        for sig in self.signals.read():
+            if sig in (signal.SIGTERM, signal.SIGINT):
+                if self.stopping:
+                    log.warning("%s again: killing worker trees now", sig.name)
+                    self._kill_all("second stop signal")
+                else:
+                    log.info("%s: stopping", sig.name)
+                    self.shutdown()
+            elif sig == signal.SIGCHLD:
+                self._check_forkserver()
+
+    def shutdown(self) -> None:
+        """Stop taking work; running tasks get shutdown_grace, then worker trees are killed."""
+        if self.stopping:
+            return
+        self.stopping = True
+        for pool in self.pools.values():
+            if pool.respawn_timer is not None:
+                self.timers.cancel(pool.respawn_timer)
+        notify.notify("STOPPING=1")
+        for pool in self.pools.values():
+            for record in pool.queue.drain():
+                self.complete(record, m.TaskResult(
+                    record.spec.id, record.spec.tool, m.CANCELLED,
+                    error="parad shut down before the task started; submit it again",
+                    error_code=m.E_SHUTTING_DOWN))
+            for worker in list(pool.workers.values()):
+                self._stop_worker(worker, "shutdown")
+        grace = self.config.daemon.shutdown_grace
+        self.timers.call_later(grace, lambda: self._kill_all(f"shutdown grace of {grace:g}s over"))
+
+    def _kill_all(self, reason: str) -> None:
+        for worker in self._all_workers():
+            self._kill_worker(worker, reason)
+
+    def _check_forkserver(self) -> None:
+        if self.forkserver.proc.poll() is None:
+            return
+        log.error("fork server exited (%s); starting a new one", self.forkserver.proc.returncode)
+        for worker in self._all_workers():
+            self._kill_worker(worker, "fork server died")
+            self._worker_gone(worker, None, signal.SIGKILL)
+        self.forkserver.close()
+        self.forkserver = ForkServer()
+
+    # ---- fork server reports -------------------------------------------------
+
+    def _on_forkserver(self) -> None:
+        for report in self.forkserver.read():
+            worker = self._find_worker(report.worker)
+            if worker is None:
+                continue
+            if isinstance(report, m.Spawned):
+                worker.pid = report.pid
+            elif isinstance(report, m.Exited):
+                self._on_exit(worker, report.exit_code, report.signal)
+
+    def _on_exit(self, worker: WorkerHandle, code: int | None, sig: int | None) -> None:
+        worker.state = STOPPING
+        if worker.tasks:
+            # Results it sent just before exiting may still be in flight on the data channel.
+            self.timers.call_later(EXIT_SETTLE, lambda: self._worker_gone(worker, code, sig))
+        else:
+            self._worker_gone(worker, code, sig)
+
+    def _worker_gone(self, worker: WorkerHandle, code: int | None, sig: int | None) -> None:
+        self._drain(self.worker_socks["data"], self._on_data)
+        pool = self.pools[worker.pool]
+        if worker.id not in pool.workers:
+            return
+        how = f"killed by {signal.Signals(sig).name}" if sig else f"exited with code {code}"
+        reason = f"worker {worker.id} (pid {worker.pid}) {how}"
+        if worker.kill_reason:
+            reason += f" ({worker.kill_reason})"
+        planned = worker.kill_reason in ("shutdown", "idle")
+        if not planned:
+            log.warning("%s", reason)
+        for record in list(worker.tasks.values()):
+            self._task_lost(pool, record, reason)
+        if planned:
+            pool.workers.pop(worker.id, None)
+        else:
+            pool.record_exit(worker, reason)
+            if pool.state == FAILED:
+                log.error("%s", pool.failure_message())
+        self.maintain(pool)
+
+    def _task_lost(self, pool: Pool, record: TaskRecord, reason: str) -> None:
+        if record.cancel_requested:
+            self.complete(record, m.TaskResult(record.spec.id, record.spec.tool, m.CANCELLED,
+                                               attempts=record.attempts, error=f"cancelled; {reason}"))
+        elif record.attempts < record.max_attempts and not self.stopping:
+            log.info("retrying task %s after: %s", record.spec.id, reason)
+            record.state, record.worker = m.QUEUED, None
+            pool.queue.push_front(record)
+            self.dispatch(pool)
+        else:
+            hint = "" if pool.tool.retry_safe else f"; {pool.tool.name} is not retry-safe, submit with retries=N to retry"
+            self.complete(record, m.TaskResult(
+                record.spec.id, record.spec.tool, m.LOST, attempts=record.attempts, worker=record.worker,
+                error=f"{reason} while running the task{hint}", error_code=m.E_LOST))
+
+    # ---- worker channels -----------------------------------------------------
+
+    def _on_worker_command(self, frames: list[bytes]) -> None:
+        msg = codec.decode(frames[-1])
+        worker = self._find_worker(msg.worker)
+        if not isinstance(msg, m.Ready) or worker is None:
+            return
+        worker.pid = msg.pid
+        worker.last_seen = worker.idle_since = time.monotonic()
+        if worker.state == STOPPING:  # asked to stop while it was starting
+            self._send_worker(worker.id, m.Stop(self.config.daemon.shutdown_grace))
+            return
+        worker.credit, worker.state = msg.credit, READY
+        pool = self.pools[worker.pool]
+        pool.record_ready()
+        self.dispatch(pool)
+
+    def _on_metrics(self, frames: list[bytes]) -> None:
+        beat = codec.decode(frames[0])
+        worker = self._find_worker(beat.worker)
+        if worker is None:
+            return
+        worker.last_seen = time.monotonic()
+        worker.rss, worker.cpu_seconds = beat.rss, beat.cpu_seconds
+        worker.heartbeats += 1
+        self.events.publish(b"metrics", lambda: beat)
+
+    def _on_event(self, frames: list[bytes]) -> None:
+        if self.events.wanted(b"progress"):
+            for part in codec.split(frames[0]):
+                self.events.publish(b"progress", lambda: codec.decode(part))
+
+    def _on_error(self, frames: list[bytes]) -> None:
+        report = codec.decode(frames[0])
+        log.warning("worker %s, task %s: %s: %s", report.worker, report.task_id, report.kind, report.message)
+        if report.detail:
+            log.debug("%s", report.detail)
+        self.events.publish(b"errors", lambda: report)
+
+    def _on_data(self, frames: list[bytes]) -> None:
+        for part in codec.split(frames[0]):
+            msg = codec.decode(part)
+            if isinstance(msg, m.Chunk):
+                record = self.tasks.live.get(msg.task_id)
+                if record is not None and record.owner is not None:
+                    self.clients.send(record.owner, part)
+            else:
+                self._on_result(msg.result, part)
+
+    def _on_result(self, result: m.TaskResult, wire: bytes) -> None:
+        record = self.tasks.live.get(result.id)
+        if record is None or record.worker != result.worker:
+            return  # a late answer from an attempt already given up on
+        pool = self.pools[record.pool]
+        worker = pool.workers.get(result.worker)
+        if worker is not None:
+            worker.tasks.pop(result.id, None)
+            worker.completed += 1
+            if worker.state == READY:
+                worker.credit += 1
+            if not worker.tasks:
+                worker.idle_since = time.monotonic()
+        self.complete(record, result, wire)
+        self.dispatch(pool)
+
+    # ---- tasks ---------------------------------------------------------------
+
+    def accept(self, record: TaskRecord, pool: Pool) -> None:
+        self.tasks.add(record)
+        pool.queue.push(record)
+
+    def complete(self, record: TaskRecord, result: m.TaskResult, wire: bytes | None = None) -> None:
+        """Finish a task and tell its owner; `wire` is the worker's encoded Done, forwarded as is."""
+        if wire is None or result.attempts != record.attempts:
+            result.attempts = max(result.attempts, record.attempts)
+            wire = codec.encode(m.Done(result))
+        self.tasks.finish(record, result)
+        if record.owner is not None:
+            self.clients.send(record.owner, wire)
+        self.events.publish(b"results", lambda: m.TaskEvent(
+            result.id, result.worker or "", "result",
+            {"status": result.status, "exit_code": result.exit_code, "duration": result.duration}))
+
+    def cancel(self, record: TaskRecord) -> None:
+        record.cancel_requested = True
+        if record.state == m.QUEUED:
+            self.pools[record.pool].queue.discard(record)
+            self.complete(record, m.TaskResult(record.spec.id, record.spec.tool, m.CANCELLED,
+                                               attempts=record.attempts, error="cancelled before it started"))
+        elif record.state == m.RUNNING and record.worker:
+            self._send_worker(record.worker, m.CancelTask(record.spec.id))
+
+    def dispatch(self, pool: Pool) -> None:
+        """Hand queued tasks to workers with credit, an even share each, one frame per worker."""
+        if self.stopping or not pool.queue.depth:
+            return
+        workers = pool.with_credit()
+        if not workers:
+            return
+        share = -(-pool.queue.depth // len(workers))
+        for worker in workers:
+            records = []
+            while len(records) < min(share, worker.credit):
+                record = pool.queue.pop()
+                if record is None:
+                    break
+                records.append(record)
+            if records:
+                self._assign(worker, records)
+
+    def _assign(self, worker: WorkerHandle, records: list[TaskRecord]) -> None:
+        now = time.monotonic()
+        frames = []
+        for record in records:
+            record.state, record.worker, record.started = m.RUNNING, worker.id, now
+            record.attempts += 1
+            worker.tasks[record.spec.id] = record
+            frames.append(codec.encode(m.Assign(record.spec, record.attempts)))
+        worker.credit -= len(records)
+        if not self._send_worker_frame(worker.id, codec.encode_batch(frames)):
+            # Unroutable: the worker is going away. Its exit report would count
+            # these as attempts; they never ran, so put them back instead.
+            for record in records:
+                worker.tasks.pop(record.spec.id)
+                record.state, record.worker = m.QUEUED, None
+                record.attempts -= 1
+                self.pools[worker.pool].queue.push_front(record)
+            worker.credit = 0
+
+    def _send_worker(self, worker_id: str, msg: Any) -> bool:
+        return self._send_worker_frame(worker_id, codec.encode(msg))
+
+    def _send_worker_frame(self, worker_id: str, frame: bytes) -> bool:
+        try:
+            self.worker_socks["command"].send_multipart([worker_id.encode(), frame], zmq.NOBLOCK)
+            return True
+        except zmq.ZMQError:
+            return False
+
+    # ---- workers: spawning, stopping, killing --------------------------------
+
+    def maintain(self, pool: Pool) -> None:
+        """Grow the pool toward what it wants, honouring crash backoff; shrink idle surplus."""
+        if self.stopping or pool.respawn_timer is not None:
+            return
+        deficit = pool.wanted() - pool.live_count()
+        if deficit <= 0:
+            for worker in pool.idle_surplus(time.monotonic()):
+                self._stop_worker(worker, "idle")
+            return
+        if pool.state in (BACKOFF, FAILED):
+            spawning = sum(1 for w in pool.workers.values() if w.state == SPAWNING)
+            if spawning:
+                return
+            delay = pool.config.respawn_backoff_max if pool.state == FAILED else pool.respawn_delay()
+            pool.respawn_timer = self.timers.call_later(delay, lambda: self._respawn(pool))
+            return
+        for _ in range(deficit):
+            self._spawn(pool)
+
+    def _respawn(self, pool: Pool) -> None:
+        pool.respawn_timer = None
+        if not self.stopping and pool.live_count() < pool.wanted():
+            self._spawn(pool)  # one at a time until a worker proves healthy
+
+    def _spawn(self, pool: Pool) -> None:
+        worker = pool.new_worker()
+        d = self.config.daemon
+        self.forkserver.spawn(m.Spawn(worker.id, pool.name, pool.tool.name, {
+            "runtime_dir": str(self.endpoints.runtime_dir), "heartbeat_interval": d.heartbeat_interval,
+            "credit": pool.credit, "options": pool.options,
+        }))
+
+    def _stop_worker(self, worker: WorkerHandle, reason: str) -> None:
+        worker.kill_reason = reason
+        worker.credit = 0
+        if worker.state == READY:
+            self._send_worker(worker.id, m.Stop(self.config.daemon.shutdown_grace))
+        worker.state = STOPPING
+
+    def _kill_worker(self, worker: WorkerHandle, reason: str) -> None:
+        worker.kill_reason = worker.kill_reason or reason
+        worker.credit = 0
+        if worker.pid:
+            tree.kill_tree(worker.pid)
+
+    def _find_worker(self, worker_id: str) -> WorkerHandle | None:
+        pool = self.pools.get(worker_id.rsplit("-", 1)[0])
+        return pool.workers.get(worker_id) if pool else None
+
+    # ---- periodic ------------------------------------------------------------
+
+    def _tick(self) -> None:
+        """Heartbeat deadlines and pool sizing, every fraction of the detection timeout."""
+        d = self.config.daemon
+        now = time.monotonic()
+        for worker in self._all_workers():
+            silent = now - worker.last_seen
+            limit = d.failure_detection_timeout if worker.state != SPAWNING else max(d.failure_detection_timeout, SPAWN_TIMEOUT)
+            if silent > limit and worker.pid and worker.kill_reason is None:
+                log.warning("worker %s (pid %d) sent no heartbeat for %.1fs: killing its process tree",
+                            worker.id, worker.pid, silent)
+                self._kill_worker(worker, f"hung: no heartbeat for {silent:.1f}s")
+        for pool in self.pools.values():
+            self.maintain(pool)
+        interval = min(1.0, d.failure_detection_timeout / 4, d.heartbeat_interval)
+        self.timers.call_later(interval, self._tick)
+
+    def _watchdog(self) -> None:
+        interval = notify.watchdog_interval()
+        if interval:
+            notify.notify("WATCHDOG=1")
+            self.timers.call_later(interval, self._watchdog)
+
+    # ---- status --------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "daemon": {
+                "pid": os.getpid(), "version": self.version, "uptime": round(time.monotonic() - self.started, 3),
+                "runtime_dir": str(self.endpoints.runtime_dir), "state_dir": str(self.state_dir),
+                "config": self.config_source, "stopping": self.stopping, "isolation": "none",
+            },
+            "pools": [pool.summary() for pool in self.pools.values()],
+            "tasks": {"live": len(self.tasks.live), **dict(self.tasks.counts)},
+        }
+
+    def worker_list(self) -> list[dict[str, Any]]:
+        return [w.summary() for w in self._all_workers()]

@@ -1,0 +1,64 @@
+"""Tasks as the supervisor tracks them, and the table that holds them.
+
+The table is in memory; it is the seam where the SQLite journal (durability)
+attaches: every state change goes through `TaskTable` methods.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from dataclasses import dataclass, field
+
+from para.ipc import messages as m
+
+
+@dataclass(slots=True)
+class TaskRecord:
+    spec: m.TaskSpec
+    pool: str
+    owner: bytes | None            # ZeroMQ identity of the submitting client
+    max_attempts: int
+    state: str = m.QUEUED
+    attempts: int = 0
+    worker: str | None = None
+    submitted: float = field(default_factory=time.monotonic)
+    started: float | None = None
+    result: m.TaskResult | None = None
+    cancel_requested: bool = False
+
+    def summary(self) -> dict:
+        now = time.monotonic()
+        return {
+            "id": self.spec.id, "tool": self.spec.tool, "pool": self.pool, "state": self.state,
+            "attempts": self.attempts, "worker": self.worker, "session": self.spec.session,
+            "priority": self.spec.priority,
+            "age": round(now - self.submitted, 3),
+            "running_for": round(now - self.started, 3) if self.started and self.state == m.RUNNING else None,
+        }
+
+
+class TaskTable:
+    """Live tasks by id, plus the last `retention` finished ones."""
+
+    def __init__(self, retention: int) -> None:
+        self.live: dict[str, TaskRecord] = {}
+        self.finished: collections.OrderedDict[str, TaskRecord] = collections.OrderedDict()
+        self.retention = retention
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        return self.live.get(task_id) or self.finished.get(task_id)
+
+    def add(self, record: TaskRecord) -> None:
+        self.live[record.spec.id] = record
+
+    def finish(self, record: TaskRecord, result: m.TaskResult) -> None:
+        record.state = result.status
+        record.result = result
+        self.live.pop(record.spec.id, None)
+        self.counts[result.status] += 1
+        if self.retention:
+            self.finished[record.spec.id] = record
+            while len(self.finished) > self.retention:
+                self.finished.popitem(last=False)

@@ -1,0 +1,68 @@
+"""The interface every built-in tool implements.
+
+A tool validates its arguments with a pydantic model (`Args`, checked by the
+supervisor when a task is submitted and again in the worker), reads its pool's
+options (`Options`, from parad.yaml) and, given both, either finishes at once
+(`Finished`) or asks the worker to run a confined command (`RunCommand`) whose
+outcome it may turn into a value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from para.sandbox.command import CommandSpec, Outcome
+
+
+class StrictModel(BaseModel):
+    """Arguments arrive over the wire: no silent coercion, no unknown keys."""
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class NoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(slots=True)
+class Finished:
+    """The tool's answer. A non-None `error` makes the task fail with it."""
+    value: Any = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class RunCommand:
+    """Run `spec` in the sandbox; `finish` maps its outcome to an answer.
+
+    Without `finish` the command's own exit status is the task's status (bash).
+    """
+    spec: CommandSpec
+    finish: Callable[[Outcome], Finished] | None = None
+
+
+@dataclass(slots=True)
+class TaskContext:
+    task_id: str
+    worker: str
+    timeout: float | None
+
+
+class ToolFailure(Exception):
+    """Raised by a tool for an expected failure; the message reaches the user as is."""
+
+
+class Tool:
+    name: ClassVar[str]
+    Args: ClassVar[type[BaseModel]]
+    Options: ClassVar[type[BaseModel]] = NoOptions
+    # Safe to run again after a worker died mid-task (no side effects).
+    retry_safe: ClassVar[bool] = False
+    # Tasks a worker of this tool may hold at once (credit window).
+    default_credit: ClassVar[int] = 1
+
+    def run(self, args: Any, options: Any, ctx: TaskContext) -> Finished | RunCommand:
+        raise NotImplementedError

@@ -1,0 +1,264 @@
+"""A worker process: takes tasks by credit, runs one at a time, reports on five channels.
+
+Its main loop polls the command socket, the running command's pipes and the
+data socket (when output is waiting to go out), and sends a heartbeat on the
+metrics channel every `heartbeat_interval` from that same loop, so a silent
+worker is a hung worker. Output flow control: when the data channel is full,
+the loop stops reading the command's pipes (the command blocks on write)
+instead of buffering without bound, while heartbeats and cancels go on.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import psutil
+import zmq
+
+from para.daemon.tools import TOOLS
+from para.daemon.tools.base import Finished, RunCommand, TaskContext, ToolFailure
+from para.ipc import codec
+from para.ipc import messages as m
+from para.ipc.endpoints import Endpoints
+from para.ipc.sockets import make_socket
+from para.sandbox.command import Command, Outcome
+
+DATA_HWM = 64           # frames queued toward the supervisor before backpressure
+BATCH_BYTES = 1 << 20   # most bytes of output or results packed into one frame
+
+
+class Worker:
+    def __init__(self, worker_id: str, tool: str, settings: dict[str, Any]) -> None:
+        self.id = worker_id
+        self.tool = TOOLS[tool]()
+        self.options = self.tool.Options.model_validate(settings["options"])
+        self.credit = settings["credit"]
+        self.heartbeat_interval = settings["heartbeat_interval"]
+        endpoints = Endpoints(Path(settings["runtime_dir"]))
+        self.ctx = zmq.Context()
+        self.command = make_socket(self.ctx, zmq.DEALER, identity=worker_id.encode())
+        self.command.connect(endpoints.worker("command"))
+        self.out = {}
+        for channel in ("event", "data", "error", "metrics"):
+            sock = make_socket(self.ctx, zmq.PUSH, hwm=DATA_HWM if channel == "data" else None)
+            sock.connect(endpoints.worker(channel))
+            self.out[channel] = sock
+        self.pending: collections.deque[m.Assign] = collections.deque()
+        self.current: m.Assign | None = None
+        self.running: Command | None = None
+        self.data_backlog: collections.deque[bytes] = collections.deque()
+        self.events: list[bytes] = []
+        self.chunk_seq = 0
+        self.stopping = False
+        self.hb_seq = 0
+        self.proc = psutil.Process()
+
+    # ---- main loop ---------------------------------------------------------
+
+    def run(self) -> None:
+        self.command.send(codec.encode(m.Ready(self.id, os.getpid(), self.credit)))
+        next_heartbeat = time.monotonic()
+        while not (self.stopping and self.current is None and not self.pending):
+            now = time.monotonic()
+            if now >= next_heartbeat:
+                self._heartbeat()
+                next_heartbeat = now + self.heartbeat_interval
+            # Sync tools (echo, read) finish inside _start: run all that are waiting.
+            while self.current is None and self.pending and len(self.data_backlog) < DATA_HWM:
+                self._start(self.pending.popleft())
+            self._flush_data()
+            deadline = next_heartbeat
+            if self.running is not None:
+                deadline = min(deadline, self.running.next_deadline() or deadline)
+            timeout = max(0, int((deadline - time.monotonic()) * 1000) + 1)
+            self._flush_events()
+            for sock, _ in self._poller().poll(timeout):
+                if sock is self.command:
+                    self._on_command()
+                elif sock is self.out["data"]:
+                    self._flush_data()
+                elif self.running is not None:
+                    self.running.on_readable(sock)
+            if self.running is not None:
+                self.running.on_timer(time.monotonic())
+                if self.running.done:
+                    self._finish_command()
+        self._flush_events()
+        self._flush_data(block=True)
+
+    def _poller(self) -> zmq.Poller:
+        poller = zmq.Poller()
+        poller.register(self.command, zmq.POLLIN)
+        if self.data_backlog:
+            poller.register(self.out["data"], zmq.POLLOUT)
+        elif self.running is not None:
+            for fd in self.running.fds():
+                poller.register(fd, zmq.POLLIN)
+        return poller
+
+    def _on_command(self) -> None:
+        while True:
+            try:
+                frame = self.command.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            for part in codec.split(frame):
+                msg = codec.decode(part)
+                if isinstance(msg, m.Assign):
+                    self.pending.append(msg)
+                elif isinstance(msg, m.CancelTask):
+                    self._cancel(msg.task_id)
+                elif isinstance(msg, m.Stop):
+                    self.stopping = True
+
+    def _cancel(self, task_id: str) -> None:
+        if self.current is not None and self.current.task.id == task_id:
+            if self.running is not None:
+                self.running.cancel()
+            return
+        for assign in list(self.pending):
+            if assign.task.id == task_id:
+                self.pending.remove(assign)
+                self._send_result(assign, m.TaskResult(task_id, assign.task.tool, m.CANCELLED, error="cancelled before it started"), started=time.monotonic())
+
+    # ---- running a task ----------------------------------------------------
+
+    def _start(self, assign: m.Assign) -> None:
+        task = assign.task
+        self.current = assign
+        self.started = time.monotonic()
+        self.events.append(codec.encode(m.TaskEvent(task.id, self.id, "started", {"attempt": assign.attempt})))
+        ctx = TaskContext(task.id, self.id, task.timeout)
+        try:
+            args = self.tool.Args.model_validate(task.args)
+            step = self.tool.run(args, self.options, ctx)
+        except ToolFailure as exc:
+            step = Finished(error=str(exc))
+        except Exception as exc:
+            self._send("error", m.ErrorReport(self.id, task.id, "exception", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+            step = Finished(error=f"{self.tool.name} raised {type(exc).__name__}: {exc}")
+        if isinstance(step, Finished):
+            self._finish(step, None)
+            return
+        self.finish_step = step
+        on_output = self._stream_chunk if task.stream else None
+        try:
+            self.running = Command(step.spec, on_output)
+        except OSError as exc:
+            self._finish(Finished(error=f"cannot start {step.spec.argv[0]}: {exc.strerror}"), None)
+
+    def _stream_chunk(self, stream: str, data: bytes) -> None:
+        self.chunk_seq += 1
+        self.data_backlog.append(codec.encode(m.Chunk(self.current.task.id, stream, data, self.chunk_seq)))
+        self._flush_data()
+
+    def _finish_command(self) -> None:
+        outcome = self.running.outcome()
+        self.running.close()
+        self.running = None
+        step: RunCommand = self.finish_step
+        answer = None
+        if step.finish is not None and not outcome.cancelled and outcome.limit is None:
+            try:
+                answer = step.finish(outcome)
+            except Exception as exc:
+                answer = Finished(error=f"{self.tool.name}: cannot read the command's output: {exc}")
+        self._finish(answer, outcome)
+
+    def _finish(self, answer: Finished | None, outcome: Outcome | None) -> None:
+        assign = self.current
+        result = _result(assign.task, answer, outcome)
+        if outcome is not None and outcome.limit:
+            self._send("error", m.ErrorReport(self.id, assign.task.id, "limit", f"{outcome.limit} limit ended the command"))
+        self._send_result(assign, result, self.started)
+        self.current = None
+        self.chunk_seq = 0
+
+    def _send_result(self, assign: m.Assign, result: m.TaskResult, started: float) -> None:
+        result.worker = self.id
+        result.attempts = assign.attempt
+        if not result.duration:
+            result.duration = time.monotonic() - started
+        self.data_backlog.append(codec.encode(m.Done(result)))
+        if self.running is not None or not self.pending:
+            self._flush_data()  # else the next sync task's result joins this batch
+
+    # ---- channels ----------------------------------------------------------
+
+    def _send(self, channel: str, msg: Any) -> None:
+        self.out[channel].send(codec.encode(msg))
+
+    def _flush_events(self) -> None:
+        if self.events:
+            self.out["event"].send(codec.encode_batch(self.events))
+            self.events = []
+
+    def _flush_data(self, block: bool = False) -> None:
+        """Send waiting output and results, many per frame; stop when the channel is full."""
+        sock = self.out["data"]
+        backlog = self.data_backlog
+        while backlog:
+            batch, size = [], 0
+            for frame in backlog:
+                if batch and size + len(frame) > BATCH_BYTES:
+                    break
+                batch.append(frame)
+                size += len(frame)
+            try:
+                sock.send(codec.encode_batch(batch), 0 if block else zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            for _ in batch:
+                backlog.popleft()
+
+    def _heartbeat(self) -> None:
+        self.hb_seq += 1
+        cpu = self.proc.cpu_times()
+        task = self.current.task.id if self.current else None
+        self._send("metrics", m.Heartbeat(self.id, os.getpid(), self.hb_seq, self.proc.memory_info().rss, cpu.user + cpu.system, task))
+
+    def close(self) -> None:
+        if self.running is not None:
+            self.running.close()
+        for sock in [self.command, *self.out.values()]:
+            sock.close(linger=1000)
+        self.ctx.term()
+
+
+def _result(task: m.TaskSpec, answer: Finished | None, outcome: Outcome | None) -> m.TaskResult:
+    result = m.TaskResult(task.id, task.tool, m.SUCCEEDED)
+    if outcome is not None:
+        result.exit_code, result.signal = outcome.exit_code, outcome.signal
+        result.stdout, result.stderr = outcome.stdout, outcome.stderr
+        result.stdout_bytes, result.stderr_bytes = outcome.stdout_bytes, outcome.stderr_bytes
+        result.truncated, result.duration = outcome.truncated, outcome.duration
+        result.rusage, result.limit = outcome.rusage, outcome.limit
+        if outcome.cancelled:
+            result.status, result.error = m.CANCELLED, "cancelled while running"
+        elif outcome.limit == "timeout":
+            result.status, result.error = m.TIMED_OUT, f"timed out after {task.timeout:g}s; the command's process tree was killed"
+        elif outcome.limit:
+            result.status, result.error = m.FAILED, f"the {outcome.limit} limit ended the command"
+        elif outcome.signal:
+            result.status, result.error = m.FAILED, f"killed by signal {outcome.signal}"
+        elif outcome.exit_code:
+            result.status = m.FAILED
+    if answer is not None:
+        result.value = answer.value
+        if answer.error is not None:
+            result.status, result.error, result.error_code = m.FAILED, answer.error, m.E_TOOL
+    return result
+
+
+def worker_main(worker_id: str, tool: str, settings: dict[str, Any]) -> None:
+    """Entry point in a freshly forked child (see forkserver)."""
+    worker = Worker(worker_id, tool, settings)
+    try:
+        worker.run()
+    finally:
+        worker.close()

@@ -1,0 +1,105 @@
+"""The msgpack encoding of para messages: the only module that knows the bytes.
+
+A frame is a two-byte header (magic, protocol version) followed by msgpack.
+A batch frame (magic BATCH_MAGIC) carries a list of encoded single frames, so
+a busy peer pays one socket send for many messages and a relay can forward a
+message's bytes without encoding it again. Each message dataclass is a msgpack extension object whose payload is the list
+of its field values in declaration order, so nested messages (a TaskSpec inside
+a Submit) round-trip as the same types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+import msgpack
+
+from para.ipc import PROTOCOL_VERSION
+from para.ipc.messages import WIRE_TAGS
+
+MAGIC = 0xA7
+BATCH_MAGIC = 0xA8
+_HEADER = bytes([MAGIC, PROTOCOL_VERSION])
+_BATCH_HEADER = bytes([BATCH_MAGIC, PROTOCOL_VERSION])
+
+_FIELDS: dict[type, tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls)) for cls in WIRE_TAGS
+}
+_BY_TAG: dict[int, type] = {tag: cls for cls, tag in WIRE_TAGS.items()}
+
+
+class ProtocolError(ValueError):
+    """A frame that is not a para message of this protocol version."""
+
+
+def _default(obj: Any) -> msgpack.ExtType:
+    cls = type(obj)
+    tag = WIRE_TAGS.get(cls)
+    if tag is None:
+        raise TypeError(f"cannot encode {cls.__name__} on the para wire")
+    values = [getattr(obj, name) for name in _FIELDS[cls]]
+    return msgpack.ExtType(tag, msgpack.packb(values, default=_default, use_bin_type=True))
+
+
+def _ext_hook(tag: int, payload: bytes) -> Any:
+    cls = _BY_TAG.get(tag)
+    if cls is None:
+        raise ProtocolError(f"unknown message type tag {tag}")
+    values = msgpack.unpackb(payload, ext_hook=_ext_hook, raw=False, strict_map_key=False)
+    if not isinstance(values, list):
+        raise ProtocolError(f"{cls.__name__}: body is not a list")
+    try:
+        return cls(*values)
+    except TypeError as exc:
+        raise ProtocolError(f"{cls.__name__}: {exc}") from None
+
+
+def encode(message: Any) -> bytes:
+    """Serialise one message dataclass to a frame."""
+    return _HEADER + msgpack.packb(message, default=_default, use_bin_type=True)
+
+
+def encode_batch(frames: list[bytes]) -> bytes:
+    """Pack already-encoded frames into one; a single frame is returned as it is."""
+    if len(frames) == 1:
+        return frames[0]
+    return _BATCH_HEADER + msgpack.packb(frames, use_bin_type=True)
+
+
+def split(frame: bytes) -> list[bytes]:
+    """The single frames inside `frame` (itself, unless it is a batch)."""
+    if len(frame) < 2 or frame[0] != BATCH_MAGIC:
+        return [frame]
+    _check_version(frame)
+    try:
+        frames = msgpack.unpackb(frame[2:], raw=False)
+    except Exception as exc:
+        raise ProtocolError(f"malformed batch frame: {exc}") from None
+    if not isinstance(frames, list) or not all(isinstance(f, bytes) for f in frames):
+        raise ProtocolError("batch frame must hold a list of frames")
+    return frames
+
+
+def _check_version(frame: bytes) -> None:
+    if frame[1] != PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"protocol version {frame[1]} is not supported (this side speaks "
+            f"{PROTOCOL_VERSION}); upgrade para so client and daemon match"
+        )
+
+
+def decode(frame: bytes) -> Any:
+    """Parse a single frame into its message dataclass; ProtocolError says what is wrong."""
+    if len(frame) < 2 or frame[0] != MAGIC:
+        raise ProtocolError("not a para frame (bad magic byte); is this a para client?")
+    _check_version(frame)
+    try:
+        message = msgpack.unpackb(frame[2:], ext_hook=_ext_hook, raw=False, strict_map_key=False)
+    except ProtocolError:
+        raise
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise ProtocolError(f"malformed msgpack body: {exc}") from None
+    if type(message) not in WIRE_TAGS:
+        raise ProtocolError("frame body is not a para message")
+    return message

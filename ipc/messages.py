@@ -1,0 +1,248 @@
+"""Every message that crosses a para socket, as plain slotted dataclasses.
+
+Hot paths (thousands of tasks a second) build and read these directly, so they
+carry no validation; requests from clients are validated by the daemon at its
+trust boundary. Field order is the wire order: append new fields at the end
+with a default, and bump PROTOCOL_VERSION when an existing field changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Task states (DESIGN.md, "A task's life").
+QUEUED = "queued"
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+TIMED_OUT = "timed_out"
+CANCELLED = "cancelled"
+LOST = "lost"
+FINAL_STATES = frozenset({SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, LOST})
+
+# Error codes carried by ErrorReply and by TaskResult.error_code.
+E_PROTOCOL = "protocol"          # malformed frame, wrong version
+E_TOO_LARGE = "too_large"        # message over max_message_size
+E_INVALID = "invalid_request"    # wrong argument names or types
+E_UNKNOWN_TOOL = "unknown_tool"
+E_QUEUE_FULL = "queue_full"
+E_POOL_FAILED = "pool_failed"    # circuit open: the pool's workers keep crashing
+E_SHUTTING_DOWN = "shutting_down"
+E_NOT_FOUND = "not_found"
+E_TOOL = "tool_error"            # the tool raised or reported an error
+E_LOST = "lost"                  # the worker died holding the task
+
+
+# ---- client <-> daemon (command socket, DEALER -> ROUTER) ----------------
+
+@dataclass(slots=True)
+class TaskSpec:
+    """One task as a client submits it; `id` is chosen by the client."""
+    id: str
+    tool: str
+    args: dict[str, Any]
+    timeout: float | None = None
+    priority: int = 2
+    session: str | None = None
+    retries: int | None = None
+    stream: bool = False
+
+
+@dataclass(slots=True)
+class Hello:
+    client: str
+    pid: int
+
+
+@dataclass(slots=True)
+class Welcome:
+    daemon_version: str
+    protocol: int
+    pid: int
+    tools: list[str]
+    max_message_size: int
+
+
+@dataclass(slots=True)
+class Submit:
+    req: int
+    tasks: list[TaskSpec]
+
+
+@dataclass(slots=True)
+class Accepted:
+    req: int
+    ids: list[str]
+
+
+@dataclass(slots=True)
+class Cancel:
+    req: int
+    task_ids: list[str]
+
+
+@dataclass(slots=True)
+class Query:
+    """A read-only question: what is 'status', 'workers', 'ps' or 'task'."""
+    req: int
+    what: str
+    arg: str | None = None
+
+
+@dataclass(slots=True)
+class Reply:
+    req: int
+    body: Any
+
+
+@dataclass(slots=True)
+class Shutdown:
+    req: int
+
+
+@dataclass(slots=True)
+class Ping:
+    req: int
+
+
+@dataclass(slots=True)
+class Pong:
+    req: int
+
+
+@dataclass(slots=True)
+class ErrorReply:
+    """A request (or one task of it) was refused; `message` says what to do."""
+    req: int
+    code: str
+    message: str
+    task_id: str | None = None
+
+
+# ---- task output, shared by worker -> daemon and daemon -> client ------
+
+@dataclass(slots=True)
+class Chunk:
+    task_id: str
+    stream: str          # "stdout" | "stderr"
+    data: bytes
+    seq: int
+
+
+@dataclass(slots=True)
+class TaskResult:
+    id: str
+    tool: str
+    status: str
+    exit_code: int | None = None
+    signal: int | None = None
+    stdout: bytes = b""
+    stderr: bytes = b""
+    truncated: bool = False
+    value: Any = None
+    duration: float = 0.0
+    attempts: int = 1
+    worker: str | None = None
+    error: str | None = None
+    error_code: str | None = None
+    limit: str | None = None
+    rusage: dict[str, float] = field(default_factory=dict)
+    stdout_bytes: int = 0
+    stderr_bytes: int = 0
+
+
+@dataclass(slots=True)
+class Done:
+    result: TaskResult
+
+
+# ---- daemon <-> worker (five channels) ---------------------------------
+
+@dataclass(slots=True)
+class Assign:
+    """command channel, daemon -> worker."""
+    task: TaskSpec
+    attempt: int
+
+
+@dataclass(slots=True)
+class CancelTask:
+    task_id: str
+
+
+@dataclass(slots=True)
+class Stop:
+    grace: float
+
+
+@dataclass(slots=True)
+class Ready:
+    """command channel, worker -> daemon: alive, and able to take `credit` tasks."""
+    worker: str
+    pid: int
+    credit: int
+
+
+@dataclass(slots=True)
+class TaskEvent:
+    """event channel: lifecycle and progress."""
+    task_id: str
+    worker: str
+    kind: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ErrorReport:
+    """error channel: tool exceptions, limit violations, crash reports."""
+    worker: str
+    task_id: str | None
+    kind: str
+    message: str
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class Heartbeat:
+    """metrics channel: sent from the worker's main loop, so silence means hung."""
+    worker: str
+    pid: int
+    seq: int
+    rss: int
+    cpu_seconds: float
+    task_id: str | None = None
+
+
+# ---- supervisor <-> fork server (socketpair) ---------------------------
+
+@dataclass(slots=True)
+class Spawn:
+    worker: str
+    pool: str
+    tool: str
+    settings: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Spawned:
+    worker: str
+    pid: int
+
+
+@dataclass(slots=True)
+class Exited:
+    worker: str
+    pid: int
+    exit_code: int | None
+    signal: int | None
+
+
+# The wire tag of each type. Never reuse or renumber a tag.
+WIRE_TAGS: dict[type, int] = {
+    TaskSpec: 1, Hello: 2, Welcome: 3, Submit: 4, Accepted: 5, Cancel: 6,
+    Query: 7, Reply: 8, Shutdown: 9, Ping: 10, Pong: 11, ErrorReply: 12,
+    Chunk: 13, TaskResult: 14, Done: 15, Assign: 16, CancelTask: 17,
+    Stop: 18, Ready: 19, TaskEvent: 20, ErrorReport: 21, Heartbeat: 22,
+    Spawn: 23, Spawned: 24, Exited: 25,
+}

@@ -1,0 +1,254 @@
+"""One confined command, driven without blocking by its owner's poll loop.
+
+The owner (a para worker) polls `fds()`, calls `on_readable(fd)` when one is
+readable and `on_timer(now)` at `next_deadline()`. The command moves through
+running -> (terminating) -> draining -> done; when `done`, `outcome()` tells
+how it ended and which limit, if any, ended it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from para.sandbox import prctl, tree
+from para.sandbox.limits import Limits
+from para.sandbox.output import CappedBuffer
+
+READ_SIZE = 65536
+
+
+@dataclass(slots=True)
+class CommandSpec:
+    argv: list[str]
+    cwd: str | None = None
+    env: dict[str, str] | None = None
+    stdin: bytes | None = None
+    limits: Limits = field(default_factory=Limits)
+    timeout: float | None = None
+    kill_grace: float = 2.0
+    drain_timeout: float = 0.5
+    output_cap: int = 1 << 20
+
+
+@dataclass(slots=True)
+class Outcome:
+    exit_code: int | None
+    signal: int | None
+    stdout: bytes
+    stderr: bytes
+    stdout_bytes: int
+    stderr_bytes: int
+    truncated: bool
+    duration: float
+    limit: str | None          # "timeout", "cpu", "file_size" or None
+    cancelled: bool
+    rusage: dict[str, float]
+
+
+def _child_setup(limits: Limits) -> Callable[[], None]:
+    def setup() -> None:
+        # Runs between fork and exec: no locks, no logging, nothing allocated that matters.
+        prctl.set_parent_death_signal(signal.SIGKILL)
+        limits.apply()
+    return setup
+
+
+class Command:
+    """A started command; see the module docstring for the protocol."""
+
+    def __init__(self, spec: CommandSpec, on_output: Callable[[str, bytes], None] | None = None):
+        self.spec = spec
+        self._on_output = on_output
+        self._stdout = CappedBuffer(spec.output_cap)
+        self._stderr = CappedBuffer(spec.output_cap)
+        self._limit: str | None = None
+        self._cancelled = False
+        self._status: int | None = None
+        self._rusage = None
+        self._kill_at: float | None = None
+        self._drain_until: float | None = None
+        self.started = time.monotonic()
+        self._ended: float | None = None
+        self._proc = subprocess.Popen(
+            spec.argv,
+            cwd=spec.cwd,
+            env=spec.env,
+            stdin=self._stdin_file(spec.stdin),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
+            preexec_fn=_child_setup(spec.limits),
+        )
+        self.pid = self._proc.pid
+        self._pidfd = os.pidfd_open(self.pid)
+        self._pipes = {self._proc.stdout.fileno(): "stdout", self._proc.stderr.fileno(): "stderr"}
+        for fd in self._pipes:
+            os.set_blocking(fd, False)
+        self._deadline = self.started + spec.timeout if spec.timeout else None
+
+    @staticmethod
+    def _stdin_file(data: bytes | None) -> int:
+        if data is None:
+            return subprocess.DEVNULL
+        fd = os.memfd_create("para-stdin", os.MFD_CLOEXEC)
+        os.write(fd, data)
+        os.lseek(fd, 0, os.SEEK_SET)
+        return fd
+
+    # ---- what the owner polls ------------------------------------------------
+
+    def fds(self) -> list[int]:
+        fds = list(self._pipes)
+        if self._status is None:
+            fds.append(self._pidfd)
+        return fds
+
+    @property
+    def done(self) -> bool:
+        return self._status is not None and not self._pipes
+
+    def next_deadline(self) -> float | None:
+        return min((t for t in (self._deadline, self._kill_at, self._drain_until) if t), default=None)
+
+    def on_readable(self, fd: int) -> None:
+        if fd == self._pidfd:
+            self._reap()
+            return
+        name = self._pipes.get(fd)
+        if name is None:
+            return
+        try:
+            data = os.read(fd, READ_SIZE)
+        except BlockingIOError:
+            return
+        if not data:
+            self._close_pipe(fd)
+            return
+        (self._stdout if name == "stdout" else self._stderr).write(data)
+        if self._on_output is not None:
+            self._on_output(name, data)
+
+    def on_timer(self, now: float) -> None:
+        if self._deadline and now >= self._deadline and self._status is None:
+            self._deadline = None
+            self._limit = self._limit or "timeout"
+            self._terminate(now)
+        if self._kill_at and now >= self._kill_at:
+            self._kill_at = None
+            self._kill_everything()
+        if self._drain_until and now >= self._drain_until:
+            # Something (a grandchild) still holds the pipes: end it and stop reading.
+            self._drain_until = None
+            self._kill_everything()
+            for fd in list(self._pipes):
+                self._drain_nonblocking(fd)
+                self._close_pipe(fd)
+
+    def cancel(self) -> None:
+        if self._status is None and not self._cancelled:
+            self._cancelled = True
+            self._terminate(time.monotonic())
+
+    # ---- internals ---------------------------------------------------------
+
+    def _terminate(self, now: float) -> None:
+        pids = [self.pid] + tree.descendants(os.getpid())
+        tree.signal_pids(pids, signal.SIGTERM)
+        try:
+            os.killpg(self.pid, signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self._kill_at = now + self.spec.kill_grace
+
+    def _kill_everything(self) -> None:
+        # The worker is a child subreaper, so every orphan of this command is
+        # now a descendant of ours: kill all of them, not just the group.
+        tree.kill_tree(os.getpid(), include_root=False)
+
+    def _reap(self) -> None:
+        try:
+            pid, status, rusage = os.wait4(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            pid, status, rusage = self.pid, 0, None
+        if pid == 0:
+            return
+        self._status = status
+        self._proc.returncode = os.waitstatus_to_exitcode(status)
+        self._rusage = rusage
+        self._ended = time.monotonic()
+        self._kill_at = None
+        self._deadline = None
+        self._drain_until = self._ended + self.spec.drain_timeout
+        os.close(self._pidfd)
+        self._pidfd = -1
+
+    def _drain_nonblocking(self, fd: int) -> None:
+        buffer = self._stdout if self._pipes[fd] == "stdout" else self._stderr
+        while True:
+            try:
+                data = os.read(fd, READ_SIZE)
+            except (BlockingIOError, OSError):
+                return
+            if not data:
+                return
+            buffer.write(data)
+
+    def _close_pipe(self, fd: int) -> None:
+        name = self._pipes.pop(fd)
+        getattr(self._proc, name).close()
+        if not self._pipes and self._status is not None:
+            self._finish()
+
+    def _finish(self) -> None:
+        self._drain_until = None
+        self._kill_everything()
+        tree.reap_children()
+
+    def close(self) -> None:
+        """Release everything, killing the tree if the command still runs."""
+        if self._status is None:
+            self._kill_everything()
+            self._reap_blocking()
+        for fd in list(self._pipes):
+            self._close_pipe(fd)
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+    def _reap_blocking(self) -> None:
+        _, status, rusage = os.wait4(self.pid, 0)
+        self._status, self._rusage = status, rusage
+        self._proc.returncode = os.waitstatus_to_exitcode(status)
+        self._ended = time.monotonic()
+
+    def outcome(self) -> Outcome:
+        status = self._status or 0
+        sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+        limit = self._limit
+        if limit is None and sig == signal.SIGXCPU:
+            limit = "cpu"
+        elif limit is None and sig == signal.SIGXFSZ:
+            limit = "file_size"
+        ru = self._rusage
+        cpu_cap = self.spec.limits.cpu_seconds
+        if limit is None and sig == signal.SIGKILL and ru and cpu_cap:
+            if ru.ru_utime + ru.ru_stime >= cpu_cap:
+                limit = "cpu"
+        usage = {} if ru is None else {
+            "utime": ru.ru_utime, "stime": ru.ru_stime, "maxrss_kb": float(ru.ru_maxrss),
+        }
+        return Outcome(
+            exit_code=code, signal=sig,
+            stdout=self._stdout.getvalue(), stderr=self._stderr.getvalue(),
+            stdout_bytes=self._stdout.total, stderr_bytes=self._stderr.total,
+            truncated=self._stdout.truncated or self._stderr.truncated,
+            duration=(self._ended or time.monotonic()) - self.started,
+            limit=limit, cancelled=self._cancelled, rusage=usage,
+        )

@@ -1,0 +1,36 @@
+"""Thin ctypes wrappers over the Linux prctl(2) calls para needs."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_prctl = _libc.prctl
+_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+
+def _call(option: int, arg: int) -> None:
+    if _prctl(option, arg, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl({option}): {os.strerror(err)}")
+
+
+def set_child_subreaper() -> None:
+    """Orphaned descendants (setsid, double fork) are reparented to us, so we can end them."""
+    _call(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
+    """Receive `sig` when the parent exits, so nothing outlives a dead supervisor."""
+    _call(PR_SET_PDEATHSIG, sig)
+
+
+def set_no_new_privs() -> None:
+    """setuid binaries and file capabilities grant nothing from here on."""
+    _call(PR_SET_NO_NEW_PRIVS, 1)

@@ -1,0 +1,72 @@
+"""Ending whole process trees, including members that left the process group."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import psutil
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of `pid` (children first-level first)."""
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def signal_pids(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def reap_children() -> list[tuple[int, int]]:
+    """waitpid every exited child of this process; returns (pid, status) pairs."""
+    reaped = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return reaped
+        if pid == 0:
+            return reaped
+        reaped.append((pid, status))
+
+
+def kill_tree(root: int, include_root: bool = True, deadline: float = 5.0) -> int:
+    """SIGKILL `root`'s whole tree until none is left; returns how many were signalled.
+
+    Processes are stopped before they are killed so a forking loop cannot add
+    members faster than they die; the scan repeats until the tree is empty or
+    `deadline` seconds pass. Orphans reparent to the nearest subreaper (a para
+    worker), which reaps them.
+    """
+    end = time.monotonic() + deadline
+    signalled = 0
+    while True:
+        pids = descendants(root)
+        if include_root and psutil.pid_exists(root):
+            pids.insert(0, root)
+        live = [p for p in pids if _alive(p)]
+        if not live or time.monotonic() > end:
+            return signalled
+        signal_pids(live, signal.SIGSTOP)
+        signal_pids(live, signal.SIGKILL)
+        signalled += len(live)
+        if include_root:
+            # A killed root stays a zombie until its parent reaps it.
+            if not _alive(root):
+                include_root = False
+        time.sleep(0.001)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
