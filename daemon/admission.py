@@ -60,7 +60,7 @@ def admit(spec: m.TaskSpec, pools: dict[str, Pool], adding: int = 1) -> Pool:
         raise Refusal(m.E_INVALID, _describe(exc, f"{spec.tool} argument ")) from None
     max_timeout = pool.config.max_timeout
     if spec.timeout is not None and max_timeout is not None and spec.timeout > max_timeout:
-        raise Refusal(m.E_INVALID, f"timeout {spec.timeout:g}s exceeds pool {pool.name!r}'s max_timeout of {max_timeout:g}s")
+        raise Refusal(m.E_INVALID, f"timeout {spec.timeout:g}s exceeds the max_timeout of pool {pool.name!r} ({max_timeout:g}s)")
     if pool.state == FAILED:
         raise Refusal(m.E_POOL_FAILED, pool.failure_message())
     if pool.queue.full(adding):

@@ -20,6 +20,8 @@ import subprocess
 import sys
 from typing import Any
 
+import psutil
+
 from para.ipc import codec
 from para.ipc import messages as m
 from para.sandbox import prctl, tree
@@ -98,6 +100,7 @@ def serve(fd: int) -> None:
                     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
                     sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
                     sock.send(codec.encode(m.Exited(name, pid, code, sig)))
+            _kill_orphans(workers)
         if sock in ready:
             packet = sock.recv(MAX_PACKET)
             if not packet:
@@ -134,6 +137,13 @@ def _fork_worker(request: m.Spawn, sock: socket.socket, wake_r: int, wake_w: int
         code = 1
     finally:
         os._exit(code)
+
+
+def _kill_orphans(workers: dict[int, str]) -> None:
+    """A dead worker's commands were reparented to us (the subreaper): end them."""
+    for child in psutil.Process().children():
+        if child.pid not in workers:
+            tree.kill_tree(child.pid)
 
 
 def _drain(fd: int) -> None:

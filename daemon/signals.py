@@ -15,10 +15,9 @@ HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
 class SignalPipe:
     def __init__(self) -> None:
         self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._previous = {}
         signal.set_wakeup_fd(self._w, warn_on_full_buffer=False)
         for sig in HANDLED:
-            self._previous[sig] = signal.signal(sig, _noop)
+            signal.signal(sig, _noop)
 
     def fileno(self) -> int:
         return self._r
@@ -34,9 +33,9 @@ class SignalPipe:
         return out
 
     def close(self) -> None:
+        # The handlers stay: a stop signal arriving during the (bounded) final
+        # cleanup must not kill the daemon before it removed its sockets.
         signal.set_wakeup_fd(-1)
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
         os.close(self._r)
         os.close(self._w)
 

@@ -46,6 +46,7 @@ from para.sandbox import tree
 log = logging.getLogger("parad")
 
 BATCH = 256            # messages read from one socket per loop turn
+DATA_BATCH = 16        # data frames (up to 1 MiB each) read per loop turn
 EXIT_SETTLE = 0.25     # seconds to let a dead worker's last results arrive
 SPAWN_TIMEOUT = 10.0   # seconds a new worker has to say Ready
 
@@ -107,6 +108,9 @@ class Supervisor:
         self.control = make_socket(self.ctx, zmq.ROUTER)
         # The daemon answers oversized requests itself; this hard cap only stops abuse.
         self.control.setsockopt(zmq.MAXMSGSIZE, 4 * d.max_message_size)
+        # A ROUTER silently drops what exceeds a peer's HWM; results must never
+        # be dropped, so queue without bound (a disconnected client's queue is freed).
+        self.control.setsockopt(zmq.SNDHWM, 0)
         self.control.bind(self.endpoints.control)
         self.events = EventPublisher(make_socket(self.ctx, zmq.XPUB))
         self.events.sock.bind(self.endpoints.events)
@@ -149,7 +153,7 @@ class Supervisor:
             self.clients.flush()
 
     def _drain(self, sock: zmq.Socket, handler: Any) -> None:
-        for _ in range(BATCH):
+        for _ in range(DATA_BATCH if sock is self.worker_socks["data"] else BATCH):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
             except zmq.Again:
@@ -236,7 +240,7 @@ class Supervisor:
         reason = f"worker {worker.id} (pid {worker.pid}) {how}"
         if worker.kill_reason:
             reason += f" ({worker.kill_reason})"
-        planned = worker.kill_reason in ("shutdown", "idle")
+        planned = self.stopping or worker.kill_reason == "idle"
         if not planned:
             log.warning("%s", reason)
         for record in list(worker.tasks.values()):
@@ -445,7 +449,7 @@ class Supervisor:
         worker.state = STOPPING
 
     def _kill_worker(self, worker: WorkerHandle, reason: str) -> None:
-        worker.kill_reason = worker.kill_reason or reason
+        worker.kill_reason = reason
         worker.credit = 0
         if worker.pid:
             tree.kill_tree(worker.pid)

@@ -50,6 +50,16 @@ class Outcome:
     rusage: dict[str, float]
 
 
+_LIMIT_SIGNALS = {signal.SIGXCPU: "cpu", signal.SIGXFSZ: "file_size"}
+
+
+def _limit_signal(sig: int | None, code: int | None) -> str | None:
+    """The limit a signal stands for; a shell reports a child killed by N as exit 128+N."""
+    if sig is None and code is not None and code > 128:
+        sig = code - 128
+    return _LIMIT_SIGNALS.get(sig)
+
+
 def _child_setup(limits: Limits) -> Callable[[], None]:
     def setup() -> None:
         # Runs between fork and exec: no locks, no logging, nothing allocated that matters.
@@ -231,11 +241,7 @@ class Command:
         status = self._status or 0
         sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
-        limit = self._limit
-        if limit is None and sig == signal.SIGXCPU:
-            limit = "cpu"
-        elif limit is None and sig == signal.SIGXFSZ:
-            limit = "file_size"
+        limit = self._limit or _limit_signal(sig, code)
         ru = self._rusage
         cpu_cap = self.spec.limits.cpu_seconds
         if limit is None and sig == signal.SIGKILL and ru and cpu_cap:

@@ -1,0 +1,9 @@
+"""Built-in tools, one module each; `TOOLS` maps a tool name to its class."""
+
+from __future__ import annotations
+
+from para.daemon.tools.base import Tool
+from para.daemon.tools.bash import Bash
+from para.daemon.tools.echo import Echo
+
+TOOLS: dict[str, type[Tool]] = {cls.name: cls for cls in (Echo, Bash)}

@@ -1,0 +1,146 @@
+"""The bash tool through a real daemon: output, exit codes, streaming, limits, whole-tree kills."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from para.client import TaskTimeout, ToolError
+from tests.conftest import wait_until
+
+
+def test_200_parallel_commands_all_correct(daemon) -> None:
+    with daemon.client() as c:
+        results = list(c.map("bash", ({"command": f"echo $(( {i} * 3 )); echo e{i} >&2"} for i in range(200))))
+    assert [r.stdout for r in results] == [f"{i * 3}\n" for i in range(200)]
+    assert [r.stderr for r in results] == [f"e{i}\n" for i in range(200)]
+    assert all(r.ok and r.exit_code == 0 for r in results)
+    assert len({r.worker for r in results}) > 1  # spread over the pool
+
+
+def test_exit_code_stdout_stderr_and_rusage(daemon) -> None:
+    with daemon.client() as c:
+        r = c.run("bash", command="echo out; echo err >&2; exit 7")
+    assert (r.status, r.exit_code, r.signal, r.stdout, r.stderr) == ("failed", 7, None, "out\n", "err\n")
+    assert r.limit is None and r.error is None
+    assert r.duration > 0 and "maxrss_kb" in r.rusage and r.worker.startswith("bash-")
+
+
+def test_killed_by_signal_is_reported(daemon) -> None:
+    with daemon.client() as c:
+        r = c.run("bash", command="kill -SEGV $$")
+    assert r.status == "failed" and r.signal == 11 and r.exit_code is None
+
+
+def test_cwd_env_stdin(daemon, tmp_path: Path) -> None:
+    with daemon.client() as c:
+        r = c.run("bash", command="pwd; echo $GREETING; cat", cwd=str(tmp_path),
+                  env={"GREETING": "hello"}, stdin="from stdin\n")
+        assert r.stdout == f"{tmp_path}\nhello\nfrom stdin\n"
+        with pytest.raises(ToolError, match="is not a directory"):
+            c.run("bash", command="true", cwd=str(tmp_path / "missing"))
+
+
+def test_secrets_in_the_daemon_environment_do_not_leak(start_daemon, monkeypatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hunter2")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    d = start_daemon()
+    with d.client() as c:
+        r = c.run("bash", command="env")
+    assert "hunter2" not in r.stdout and "LANG=C.UTF-8" in r.stdout
+
+
+def test_streamed_chunks_arrive_before_the_command_ends(daemon, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    with daemon.client() as c:
+        future = c.submit("bash", command=f"echo first; while [ ! -e {gate} ]; do sleep 0.01; done; echo second",
+                          stream=True)
+        chunks = c.stream(future)
+        first = next(chunks)
+        # The command is still blocked on the gate, so this chunk came while it ran.
+        assert first.stream == "stdout" and first.data == b"first\n"
+        assert not future.done()
+        gate.touch()
+        rest = b"".join(ch.data for ch in chunks)
+        assert rest == b"second\n"
+        assert future.result().stdout == "first\nsecond\n"
+
+
+def test_output_is_capped_keeping_head_and_tail(start_daemon) -> None:
+    d = start_daemon(pools={"bash": {"min_workers": 1, "options": {"max_output_bytes": 1000}}})
+    with d.client() as c:
+        r = c.run("bash", command="echo START; head -c 100000 /dev/zero | tr '\\0' x; echo; echo END")
+        small = c.run("bash", command="seq 1 100", max_output=20)
+    assert r.truncated and r.stdout.startswith("START\n") and r.stdout.endswith("END\n")
+    assert "bytes truncated" in r.stdout and r.stdout_bytes == 100000 + 11
+    assert small.truncated and small.stdout_bytes == len("".join(f"{i}\n" for i in range(1, 101)))
+
+
+def _pid_file_value(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text else None
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_timeout_kills_the_command_and_a_setsid_grandchild(daemon, tmp_path: Path) -> None:
+    pidfile = tmp_path / "escapee"
+    with daemon.client() as c:
+        with pytest.raises(TaskTimeout) as info:
+            c.run("bash", timeout=1, command=(
+                f"setsid bash -c 'echo $$ > {pidfile}; exec sleep 300' & "
+                "sleep 300 & wait"))
+    result = info.value.result
+    assert result.status == "timed_out" and result.limit == "timeout"
+    escapee = wait_until(lambda: _pid_file_value(pidfile), what="the escapee's pid")
+    wait_until(lambda: _gone(escapee), 10, "the setsid grandchild to be killed")
+    with daemon.client() as c:  # and the worker that ran it still serves
+        assert c.run("bash", command="echo ok").stdout == "ok\n"
+
+
+def test_timeout_with_a_grandchild_holding_the_pipe_is_bounded(daemon, tmp_path: Path) -> None:
+    pidfile = tmp_path / "holder"
+    with daemon.client() as c:
+        # The double-forked sleeper inherits stdout and keeps it open after bash exits.
+        r = c.run("bash", timeout=30, command=f"(setsid sleep 300 & echo $! > {pidfile}); echo done")
+    assert r.ok and r.stdout == "done\n"
+    holder = wait_until(lambda: _pid_file_value(pidfile), what="the holder's pid")
+    wait_until(lambda: _gone(holder), 10, "the pipe holder to be killed")
+
+
+def test_cpu_limit_is_attributed(start_daemon) -> None:
+    d = start_daemon(pools={"bash": {"min_workers": 1, "options": {"limits": {"cpu_seconds": 1}}}})
+    with d.client() as c:
+        r = c.run("bash", command="while :; do :; done", timeout=60)
+    assert r.status == "failed" and r.limit == "cpu" and r.signal in (24, 9)
+
+
+def test_file_size_limit_is_attributed(start_daemon, tmp_path: Path) -> None:
+    d = start_daemon(pools={"bash": {"min_workers": 1, "options": {"limits": {"file_size": 4096}}}})
+    with d.client() as c:
+        r = c.run("bash", command=f"head -c 100000 /dev/zero > {tmp_path}/big", cwd=str(tmp_path))
+    assert r.status == "failed" and r.limit == "file_size"
+    assert os.path.getsize(tmp_path / "big") == 4096
+
+
+def test_cancel_a_running_command(daemon) -> None:
+    with daemon.client() as c:
+        future = c.submit("bash", command="sleep 300")
+        wait_until(lambda: [t for t in c.ps() if t["state"] == "running"], what="the task to run")
+        started = time.monotonic()
+        assert c.cancel(future) == {"cancelled": [future.id], "not_running": []}
+        result = future.result(timeout=30)
+    assert result.status == "cancelled" and result.signal == 15
+    assert time.monotonic() - started < 30

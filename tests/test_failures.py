@@ -1,0 +1,109 @@
+"""Dead and hung workers: detected, replaced, and their tasks retried or reported, never lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from para.client import PoolUnavailable, ToolError
+from tests.conftest import wait_until
+
+
+def _busy_worker(daemon, client, pool: str = "bash") -> dict:
+    return wait_until(lambda: next((w for w in daemon.workers(pool) if w["tasks"]), None), what="a busy worker")
+
+
+def test_sigkill_busy_worker_reports_lost_and_pool_recovers(daemon) -> None:
+    with daemon.client() as c:
+        future = c.submit("bash", command="sleep 300")
+        victim = _busy_worker(daemon, c)
+        os.kill(victim["pid"], signal.SIGKILL)
+        with pytest.raises(ToolError) as info:
+            future.result(timeout=30)
+    result = info.value.result
+    assert result.status == "lost" and result.attempts == 1
+    assert f"worker {victim['id']} (pid {victim['pid']}) killed by SIGKILL" in result.error
+    assert "not retry-safe" in result.error
+    wait_until(lambda: daemon.pool("bash")["ready"] >= 2, 20, "the bash pool back at strength")
+    assert victim["id"] not in {w["id"] for w in daemon.workers("bash")}
+    with daemon.client() as c:
+        assert c.run("bash", command="echo back").stdout == "back\n"
+
+
+def test_task_asking_for_retries_runs_again_on_another_worker(daemon, tmp_path: Path) -> None:
+    marker = tmp_path / "first-attempt"
+    with daemon.client() as c:
+        future = c.submit("bash", retries=1, command=(
+            f"if [ -e {marker} ]; then echo second; else touch {marker}; sleep 300; fi"))
+        victim = _busy_worker(daemon, c)
+        wait_until(marker.exists, what="the first attempt to start")
+        os.kill(victim["pid"], signal.SIGKILL)
+        result = future.result(timeout=30)
+    assert result.ok and result.stdout == "second\n" and result.attempts == 2
+    assert result.worker != victim["id"]
+
+
+def test_sigstop_worker_is_detected_killed_and_replaced(start_daemon) -> None:
+    d = start_daemon(daemon={"failure_detection_timeout": 1.0})
+    with d.client() as c:
+        future = c.submit("bash", command="sleep 300")
+        victim = _busy_worker(d, c)
+        os.kill(victim["pid"], signal.SIGSTOP)
+        with pytest.raises(ToolError) as info:
+            future.result(timeout=30)
+    error = info.value.result.error
+    assert info.value.result.status == "lost"
+    assert "hung: no heartbeat for" in error and "killed by SIGKILL" in error
+    wait_until(lambda: d.pool("bash")["ready"] >= 2, 20, "a replacement worker")
+    assert "sent no heartbeat" in d.log()
+
+
+def test_idle_sigstopped_worker_is_replaced_too(start_daemon) -> None:
+    d = start_daemon(daemon={"failure_detection_timeout": 1.0})
+    victim = d.workers("echo")[0]
+    os.kill(victim["pid"], signal.SIGSTOP)
+    wait_until(lambda: victim["id"] not in {w["id"] for w in d.workers("echo")}, 20, "the hung worker to go")
+    wait_until(lambda: d.pool("echo")["ready"] == 1, 20, "a replacement")
+    with d.client() as c:
+        assert c.run("echo", n=1).value == {"n": 1}
+
+
+def test_crash_loop_opens_the_circuit_and_submissions_fail_fast(start_daemon) -> None:
+    d = start_daemon(pools={"echo": {"min_workers": 1},
+                            "bash": {"min_workers": 1, "max_workers": 1, "crash_limit": 3,
+                                     "respawn_backoff": 0.05, "respawn_backoff_max": 60}})
+    killed: set[int] = set()
+
+    def kill_current() -> bool:
+        pool = d.pool("bash")
+        if pool["state"] == "failed":
+            return True
+        for w in d.workers("bash"):
+            if w["pid"] and w["pid"] not in killed and w["state"] == "ready":
+                killed.add(w["pid"])
+                os.kill(w["pid"], signal.SIGKILL)
+        return False
+
+    wait_until(kill_current, 30, "the pool to be marked failed")
+    assert len(killed) == 3
+    with d.client() as c:
+        with pytest.raises(PoolUnavailable, match="pool 'bash' is failed: its workers crashed 3 times"):
+            c.run("bash", command="true")
+        assert c.run("echo", other="pools").value == {"other": "pools"}  # the rest keeps serving
+
+
+def test_worker_respawn_leaks_nothing(start_daemon) -> None:
+    d = start_daemon(pools={"bash": {"min_workers": 1},
+                            "echo": {"min_workers": 1, "max_workers": 1, "crash_limit": 1000,
+                                     "respawn_backoff": 0.01, "respawn_backoff_max": 0.05}})
+    fds_before = len(os.listdir(f"/proc/{d.pid}/fd"))
+    for _ in range(30):
+        w = wait_until(lambda: next((w for w in d.workers("echo") if w["state"] == "ready"), None), what="a worker")
+        os.kill(w["pid"], signal.SIGKILL)
+        wait_until(lambda: w["id"] not in {x["id"] for x in d.workers("echo")}, what="the exit to be seen")
+    wait_until(lambda: d.pool("echo")["ready"] == 1, what="the last replacement")
+    assert len(os.listdir(f"/proc/{d.pid}/fd")) <= fds_before + 2
+    assert len(d.tree()) == 2 + 1  # fork server, bash worker, echo worker

@@ -1,0 +1,95 @@
+"""The wire format, without sockets."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import msgpack
+import pytest
+
+from para.ipc import PROTOCOL_VERSION, codec
+from para.ipc import messages as m
+from para.ipc.endpoints import WORKER_CHANNELS, Endpoints
+
+
+def _sample(cls: type) -> object:
+    """An instance of `cls` with a non-default value in every field."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        t = str(f.type)
+        if f.name == "task":
+            values[f.name] = m.TaskSpec("t-1", "bash", {"command": "ls"}, 3.5, 1, "s", 2, True)
+        elif f.name == "result":
+            values[f.name] = m.TaskResult("t-1", "bash", m.FAILED, 2, None, b"out\xff", b"err", True, {"k": [1]})
+        elif f.name == "tasks":
+            values[f.name] = [m.TaskSpec("a", "echo", {"x": 1}), m.TaskSpec("b", "echo", {})]
+        elif "bytes" in t:
+            values[f.name] = b"\x00\x01data"
+        elif "bool" in t:
+            values[f.name] = True
+        elif "float" in t:
+            values[f.name] = 1.25
+        elif "int" in t:
+            values[f.name] = 7
+        elif "list" in t:
+            values[f.name] = ["a", "b"]
+        elif "dict" in t:
+            values[f.name] = {"nested": {"deep": [1, 2.5, None]}}
+        else:
+            values[f.name] = f"{f.name}-value"
+    return cls(**values)
+
+
+@pytest.mark.parametrize("cls", list(m.WIRE_TAGS), ids=lambda c: c.__name__)
+def test_every_message_round_trips(cls: type) -> None:
+    message = _sample(cls)
+    assert codec.decode(codec.encode(message)) == message
+
+
+def test_tags_are_unique() -> None:
+    assert len(set(m.WIRE_TAGS.values())) == len(m.WIRE_TAGS)
+
+
+def test_batch_frames_round_trip_and_single_frames_pass_through() -> None:
+    frames = [codec.encode(m.Ping(i)) for i in range(5)]
+    batch = codec.encode_batch(frames)
+    assert codec.split(batch) == frames
+    assert [codec.decode(f).req for f in codec.split(batch)] == list(range(5))
+    assert codec.encode_batch(frames[:1]) == frames[0]
+    assert codec.split(frames[0]) == [frames[0]]
+
+
+@pytest.mark.parametrize("frame, words", [
+    (b"", "bad magic"),
+    (b"hello world", "bad magic"),
+    (bytes([codec.MAGIC, PROTOCOL_VERSION + 1]) + msgpack.packb(1), "protocol version"),
+    (bytes([codec.MAGIC, PROTOCOL_VERSION]) + b"\xc1", "malformed"),
+    (bytes([codec.MAGIC, PROTOCOL_VERSION]) + msgpack.packb([1, 2]), "not a para message"),
+    (bytes([codec.MAGIC, PROTOCOL_VERSION]) + msgpack.packb(msgpack.ExtType(99, msgpack.packb([]))), "unknown message type"),
+    (bytes([codec.MAGIC, PROTOCOL_VERSION]) + msgpack.packb(msgpack.ExtType(10, msgpack.packb([1, 2, 3]))), "Ping"),
+    (bytes([codec.MAGIC, PROTOCOL_VERSION]) + msgpack.packb(msgpack.ExtType(10, msgpack.packb("x"))), "not a list"),
+])
+def test_bad_frames_raise_protocol_error_saying_why(frame: bytes, words: str) -> None:
+    with pytest.raises(codec.ProtocolError, match=words):
+        codec.decode(frame)
+
+
+def test_bad_batch_frames_are_refused() -> None:
+    with pytest.raises(codec.ProtocolError, match="list of frames"):
+        codec.split(bytes([codec.BATCH_MAGIC, PROTOCOL_VERSION]) + msgpack.packb([1, 2]))
+    with pytest.raises(codec.ProtocolError, match="protocol version"):
+        codec.split(bytes([codec.BATCH_MAGIC, 0]) + msgpack.packb([]))
+
+
+def test_encoding_an_unknown_type_fails_loudly() -> None:
+    with pytest.raises(TypeError, match="cannot encode"):
+        codec.encode(m.Reply(1, object()))
+
+
+def test_endpoints_live_in_the_runtime_dir(tmp_path) -> None:
+    e = Endpoints(tmp_path)
+    assert e.control == f"ipc://{tmp_path}/control.sock"
+    assert {p.parent for p in e.socket_paths()} == {tmp_path, tmp_path / "workers"}
+    assert len(e.socket_paths()) == 2 + len(WORKER_CHANNELS)
+    with pytest.raises(ValueError):
+        e.worker_path("nonsense")

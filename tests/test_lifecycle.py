@@ -1,0 +1,110 @@
+"""Starting, serving and stopping a real parad."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from para.client import Client, DaemonUnavailable, ToolError
+from tests.conftest import wait_until
+
+
+def test_start_status_shutdown_leaves_nothing_behind(start_daemon) -> None:
+    d = start_daemon()
+    with d.client() as c:
+        status = c.status()
+        assert status["daemon"]["pid"] == d.pid
+        assert {p["name"]: p["ready"] for p in status["pools"]} == {"echo": 1, "bash": 2}
+        workers = c.workers()
+        assert len(workers) == 3 and all(w["pid"] for w in workers)
+        tree = {p.pid for p in d.tree()}
+        assert {w["pid"] for w in workers} <= tree
+        assert c.shutdown()["stopping"] is True
+    assert d.proc.wait(timeout=30) == 0
+    assert not d.runtime_dir.exists() or not list(d.runtime_dir.glob("**/*.sock"))
+    wait_until(lambda: not d.leftovers(), 10, "workers and fork server to exit")
+
+
+def test_second_daemon_on_the_same_runtime_dir_is_refused(daemon) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "para.daemon", "--config", str(daemon.config_path),
+         "--runtime-dir", str(daemon.runtime_dir), "--state-dir", str(daemon.state_dir)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 1
+    assert f"another parad (pid {daemon.pid}) already owns {daemon.runtime_dir}" in proc.stderr
+    with daemon.client() as c:  # the first one is untouched
+        assert c.run("echo", still="here").value == {"still": "here"}
+
+
+def test_sigterm_lets_a_running_task_finish_within_the_grace(daemon) -> None:
+    with daemon.client() as c:
+        future = c.submit("bash", command="sleep 0.5; echo finished")
+        wait_until(lambda: any(t["state"] == "running" for t in c.ps()), what="task to start")
+        daemon.proc.send_signal(signal.SIGTERM)
+        result = future.result(timeout=30)
+    assert result.status == "succeeded" and result.stdout == "finished\n"
+    assert daemon.proc.wait(timeout=30) == 0
+
+
+def test_grace_over_kills_the_worker_tree(start_daemon) -> None:
+    d = start_daemon(daemon={"shutdown_grace": 0.5})
+    with d.client() as c:
+        future = c.submit("bash", command="sleep 60")
+        wait_until(lambda: any(t["state"] == "running" for t in c.ps()), what="task to start")
+        sleeper = wait_until(lambda: [p for p in d.tree() if p.name() == "sleep"], what="sleep to run")[0]
+        d.proc.send_signal(signal.SIGINT)
+        with pytest.raises(ToolError) as info:
+            future.result(timeout=30)
+    assert info.value.result.status == "lost" and "shutdown grace of 0.5s over" in info.value.result.error
+    assert d.proc.wait(timeout=30) == 0
+    wait_until(lambda: not sleeper.is_running() or sleeper.status() == "zombie", 10, "sleep to be killed")
+
+
+def test_submissions_during_shutdown_are_refused_and_queued_tasks_reported(start_daemon) -> None:
+    d = start_daemon(pools={"bash": {"min_workers": 1, "max_workers": 1}}, daemon={"shutdown_grace": 10})
+    with d.client() as c:
+        running = c.submit("bash", command="sleep 1")
+        queued = c.submit("bash", command="echo never")
+        c.shutdown()
+        assert queued.result(timeout=30).status == "cancelled"
+        assert "shut down before the task started" in queued.result().error
+        assert running.result(timeout=30).status == "succeeded"
+
+
+def test_client_without_daemon_names_the_socket_path(tmp_path) -> None:
+    with pytest.raises(DaemonUnavailable) as info:
+        Client(tmp_path / "nowhere")
+    assert str(tmp_path / "nowhere" / "control.sock") in str(info.value)
+
+
+def test_client_times_out_on_a_hung_daemon_instead_of_hanging(daemon) -> None:
+    with daemon.client(timeout=1.0) as c:
+        os.kill(daemon.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(DaemonUnavailable, match=f"not answering at {daemon.runtime_dir}"):
+                c.status()
+            with pytest.raises(DaemonUnavailable):
+                c.run("echo")
+        finally:
+            os.kill(daemon.pid, signal.SIGCONT)
+
+
+def test_client_autostarts_a_daemon(tmp_path, monkeypatch) -> None:
+    runtime = tmp_path / "rt"
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    import tempfile
+    runtime = __import__("pathlib").Path(tempfile.mkdtemp(prefix="pa", dir="/tmp")) / "rt"
+    with Client(runtime, autostart=True, timeout=30) as c:
+        pid = c.status()["daemon"]["pid"]
+        assert c.run("bash", command="echo auto").stdout == "auto\n"
+        c.shutdown()
+    import psutil
+    wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie", 30, "autostarted parad to exit")
+    assert not list(runtime.parent.glob("**/*.sock"))
+    assert (tmp_path / "state" / "para" / "parad.log").exists()
