@@ -213,6 +213,10 @@ class Client:
     def ps(self) -> list[dict[str, Any]]:
         return self._query("ps")
 
+    def metrics(self) -> str:
+        """The daemon's Prometheus metrics, in the text exposition format."""
+        return self._query("metrics")
+
     def task(self, task_id: str) -> dict[str, Any]:
         body = self._query("task", task_id)
         if body.get("result") is not None:

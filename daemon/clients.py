@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from para.daemon.admission import Refusal, admit
+from para.daemon.metrics import exposition
 from para.daemon.tasks import TaskRecord
 from para.ipc import PROTOCOL_VERSION, codec
 from para.ipc import messages as m
@@ -130,6 +131,8 @@ class ClientRequests:
             body = sup.worker_list()
         elif msg.what == "ps":
             body = [r.summary() for r in sup.tasks.live.values()]
+        elif msg.what == "metrics":
+            body = exposition(sup.metrics)
         elif msg.what == "task":
             record = sup.tasks.get(msg.arg) if isinstance(msg.arg, str) else None
             if record is None:
@@ -137,7 +140,7 @@ class ClientRequests:
                 return
             body = {"task": record.summary(), "result": record.result}
         else:
-            self._error(identity, msg.req, m.E_INVALID, f"unknown query {msg.what!r}; ask for status, workers, ps or task")
+            self._error(identity, msg.req, m.E_INVALID, f"unknown query {msg.what!r}; ask for status, workers, ps, metrics or task")
             return
         self._reply(identity, m.Reply(msg.req, body))
 

@@ -62,6 +62,7 @@ class Pool:
         self.crashes = 0
         self.last_crash: str | None = None
         self.respawn_timer: int | None = None
+        self.spawned = 0
         self._ids = itertools.count(1)
 
     # ---- sizing ------------------------------------------------------------
@@ -80,6 +81,7 @@ class Pool:
 
     def new_worker(self) -> WorkerHandle:
         handle = WorkerHandle(f"{self.name}-{next(self._ids)}", self.name)
+        self.spawned += 1
         self.workers[handle.id] = handle
         return handle
 

@@ -31,6 +31,7 @@ from para.daemon.clients import ClientRequests
 from para.daemon.config import Config
 from para.daemon.events import EventPublisher
 from para.daemon.forkserver import ForkServer
+from para.daemon.metrics import MetricsServer, make_registry
 from para.daemon.pool import BACKOFF, FAILED, READY, SPAWNING, STOPPING, Pool, WorkerHandle
 from para.daemon.runtime_dir import RuntimeDir
 from para.daemon.signals import SignalPipe
@@ -88,6 +89,8 @@ class Supervisor:
         self.signals = SignalPipe()
         try:
             self._bind()
+            self.metrics = make_registry(self)
+            self.metrics_server = self._metrics_server()
             self.clients = ClientRequests(self)
             for pool in self.pools.values():
                 self.maintain(pool)
@@ -99,6 +102,8 @@ class Supervisor:
             self._loop()
         finally:
             self.signals.close()
+            if self.metrics_server is not None:
+                self.metrics_server.close()
             for sock in self.sockets:
                 sock.close(linger=0)
             self.ctx.term()
@@ -125,6 +130,18 @@ class Supervisor:
         for path in self.endpoints.socket_paths():
             os.chmod(path, 0o600)
 
+    def _metrics_server(self) -> MetricsServer | None:
+        listen = self.config.daemon.metrics_listen
+        if not listen:
+            return None
+        try:
+            server = MetricsServer(listen, self.metrics)
+        except OSError as exc:
+            log.warning("metrics: cannot listen on %s (%s); /metrics is off, `paractl metrics` still works", listen, exc.strerror)
+            return None
+        log.info("metrics on http://%s:%d/metrics", *server.address[:2])
+        return server
+
     def _loop(self) -> None:
         w = self.worker_socks
         handlers = [
@@ -138,6 +155,8 @@ class Supervisor:
         poller.register(self.events.sock, zmq.POLLIN)
         poller.register(self.forkserver.fileno(), zmq.POLLIN)
         poller.register(self.signals.fileno(), zmq.POLLIN)
+        if self.metrics_server is not None:
+            poller.register(self.metrics_server.fileno(), zmq.POLLIN)
         while not (self.stopping and not self._all_workers()):
             ready = dict(poller.poll(self.timers.timeout_ms()))
             if self.signals.fileno() in ready:
@@ -149,6 +168,8 @@ class Supervisor:
                     self._drain(sock, handler)
             if self.events.sock in ready:
                 self.events.on_readable()
+            if self.metrics_server is not None and self.metrics_server.fileno() in ready:
+                self.metrics_server.on_readable()
             self.timers.run_due()
             self.clients.flush()
 

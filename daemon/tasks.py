@@ -46,6 +46,7 @@ class TaskTable:
         self.finished: collections.OrderedDict[str, TaskRecord] = collections.OrderedDict()
         self.retention = retention
         self.counts: collections.Counter[str] = collections.Counter()
+        self.by_pool: collections.Counter[tuple[str, str]] = collections.Counter()
 
     def get(self, task_id: str) -> TaskRecord | None:
         return self.live.get(task_id) or self.finished.get(task_id)
@@ -58,6 +59,7 @@ class TaskTable:
         record.result = result
         self.live.pop(record.spec.id, None)
         self.counts[result.status] += 1
+        self.by_pool[record.pool, result.status] += 1
         if self.retention:
             self.finished[record.spec.id] = record
             while len(self.finished) > self.retention:

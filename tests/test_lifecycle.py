@@ -108,3 +108,24 @@ def test_client_autostarts_a_daemon(tmp_path, monkeypatch) -> None:
     wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie", 30, "autostarted parad to exit")
     assert not list(runtime.parent.glob("**/*.sock"))
     assert (tmp_path / "state" / "para" / "parad.log").exists()
+
+
+def test_metrics_over_http_and_the_control_socket(start_daemon) -> None:
+    import socket
+    import urllib.request
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    d = start_daemon(daemon={"metrics_listen": f"127.0.0.1:{port}"})
+    with d.client() as c:
+        list(c.map("echo", ({"i": i} for i in range(5))))
+        c.run("bash", command="exit 1")
+        text = c.metrics()
+    assert 'para_tasks_total{pool="echo",status="succeeded"} 5.0' in text
+    assert 'para_tasks_total{pool="bash",status="failed"} 1.0' in text
+    assert 'para_workers{pool="bash",state="ready"} 2.0' in text
+    assert 'para_pool_failed{pool="echo"} 0.0' in text
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        scraped = response.read().decode()
+    assert response.status == 200 and "para_worker_rss_bytes" in scraped
+    assert 'para_tasks_total{pool="echo",status="succeeded"} 5.0' in scraped

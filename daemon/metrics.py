@@ -1,0 +1,115 @@
+"""Prometheus metrics, computed from the supervisor's state when scraped.
+
+Nothing is counted on the hot path: a custom collector reads pools, workers
+and task counts at scrape time. The HTTP endpoint is served from the
+supervisor's own poll loop (see `MetricsServer`), not from a thread, so a
+scrape never races the loop's data.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from para.daemon.supervisor import Supervisor
+
+
+class SupervisorCollector:
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.sup = supervisor
+
+    def collect(self) -> Iterator[Metric]:
+        sup = self.sup
+        up = GaugeMetricFamily("para_uptime_seconds", "Seconds since parad started")
+        up.add_metric([], time.monotonic() - sup.started)
+        yield up
+        tasks = CounterMetricFamily("para_tasks", "Finished tasks by pool and final status", labels=["pool", "status"])
+        for (pool, status), n in sorted(sup.tasks.by_pool.items()):
+            tasks.add_metric([pool, status], n)
+        yield tasks
+        yield from self._pools()
+        yield from self._workers()
+
+    def _pools(self) -> Iterator[Metric]:
+        queued = GaugeMetricFamily("para_queue_depth", "Tasks waiting for a worker", labels=["pool"])
+        running = GaugeMetricFamily("para_tasks_running", "Tasks held by workers", labels=["pool"])
+        workers = GaugeMetricFamily("para_workers", "Workers by state", labels=["pool", "state"])
+        failed = GaugeMetricFamily("para_pool_failed", "1 when the pool's circuit is open", labels=["pool"])
+        crashes = GaugeMetricFamily("para_pool_crashes", "Worker crashes in a row", labels=["pool"])
+        spawned = CounterMetricFamily("para_worker_spawns", "Workers started", labels=["pool"])
+        for pool in self.sup.pools.values():
+            summary = pool.summary()
+            queued.add_metric([pool.name], summary["queued"])
+            running.add_metric([pool.name], summary["running"])
+            for state in ("spawning", "ready", "stopping"):
+                workers.add_metric([pool.name, state], sum(1 for w in pool.workers.values() if w.state == state))
+            failed.add_metric([pool.name], 1 if pool.state == "failed" else 0)
+            crashes.add_metric([pool.name], pool.crashes)
+            spawned.add_metric([pool.name], pool.spawned)
+        yield from (queued, running, workers, failed, crashes, spawned)
+
+    def _workers(self) -> Iterator[Metric]:
+        labels = ["pool", "worker"]
+        rss = GaugeMetricFamily("para_worker_rss_bytes", "Resident memory of a worker (last heartbeat)", labels=labels)
+        cpu = CounterMetricFamily("para_worker_cpu_seconds", "CPU time of a worker (last heartbeat)", labels=labels)
+        age = GaugeMetricFamily("para_worker_heartbeat_age_seconds", "Seconds since a worker's last heartbeat", labels=labels)
+        now = time.monotonic()
+        for w in self.sup._all_workers():
+            rss.add_metric([w.pool, w.id], w.rss)
+            cpu.add_metric([w.pool, w.id], w.cpu_seconds)
+            age.add_metric([w.pool, w.id], now - w.last_seen)
+        yield from (rss, cpu, age)
+
+
+def make_registry(supervisor: Supervisor) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SupervisorCollector(supervisor))
+    return registry
+
+
+def exposition(registry: CollectorRegistry) -> str:
+    return generate_latest(registry).decode()
+
+
+class MetricsServer:
+    """A minimal HTTP/1.0 responder for GET /metrics, driven by the supervisor's poll loop."""
+
+    def __init__(self, listen: str, registry: CollectorRegistry) -> None:
+        host, _, port = listen.rpartition(":")
+        self.registry = registry
+        self.sock = socket.create_server((host or "127.0.0.1", int(port)), reuse_port=False)
+        self.sock.setblocking(False)
+        self.address = self.sock.getsockname()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def on_readable(self) -> None:
+        try:
+            conn, _ = self.sock.accept()
+        except BlockingIOError:
+            return
+        with conn:
+            # Bounded: a scraper that stalls costs the loop at most this long.
+            conn.settimeout(0.5)
+            try:
+                request = conn.recv(8192)
+                path = request.split(b" ", 2)[1] if request.count(b" ") >= 2 else b""
+                if path.split(b"?")[0] in (b"/metrics", b"/"):
+                    body, status, ctype = generate_latest(self.registry), b"200 OK", CONTENT_TYPE_LATEST.encode()
+                else:
+                    body, status, ctype = b"see /metrics\n", b"404 Not Found", b"text/plain"
+                conn.sendall(b"HTTP/1.0 " + status + b"\r\nContent-Type: " + ctype
+                             + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.sock.close()
