@@ -67,6 +67,7 @@ class Supervisor:
             for name, section in config.pools.items()
         }
         self.stopping = False
+        self._to_dispatch: set[Pool] = set()
         self.runtime = RuntimeDir(endpoints)
 
     # ---- lifecycle -----------------------------------------------------------
@@ -171,6 +172,7 @@ class Supervisor:
             if self.metrics_server is not None and self.metrics_server.fileno() in ready:
                 self.metrics_server.on_readable()
             self.timers.run_due()
+            self._dispatch_pending()
             self.clients.flush()
 
     def _drain(self, sock: zmq.Socket, handler: Any) -> None:
@@ -382,6 +384,18 @@ class Supervisor:
             self._send_worker(record.worker, m.CancelTask(record.spec.id))
 
     def dispatch(self, pool: Pool) -> None:
+        """Ask for `pool` to be dispatched at the end of this loop turn.
+
+        Deferring lets every credit returned during the turn (a frame of many
+        results) go out as one batch of assignments per worker.
+        """
+        self._to_dispatch.add(pool)
+
+    def _dispatch_pending(self) -> None:
+        while self._to_dispatch:
+            self._dispatch_now(self._to_dispatch.pop())
+
+    def _dispatch_now(self, pool: Pool) -> None:
         """Hand queued tasks to workers with credit, an even share each, one frame per worker."""
         if self.stopping or not pool.queue.depth:
             return

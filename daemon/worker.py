@@ -132,7 +132,6 @@ class Worker:
         task = assign.task
         self.current = assign
         self.started = time.monotonic()
-        self.events.append(codec.encode(m.TaskEvent(task.id, self.id, "started", {"attempt": assign.attempt})))
         ctx = TaskContext(task.id, self.id, task.timeout)
         try:
             args = self.tool.Args.model_validate(task.args)
@@ -146,6 +145,8 @@ class Worker:
             self._finish(step, None)
             return
         self.finish_step = step
+        # Only commands get a "started" event: a sync tool's result follows at once.
+        self.events.append(codec.encode(m.TaskEvent(task.id, self.id, "started", {"attempt": assign.attempt})))
         on_output = self._stream_chunk if task.stream else None
         try:
             self.running = Command(step.spec, on_output)

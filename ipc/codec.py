@@ -27,6 +27,14 @@ _FIELDS: dict[type, tuple[str, ...]] = {
     cls: tuple(f.name for f in fields(cls)) for cls in WIRE_TAGS
 }
 _BY_TAG: dict[int, type] = {tag: cls for cls, tag in WIRE_TAGS.items()}
+_NAMES = {cls.__name__ for cls in WIRE_TAGS}
+# Positions of fields declared to hold messages (Submit.tasks, Assign.task,
+# Done.result): packed directly, which is several times faster than msgpack's
+# `default` hook. The hook stays for messages nested anywhere else.
+_NESTED: dict[type, tuple[int, ...]] = {
+    cls: tuple(i for i, f in enumerate(fields(cls)) if any(n in str(f.type) for n in _NAMES))
+    for cls in WIRE_TAGS
+}
 
 
 class ProtocolError(ValueError):
@@ -55,9 +63,28 @@ def _ext_hook(tag: int, payload: bytes) -> Any:
         raise ProtocolError(f"{cls.__name__}: {exc}") from None
 
 
+_packer = msgpack.Packer(default=_default, use_bin_type=True)
+
+
+def _ext(message: Any) -> msgpack.ExtType:
+    cls = type(message)
+    tag = WIRE_TAGS.get(cls)
+    if tag is None:
+        raise TypeError(f"cannot encode {cls.__name__} on the para wire")
+    values = [getattr(message, name) for name in _FIELDS[cls]]
+    for i in _NESTED[cls]:
+        value = values[i]
+        if type(value) is list:
+            values[i] = [_ext(v) if type(v) in WIRE_TAGS else v for v in value]
+        elif type(value) in WIRE_TAGS:
+            values[i] = _ext(value)
+    # Inner payloads are packed before the outer one starts, so one Packer serves all.
+    return msgpack.ExtType(tag, _packer.pack(values))
+
+
 def encode(message: Any) -> bytes:
     """Serialise one message dataclass to a frame."""
-    return _HEADER + msgpack.packb(message, default=_default, use_bin_type=True)
+    return _HEADER + _packer.pack(_ext(message))
 
 
 def encode_batch(frames: list[bytes]) -> bytes:
