@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
+import psutil
 import pytest
 
 from para.client import Client, DaemonUnavailable, ToolError
@@ -94,19 +99,25 @@ def test_client_times_out_on_a_hung_daemon_instead_of_hanging(daemon) -> None:
             os.kill(daemon.pid, signal.SIGCONT)
 
 
-def test_client_autostarts_a_daemon(tmp_path, monkeypatch) -> None:
-    runtime = tmp_path / "rt"
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A short directory under /tmp (socket paths must stay under 108 bytes), removed after."""
+    path = Path(tempfile.mkdtemp(prefix="pa", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_client_autostarts_a_daemon(tmp_path, short_dir, monkeypatch) -> None:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    import tempfile
-    runtime = __import__("pathlib").Path(tempfile.mkdtemp(prefix="pa", dir="/tmp")) / "rt"
+    runtime = short_dir / "rt"
     with Client(runtime, autostart=True, timeout=30) as c:
         pid = c.status()["daemon"]["pid"]
+        assert c.status()["daemon"]["config"] == "built-in defaults"
         assert c.run("bash", command="echo auto").stdout == "auto\n"
         c.shutdown()
-    import psutil
     wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie", 30, "autostarted parad to exit")
-    assert not list(runtime.parent.glob("**/*.sock"))
+    assert not runtime.exists()
     assert (tmp_path / "state" / "para" / "parad.log").exists()
 
 
