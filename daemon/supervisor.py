@@ -396,31 +396,38 @@ class Supervisor:
             self._dispatch_now(self._to_dispatch.pop())
 
     def _dispatch_now(self, pool: Pool) -> None:
-        """Hand queued tasks to workers with credit, an even share each, one frame per worker."""
+        """Hand queued tasks out one at a time to the least-loaded worker with credit.
+
+        Idle workers fill first, so a task never waits at a busy worker while
+        another could run it; each worker's share then goes out as one frame.
+        """
         if self.stopping or not pool.queue.depth:
             return
-        workers = pool.with_credit()
-        if not workers:
+        load = {w.id: len(w.tasks) for w in pool.with_credit()}
+        if not load:
             return
-        share = -(-pool.queue.depth // len(workers))
-        for worker in workers:
-            records = []
-            while len(records) < min(share, worker.credit):
-                record = pool.queue.pop()
-                if record is None:
-                    break
-                records.append(record)
-            if records:
-                self._assign(worker, records)
+        batches: dict[str, list[TaskRecord]] = {}
+        while load and pool.queue.depth:
+            worker_id = min(load, key=load.__getitem__)
+            record = pool.queue.pop()
+            if record is None:
+                break
+            batches.setdefault(worker_id, []).append(record)
+            load[worker_id] += 1
+            if len(batches[worker_id]) >= pool.workers[worker_id].credit:
+                del load[worker_id]
+        for worker_id, records in batches.items():
+            self._assign(pool.workers[worker_id], records)
 
     def _assign(self, worker: WorkerHandle, records: list[TaskRecord]) -> None:
         now = time.monotonic()
         frames = []
+        events = self.events.wanted(b"progress")
         for record in records:
             record.state, record.worker, record.started = m.RUNNING, worker.id, now
             record.attempts += 1
             worker.tasks[record.spec.id] = record
-            frames.append(codec.encode(m.Assign(record.spec, record.attempts)))
+            frames.append(codec.encode(m.Assign(record.spec, record.attempts, events)))
         worker.credit -= len(records)
         if not self._send_worker_frame(worker.id, codec.encode_batch(frames)):
             # Unroutable: the worker is going away. Its exit report would count

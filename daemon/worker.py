@@ -37,6 +37,9 @@ class Worker:
         self.id = worker_id
         self.tool = TOOLS[tool]()
         self.options = self.tool.Options.model_validate(settings["options"])
+        self.held = self.tool.held_limits(self.options)
+        if self.held is not None:
+            self.held.apply()
         self.credit = settings["credit"]
         self.heartbeat_interval = settings["heartbeat_interval"]
         endpoints = Endpoints(Path(settings["runtime_dir"]))
@@ -145,11 +148,13 @@ class Worker:
             self._finish(step, None)
             return
         self.finish_step = step
-        # Only commands get a "started" event: a sync tool's result follows at once.
-        self.events.append(codec.encode(m.TaskEvent(task.id, self.id, "started", {"attempt": assign.attempt})))
+        # Only commands get a "started" event (a sync tool's result follows at
+        # once), and only when someone watches: each message costs both ends.
+        if assign.events:
+            self.events.append(codec.encode(m.TaskEvent(task.id, self.id, "started", {"attempt": assign.attempt})))
         on_output = self._stream_chunk if task.stream else None
         try:
-            self.running = Command(step.spec, on_output)
+            self.running = Command(step.spec, on_output, held=self.held)
         except OSError as exc:
             self._finish(Finished(error=f"cannot start {step.spec.argv[0]}: {exc.strerror}"), None)
 

@@ -164,6 +164,7 @@ class Assign:
     """command channel, daemon -> worker."""
     task: TaskSpec
     attempt: int
+    events: bool = False     # send lifecycle events (someone watches the progress topic)
 
 
 @dataclass(slots=True)

@@ -32,6 +32,28 @@ class Limits:
             pairs.append((resource.RLIMIT_CORE, 0))
         return pairs
 
+    def inheritable(self) -> "Limits":
+        """The part a long-lived parent can hold itself, for its children to inherit.
+
+        CPU seconds accumulate per process, so a parent cannot hold a command's
+        CPU limit; an address-space limit could starve the parent itself.
+        """
+        return Limits(file_size=self.file_size, open_files=self.open_files,
+                      processes=self.processes, core_dumps=self.core_dumps)
+
+    def apply_inheritable(self) -> None:
+        """Hold the inheritable limits on the calling process (a worker, once at start)."""
+        self.inheritable().apply()
+
+    def apply_cpu(self, pid: int) -> None:
+        """Set the CPU limit on a just-started child.
+
+        CPU time is cumulative, so the limit binds the whole run even though it
+        lands a moment after the child started.
+        """
+        if self.cpu_seconds is not None:
+            resource.prlimit(pid, resource.RLIMIT_CPU, (self.cpu_seconds, self.cpu_seconds + 1))
+
     def apply(self) -> None:
         """Set the limits on the calling process (the child, after fork)."""
         for res, value in self.rlimits():

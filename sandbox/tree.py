@@ -17,6 +17,22 @@ def descendants(pid: int) -> list[int]:
         return []
 
 
+def has_children() -> bool:
+    """Whether this process has any child, read cheaply from /proc (no full scan).
+
+    For a child subreaper whose command has been reaped, "no children" means
+    nothing of the command's tree is left: every orphan is reparented to us.
+    """
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/children", "rb") as f:
+                if f.read().strip():
+                    return True
+        return False
+    except OSError:
+        return True  # cannot tell: let the caller do the full scan
+
+
 def signal_pids(pids: list[int], sig: int) -> None:
     for pid in pids:
         try:

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from para.sandbox.command import CommandSpec, Outcome
+from para.sandbox.limits import Limits
 
 
 class StrictModel(BaseModel):
@@ -66,3 +67,7 @@ class Tool:
 
     def run(self, args: Any, options: Any, ctx: TaskContext) -> Finished | RunCommand:
         raise NotImplementedError
+
+    def held_limits(self, options: Any) -> Limits | None:
+        """Limits a worker of this tool holds itself, so its commands inherit them cheaply."""
+        return None

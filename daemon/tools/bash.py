@@ -46,6 +46,9 @@ class Bash(Tool):
     name = "bash"
     Args = BashArgs
     Options = BashOptions
+    # Credit 1: a command can run for an hour, and a task queued behind it at
+    # a worker would wait that long while another worker sits idle.
+    default_credit = 1
 
     def run(self, args: BashArgs, options: BashOptions, ctx: TaskContext) -> RunCommand:
         cwd = Path(os.path.expanduser(args.cwd or options.default_cwd))
@@ -62,10 +65,17 @@ class Bash(Tool):
             cwd=str(cwd),
             env=build_env(os.environ, options.env_allow, args.env),
             stdin=stdin,
-            limits=Limits(**options.limits.model_dump()),
+            limits=self.limits(options),
             timeout=ctx.timeout,
             kill_grace=options.kill_grace,
             drain_timeout=options.drain_timeout,
             output_cap=cap,
         )
         return RunCommand(spec)
+
+    @staticmethod
+    def limits(options: BashOptions) -> Limits:
+        return Limits(**options.limits.model_dump())
+
+    def held_limits(self, options: BashOptions) -> Limits:
+        return self.limits(options).inheritable()
