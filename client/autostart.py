@@ -17,6 +17,31 @@ def state_dir() -> Path:
     return Path(base) / "para"
 
 
+def daemon_running(endpoints: Endpoints) -> bool:
+    """Whether the parad named in the runtime dir's lock file is alive.
+
+    Reading the pid (rather than probing the flock) cannot make a starting
+    parad lose its own lock race. A socket without a live owner is stale.
+    """
+    try:
+        pid = int(endpoints.lock_path.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return False
+    if pid <= 0 or not _alive(pid):
+        return False
+    return endpoints.control_path.exists()
+
+
+def _alive(pid: int) -> bool:
+    """A process that exists and is not a zombie (a dead parad its starter has not reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X")
+
+
 def start_daemon(endpoints: Endpoints, timeout: float = 20.0) -> None:
     """Launch `parad --runtime-dir DIR` detached and wait until its socket exists.
 
@@ -34,7 +59,7 @@ def start_daemon(endpoints: Endpoints, timeout: float = 20.0) -> None:
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if endpoints.control_path.exists():
+        if daemon_running(endpoints):
             return
         if proc.poll() is not None and not endpoints.lock_path.exists():
             raise DaemonUnavailable(

@@ -24,6 +24,7 @@ from typing import Any
 
 import zmq
 
+from para.client.autostart import daemon_running, start_daemon
 from para.client.errors import (
     DaemonUnavailable, InvalidRequest, ParaError, PoolUnavailable, QueueFull, TaskTimeout, ToolError,
 )
@@ -98,10 +99,9 @@ class Client:
         self._ctx = zmq.Context()
         self._sock: zmq.Socket | None = None
         self.max_message_size = 1 << 20  # until the daemon says its own
-        if not self.endpoints.control_path.exists():
+        if not daemon_running(self.endpoints):
             if not autostart:
                 raise DaemonUnavailable(f"no para daemon at {self.path}: start one with `parad`, or use autostart", self.path)
-            from para.client.autostart import start_daemon
             start_daemon(self.endpoints)
         self._connect(name)
 

@@ -27,7 +27,6 @@ class DaemonSection(BaseModel):
     shutdown_grace: float = Field(10.0, ge=0, description="seconds running tasks get to finish on SIGTERM before worker trees are killed")
     max_message_size: int = Field(8 << 20, ge=1024, description="largest client request accepted, bytes; put bigger inputs in a file")
     finished_task_retention: int = Field(10000, ge=0, description="finished results kept in memory for status queries")
-    client_idle_timeout: float = Field(10.0, gt=0, description="seconds a client waits for any answer before it calls the daemon unavailable")
     metrics_listen: str | None = Field(None, pattern=r"^[^:]*:\d+$", description="serve Prometheus /metrics on HOST:PORT (e.g. 127.0.0.1:9464); none: off (`paractl metrics` still works)")
     log_level: str = Field("info", pattern="^(debug|info|warning|error)$", description="debug, info, warning or error")
 

@@ -90,6 +90,16 @@ def serve(fd: int) -> None:
     from para.daemon import worker as _preload  # noqa: F401  (warm workers: tools imported once)
 
     workers: dict[int, str] = {}
+    try:
+        _serve_loop(sock, wake_r, wake_w, workers)
+    except (BrokenPipeError, ConnectionError):
+        pass  # the supervisor is gone: end its workers below
+    for pid in list(workers):
+        tree.kill_tree(pid)
+    tree.reap_children()
+
+
+def _serve_loop(sock: socket.socket, wake_r: int, wake_w: int, workers: dict[int, str]) -> None:
     while True:
         ready, _, _ = select.select([sock, wake_r], [], [])
         if wake_r in ready:
@@ -104,14 +114,11 @@ def serve(fd: int) -> None:
         if sock in ready:
             packet = sock.recv(MAX_PACKET)
             if not packet:
-                break
+                return
             request = codec.decode(packet)
             pid = _fork_worker(request, sock, wake_r, wake_w)
             workers[pid] = request.worker
             sock.send(codec.encode(m.Spawned(request.worker, pid)))
-    for pid in list(workers):
-        tree.kill_tree(pid)
-    tree.reap_children()
 
 
 def _fork_worker(request: m.Spawn, sock: socket.socket, wake_r: int, wake_w: int) -> int:

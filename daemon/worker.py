@@ -250,11 +250,15 @@ def _result(task: m.TaskSpec, answer: Finished | None, outcome: Outcome | None) 
             result.status, result.error = m.TIMED_OUT, f"timed out after {task.timeout:g}s; the command's process tree was killed"
         elif outcome.limit:
             result.status, result.error = m.FAILED, f"the {outcome.limit} limit ended the command"
+        elif answer is not None:
+            pass  # the tool read the outcome (rg exits 1 for "no match"): its answer decides
         elif outcome.signal:
             result.status, result.error = m.FAILED, f"killed by signal {outcome.signal}"
         elif outcome.exit_code:
             result.status = m.FAILED
     if answer is not None:
+        # The tool turned the command's output into its answer: don't ship the raw output too.
+        result.stdout = b""
         result.value = answer.value
         if answer.error is not None:
             result.status, result.error, result.error_code = m.FAILED, answer.error, m.E_TOOL

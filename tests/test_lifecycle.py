@@ -140,3 +140,21 @@ def test_metrics_over_http_and_the_control_socket(start_daemon) -> None:
         scraped = response.read().decode()
     assert response.status == 200 and "para_worker_rss_bytes" in scraped
     assert 'para_tasks_total{pool="echo",status="succeeded"} 5.0' in scraped
+
+
+def test_autostart_replaces_a_daemon_that_died_leaving_its_socket(tmp_path, short_dir, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    runtime = short_dir / "rt"
+    with Client(runtime, autostart=True, timeout=30) as c:
+        first = c.status()["daemon"]["pid"]
+        tree = psutil.Process(first).children(recursive=True)
+    os.kill(first, signal.SIGKILL)  # no cleanup: its socket files stay behind
+    wait_until(lambda: not psutil.pid_exists(first) or psutil.Process(first).status() == "zombie", 30, "parad to die")
+    wait_until(lambda: not any(p.is_running() and p.status() != "zombie" for p in tree), 30, "its workers to follow it")
+    assert (runtime / "control.sock").exists()
+    with Client(runtime, autostart=True, timeout=30) as c:
+        second = c.status()["daemon"]["pid"]
+        assert second != first and c.run("echo", x=1).value == {"x": 1}
+        c.shutdown()
+    wait_until(lambda: not psutil.pid_exists(second) or psutil.Process(second).status() == "zombie", 30, "parad to exit")

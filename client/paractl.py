@@ -1,0 +1,449 @@
+"""paractl: the para daemon from the command line.
+
+    paractl status | workers | ps | metrics | task ID | cancel ID... | shutdown
+    paractl bash [--timeout S] [--cwd DIR] -- make test
+    paractl run TOOL key=value ...          (values are YAML scalars: 1, true, [a, b])
+    paractl grep PATTERN [PATH] | glob PATTERN [ROOT] | read FILE
+
+Global options (anywhere before `--`): --json, --runtime-dir DIR, --no-autostart,
+--version, --timeout SECONDS (how long to wait for the daemon's answers; but
+after `bash`, --timeout is the command's own time limit).
+
+Exit codes: what the command exited with (bash, run of a command tool); 124 when
+a task timed out, 128+N when a signal N killed it; 1 a tool error (grep: 1 no
+match, 2 an error); 2 usage or a refused request; 69 no daemon answers
+(EX_UNAVAILABLE); 75 queue full or pool unavailable (EX_TEMPFAIL); 130 Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from para.client import paractl_format as fmt
+from para.client.client import Client, TaskFuture
+from para.client.errors import (
+    DaemonUnavailable, InvalidRequest, ParaError, PoolUnavailable, QueueFull, TaskError, TaskTimeout,
+)
+from para.client.result import Result
+from para.ipc import messages as m
+
+EX_TOOL, EX_USAGE, EX_UNAVAILABLE, EX_TEMPFAIL = 1, 2, 69, 75
+EX_TIMEOUT, EX_INTERRUPTED = 124, 130
+RUN_OPTIONS = ("timeout", "priority", "session", "retries")
+NO_AUTOSTART = ("shutdown", "cancel", "task")  # starting a daemon to ask these is pointless
+
+
+class UsageError(Exception):
+    """A command line that cannot be run; exit 2."""
+
+
+@dataclass
+class Globals:
+    json: bool = False
+    runtime_dir: str | None = None
+    autostart: bool = True
+    timeout: float = 10.0
+    version: bool = False
+
+
+# ---- command line ---------------------------------------------------------------
+
+def split_globals(argv: list[str]) -> tuple[Globals, list[str], list[str] | None]:
+    """Take the global options out of argv: (globals, the rest before `--`, the words after `--`)."""
+    g, rest, i, command = Globals(), [], 0, None
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, inline = arg.partition("=")
+        if arg == "--":
+            return g, rest, argv[i + 1:]
+        if arg == "--json":
+            g.json = True
+        elif arg == "--no-autostart":
+            g.autostart = False
+        elif arg == "--version":
+            g.version = True
+        elif name == "--runtime-dir" or (name == "--timeout" and command != "bash"):
+            value, i = (inline, i) if eq else (_value_of(argv, i), i + 1)
+            if name == "--runtime-dir":
+                g.runtime_dir = value
+            else:
+                g.timeout = _seconds(value)
+        else:
+            command = command or (None if arg.startswith("-") else arg)
+            rest.append(arg)
+        i += 1
+    return g, rest, None
+
+
+def _value_of(argv: list[str], i: int) -> str:
+    if i + 1 >= len(argv) or argv[i + 1] == "--":
+        raise UsageError(f"{argv[i]} needs a value")
+    return argv[i + 1]
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"--timeout wants seconds, not {text!r}") from None
+    if value <= 0:
+        raise UsageError("--timeout must be more than 0 seconds")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="paractl", description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--json", action="store_true", help="print the daemon's answer as JSON")
+    p.add_argument("--runtime-dir", metavar="DIR", help="the daemon's runtime directory (default: $XDG_RUNTIME_DIR/para)")
+    p.add_argument("--no-autostart", action="store_true", help="fail (exit 69) instead of starting a daemon")
+    p.add_argument("--timeout", metavar="SECONDS", help="wait this long for the daemon's answers (default 10)")
+    p.add_argument("--version", action="store_true", help="print paractl's version")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+    sub.add_parser("status", help="the daemon, its pools and task counts")
+    sub.add_parser("workers", help="every worker process")
+    sub.add_parser("ps", help="live (queued and running) tasks")
+    sub.add_parser("metrics", help="Prometheus metrics, text format")
+    sub.add_parser("task", help="one task and its result").add_argument("id")
+    sub.add_parser("cancel", help="cancel tasks by id").add_argument("ids", nargs="+", metavar="ID")
+    sub.add_parser("shutdown", help="stop the daemon")
+    run = sub.add_parser("run", help="run any tool: run TOOL key=value ...")
+    run.add_argument("tool")
+    run.add_argument("assignments", nargs="*", metavar="key=value")
+    bash = sub.add_parser("bash", help="run a shell command, streaming its output: bash -- CMD...")
+    bash.add_argument("--timeout", type=float, metavar="S", help="the command's time limit (exit 124)")
+    bash.add_argument("--cwd", metavar="DIR", help="working directory (default: the current one)")
+    bash.add_argument("words", nargs="*", metavar="CMD")
+    grep = sub.add_parser("grep", help="search file contents: path:line:text")
+    grep.add_argument("pattern")
+    grep.add_argument("path", nargs="?")
+    grep.add_argument("-i", "--ignore-case", action="store_const", dest="case", const="insensitive", default="sensitive")
+    grep.add_argument("-S", "--smart-case", action="store_const", dest="case", const="smart")
+    grep.add_argument("-F", "--fixed-strings", action="store_true")
+    grep.add_argument("-C", "--context", type=int, default=0, metavar="N")
+    grep.add_argument("--glob", action="append", default=[], metavar="G", help="include glob, !G to exclude; repeatable")
+    grep.add_argument("--hidden", action="store_true", help="search hidden files too")
+    grep.add_argument("--max-results", type=int, metavar="N")
+    glob = sub.add_parser("glob", help="files matching a pattern, relative to ROOT")
+    glob.add_argument("pattern")
+    glob.add_argument("root", nargs="?")
+    glob.add_argument("--hidden", action="store_true")
+    glob.add_argument("--limit", type=int, metavar="N")
+    read = sub.add_parser("read", help="lines of a text file")
+    read.add_argument("file")
+    read.add_argument("--offset", type=int, default=0, metavar="N", help="lines to skip")
+    read.add_argument("--limit", type=int, metavar="N", help="lines to print at most")
+    read.add_argument("-n", "--number", action="store_true", help="number the lines (cat -n)")
+    return p
+
+
+def parse_assignments(words: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """key=value words -> (tool args, task options); values are YAML scalars or [lists]."""
+    args: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    for word in words:
+        key, eq, text = word.partition("=")
+        if not eq or not key:
+            raise UsageError(f"{word!r} is not key=value")
+        (options if key in RUN_OPTIONS else args)[key] = parse_value(text)
+    return args, options
+
+
+def parse_value(text: str) -> Any:
+    """YAML where it helps (1, 2.5, true, null, [a, b], {k: v}, 'quoted'); otherwise the text as typed,
+    so `command=echo a: b # c` stays a string instead of becoming a mapping minus a comment."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    stripped = text.strip()
+    if isinstance(value, str):
+        return value if stripped[:1] in "'\"" and stripped[:1] == stripped[-1:] and len(stripped) > 1 else text
+    if isinstance(value, (list, dict)) and not stripped.startswith(("[", "{")):
+        return text
+    return value if _plain(value) else text
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, list):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+# ---- results --------------------------------------------------------------------
+
+def wait(future: TaskFuture) -> Result:
+    """The task's result, also when it ended badly (the client raises those)."""
+    try:
+        return future.result()
+    except TaskError as exc:
+        if exc.result is None:
+            raise
+        return exc.result
+
+
+def command_exit(result: Result) -> int:
+    """A command's exit status as a shell reports it."""
+    if result.status == m.TIMED_OUT:
+        return EX_TIMEOUT
+    if result.signal:
+        return 128 + result.signal
+    if result.exit_code is not None:
+        return result.exit_code
+    return 0 if result.ok else EX_TOOL
+
+
+def command_notes(result: Result) -> list[str]:
+    """Why a command ended other than by itself, and whether output was dropped."""
+    notes = []
+    if result.limit:
+        notes.append(f"{result.limit} limit ended the command after {fmt.duration(result.duration)}")
+    elif result.status in (m.CANCELLED, m.LOST) or result.error_code:
+        notes.append(result.error or f"task {result.status}")
+    elif result.signal:
+        notes.append(f"command killed by signal {result.signal}")
+    if result.truncated:
+        notes.append(f"output truncated: the middle was dropped (full size: stdout {result.stdout_bytes} bytes, "
+                     f"stderr {result.stderr_bytes} bytes)")
+    return notes
+
+
+def tool_exit(result: Result, failure: int = EX_TOOL) -> int:
+    if result.status == m.TIMED_OUT:
+        return EX_TIMEOUT
+    return 0 if result.ok else failure
+
+
+def say(message: str) -> None:
+    print(f"paractl: {message}", file=sys.stderr, flush=True)
+
+
+def emit(text: str) -> None:
+    if text:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def run_tool(client: Client, g: Globals, tool: str, args: dict[str, Any]) -> Result:
+    """Run a structured tool; print the whole result with --json, else only a failure's reason."""
+    result = wait(client.submit(tool, **args))
+    if g.json:
+        emit(fmt.to_json(result))
+    elif not result.ok:
+        say(result.error or f"{tool} task {result.status}")
+    return result
+
+
+# ---- commands -------------------------------------------------------------------
+
+def cmd_query(client: Client, g: Globals, args: argparse.Namespace) -> int:
+    body = client.task(args.id) if args.cmd == "task" else getattr(client, args.cmd)()
+    if args.cmd == "metrics" and not g.json:
+        emit(body)
+    elif g.json or args.cmd == "task":
+        emit(fmt.to_json(body))
+    else:
+        emit(getattr(fmt, args.cmd)(body))
+    return 0
+
+
+def cmd_cancel(client: Client, g: Globals, args: argparse.Namespace) -> int:
+    cancelled, not_running = [], []
+    for task_id in args.ids:
+        body = client.cancel(task_id)
+        cancelled += body.get("cancelled", [])
+        not_running += body.get("not_running", [])
+    if g.json:
+        emit(fmt.to_json({"cancelled": cancelled, "not_running": not_running}))
+    else:
+        emit("\n".join([f"cancelled {t}" for t in cancelled] + [f"{t}: not running (finished or unknown)" for t in not_running]))
+    return 0 if not not_running else EX_TOOL
+
+
+def cmd_shutdown(client: Client, g: Globals, args: argparse.Namespace) -> int:
+    body = client.shutdown()
+    emit(fmt.to_json(body) if g.json else f"parad (pid {body.get('pid', '?')}) is stopping")
+    return 0
+
+
+def cmd_run(client: Client, g: Globals, args: argparse.Namespace) -> int:
+    tool_args, options = parse_assignments(args.assignments)
+    result = wait(client.submit(args.tool, **tool_args, **options))
+    is_command = result.value is None and (result.exit_code is not None or result.signal is not None)
+    code = command_exit(result) if is_command else tool_exit(result)
+    if g.json:
+        emit(fmt.to_json(result))
+        return code
+    if result.value is not None:
+        emit(fmt.to_json(result.value))
+    else:
+        sys.stdout.write(result.stdout)
+        sys.stderr.write(result.stderr)
+    if is_command:
+        notes = command_notes(result)
+    else:
+        notes = [] if result.ok else [result.error or f"{args.tool} task {result.status}"]
+    for note in notes:
+        say(note)
+    return code
+
+
+def cmd_bash(client: Client, g: Globals, args: argparse.Namespace) -> int:
+    command = " ".join(args.words)
+    if not command.strip():
+        raise UsageError("bash needs a command: paractl bash -- CMD...")
+    options = {} if args.timeout is None else {"timeout": args.timeout}
+    cwd = os.path.abspath(args.cwd or os.getcwd())
+    future = client.submit("bash", command=command, cwd=cwd, stream=not g.json, **options)
+    try:
+        if not g.json:
+            for chunk in client.stream(future):
+                out = sys.stdout.buffer if chunk.stream == "stdout" else sys.stderr.buffer
+                out.write(chunk.data)
+                out.flush()
+        result = wait(future)
+    except KeyboardInterrupt:
+        client.cancel(future)
+        say(f"interrupted: cancelled task {future.id}")
+        return EX_INTERRUPTED
+    except BrokenPipeError:  # nobody reads the output any more (`paractl bash -- yes | head`)
+        client.cancel(future)
+        raise
+    if g.json:
+        emit(fmt.to_json(result))
+    else:
+        for note in command_notes(result):
+            say(note)
+    return command_exit(result)
+
+
+def cmd_grep(client: Client, g: Globals, args: argparse.Namespace) -> int:
+    target = os.path.abspath(args.path or ".")
+    task = {"pattern": args.pattern, "path": target, "glob": args.glob, "case": args.case,
+            "context": args.context, "fixed_strings": args.fixed_strings, "hidden": args.hidden}
+    if args.max_results:
+        task["max_results"] = args.max_results
+    result = run_tool(client, g, "grep", task)
+    if not result.ok:
+        return tool_exit(result, failure=2)  # like grep: 1 means "no match"
+    value = result.value or {}
+    if not g.json:
+        emit("\n".join(fmt.grep_lines(value.get("matches", []), _grep_path(args.path, target), args.context)))
+        if value.get("truncated"):
+            say(f"showing {len(value.get('matches', []))} of {value.get('count')} matches; raise --max-results")
+    return 0 if value.get("count") else 1
+
+
+def _grep_path(typed: str | None, target: str):
+    """Show paths as grep would: relative to the current directory, under PATH as typed."""
+    if typed is None:
+        return lambda rel: rel
+    if not os.path.isdir(target):
+        return lambda rel: typed
+    return lambda rel: os.path.join(typed, rel)
+
+
+def cmd_glob(client: Client, g: Globals, args: argparse.Namespace) -> int:
+    task: dict[str, Any] = {"patterns": [args.pattern], "root": os.path.abspath(args.root or "."), "hidden": args.hidden}
+    if args.limit:
+        task["limit"] = args.limit
+    result = run_tool(client, g, "glob", task)
+    if g.json or not result.ok:
+        return tool_exit(result)
+    value = result.value or {}
+    emit("\n".join(value.get("files", [])))
+    if value.get("truncated"):
+        say(f"showing {len(value.get('files', []))} of {value.get('count')} files; raise --limit")
+    return 0
+
+
+def cmd_read(client: Client, g: Globals, args: argparse.Namespace) -> int:
+    task: dict[str, Any] = {"path": os.path.abspath(args.file), "offset": args.offset}
+    if args.limit:
+        task["limit"] = args.limit
+    result = run_tool(client, g, "read", task)
+    if g.json or not result.ok:
+        return tool_exit(result)
+    value = result.value or {}
+    if value.get("binary"):
+        say(f"{value.get('path')} is a binary file ({value.get('size')} bytes); not printed")
+        return EX_TOOL
+    lines = value.get("lines", [])
+    emit("\n".join(fmt.numbered(lines, args.offset + 1) if args.number else lines))
+    if value.get("truncated"):
+        say(f"stopped at the read size cap; continue with --offset {args.offset + len(lines)}")
+    return 0
+
+
+COMMANDS = {"status": cmd_query, "workers": cmd_query, "ps": cmd_query, "metrics": cmd_query, "task": cmd_query,
+            "cancel": cmd_cancel, "shutdown": cmd_shutdown, "run": cmd_run, "bash": cmd_bash,
+            "grep": cmd_grep, "glob": cmd_glob, "read": cmd_read}
+
+
+# ---- main -----------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    except UsageError as exc:
+        say(str(exc))
+        return EX_USAGE
+    except KeyboardInterrupt:
+        return EX_INTERRUPTED
+    except BrokenPipeError:  # `paractl ... | head`: the reader left; stay quiet like cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13
+
+
+def _main(argv: list[str]) -> int:
+    g, before, after = split_globals(argv)
+    if g.version:
+        from importlib.metadata import version
+        print(f"paractl {version('para')}")
+        return 0
+    parser = build_parser()
+    try:
+        args = parser.parse_args(before if after is None or _is_bash(before) else before + ["--"] + after)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else EX_USAGE
+    if args.cmd is None:
+        parser.print_usage(sys.stderr)
+        say("name a command, e.g. `paractl status`; see paractl --help")
+        return EX_USAGE
+    if args.cmd == "bash":
+        args.words = args.words + (after or [])
+    try:
+        with Client(g.runtime_dir, timeout=g.timeout, name="paractl",
+                    autostart=g.autostart and args.cmd not in NO_AUTOSTART) as client:
+            return COMMANDS[args.cmd](client, g, args)
+    except DaemonUnavailable as exc:
+        say(str(exc))
+        return EX_UNAVAILABLE
+    except (QueueFull, PoolUnavailable) as exc:
+        say(str(exc))
+        return EX_TEMPFAIL
+    except InvalidRequest as exc:
+        say(str(exc))
+        return EX_USAGE
+    except TaskTimeout as exc:
+        say(str(exc))
+        return EX_TIMEOUT
+    except ParaError as exc:
+        say(str(exc))
+        return EX_TOOL
+
+
+def _is_bash(before: list[str]) -> bool:
+    return next((a for a in before if not a.startswith("-")), None) == "bash"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""How paractl shows things: aligned tables, durations, JSON, grep-style lines.
+
+Pure functions from the daemon's answers (plain dicts and lists) to text, so
+they are easy to read and to test without a daemon.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from para.client.result import Result
+
+MIB = 1 << 20
+
+
+# ---- primitives ---------------------------------------------------------------
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    """Columns padded to their widest cell; the last column is not padded."""
+    cells = [headers] + [["-" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def duration(seconds: float | None) -> str:
+    """1.5s, 3m12s, 2h05m, 3d4h: short and still exact enough to compare."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{round(seconds, 1):g}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours}h"
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return bytes(obj).decode("utf-8", "replace")
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    if isinstance(obj, Result):
+        return obj.to_dict()
+    raise TypeError(f"cannot show a {type(obj).__name__} as JSON")
+
+
+def to_json(obj: Any) -> str:
+    """Pretty JSON; bytes become text (invalid UTF-8 replaced), Results become dicts."""
+    return json.dumps(obj, indent=2, default=_jsonable, ensure_ascii=False)
+
+
+# ---- daemon queries -------------------------------------------------------------
+
+def status(body: dict[str, Any]) -> str:
+    d = body.get("daemon", {})
+    head = f"parad {d.get('version', '?')}  pid {d.get('pid', '?')}  up {duration(d.get('uptime'))}"
+    if d.get("stopping"):
+        head += "  (stopping)"
+    lines = [head]
+    for key, label in (("runtime_dir", "runtime dir"), ("state_dir", "state dir"),
+                       ("config", "config"), ("isolation", "isolation")):
+        if d.get(key) is not None:
+            lines.append(f"  {label:<12} {d[key]}")
+    pools = body.get("pools", [])
+    lines += ["", table(
+        ["POOL", "TOOL", "STATE", "READY/WORKERS", "MIN..MAX", "QUEUED", "RUNNING", "CRASHES"],
+        [[p["name"], p.get("tool"), p.get("state"), f"{p.get('ready', 0)}/{p.get('workers', 0)}",
+          f"{p.get('min_workers')}..{p.get('max_workers')}", p.get("queued"), p.get("running"),
+          p.get("crashes")] for p in pools])]
+    lines += [f"  {p['name']}: last crash: {p['last_crash']}" for p in pools if p.get("last_crash")]
+    lines += ["", "tasks: " + task_counts(body.get("tasks", {}))]
+    return "\n".join(lines)
+
+
+def task_counts(tasks: dict[str, int]) -> str:
+    live = tasks.get("live", 0)
+    rest = [f"{n} {state}" for state, n in sorted(tasks.items()) if state != "live"]
+    return ", ".join([f"{live} live"] + rest)
+
+
+def workers(body: list[dict[str, Any]]) -> str:
+    if not body:
+        return "no workers"
+    return table(
+        ["ID", "POOL", "PID", "STATE", "TASKS", "COMPLETED", "RSS MiB", "CPU s", "HEARTBEAT"],
+        [[w["id"], w.get("pool"), w.get("pid"), w.get("state"), len(w.get("tasks") or []),
+          w.get("completed"), f"{(w.get('rss') or 0) / MIB:.1f}", f"{w.get('cpu_seconds') or 0:.2f}",
+          f"{duration(w.get('last_heartbeat_age'))} ago"] for w in body])
+
+
+def ps(body: list[dict[str, Any]]) -> str:
+    if not body:
+        return "no live tasks"
+    return table(
+        ["ID", "TOOL", "POOL", "STATE", "PRIO", "SESSION", "WORKER", "AGE", "RUNNING"],
+        [[t["id"], t.get("tool"), t.get("pool"), t.get("state"), t.get("priority"), t.get("session"),
+          t.get("worker"), duration(t.get("age")),
+          duration(t["running_for"]) if t.get("running_for") is not None else None] for t in body])
+
+
+# ---- tool answers ---------------------------------------------------------------
+
+def grep_lines(matches: list[dict[str, Any]], show_path, context: int) -> list[str]:
+    """`path:line:text` for matches, `path-line-text` for context, `--` between groups (grep -n)."""
+    lines: list[str] = []
+    last: tuple[str, int] | None = None
+    for path, number, sep, text in _grep_entries(matches, context):
+        if last is not None and last[0] == path and number <= last[1]:
+            continue  # already shown as another match's context
+        if context and last is not None and (last[0] != path or number > last[1] + 1):
+            lines.append("--")
+        lines.append(f"{show_path(path)}{sep}{number}{sep}{text}")
+        last = (path, number)
+    return lines
+
+
+def _grep_entries(matches: list[dict[str, Any]], context: int):
+    """Each match's lines with their numbers. Context lines come without numbers, and the
+    daemon may file the next match's leading context under this match's `after`: the first
+    `context` of them follow this match, the rest end just before the next match."""
+    for i, match in enumerate(matches):
+        path, number = match["path"], match["line_number"]
+        before, after = match.get("before") or [], match.get("after") or []
+        yield from ((path, number - len(before) + j, "-", t) for j, t in enumerate(before))
+        yield path, number, ":", match["text"]
+        yield from ((path, number + 1 + j, "-", t) for j, t in enumerate(after[:context]))
+        extra = after[context:]
+        following = matches[i + 1] if i + 1 < len(matches) else None
+        if extra and following is not None and following["path"] == path:
+            end = following["line_number"] - len(following.get("before") or [])
+            yield from ((path, end - len(extra) + j, "-", t) for j, t in enumerate(extra))
+
+
+def numbered(lines: list[str], first: int) -> list[str]:
+    """cat -n style: the 1-based line number, a tab, the line."""
+    return [f"{first + i:6d}\t{line}" for i, line in enumerate(lines)]

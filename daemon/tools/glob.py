@@ -1,0 +1,56 @@
+"""glob: files matching patterns under a root, honouring .gitignore, via `rg --files`."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from para.daemon.tools.base import Finished, RunCommand, StrictModel, TaskContext, Tool
+from para.daemon.tools.globmatch import compile_globs
+from para.daemon.tools.ripgrep import absolute_dir, rg_path
+from para.sandbox.command import CommandSpec, Outcome
+
+
+class GlobArgs(StrictModel):
+    patterns: list[str] = Field(min_length=1, description="glob patterns, e.g. ['**/*.py']; '!pat' excludes")
+    root: str | None = Field(None, description="directory searched (absolute); default: the pool's default_root")
+    limit: int = Field(1000, gt=0, description="paths returned at most; may not exceed the pool's max_results")
+    hidden: bool = Field(False, description="include hidden files and directories")
+    follow_gitignore: bool = Field(True, description="skip what .gitignore, .ignore and .rgignore exclude")
+
+
+class GlobOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    default_root: str = Field("~", description="directory searched when a task names none")
+    max_results: int = Field(10000, gt=0, description="paths returned at most per task")
+
+
+class Glob(Tool):
+    name = "glob"
+    Args = GlobArgs
+    Options = GlobOptions
+    retry_safe = True
+    default_credit = 8
+
+    def run(self, args: GlobArgs, options: GlobOptions, ctx: TaskContext) -> RunCommand:
+        root = absolute_dir(args.root or options.default_root, "root")
+        argv = [rg_path(), "--files", "--no-require-git"]
+        matches = compile_globs(args.patterns)
+        if args.hidden:
+            argv.append("--hidden")
+        if not args.follow_gitignore:
+            argv.append("--no-ignore")
+        limit = min(args.limit, options.max_results)
+
+        def finish(outcome: Outcome) -> Finished:
+            if outcome.exit_code == 2 and not outcome.stdout:
+                return Finished(error=f"glob failed: {outcome.stderr.decode(errors='replace').strip()}")
+            listed = outcome.stdout.decode("utf-8", "replace").splitlines()
+            files = sorted(f for f in listed if f and not _in_git_dir(f) and matches(f))
+            return Finished(value={"root": str(root), "files": files[:limit], "count": len(files),
+                                   "truncated": len(files) > limit})
+
+        return RunCommand(CommandSpec(argv=argv, cwd=str(root), timeout=ctx.timeout, output_cap=256 << 20), finish)
+
+
+def _in_git_dir(path: str) -> bool:
+    return path.startswith(".git/") or "/.git/" in path

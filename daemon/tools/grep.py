@@ -1,0 +1,137 @@
+"""grep: regex search through `rg --json`, answered as structured matches."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from para.daemon.tools.base import Finished, RunCommand, StrictModel, TaskContext, Tool
+from para.daemon.tools.globmatch import compile_globs
+from para.daemon.tools.ripgrep import absolute_dir, rg_path
+from para.sandbox.command import CommandSpec, Outcome
+
+CASE_FLAGS = {"smart": "--smart-case", "sensitive": "--case-sensitive", "insensitive": "--ignore-case"}
+
+
+class GrepArgs(StrictModel):
+    pattern: str = Field(min_length=1, description="regular expression (Rust regex syntax), or text with fixed_strings")
+    path: str | None = Field(None, description="file or directory searched (absolute); default: the pool's default_root")
+    glob: list[str] = Field(default_factory=list, description="include globs, '!glob' to exclude")
+    case: Literal["smart", "sensitive", "insensitive"] = Field("smart", description="smart: insensitive unless the pattern has capitals")
+    context: int = Field(0, ge=0, le=100, description="lines of context before and after each match")
+    max_results: int = Field(500, gt=0, description="matches returned at most; may not exceed the pool's max_results")
+    fixed_strings: bool = Field(False, description="the pattern is literal text")
+    hidden: bool = Field(False, description="search hidden files and directories")
+
+
+class GrepOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    default_root: str = Field("~", description="path searched when a task names none")
+    max_results: int = Field(10000, gt=0, description="matches returned at most per task")
+
+
+class Grep(Tool):
+    name = "grep"
+    Args = GrepArgs
+    Options = GrepOptions
+    retry_safe = True
+    default_credit = 8
+
+    def run(self, args: GrepArgs, options: GrepOptions, ctx: TaskContext) -> RunCommand:
+        target = absolute_dir(args.path or options.default_root, "path")
+        cwd, where = (target, []) if target.is_dir() else (target.parent, [target.name])
+        argv = [rg_path(), "--json", "--no-require-git", CASE_FLAGS[args.case]]
+        if args.context:
+            argv += ["--context", str(args.context)]
+        if args.fixed_strings:
+            argv.append("--fixed-strings")
+        if args.hidden:
+            argv.append("--hidden")
+        argv += _glob_flags(args.glob)
+        argv += ["--regexp", args.pattern, "--", *where]
+        limit = min(args.max_results, options.max_results)
+        wanted = compile_globs(args.glob) if args.glob else None
+
+        def finish(outcome: Outcome) -> Finished:
+            if outcome.exit_code == 2 and b'"type":"match"' not in outcome.stdout:
+                message = outcome.stderr.decode(errors="replace").strip()
+                if "regex" in message:
+                    return Finished(error=f"invalid regex {args.pattern!r}: {message}")
+                return Finished(error=f"grep failed: {message}")
+            return Finished(value=parse_rg_json(outcome.stdout, limit, wanted, args.context))
+
+        return RunCommand(CommandSpec(argv=argv, cwd=str(cwd), timeout=ctx.timeout, output_cap=256 << 20), finish)
+
+
+def _glob_flags(globs: list[str]) -> list[str]:
+    """rg flags that narrow the search to `globs` without unhiding anything.
+
+    A positive `rg --glob` whitelists whatever it matches, ignored and hidden
+    files included; an rg file type (matched on the file name) keeps the ignore
+    rules. So includes become a type on their last path part, and the whole
+    pattern is checked again on each match; excludes pass through as globs.
+    """
+    flags: list[str] = []
+    for glob in globs:
+        if glob.startswith("!"):
+            flags += ["--glob", glob]
+        else:
+            flags += ["--type-add", f"para:{glob.rstrip('/').rsplit('/', 1)[-1]}"]
+    if any(not g.startswith("!") for g in globs):
+        flags += ["--type", "para"]
+    return flags
+
+
+def _text(field: dict[str, Any]) -> str:
+    if "text" in field:
+        return field["text"]
+    return base64.b64decode(field.get("bytes", "")).decode("utf-8", "replace")
+
+
+def parse_rg_json(stdout: bytes, limit: int, wanted: Callable[[str], bool] | None = None,
+                  context: int = 0) -> dict[str, Any]:
+    """Turn `rg --json` lines into matches, with context lines attached to their match.
+
+    Up to `context` lines right after a match are its `after`; any other
+    context line is the `before` of the next match.
+    """
+    matches: list[dict[str, Any]] = []
+    before: list[str] = []
+    last_line = -1       # line number of the last line attached to matches[-1]
+    total = 0
+    files = 0
+    for line in stdout.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue  # a truncation marker or a partial line
+        kind, data = event.get("type"), event.get("data", {})
+        if kind == "begin":
+            before = []
+        elif kind == "end":
+            files += 1
+        elif kind == "context":
+            text = _text(data["lines"]).rstrip("\n")
+            last = matches[-1] if matches else None
+            if (last and not before and len(last["after"]) < context and last["path"] == _text(data["path"])
+                    and data["line_number"] == last_line + 1):
+                last["after"].append(text)
+                last_line += 1
+            else:
+                before.append(text)
+        elif kind == "match":
+            path = _text(data["path"])
+            if wanted is not None and not wanted(path):
+                before = []
+                continue
+            total += 1
+            if len(matches) < limit:
+                matches.append({"path": path, "line_number": data["line_number"],
+                                "text": _text(data["lines"]).rstrip("\n"), "before": before, "after": []})
+                last_line = data["line_number"]
+            before = []
+    return {"matches": matches, "count": total, "truncated": total > limit, "files_with_matches": files}

@@ -1,0 +1,85 @@
+"""Config: one source of truth, and clear refusals naming file, key and reason."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from para.daemon.config import Config, ConfigError, load_config
+from para.daemon.config_doc import render_default_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_shipped_parad_yaml_is_generated_from_the_models() -> None:
+    assert (ROOT / "configs" / "parad.yaml").read_text() == render_default_config(), \
+        "configs/parad.yaml is stale: regenerate it with `parad --print-default-config > configs/parad.yaml`"
+
+
+def _effective(config: Config) -> dict:
+    """The config with every pool's options filled in with the tool's defaults."""
+    dumped = config.model_dump()
+    for name in config.pools:
+        dumped["pools"][name]["options"] = config.pool_options(name).model_dump()
+    return dumped
+
+
+def test_shipped_defaults_equal_the_model_defaults() -> None:
+    assert _effective(load_config(ROOT / "configs" / "parad.yaml")) == _effective(Config())
+    assert _effective(load_config(None)) == _effective(Config())  # the packaged copy
+
+
+def test_every_field_is_described() -> None:
+    text = render_default_config()
+    for line_no, line in enumerate(text.splitlines()):
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#") and not stripped.endswith(":"):
+            previous = text.splitlines()[line_no - 1].strip()
+            assert previous.startswith("#"), f"no description above {stripped!r}"
+
+
+@pytest.mark.parametrize("content, words", [
+    ({"daemon": {"heartbeat_intervall": 1}}, "daemon.heartbeat_intervall: Extra inputs are not permitted"),
+    ({"daemon": {"heartbeat_interval": "fast"}}, "daemon.heartbeat_interval: Input should be a valid number"),
+    ({"pools": {"bash": {"min_workers": 5, "max_workers": 2}}}, "min_workers (5) exceeds max_workers (2)"),
+    ({"pools": {"rust": {}}}, "pools.rust: unknown tool 'rust'; built-in tools: bash, echo, glob, grep, read"),
+    ({"pools": {"bash": {"options": {"limits": {"cpu_seconds": -1}}}}}, "pools.bash.options: limits.cpu_seconds"),
+    ({"pools": {"bash": {"options": {"nope": 1}}}}, "pools.bash.options: nope: Extra inputs are not permitted"),
+    ([1, 2], "top level must be a mapping"),
+])
+def test_bad_config_names_file_key_and_reason(tmp_path: Path, content, words: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(content))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: ") and words in str(info.value)
+
+
+def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+    (tmp_path / "x.yaml").write_text("daemon: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "x.yaml")
+
+
+def test_parad_refuses_a_bad_config_at_start_and_check_config(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("daemon:\n  shutdown_grace: soon\n")
+    for argv in (["--config", str(bad), "--runtime-dir", str(tmp_path / "rt")], ["--check-config", str(bad)]):
+        proc = subprocess.run([sys.executable, "-m", "para.daemon", *argv], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2
+        assert f"parad: {bad}: daemon.shutdown_grace: Input should be a valid number" in proc.stderr
+    assert not (tmp_path / "rt").exists()  # refused before touching anything
+    good = subprocess.run([sys.executable, "-m", "para.daemon", "--check-config", str(ROOT / "configs" / "parad.yaml")],
+                          capture_output=True, text=True, timeout=60)
+    assert good.returncode == 0 and "ok" in good.stdout
+
+
+def test_version_flag() -> None:
+    proc = subprocess.run([sys.executable, "-m", "para.daemon", "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("parad 0.")
