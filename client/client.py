@@ -46,6 +46,7 @@ class TaskFuture:
     def __init__(self, client: "Client", spec: m.TaskSpec) -> None:
         self.id = spec.id
         self.tool = spec.tool
+        self._spec = spec
         self.streaming = spec.stream
         self._client = client
         self._result: Result | None = None
@@ -131,7 +132,15 @@ class Client:
     def run(self, tool: str, /, **kwargs: Any) -> Result:
         """Run one task and wait for it. `timeout`, `priority`, `session`, `retries` are task options;
         everything else is the tool's arguments."""
-        return self.submit(tool, **kwargs).result()
+        options = {k: kwargs.pop(k) for k in TASK_OPTIONS if k in kwargs}
+        future = TaskFuture(self, self._spec(tool, kwargs, options))
+        self._futures[future.id] = future
+        # No Accepted round trip: a refusal arrives as an ErrorReply naming the task.
+        self._send(m.Submit(next(self._reqs), [future._spec], ack=False))
+        try:
+            return future.result()
+        finally:
+            self._futures.pop(future.id, None)
 
     def submit(self, tool: str, /, **kwargs: Any) -> TaskFuture:
         """Send one task; returns once the daemon accepted it (or raises why not)."""
@@ -165,15 +174,15 @@ class Client:
             pending.append(future)
             batch.append(spec)
             if len(batch) >= MAP_BATCH:
-                self._send(m.Submit(next(self._reqs), batch))
+                self._send(m.Submit(next(self._reqs), batch, ack=False))
                 batch = []
             while len(pending) > MAP_WINDOW or (pending and pending[0].done()):
                 if batch:
-                    self._send(m.Submit(next(self._reqs), batch))
+                    self._send(m.Submit(next(self._reqs), batch, ack=False))
                     batch = []
                 yield self._collect(pending.popleft(), return_exceptions)
         if batch:
-            self._send(m.Submit(next(self._reqs), batch))
+            self._send(m.Submit(next(self._reqs), batch, ack=False))
         while pending:
             yield self._collect(pending.popleft(), return_exceptions)
 

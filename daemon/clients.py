@@ -107,7 +107,8 @@ class ClientRequests:
                 RETRY_SAFE_DEFAULT_RETRIES if pool.tool.retry_safe else 0)
             self.sup.accept(TaskRecord(spec, pool.name, identity, 1 + retries), pool)
             accepted.append(spec.id)
-        self._reply(identity, m.Accepted(msg.req, accepted))
+        if msg.ack:
+            self._reply(identity, m.Accepted(msg.req, accepted))
         for name in {self.sup.tasks.live[i].pool for i in accepted}:
             pool = self.sup.pools[name]
             self.sup.dispatch(pool)

@@ -68,6 +68,7 @@ class Welcome:
 class Submit:
     req: int
     tasks: list[TaskSpec]
+    ack: bool = True    # answer with Accepted; refusals come back as ErrorReply either way
 
 
 @dataclass(slots=True)

@@ -63,7 +63,7 @@ class Bash(Tool):
         spec = CommandSpec(
             argv=["bash", "-c", args.command],
             cwd=str(cwd),
-            env=build_env(os.environ, options.env_allow, args.env),
+            env={**self._base_env(options), **args.env},
             stdin=stdin,
             limits=self.limits(options),
             timeout=ctx.timeout,
@@ -72,6 +72,13 @@ class Bash(Tool):
             output_cap=cap,
         )
         return RunCommand(spec)
+
+    def _base_env(self, options: BashOptions) -> dict[str, str]:
+        # The daemon's environment does not change: filter it once per worker, not per task.
+        cached = getattr(self, "_env_cache", None)
+        if cached is None or cached[0] is not options:
+            self._env_cache = (options, build_env(os.environ, options.env_allow))
+        return self._env_cache[1]
 
     @staticmethod
     def limits(options: BashOptions) -> Limits:
