@@ -42,12 +42,10 @@ class ProtocolError(ValueError):
 
 
 def _default(obj: Any) -> msgpack.ExtType:
-    cls = type(obj)
-    tag = WIRE_TAGS.get(cls)
-    if tag is None:
-        raise TypeError(f"cannot encode {cls.__name__} on the para wire")
-    values = [getattr(obj, name) for name in _FIELDS[cls]]
-    return msgpack.ExtType(tag, msgpack.packb(values, default=_default, use_bin_type=True))
+    # msgpack's hook for messages nested where _NESTED does not look (a
+    # TaskResult inside a Reply body); the shared packer is mid-pack here, so
+    # the payload gets a packer of its own.
+    return _ext(obj, msgpack.Packer(default=_default, use_bin_type=True))
 
 
 def _ext_hook(tag: int, payload: bytes) -> Any:
@@ -66,7 +64,7 @@ def _ext_hook(tag: int, payload: bytes) -> Any:
 _packer = msgpack.Packer(default=_default, use_bin_type=True)
 
 
-def _ext(message: Any) -> msgpack.ExtType:
+def _ext(message: Any, packer: msgpack.Packer = _packer) -> msgpack.ExtType:
     cls = type(message)
     tag = WIRE_TAGS.get(cls)
     if tag is None:
@@ -75,11 +73,11 @@ def _ext(message: Any) -> msgpack.ExtType:
     for i in _NESTED[cls]:
         value = values[i]
         if type(value) is list:
-            values[i] = [_ext(v) if type(v) in WIRE_TAGS else v for v in value]
+            values[i] = [_ext(v, packer) if type(v) in WIRE_TAGS else v for v in value]
         elif type(value) in WIRE_TAGS:
-            values[i] = _ext(value)
+            values[i] = _ext(value, packer)
     # Inner payloads are packed before the outer one starts, so one Packer serves all.
-    return msgpack.ExtType(tag, _packer.pack(values))
+    return msgpack.ExtType(tag, packer.pack(values))
 
 
 def encode(message: Any) -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -39,6 +38,7 @@ class Daemon:
 
     def __init__(self, config: dict[str, Any], tmp: Path) -> None:
         # Unix socket paths are limited to 107 bytes: keep the runtime dir short.
+        self.config = config
         self.runtime_dir = Path(tempfile.mkdtemp(prefix="pt", dir="/tmp"))
         tmp.mkdir(parents=True, exist_ok=True)
         self.state_dir = tmp / "state"
@@ -78,6 +78,10 @@ class Daemon:
             return []
         self.seen.update(p.pid for p in procs)
         return procs
+
+    @property
+    def pools(self) -> list[str]:
+        return sorted(self.config["pools"])
 
     def workers(self, pool: str | None = None) -> list[dict[str, Any]]:
         with self.client() as c:
@@ -120,6 +124,29 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
+def stop_and_check(d: Daemon) -> None:
+    """Stop `d` and fail unless it exited 0 leaving no socket file and no process behind."""
+    code = d.stop()
+    sockets = list(d.runtime_dir.glob("**/*.sock")) if d.runtime_dir.exists() else []
+    if d.leftovers():
+        wait_until(lambda: not d.leftovers(), 10, f"processes {d.leftovers()} of parad's tree to end")
+    shutil.rmtree(d.runtime_dir, ignore_errors=True)
+    assert code == 0, f"parad exited with {code}:\n{d.log()}"
+    assert not sockets, f"socket files left behind: {sockets}"
+
+
+ALL_POOLS = {name: {"min_workers": 1, "max_workers": 2} for name in ("echo", "read", "glob", "grep")} | {
+    "bash": {"min_workers": 2, "max_workers": 4}}
+
+
+@pytest.fixture(scope="module")
+def shared_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """One daemon with every built-in pool, shared by a module's tests that do not disturb it."""
+    d = Daemon({"daemon": FAST, "pools": ALL_POOLS}, tmp_path_factory.mktemp("shared"))
+    yield d
+    stop_and_check(d)
+
+
 @pytest.fixture
 def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     """start_daemon(pools={...}, daemon={...}) -> a running Daemon; stopped and checked after the test."""
@@ -137,13 +164,7 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
 
     yield start
     for d in started:
-        code = d.stop()
-        sockets = list(d.runtime_dir.glob("**/*.sock")) if d.runtime_dir.exists() else []
-        if d.leftovers():
-            wait_until(lambda: not d.leftovers(), 10, f"processes {d.leftovers()} of parad's tree to end")
-        shutil.rmtree(d.runtime_dir, ignore_errors=True)
-        assert code == 0, f"parad exited with {code}:\n{d.log()}"
-        assert not sockets, f"socket files left behind: {sockets}"
+        stop_and_check(d)
 
 
 @pytest.fixture

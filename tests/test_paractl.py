@@ -11,122 +11,62 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
-import yaml
 
 from para.client import Client
 from para.client.paractl import parse_value, split_globals
 from para.daemon.tools import TOOLS
+from tests.conftest import Daemon, wait_until
 
 FS_TOOLS = ("read", "glob", "grep")
 needs_fs_tools = pytest.mark.skipif(not all(t in TOOLS for t in FS_TOOLS), reason="read/glob/grep tools not built yet")
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
-
-
-def sockets_in(directory: Path) -> list[Path]:
-    return [p for p in directory.rglob("*") if p.is_socket()] if directory.exists() else []
-
-
-class Parad:
-    """One parad subprocess with its own short runtime dir, config and state dir."""
-
-    def __init__(self, tmp: Path) -> None:
-        pools: dict[str, Any] = {"echo": {"min_workers": 1, "max_workers": 2},
-                                 "bash": {"min_workers": 2, "max_workers": 4}}
-        pools.update({t: {"min_workers": 1, "max_workers": 2} for t in FS_TOOLS if t in TOOLS})
-        config = {"daemon": {"heartbeat_interval": 0.2, "failure_detection_timeout": 2}, "pools": pools}
-        self.pools = sorted(pools)
-        self.rt = Path(tempfile.mkdtemp(prefix="pt", dir="/tmp"))  # socket paths: 107 bytes at most
-        (tmp / "parad.yaml").write_text(yaml.safe_dump(config))
-        self.log_path = tmp / "parad.log"
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "para.daemon", "--config", str(tmp / "parad.yaml"),
-             "--runtime-dir", str(self.rt), "--state-dir", str(tmp / "state")],
-            stdout=self._log, stderr=subprocess.STDOUT)
-        wait_for(self._ready, 30, "parad to serve with warm pools")
-
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            pytest.fail(f"parad exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
-        if not (self.rt / "control.sock").exists():
-            return False
-        with Client(self.rt) as client:
-            return all(p["ready"] >= p["min_workers"] for p in client.status()["pools"])
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            pytest.fail("parad did not exit within 30s of SIGTERM")
-        finally:
-            self._log.close()
-        assert code == 0, self.log_path.read_text()
-        assert sockets_in(self.rt) == [], f"sockets left behind in {self.rt}"
-        shutil.rmtree(self.rt, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
-def parad(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Parad]:
-    daemon = Parad(tmp_path_factory.mktemp("paractl"))
-    yield daemon
-    daemon.stop()
+def parad(shared_daemon: Daemon) -> Daemon:
+    return shared_daemon
 
 
 def paractl_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "para.client.paractl", *args]
 
 
-def paractl(parad: Parad | None, *args: str, timeout: float = 60, **kwargs: Any) -> subprocess.CompletedProcess:
+def paractl(parad: Daemon | None, *args: str, timeout: float = 60, **kwargs: Any) -> subprocess.CompletedProcess:
     """Run paractl against `parad` (never autostarting one there), or bare when parad is None."""
-    prefix = ["--runtime-dir", str(parad.rt), "--no-autostart"] if parad is not None else []
+    prefix = ["--runtime-dir", str(parad.runtime_dir), "--no-autostart"] if parad is not None else []
     return subprocess.run(paractl_argv(*prefix, *args), capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
-def running_task(parad: Parad, client: Client, command: str = "sleep 30"):
+def running_task(parad: Daemon, client: Client, command: str = "sleep 30"):
     future = client.submit("bash", command=command)
-    wait_for(lambda: any(t["id"] == future.id and t["state"] == "running" for t in client.ps()),
+    wait_until(lambda: any(t["id"] == future.id and t["state"] == "running" for t in client.ps()),
              10, f"task {future.id} to run")
     return future
 
 
 # ---- bash ------------------------------------------------------------------------
 
-def test_bash_exit_code_stdout_and_stderr(parad: Parad) -> None:
+def test_bash_exit_code_stdout_and_stderr(parad: Daemon) -> None:
     r = paractl(parad, "bash", "--", "echo hi; echo err >&2; exit 7")
     assert r.returncode == 7, r.stderr
     assert r.stdout == "hi\n"
     assert "err" in r.stderr
 
 
-def test_bash_joins_words_and_runs_in_the_current_directory(parad: Parad, tmp_path: Path) -> None:
+def test_bash_joins_words_and_runs_in_the_current_directory(parad: Daemon, tmp_path: Path) -> None:
     r = paractl(parad, "bash", "--", "pwd;", "echo", "a", "b", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout == f"{tmp_path}\na b\n"
 
 
-def test_bash_streams_output_before_the_command_ends(parad: Parad) -> None:
+def test_bash_streams_output_before_the_command_ends(parad: Daemon) -> None:
     started = time.monotonic()
-    proc = subprocess.Popen(paractl_argv("--runtime-dir", str(parad.rt), "--no-autostart", "bash", "--",
+    proc = subprocess.Popen(paractl_argv("--runtime-dir", str(parad.runtime_dir), "--no-autostart", "bash", "--",
                                          "echo first; sleep 5; echo second"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -147,7 +87,7 @@ def test_bash_streams_output_before_the_command_ends(parad: Parad) -> None:
     assert proc.returncode == 0, err
 
 
-def test_bash_timeout_exits_124(parad: Parad) -> None:
+def test_bash_timeout_exits_124(parad: Daemon) -> None:
     started = time.monotonic()
     r = paractl(parad, "bash", "--timeout", "1", "--", "sleep 30")
     assert r.returncode == 124
@@ -155,49 +95,49 @@ def test_bash_timeout_exits_124(parad: Parad) -> None:
     assert time.monotonic() - started < 20
 
 
-def test_bash_killed_by_signal_exits_128_plus_signal(parad: Parad) -> None:
+def test_bash_killed_by_signal_exits_128_plus_signal(parad: Daemon) -> None:
     r = paractl(parad, "bash", "--", "kill -9 $$")
     assert r.returncode == 128 + 9
     assert "signal 9" in r.stderr
 
 
-def test_bash_says_when_output_was_truncated(parad: Parad) -> None:
-    r = subprocess.run(paractl_argv("--runtime-dir", str(parad.rt), "--no-autostart", "bash", "--",
+def test_bash_says_when_output_was_truncated(parad: Daemon) -> None:
+    r = subprocess.run(paractl_argv("--runtime-dir", str(parad.runtime_dir), "--no-autostart", "bash", "--",
                                     "head -c 3000000 /dev/zero"), capture_output=True, timeout=60)
     assert r.returncode == 0
     assert len(r.stdout) == 3_000_000  # streamed live in full; the cap is on the stored result
     assert b"truncated" in r.stderr
 
 
-def test_bash_json_prints_the_result_and_keeps_the_exit_code(parad: Parad) -> None:
+def test_bash_json_prints_the_result_and_keeps_the_exit_code(parad: Daemon) -> None:
     r = paractl(parad, "--json", "bash", "--", "echo hi; exit 3")
     assert r.returncode == 3
     result = json.loads(r.stdout)
     assert (result["status"], result["exit_code"], result["stdout"]) == ("failed", 3, "hi\n")
 
 
-def test_ctrl_c_cancels_the_task_and_exits_130(parad: Parad) -> None:
-    proc = subprocess.Popen(paractl_argv("--runtime-dir", str(parad.rt), "--no-autostart", "bash", "--",
+def test_ctrl_c_cancels_the_task_and_exits_130(parad: Daemon) -> None:
+    proc = subprocess.Popen(paractl_argv("--runtime-dir", str(parad.runtime_dir), "--no-autostart", "bash", "--",
                                          "echo started; sleep 30"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 10)
         assert ready and proc.stdout.readline() == b"started\n"
-        with Client(parad.rt) as client:
+        with Client(parad.runtime_dir) as client:
             assert any(t["state"] == "running" for t in client.ps())
             proc.send_signal(signal.SIGINT)
             _, err = proc.communicate(timeout=20)
             assert proc.returncode == 130, err
             assert b"cancelled" in err
-            wait_for(lambda: client.ps() == [], 10, "the interrupted task to be cancelled")
+            wait_until(lambda: client.ps() == [], 10, "the interrupted task to be cancelled")
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
 
 
-def test_bash_task_is_cancelled_when_the_reader_goes_away(parad: Parad) -> None:
-    proc = subprocess.Popen(paractl_argv("--runtime-dir", str(parad.rt), "--no-autostart", "bash", "--", "yes"),
+def test_bash_task_is_cancelled_when_the_reader_goes_away(parad: Daemon) -> None:
+    proc = subprocess.Popen(paractl_argv("--runtime-dir", str(parad.runtime_dir), "--no-autostart", "bash", "--", "yes"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert proc.stdout.read(2) == b"y\n"
@@ -208,43 +148,43 @@ def test_bash_task_is_cancelled_when_the_reader_goes_away(parad: Parad) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    with Client(parad.rt) as client:
-        wait_for(lambda: client.ps() == [], 10, "the unread command to be cancelled")
+    with Client(parad.runtime_dir) as client:
+        wait_until(lambda: client.ps() == [], 10, "the unread command to be cancelled")
 
 
 # ---- run -------------------------------------------------------------------------
 
-def test_run_parses_values_as_yaml_scalars(parad: Parad) -> None:
+def test_run_parses_values_as_yaml_scalars(parad: Daemon) -> None:
     r = paractl(parad, "run", "echo", "a=1", "b=x", "c=true", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["value"] == {"a": 1, "b": "x", "c": True}
 
 
-def test_run_human_output_and_task_options(parad: Parad) -> None:
+def test_run_human_output_and_task_options(parad: Daemon) -> None:
     r = paractl(parad, "run", "echo", "items=[a, b]", "timeout=5", "priority=1")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"items": ["a", "b"]}  # options are not tool args
 
 
-def test_run_bash_prints_output_and_exits_with_its_code(parad: Parad) -> None:
+def test_run_bash_prints_output_and_exits_with_its_code(parad: Daemon) -> None:
     r = paractl(parad, "run", "bash", "command=echo out: 1; exit 4")
     assert r.returncode == 4
     assert r.stdout == "out: 1\n"
 
 
-def test_run_unknown_tool_exits_2_naming_it(parad: Parad) -> None:
+def test_run_unknown_tool_exits_2_naming_it(parad: Daemon) -> None:
     r = paractl(parad, "run", "nosuchtool")
     assert r.returncode == 2
     assert "nosuchtool" in r.stderr and r.stderr.startswith("paractl: ")
 
 
-def test_run_refused_argument_exits_2(parad: Parad) -> None:
+def test_run_refused_argument_exits_2(parad: Daemon) -> None:
     r = paractl(parad, "run", "bash", "comand=true")
     assert r.returncode == 2
     assert "comand" in r.stderr
 
 
-def test_run_rejects_words_without_equals(parad: Parad) -> None:
+def test_run_rejects_words_without_equals(parad: Daemon) -> None:
     r = paractl(parad, "run", "echo", "oops")
     assert r.returncode == 2
     assert "key=value" in r.stderr
@@ -268,11 +208,11 @@ def test_global_options_anywhere_before_double_dash() -> None:
     assert (g.json, g.timeout, rest, after) == (False, 4.0, ["bash", "--timeout", "1"], ["echo", "--json"])
 
 
-def test_json_before_and_after_the_subcommand(parad: Parad) -> None:
+def test_json_before_and_after_the_subcommand(parad: Daemon) -> None:
     before = paractl(parad, "--json", "status")
     after = paractl(parad, "status", "--json")
     assert before.returncode == after.returncode == 0
-    assert json.loads(before.stdout)["daemon"]["pid"] == json.loads(after.stdout)["daemon"]["pid"] == parad.proc.pid
+    assert json.loads(before.stdout)["daemon"]["pid"] == json.loads(after.stdout)["daemon"]["pid"] == parad.pid
 
 
 def test_version() -> None:
@@ -288,17 +228,17 @@ def test_no_command_is_a_usage_error() -> None:
 
 # ---- queries ---------------------------------------------------------------------
 
-def test_status_human_and_json(parad: Parad) -> None:
+def test_status_human_and_json(parad: Daemon) -> None:
     human = paractl(parad, "status")
     assert human.returncode == 0, human.stderr
-    assert str(parad.proc.pid) in human.stdout and str(parad.rt) in human.stdout
+    assert str(parad.pid) in human.stdout and str(parad.runtime_dir) in human.stdout
     for pool in parad.pools:
         assert any(line.split()[:1] == [pool] for line in human.stdout.splitlines()), pool
     body = json.loads(paractl(parad, "--json", "status").stdout)
     assert sorted(p["name"] for p in body["pools"]) == parad.pools
 
 
-def test_workers_human_and_json(parad: Parad) -> None:
+def test_workers_human_and_json(parad: Daemon) -> None:
     human = paractl(parad, "workers")
     assert human.returncode == 0, human.stderr
     body = json.loads(paractl(parad, "workers", "--json").stdout)
@@ -307,8 +247,8 @@ def test_workers_human_and_json(parad: Parad) -> None:
         assert worker["id"] in human.stdout and str(worker["pid"]) in human.stdout
 
 
-def test_ps_shows_a_running_task(parad: Parad) -> None:
-    with Client(parad.rt) as client:
+def test_ps_shows_a_running_task(parad: Daemon) -> None:
+    with Client(parad.runtime_dir) as client:
         future = running_task(parad, client)
         try:
             human = paractl(parad, "ps")
@@ -321,8 +261,8 @@ def test_ps_shows_a_running_task(parad: Parad) -> None:
     assert [t["id"] for t in body] == [future.id]
 
 
-def test_cancel_a_running_task(parad: Parad) -> None:
-    with Client(parad.rt) as client:
+def test_cancel_a_running_task(parad: Daemon) -> None:
+    with Client(parad.runtime_dir) as client:
         future = running_task(parad, client)
         r = paractl(parad, "cancel", future.id)
         assert r.returncode == 0, r.stderr
@@ -351,7 +291,7 @@ def tree(tmp_path: Path) -> Path:
 
 
 @needs_fs_tools
-def test_grep_prints_path_line_text(parad: Parad, tree: Path) -> None:
+def test_grep_prints_path_line_text(parad: Daemon, tree: Path) -> None:
     r = paractl(parad, "grep", "needle", cwd=tree)
     assert r.returncode == 0, r.stderr
     assert sorted(r.stdout.splitlines()) == ["a.py:2:needle one", "sub/b.py:1:needle three"]
@@ -360,7 +300,7 @@ def test_grep_prints_path_line_text(parad: Parad, tree: Path) -> None:
 
 
 @needs_fs_tools
-def test_grep_context_and_glob(parad: Parad, tree: Path) -> None:
+def test_grep_context_and_glob(parad: Daemon, tree: Path) -> None:
     r = paractl(parad, "grep", "-i", "-C", "1", "--glob", "*.py", "needle", ".", cwd=tree)
     assert r.returncode == 0, r.stderr
     groups = r.stdout.split("--\n")
@@ -370,7 +310,7 @@ def test_grep_context_and_glob(parad: Parad, tree: Path) -> None:
 
 
 @needs_fs_tools
-def test_grep_no_match_exits_1_and_bad_regex_2(parad: Parad, tree: Path) -> None:
+def test_grep_no_match_exits_1_and_bad_regex_2(parad: Daemon, tree: Path) -> None:
     none = paractl(parad, "grep", "nothing-like-this", str(tree))
     assert (none.returncode, none.stdout) == (1, "")
     bad = paractl(parad, "grep", "(", str(tree))
@@ -379,7 +319,7 @@ def test_grep_no_match_exits_1_and_bad_regex_2(parad: Parad, tree: Path) -> None
 
 
 @needs_fs_tools
-def test_glob_lists_paths_relative_to_root(parad: Parad, tree: Path) -> None:
+def test_glob_lists_paths_relative_to_root(parad: Daemon, tree: Path) -> None:
     r = paractl(parad, "glob", "**/*.py", str(tree))
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["a.py", "sub/b.py"]
@@ -387,7 +327,7 @@ def test_glob_lists_paths_relative_to_root(parad: Parad, tree: Path) -> None:
 
 
 @needs_fs_tools
-def test_read_prints_lines(parad: Parad, tree: Path) -> None:
+def test_read_prints_lines(parad: Daemon, tree: Path) -> None:
     r = paractl(parad, "read", "c.txt", "--offset", "1", "--limit", "2", cwd=tree)
     assert r.returncode == 0, r.stderr
     assert r.stdout == "l2\nl3\n"
@@ -414,8 +354,8 @@ def test_autostart_then_shutdown(tmp_path: Path) -> None:
         down = paractl(None, "--runtime-dir", str(rt), "shutdown", env=env)
         assert down.returncode == 0, down.stderr
         assert str(pid) in down.stdout
-        wait_for(lambda: not _alive(pid), 30, f"autostarted parad {pid} to exit")
-        wait_for(lambda: sockets_in(rt) == [], 10, f"{rt} to hold no sockets")
+        wait_until(lambda: not _alive(pid), 30, f"autostarted parad {pid} to exit")
+        wait_until(lambda: not list(rt.glob("**/*.sock")), 10, f"{rt} to hold no sockets")
         after = paractl(None, "--runtime-dir", str(rt), "shutdown", env=env)
         assert after.returncode == 69  # shutdown never starts a daemon just to stop it
     finally:
