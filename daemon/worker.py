@@ -56,6 +56,8 @@ class Worker:
         self.running: Command | None = None
         self.data_backlog: collections.deque[bytes] = collections.deque()
         self.events: list[bytes] = []
+        self._poll_key: tuple | None = None
+        self._poll: zmq.Poller | None = None
         self.chunk_seq = 0
         self.stopping = False
         self.hb_seq = 0
@@ -95,14 +97,21 @@ class Worker:
         self._flush_data(block=True)
 
     def _poller(self) -> zmq.Poller:
-        poller = zmq.Poller()
-        poller.register(self.command, zmq.POLLIN)
-        if self.data_backlog:
-            poller.register(self.out["data"], zmq.POLLOUT)
-        elif self.running is not None:
-            for fd in self.running.fds():
+        """What to wait on: output backlog to send, else the command's pipes; always commands.
+
+        Rebuilt only when that set changes (a command starts, a pipe closes).
+        """
+        pipes = () if self.data_backlog or self.running is None else tuple(self.running.fds())
+        key = (bool(self.data_backlog), pipes)
+        if key != self._poll_key:
+            poller = zmq.Poller()
+            poller.register(self.command, zmq.POLLIN)
+            if self.data_backlog:
+                poller.register(self.out["data"], zmq.POLLOUT)
+            for fd in pipes:
                 poller.register(fd, zmq.POLLIN)
-        return poller
+            self._poll_key, self._poll = key, poller
+        return self._poll
 
     def _on_command(self) -> None:
         while True:
