@@ -166,6 +166,14 @@ class Client:
         With return_exceptions=True a failed task yields its exception instead of raising it.
         """
         pending: collections.deque[TaskFuture] = collections.deque()
+        try:
+            yield from self._map(tool, args_iter, pending, return_exceptions, options)
+        finally:
+            for future in pending:  # stopped early: forget what was never collected
+                self._futures.pop(future.id, None)
+
+    def _map(self, tool: str, args_iter: Iterable[dict[str, Any]], pending: collections.deque[TaskFuture],
+             return_exceptions: bool, options: dict[str, Any]) -> Iterator[Result | ParaError]:
         batch: list[m.TaskSpec] = []
         for args in args_iter:
             spec = self._spec(tool, dict(args), options)

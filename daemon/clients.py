@@ -85,9 +85,6 @@ class ClientRequests:
         self._reply(identity, m.Pong(msg.req))
 
     def _on_submit(self, identity: bytes, msg: m.Submit) -> None:
-        if self.sup.stopping:
-            self._error(identity, msg.req, m.E_SHUTTING_DOWN, "parad is shutting down; start it again and resubmit")
-            return
         if not isinstance(msg.tasks, list):
             self._error(identity, msg.req, m.E_INVALID, "Submit.tasks must be a list of tasks")
             return
@@ -95,6 +92,8 @@ class ClientRequests:
         for spec in msg.tasks:
             task_id = getattr(spec, "id", None)
             try:
+                if self.sup.stopping:
+                    raise Refusal(m.E_SHUTTING_DOWN, "parad is shutting down; start it again and resubmit")
                 pool = admit(spec, self.sup.pools)
                 if task_id in self.sup.tasks.live:
                     raise Refusal(m.E_INVALID, f"task id {task_id!r} is already in use; ids must be unique")

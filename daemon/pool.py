@@ -99,9 +99,8 @@ class Pool:
 
     # ---- crash policy ------------------------------------------------------
 
-    def record_exit(self, handle: WorkerHandle, reason: str) -> None:
+    def record_crash(self, handle: WorkerHandle, reason: str) -> None:
         """Count an unplanned exit; a run of them opens the circuit."""
-        self.workers.pop(handle.id, None)
         lived = time.monotonic() - handle.spawned_at
         if lived >= STABLE_AFTER or handle.completed:
             self.crashes = 1

@@ -32,7 +32,7 @@ from para.daemon.config import Config
 from para.daemon.events import EventPublisher
 from para.daemon.forkserver import ForkServer
 from para.daemon.metrics import MetricsServer, make_registry
-from para.daemon.pool import BACKOFF, FAILED, READY, SPAWNING, STOPPING, Pool, WorkerHandle
+from para.daemon.pool import BACKOFF, FAILED, OK, READY, SPAWNING, STOPPING, Pool, WorkerHandle
 from para.daemon.runtime_dir import RuntimeDir
 from para.daemon.signals import SignalPipe
 from para.daemon.tasks import TaskRecord, TaskTable
@@ -106,7 +106,8 @@ class Supervisor:
             if self.metrics_server is not None:
                 self.metrics_server.close()
             for sock in self.sockets:
-                sock.close(linger=0)
+                # The control socket may still hold the last results for clients.
+                sock.close(linger=1000 if sock is self.control else 0)
             self.ctx.term()
 
     def _bind(self) -> None:
@@ -150,7 +151,7 @@ class Supervisor:
             (w["error"], self._on_error), (w["event"], self._on_event),
             (w["data"], self._on_data), (self.control, self.clients.on_frames),
         ]
-        poller = zmq.Poller()
+        self.poller = poller = zmq.Poller()
         for sock, _ in handlers:
             poller.register(sock, zmq.POLLIN)
         poller.register(self.events.sock, zmq.POLLIN)
@@ -175,8 +176,13 @@ class Supervisor:
             self._dispatch_pending()
             self.clients.flush()
 
-    def _drain(self, sock: zmq.Socket, handler: Any) -> None:
-        for _ in range(DATA_BATCH if sock is self.worker_socks["data"] else BATCH):
+    def _drain(self, sock: zmq.Socket, handler: Any, limit: int | None = 0) -> None:
+        """Handle waiting messages: a bounded batch per turn (limit 0), or all of them (None)."""
+        if limit == 0:
+            limit = DATA_BATCH if sock is self.worker_socks["data"] else BATCH
+        count = 0
+        while limit is None or count < limit:
+            count += 1
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
             except zmq.Again:
@@ -231,8 +237,10 @@ class Supervisor:
         for worker in self._all_workers():
             self._kill_worker(worker, "fork server died")
             self._worker_gone(worker, None, signal.SIGKILL)
+        self.poller.unregister(self.forkserver.fileno())
         self.forkserver.close()
         self.forkserver = ForkServer()
+        self.poller.register(self.forkserver.fileno(), zmq.POLLIN)
 
     # ---- fork server reports -------------------------------------------------
 
@@ -248,32 +256,38 @@ class Supervisor:
 
     def _on_exit(self, worker: WorkerHandle, code: int | None, sig: int | None) -> None:
         worker.state = STOPPING
+        planned = self.stopping or worker.kill_reason == "idle"
+        if not planned:
+            # Count the crash now, before a replacement can say Ready: the
+            # other order would leave the pool failed with healthy workers.
+            pool = self.pools[worker.pool]
+            pool.record_crash(worker, self._exit_reason(worker, code, sig))
+            if pool.state == FAILED:
+                log.error("%s", pool.failure_message())
         if worker.tasks:
             # Results it sent just before exiting may still be in flight on the data channel.
             self.timers.call_later(EXIT_SETTLE, lambda: self._worker_gone(worker, code, sig))
         else:
             self._worker_gone(worker, code, sig)
 
+    @staticmethod
+    def _exit_reason(worker: WorkerHandle, code: int | None, sig: int | None) -> str:
+        how = f"killed by {signal.Signals(sig).name}" if sig else f"exited with code {code}"
+        reason = f"worker {worker.id} (pid {worker.pid}) {how}"
+        return f"{reason} ({worker.kill_reason})" if worker.kill_reason else reason
+
     def _worker_gone(self, worker: WorkerHandle, code: int | None, sig: int | None) -> None:
-        self._drain(self.worker_socks["data"], self._on_data)
+        # Every result the worker sent before dying must be read before its tasks are called lost.
+        self._drain(self.worker_socks["data"], self._on_data, limit=None)
         pool = self.pools[worker.pool]
         if worker.id not in pool.workers:
             return
-        how = f"killed by {signal.Signals(sig).name}" if sig else f"exited with code {code}"
-        reason = f"worker {worker.id} (pid {worker.pid}) {how}"
-        if worker.kill_reason:
-            reason += f" ({worker.kill_reason})"
-        planned = self.stopping or worker.kill_reason == "idle"
-        if not planned:
+        reason = self._exit_reason(worker, code, sig)
+        if not (self.stopping or worker.kill_reason == "idle"):
             log.warning("%s", reason)
         for record in list(worker.tasks.values()):
             self._task_lost(pool, record, reason)
-        if planned:
-            pool.workers.pop(worker.id, None)
-        else:
-            pool.record_exit(worker, reason)
-            if pool.state == FAILED:
-                log.error("%s", pool.failure_message())
+        pool.workers.pop(worker.id, None)
         self.maintain(pool)
 
     def _task_lost(self, pool: Pool, record: TaskRecord, reason: str) -> None:
@@ -432,12 +446,13 @@ class Supervisor:
         if not self._send_worker_frame(worker.id, codec.encode_batch(frames)):
             # Unroutable: the worker is going away. Its exit report would count
             # these as attempts; they never ran, so put them back instead.
-            for record in records:
+            for record in reversed(records):
                 worker.tasks.pop(record.spec.id)
                 record.state, record.worker = m.QUEUED, None
                 record.attempts -= 1
                 self.pools[worker.pool].queue.push_front(record)
             worker.credit = 0
+            self.dispatch(self.pools[worker.pool])
 
     def _send_worker(self, worker_id: str, msg: Any) -> bool:
         return self._send_worker_frame(worker_id, codec.encode(msg))
@@ -457,6 +472,8 @@ class Supervisor:
             return
         deficit = pool.wanted() - pool.live_count()
         if deficit <= 0:
+            if pool.state != OK and any(w.state == READY for w in pool.workers.values()):
+                pool.record_ready()  # a healthy worker is serving: close the circuit
             for worker in pool.idle_surplus(time.monotonic()):
                 self._stop_worker(worker, "idle")
             return
@@ -494,7 +511,9 @@ class Supervisor:
         worker.kill_reason = reason
         worker.credit = 0
         if worker.pid:
-            tree.kill_tree(worker.pid)
+            # One pass, never a wait: the loop must keep serving. What a
+            # forking tree adds afterwards is orphaned to the fork server, which ends it.
+            tree.kill_tree(worker.pid, deadline=0)
 
     def _find_worker(self, worker_id: str) -> WorkerHandle | None:
         pool = self.pools.get(worker_id.rsplit("-", 1)[0])

@@ -53,11 +53,13 @@ class Outcome:
 _LIMIT_SIGNALS = {signal.SIGXCPU: "cpu", signal.SIGXFSZ: "file_size"}
 
 
-def _limit_signal(sig: int | None, code: int | None) -> str | None:
-    """The limit a signal stands for; a shell reports a child killed by N as exit 128+N."""
+def _limit_signal(sig: int | None, code: int | None, limits: Limits) -> str | None:
+    """The limit a signal stands for, if that limit was set; a shell reports a child killed by N as exit 128+N."""
     if sig is None and code is not None and code > 128:
         sig = code - 128
-    return _LIMIT_SIGNALS.get(sig)
+    limit = _LIMIT_SIGNALS.get(sig)
+    was_set = {"cpu": limits.cpu_seconds, "file_size": limits.file_size}
+    return limit if limit and was_set[limit] is not None else None
 
 
 def _child_setup(limits: Limits) -> Callable[[], None]:
@@ -261,7 +263,7 @@ class Command:
         status = self._status or 0
         sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
-        limit = self._limit or _limit_signal(sig, code)
+        limit = self._limit or _limit_signal(sig, code, self.spec.limits)
         ru = self._rusage
         cpu_cap = self.spec.limits.cpu_seconds
         if limit is None and sig == signal.SIGKILL and ru and cpu_cap:

@@ -57,6 +57,8 @@ def reap_children() -> list[tuple[int, int]]:
 def kill_tree(root: int, include_root: bool = True, deadline: float = 5.0) -> int:
     """SIGKILL `root`'s whole tree until none is left; returns how many were signalled.
 
+    `deadline` 0 makes one pass and returns at once (for a loop that must not block).
+
     Processes are stopped before they are killed so a forking loop cannot add
     members faster than they die; the scan repeats until the tree is empty or
     `deadline` seconds pass. Orphans reparent to the nearest subreaper (a para
@@ -69,11 +71,13 @@ def kill_tree(root: int, include_root: bool = True, deadline: float = 5.0) -> in
         if include_root and psutil.pid_exists(root):
             pids.insert(0, root)
         live = [p for p in pids if _alive(p)]
-        if not live or time.monotonic() > end:
+        if not live:
             return signalled
         signal_pids(live, signal.SIGSTOP)
         signal_pids(live, signal.SIGKILL)
         signalled += len(live)
+        if time.monotonic() >= end:
+            return signalled
         if include_root:
             # A killed root stays a zombie until its parent reaps it.
             if not _alive(root):

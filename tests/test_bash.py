@@ -144,3 +144,12 @@ def test_cancel_a_running_command(daemon) -> None:
         result = future.result(timeout=30)
     assert result.status == "cancelled" and result.signal == 15
     assert time.monotonic() - started < 30
+
+
+def test_streamed_output_obeys_the_output_cap(start_daemon) -> None:
+    d = start_daemon(pools={"bash": {"min_workers": 1, "options": {"max_output_bytes": 100_000}}})
+    with d.client() as c:
+        future = c.submit("bash", command="head -c 5000000 /dev/zero", stream=True)
+        streamed = sum(len(ch.data) for ch in c.stream(future))
+        result = future.result()
+    assert streamed == 100_000 and result.truncated and result.stdout_bytes == 5_000_000

@@ -107,3 +107,30 @@ def test_worker_respawn_leaks_nothing(start_daemon) -> None:
     wait_until(lambda: d.pool("echo")["ready"] == 1, what="the last replacement")
     assert len(os.listdir(f"/proc/{d.pid}/fd")) <= fds_before + 2
     assert len(d.tree()) == 2 + 1  # fork server, bash worker, echo worker
+
+
+def test_a_tripped_circuit_recovers_when_workers_come_back(start_daemon) -> None:
+    d = start_daemon(pools={"echo": {"min_workers": 1},
+                            "bash": {"min_workers": 2, "max_workers": 2, "crash_limit": 3,
+                                     "respawn_backoff": 0.05, "respawn_backoff_max": 0.5}})
+    with d.client() as c:
+        for _ in range(3):  # each command kills the worker running it
+            with pytest.raises(ToolError, match="killed by SIGKILL"):
+                c.run("bash", command="kill -9 $PPID")
+        wait_until(lambda: d.pool("bash")["state"] == "ok" and d.pool("bash")["ready"] == 2, 30,
+                   "the circuit to close again")
+        assert c.run("bash", command="echo back").stdout == "back\n"
+
+
+def test_an_unspawnable_command_is_an_error_not_a_worker_crash(daemon) -> None:
+    with daemon.client() as c:
+        for args in ({"command": "echo a\x00b"}, {"command": "true", "env": {"A=B": "x"}}):
+            with pytest.raises(ToolError, match="cannot start bash"):
+                c.run("bash", **args)
+    assert daemon.pool("bash")["crashes"] == 0 and daemon.pool("bash")["state"] == "ok"
+
+
+def test_exit_codes_above_128_are_not_blamed_on_unset_limits(daemon) -> None:
+    with daemon.client() as c:
+        r = c.run("bash", command="exit 152")  # 128 + SIGXCPU, but no CPU limit is set
+    assert r.status == "failed" and r.exit_code == 152 and r.limit is None
