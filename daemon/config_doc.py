@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from para.daemon.config import Config, DaemonSection, PoolSection
+from para.daemon.config import Config, PoolSection
 from para.daemon.tools import TOOLS
 
 HEADER = """\
@@ -61,5 +61,3 @@ def render_default_config() -> str:
         lines += option_lines
     return "\n".join(lines) + "\n"
 
-
-__all__ = ["render_default_config", "DaemonSection"]
