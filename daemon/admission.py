@@ -9,6 +9,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from para.daemon.pool import FAILED, Pool
+from para.daemon.tools.base import ToolFailure
 from para.ipc import messages as m
 
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
@@ -55,9 +56,13 @@ def admit(spec: m.TaskSpec, pools: dict[str, Pool], adding: int = 1) -> Pool:
     if pool is None:
         raise Refusal(m.E_UNKNOWN_TOOL, f"unknown tool {spec.tool!r}; this daemon runs: {', '.join(sorted(pools))}")
     try:
-        pool.tool.Args.model_validate(spec.args)
+        args = pool.tool.Args.model_validate(spec.args)
     except ValidationError as exc:
         raise Refusal(m.E_INVALID, _describe(exc, f"{spec.tool} argument ")) from None
+    try:
+        pool.checker.admit(args, pool.options_model, spec.timeout)
+    except ToolFailure as exc:
+        raise Refusal(m.E_INVALID, f"{spec.tool}: {exc}") from None
     max_timeout = pool.config.max_timeout
     if spec.timeout is not None and max_timeout is not None and spec.timeout > max_timeout:
         raise Refusal(m.E_INVALID, f"timeout {spec.timeout:g}s exceeds the max_timeout of pool {pool.name!r} ({max_timeout:g}s)")

@@ -56,7 +56,7 @@ class PoolSection(BaseModel):
 def _default_pools() -> dict[str, PoolSection]:
     return {
         "echo": PoolSection(min_workers=1, max_workers=2),
-        "bash": PoolSection(min_workers=2, max_workers=8, default_timeout=600, max_timeout=3600),
+        "bash": PoolSection(min_workers=2, max_workers=8, default_timeout=600),
         "read": PoolSection(min_workers=1, max_workers=4, default_timeout=60),
         "glob": PoolSection(min_workers=1, max_workers=4, default_timeout=120),
         "grep": PoolSection(min_workers=1, max_workers=4, default_timeout=300),

@@ -18,13 +18,14 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import psutil
 
 from para.ipc import codec
 from para.ipc import messages as m
-from para.sandbox import prctl, tree
+from para.sandbox import cgroup, prctl, tree
 
 MAX_PACKET = 1 << 20
 
@@ -89,7 +90,7 @@ def serve(fd: int) -> None:
 
     from para.daemon import worker as _preload  # noqa: F401  (warm workers: tools imported once)
 
-    workers: dict[int, str] = {}
+    workers: dict[int, tuple[str, bool]] = {}   # pid -> (worker id, in a sandbox)
     try:
         _serve_loop(sock, wake_r, wake_w, workers)
     except (BrokenPipeError, ConnectionError):
@@ -99,17 +100,24 @@ def serve(fd: int) -> None:
     tree.reap_children()
 
 
-def _serve_loop(sock: socket.socket, wake_r: int, wake_w: int, workers: dict[int, str]) -> None:
+def _exit_status(status: int, sandboxed: bool) -> tuple[int | None, int | None]:
+    """(exit code, signal); bubblewrap reports a worker killed by signal N as exit 128+N."""
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+    sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+    if sandboxed and code is not None and code > 128:
+        return None, code - 128
+    return code, sig
+
+
+def _serve_loop(sock: socket.socket, wake_r: int, wake_w: int, workers: dict[int, tuple[str, bool]]) -> None:
     while True:
         ready, _, _ = select.select([sock, wake_r], [], [])
         if wake_r in ready:
             _drain(wake_r)
             for pid, status in tree.reap_children():
-                name = workers.pop(pid, None)
-                if name is not None:
-                    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
-                    sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-                    sock.send(codec.encode(m.Exited(name, pid, code, sig)))
+                entry = workers.pop(pid, None)
+                if entry is not None:
+                    sock.send(codec.encode(m.Exited(entry[0], pid, *_exit_status(status, sandboxed=entry[1]))))
             _kill_orphans(workers)
         if sock in ready:
             packet = sock.recv(MAX_PACKET)
@@ -117,7 +125,7 @@ def _serve_loop(sock: socket.socket, wake_r: int, wake_w: int, workers: dict[int
                 return
             request = codec.decode(packet)
             pid = _fork_worker(request, sock, wake_r, wake_w)
-            workers[pid] = request.worker
+            workers[pid] = (request.worker, bool(request.settings.get("launch")))
             sock.send(codec.encode(m.Spawned(request.worker, pid)))
 
 
@@ -136,6 +144,10 @@ def _fork_worker(request: m.Spawn, sock: socket.socket, wake_r: int, wake_w: int
         os.setsid()
         prctl.set_parent_death_signal(signal.SIGKILL)
         prctl.set_child_subreaper()
+        if request.settings.get("cgroup_worker"):
+            cgroup.enter(Path(request.settings["cgroup_worker"]))
+        if request.settings.get("launch"):
+            _exec_sandboxed(request)
         from para.daemon.worker import worker_main
         worker_main(request.worker, request.tool, request.settings)
     except BaseException:
@@ -146,7 +158,26 @@ def _fork_worker(request: m.Spawn, sock: socket.socket, wake_r: int, wake_w: int
         os._exit(code)
 
 
-def _kill_orphans(workers: dict[int, str]) -> None:
+def _exec_sandboxed(request: m.Spawn) -> None:
+    """Become the pool's sandbox (bubblewrap) with a fresh worker inside it.
+
+    The worker reaches the supervisor's sockets through an O_PATH descriptor
+    of the runtime directory (/proc/self/fd/N/...), which stays hidden from
+    the commands it runs; its settings arrive in a memfd.
+    """
+    runtime = os.open(request.settings["runtime_dir"], os.O_PATH | os.O_DIRECTORY)
+    inside = m.Spawn(request.worker, request.pool, request.tool,
+                     {**request.settings, "runtime_dir": f"/proc/self/fd/{runtime}", "launch": None})
+    spawn_fd = os.memfd_create("para-spawn", 0)
+    os.write(spawn_fd, codec.encode(inside))
+    os.lseek(spawn_fd, 0, os.SEEK_SET)
+    for fd in (runtime, spawn_fd):
+        os.set_inheritable(fd, True)
+    launch = request.settings["launch"]
+    os.execv(launch[0], [*launch, sys.executable, "-m", "para.daemon.worker", str(spawn_fd)])
+
+
+def _kill_orphans(workers: dict[int, tuple[str, bool]]) -> None:
     """A dead worker's commands were reparented to us (the subreaper): end them."""
     for child in psutil.Process().children():
         if child.pid not in workers:

@@ -73,13 +73,14 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s parad[%(process)d] %(levelname)s %(message)s",
     )
     state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    from para.daemon.isolation import IsolationError
     from para.daemon.runtime_dir import RuntimeDirBusy
     from para.daemon.supervisor import Supervisor
 
     supervisor = Supervisor(config, Endpoints(runtime_dir.absolute()), state_dir, str(config_path or "built-in defaults"))
     try:
         return supervisor.run()
-    except (RuntimeDirBusy, PermissionError) as exc:
+    except (RuntimeDirBusy, PermissionError, IsolationError) as exc:
         print(f"parad: {exc}", file=sys.stderr)
         return 1
 

@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 from para.daemon.config import PoolSection
 from para.daemon.scheduler import PoolQueue
 from para.daemon.tasks import TaskRecord
@@ -25,7 +27,8 @@ STABLE_AFTER = 10.0
 class WorkerHandle:
     id: str
     pool: str
-    pid: int | None = None
+    pid: int | None = None         # the worker process
+    root_pid: int | None = None    # what the fork server started: the worker, or its sandbox
     state: str = SPAWNING
     credit: int = 0
     tasks: dict[str, TaskRecord] = field(default_factory=dict)
@@ -50,11 +53,13 @@ class WorkerHandle:
 
 
 class Pool:
-    def __init__(self, name: str, tool: type[Tool], config: PoolSection, options: dict[str, Any]) -> None:
+    def __init__(self, name: str, tool: type[Tool], config: PoolSection, options: BaseModel) -> None:
         self.name = name
         self.tool = tool
+        self.checker = tool()  # admission-time checks of the tool's arguments against its options
         self.config = config
-        self.options = options
+        self.options_model = options
+        self.options = options.model_dump(mode="json")
         self.credit = config.credit or tool.default_credit
         self.queue = PoolQueue(config.max_queue)
         self.workers: dict[str, WorkerHandle] = {}

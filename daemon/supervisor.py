@@ -26,7 +26,7 @@ from typing import Any
 
 import zmq
 
-from para.daemon import notify
+from para.daemon import isolation, notify
 from para.daemon.clients import ClientRequests
 from para.daemon.config import Config
 from para.daemon.events import EventPublisher
@@ -42,7 +42,7 @@ from para.ipc import codec
 from para.ipc import messages as m
 from para.ipc.endpoints import WORKER_CHANNELS, Endpoints
 from para.ipc.sockets import make_socket
-from para.sandbox import tree
+from para.sandbox import cgroup, namespaces, probe, tree
 
 log = logging.getLogger("parad")
 
@@ -63,7 +63,7 @@ class Supervisor:
         self.timers = Timers()
         self.tasks = TaskTable(config.daemon.finished_task_retention)
         self.pools = {
-            name: Pool(name, TOOLS[section.tool], section, config.pool_options(name).model_dump())
+            name: Pool(name, TOOLS[section.tool], section, config.pool_options(name))
             for name, section in config.pools.items()
         }
         self.stopping = False
@@ -75,6 +75,7 @@ class Supervisor:
     def run(self) -> int:
         self.runtime.acquire()
         try:
+            self._plan_isolation()
             self.forkserver = ForkServer()
             try:
                 self._serve()
@@ -84,6 +85,12 @@ class Supervisor:
             self.runtime.release()
         log.info("parad stopped")
         return 0
+
+    def _plan_isolation(self) -> None:
+        self.host = probe.probe()
+        hide = [str(self.endpoints.runtime_dir), str(self.state_dir)]
+        self.isolation = isolation.plan({name: p.options_model for name, p in self.pools.items()}, self.host, hide)
+        isolation.log_plans(self.isolation)
 
     def _serve(self) -> None:
         self.ctx = zmq.Context()
@@ -250,7 +257,7 @@ class Supervisor:
             if worker is None:
                 continue
             if isinstance(report, m.Spawned):
-                worker.pid = report.pid
+                worker.pid = worker.root_pid = report.pid
             elif isinstance(report, m.Exited):
                 self._on_exit(worker, report.exit_code, report.signal)
 
@@ -288,6 +295,8 @@ class Supervisor:
         for record in list(worker.tasks.values()):
             self._task_lost(pool, record, reason)
         pool.workers.pop(worker.id, None)
+        if self.isolation[pool.name].cgroup is not None:
+            cgroup.remove(self.isolation[pool.name].cgroup / worker.id)
         self.maintain(pool)
 
     def _task_lost(self, pool: Pool, record: TaskRecord, reason: str) -> None:
@@ -312,7 +321,9 @@ class Supervisor:
         worker = self._find_worker(msg.worker)
         if not isinstance(msg, m.Ready) or worker is None:
             return
-        worker.pid = msg.pid
+        if self.isolation[worker.pool].launch and worker.root_pid:
+            # A sandboxed worker's own pid means something only inside its pid namespace.
+            worker.pid = namespaces.host_pid(worker.root_pid, msg.pid) or worker.root_pid
         worker.last_seen = worker.idle_since = time.monotonic()
         if worker.state == STOPPING:  # asked to stop while it was starting
             self._send_worker(worker.id, m.Stop(self.config.daemon.shutdown_grace))
@@ -495,10 +506,18 @@ class Supervisor:
     def _spawn(self, pool: Pool) -> None:
         worker = pool.new_worker()
         d = self.config.daemon
-        self.forkserver.spawn(m.Spawn(worker.id, pool.name, pool.tool.name, {
+        plan = self.isolation[pool.name]
+        settings = {
             "runtime_dir": str(self.endpoints.runtime_dir), "heartbeat_interval": d.heartbeat_interval,
-            "credit": pool.credit, "options": pool.options,
-        }))
+            "credit": pool.credit, "options": pool.options, "launch": plan.launch,
+        }
+        if plan.cgroup is not None:
+            leaf, command = cgroup.make_worker(plan.cgroup, worker.id)
+            settings |= {"cgroup_worker": str(leaf), "cgroup_command": str(command)}
+            if plan.launch:
+                # The worker moves each command into its leaf from inside the sandbox.
+                settings["launch"] = plan.launch[:-1] + ["--bind", str(command), str(command), "--"]
+        self.forkserver.spawn(m.Spawn(worker.id, pool.name, pool.tool.name, settings))
 
     def _stop_worker(self, worker: WorkerHandle, reason: str) -> None:
         worker.kill_reason = reason
@@ -510,10 +529,10 @@ class Supervisor:
     def _kill_worker(self, worker: WorkerHandle, reason: str) -> None:
         worker.kill_reason = reason
         worker.credit = 0
-        if worker.pid:
+        if worker.root_pid:
             # One pass, never a wait: the loop must keep serving. What a
             # forking tree adds afterwards is orphaned to the fork server, which ends it.
-            tree.kill_tree(worker.pid, deadline=0)
+            tree.kill_tree(worker.root_pid, deadline=0)
 
     def _find_worker(self, worker_id: str) -> WorkerHandle | None:
         pool = self.pools.get(worker_id.rsplit("-", 1)[0])
@@ -550,8 +569,11 @@ class Supervisor:
             "daemon": {
                 "pid": os.getpid(), "version": self.version, "uptime": round(time.monotonic() - self.started, 3),
                 "runtime_dir": str(self.endpoints.runtime_dir), "state_dir": str(self.state_dir),
-                "config": self.config_source, "stopping": self.stopping, "isolation": "none",
+                "config": self.config_source, "stopping": self.stopping,
+                "isolation": isolation.effective_label(self.isolation),
             },
+            "sandbox": {"host": self.host.summary(),
+                        "pools": {name: p.summary() for name, p in self.isolation.items()}},
             "pools": [pool.summary() for pool in self.pools.values()],
             "tasks": {"live": len(self.tasks.live), **dict(self.tasks.counts)},
         }

@@ -26,6 +26,7 @@ from para.ipc import codec
 from para.ipc import messages as m
 from para.ipc.endpoints import Endpoints
 from para.ipc.sockets import make_socket
+from para.sandbox import prctl
 from para.sandbox.command import Command, Outcome
 
 DATA_HWM = 64           # frames queued toward the supervisor before backpressure
@@ -41,6 +42,7 @@ class Worker:
         if self.held is not None:
             self.held.apply()
         self.credit = settings["credit"]
+        self.command_cgroup = Path(settings["cgroup_command"]) if settings.get("cgroup_command") else None
         self.heartbeat_interval = settings["heartbeat_interval"]
         endpoints = Endpoints(Path(settings["runtime_dir"]))
         self.ctx = zmq.Context()
@@ -163,6 +165,8 @@ class Worker:
             self.events.append(codec.encode(m.TaskEvent(task.id, self.id, "started", {"attempt": assign.attempt})))
         on_output = self._stream_chunk if task.stream else None
         self.streamed = {"stdout": 0, "stderr": 0}
+        if self.command_cgroup is not None:
+            step.spec.cgroup = self.command_cgroup
         try:
             self.running = Command(step.spec, on_output, held=self.held)
         except Exception as exc:  # OSError, or ValueError for a NUL byte in argv/env/cwd
@@ -264,9 +268,10 @@ def _result(task: m.TaskSpec, answer: Finished | None, outcome: Outcome | None) 
         if outcome.cancelled:
             result.status, result.error = m.CANCELLED, "cancelled while running"
         elif outcome.limit == "timeout":
-            result.status, result.error = m.TIMED_OUT, f"timed out after {task.timeout:g}s; the command's process tree was killed"
+            result.status, result.error = m.TIMED_OUT, f"timed out after {outcome.limit_detail}; the command's process tree was killed"
         elif outcome.limit:
-            result.status, result.error = m.FAILED, f"the {outcome.limit} limit ended the command"
+            result.status = m.FAILED
+            result.error = f"the {outcome.limit} limit ({outcome.limit_detail}) ended the command; its process tree was killed"
         elif answer is not None:
             pass  # the tool read the outcome (rg exits 1 for "no match"): its answer decides
         elif outcome.signal:
@@ -283,9 +288,23 @@ def _result(task: m.TaskSpec, answer: Finished | None, outcome: Outcome | None) 
 
 
 def worker_main(worker_id: str, tool: str, settings: dict[str, Any]) -> None:
-    """Entry point in a freshly forked child (see forkserver)."""
+    """Entry point in a freshly forked child, or in a sandbox (see forkserver)."""
+    # Nothing a command runs gains privileges, and none can reach into the worker.
+    prctl.set_no_new_privs()
+    prctl.set_not_dumpable()
+    # Orphans of a command (setsid, double fork) come back to us, not to the
+    # sandbox's init, so a kill of "everything below the worker" gets them.
+    prctl.set_child_subreaper()
     worker = Worker(worker_id, tool, settings)
     try:
         worker.run()
     finally:
         worker.close()
+
+
+if __name__ == "__main__":
+    # Exec'd inside a sandbox: the fork server left our Spawn in descriptor argv[1].
+    import sys
+    with os.fdopen(int(sys.argv[1]), "rb") as spawn_file:
+        spawn = codec.decode(spawn_file.read())
+    worker_main(spawn.worker, spawn.tool, spawn.settings)

@@ -14,10 +14,12 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from para.sandbox import prctl, tree
+from para.sandbox import cgroup, prctl, tree
 from para.sandbox.limits import Limits
 from para.sandbox.output import CappedBuffer
+from para.sandbox.watch import TreeWatch
 
 READ_SIZE = 65536
 
@@ -33,6 +35,12 @@ class CommandSpec:
     kill_grace: float = 2.0
     drain_timeout: float = 0.5
     output_cap: int = 1 << 20
+    output_kill: int | None = None     # a stream past this many bytes ends the command
+    memory: int | None = None          # sampled tree RSS (see watch.py) where no cgroup caps it
+    processes: int | None = None       # sampled tree size, likewise
+    user: tuple[int, int] | None = None  # (uid, gid) to run as; needs root
+    cgroup: Path | None = None         # a leaf that caps memory and processes instead of sampling
+    cpu_max: str | None = None         # cgroup cpu.max, when there is a cgroup
 
 
 @dataclass(slots=True)
@@ -45,7 +53,8 @@ class Outcome:
     stderr_bytes: int
     truncated: bool
     duration: float
-    limit: str | None          # "timeout", "cpu", "file_size" or None
+    limit: str | None          # "timeout", "cpu", "memory", "pids", "file_size", "output" or None
+    limit_detail: str | None   # the limit's value, for people: "256 MiB", "2s"
     cancelled: bool
     rusage: dict[str, float]
 
@@ -62,9 +71,35 @@ def _limit_signal(sig: int | None, code: int | None, limits: Limits) -> str | No
     return limit if limit and was_set[limit] is not None else None
 
 
-def _child_setup(limits: Limits) -> Callable[[], None]:
+def _size(n: int | None) -> str:
+    if n is None:
+        return "unset"
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:g} {unit}" if unit == "bytes" else f"{n:.3g} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def limit_detail(limit: str | None, spec: CommandSpec) -> str | None:
+    """The value of the limit that ended a command, in words."""
+    if limit is None:
+        return None
+    return {
+        "timeout": f"{spec.timeout:g}s" if spec.timeout else "timeout",
+        "cpu": f"{spec.limits.cpu_seconds} CPU seconds",
+        "memory": _size(spec.memory),
+        "pids": f"{spec.processes} processes",
+        "file_size": _size(spec.limits.file_size),
+        "output": f"{_size(spec.output_kill)} on one stream",
+    }.get(limit, limit)
+
+
+def _child_setup(limits: Limits, leaf: Path | None) -> Callable[[], None]:
     def setup() -> None:
         # Runs between fork and exec: no locks, no logging, nothing allocated that matters.
+        if leaf is not None:
+            cgroup.enter(leaf)  # before exec, so nothing the command forks escapes the cgroup
         prctl.set_parent_death_signal(signal.SIGKILL)
         limits.apply()
     return setup
@@ -93,7 +128,11 @@ class Command:
         self._drain_until: float | None = None
         self.started = time.monotonic()
         self._ended: float | None = None
-        fast = held is not None and held == spec.limits.inheritable() and spec.limits.address_space is None
+        fast = (held is not None and held == spec.limits.inheritable() and spec.limits.address_space is None
+                and spec.user is None and spec.cgroup is None)
+        self._cgroup = cgroup.CommandCgroup(spec.cgroup) if spec.cgroup else None
+        if self._cgroup is not None:
+            self._cgroup.prepare(spec.memory, spec.processes, spec.cpu_max)
         stdin = self._stdin_file(spec.stdin)
         try:
             self._proc = self._spawn(spec, stdin, fast)
@@ -108,6 +147,10 @@ class Command:
         for fd in self._pipes:
             os.set_blocking(fd, False)
         self._deadline = self.started + spec.timeout if spec.timeout else None
+        # Where a cgroup caps memory and processes, the kernel enforces them; else sample.
+        watched = (None, None) if self._cgroup else (spec.memory, spec.processes)
+        self._watch = TreeWatch(os.getpid(), *watched)
+        self._next_sample = self.started + self._watch.interval if self._watch.active else None
 
     @staticmethod
     def _spawn(spec: CommandSpec, stdin: int, fast: bool) -> subprocess.Popen:
@@ -120,7 +163,10 @@ class Command:
             stderr=subprocess.PIPE,
             start_new_session=True,
             close_fds=True,
-            preexec_fn=None if fast else _child_setup(spec.limits),
+            preexec_fn=None if fast else _child_setup(spec.limits, spec.cgroup),
+            user=spec.user[0] if spec.user else None,
+            group=spec.user[1] if spec.user else None,
+            extra_groups=[] if spec.user else None,
         )
 
     @staticmethod
@@ -145,7 +191,7 @@ class Command:
         return self._status is not None and not self._pipes
 
     def next_deadline(self) -> float | None:
-        return min((t for t in (self._deadline, self._kill_at, self._drain_until) if t), default=None)
+        return min((t for t in (self._deadline, self._kill_at, self._drain_until, self._next_sample) if t), default=None)
 
     def on_readable(self, fd: int) -> None:
         if fd == self._pidfd:
@@ -161,11 +207,18 @@ class Command:
         if not data:
             self._close_pipe(fd)
             return
-        (self._stdout if name == "stdout" else self._stderr).write(data)
+        buffer = self._stdout if name == "stdout" else self._stderr
+        buffer.write(data)
         if self._on_output is not None:
             self._on_output(name, data)
+        if self.spec.output_kill is not None and buffer.total > self.spec.output_kill and self._status is None:
+            self._limit_reached("output")
 
     def on_timer(self, now: float) -> None:
+        if self._next_sample and now >= self._next_sample:
+            self._next_sample = now + self._watch.interval if self._status is None else None
+            if self._status is None and (limit := self._watch.check()):
+                self._limit_reached(limit)
         if self._deadline and now >= self._deadline and self._status is None:
             self._deadline = None
             self._limit = self._limit or "timeout"
@@ -188,6 +241,12 @@ class Command:
 
     # ---- internals ---------------------------------------------------------
 
+    def _limit_reached(self, limit: str) -> None:
+        # No grace: a command past its memory, process or output limit gets no time to grow further.
+        self._limit = self._limit or limit
+        self._next_sample = self._deadline = None
+        self._kill_everything()
+
     def _terminate(self, now: float) -> None:
         pids = [self.pid] + tree.descendants(os.getpid())
         tree.signal_pids(pids, signal.SIGTERM)
@@ -200,6 +259,8 @@ class Command:
     def _kill_everything(self) -> None:
         # The worker is a child subreaper, so every orphan of this command is
         # now a descendant of ours: kill all of them, not just the group.
+        if self._cgroup is not None:
+            self._cgroup.kill()
         tree.kill_tree(os.getpid(), include_root=False)
 
     def _reap(self) -> None:
@@ -215,6 +276,7 @@ class Command:
         self._ended = time.monotonic()
         self._kill_at = None
         self._deadline = None
+        self._next_sample = None
         self._drain_until = self._ended + self.spec.drain_timeout
         os.close(self._pidfd)
         self._pidfd = -1
@@ -264,6 +326,8 @@ class Command:
         sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
         limit = self._limit or _limit_signal(sig, code, self.spec.limits)
+        if limit is None and self._cgroup is not None:
+            limit = self._cgroup.limit_hit()
         ru = self._rusage
         cpu_cap = self.spec.limits.cpu_seconds
         if limit is None and sig == signal.SIGKILL and ru and cpu_cap:
@@ -278,5 +342,5 @@ class Command:
             stdout_bytes=self._stdout.total, stderr_bytes=self._stderr.total,
             truncated=self._stdout.truncated or self._stderr.truncated,
             duration=(self._ended or time.monotonic()) - self.started,
-            limit=limit, cancelled=self._cancelled, rusage=usage,
+            limit=limit, limit_detail=limit_detail(limit, self.spec), cancelled=self._cancelled, rusage=usage,
         )

@@ -9,6 +9,7 @@ import signal
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_DUMPABLE = 4
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _prctl = _libc.prctl
@@ -34,3 +35,12 @@ def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
 def set_no_new_privs() -> None:
     """setuid binaries and file capabilities grant nothing from here on."""
     _call(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def set_not_dumpable() -> None:
+    """Processes of the same user can no longer ptrace us or read /proc/PID/{mem,environ,fd}.
+
+    A worker sets this so the commands it runs (which get dumpable back at exec)
+    cannot reach into it.
+    """
+    _call(PR_SET_DUMPABLE, 0)

@@ -33,11 +33,47 @@ def wait_until(condition: Callable[[], Any], timeout: float = 20.0, what: str = 
         time.sleep(0.02)
 
 
+# Tests run as root in CI: the bash pools run commands as root (not the
+# default `nobody`) and may write under pytest's temporary directory.
+TEST_SANDBOX: dict[str, Any] = {"run_as": None, "filesystem": {"writable": []}}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_sandbox(tmp_path_factory: pytest.TempPathFactory) -> None:
+    TEST_SANDBOX["filesystem"]["writable"] = [str(tmp_path_factory.getbasetemp())]
+
+
+def with_test_sandbox(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` with TEST_SANDBOX under every bash pool's options (the test's own settings win)."""
+    pools = {}
+    for name, pool in config.get("pools", {}).items():
+        if (pool.get("tool") or name) == "bash":
+            options = pool.get("options", {})
+            pool = {**pool, "options": {**options, "sandbox": _merge(TEST_SANDBOX, options.get("sandbox", {}))}}
+        pools[name] = pool
+    return {**config, "pools": pools}
+
+
+def marked(tag: str) -> list[int]:
+    """Live processes whose argv[0] is `tag` (set with `exec -a TAG`).
+
+    Tests find a command's processes this way, not by a pid the command
+    wrote: inside a sandbox's pid namespace that pid means something else.
+    """
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        cmdline = proc.info["cmdline"] or []
+        if cmdline and cmdline[0] == tag and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(proc.pid)
+    return found
+
+
 class Daemon:
     """A parad process started for one test."""
 
     def __init__(self, config: dict[str, Any], tmp: Path) -> None:
         # Unix socket paths are limited to 107 bytes: keep the runtime dir short.
+        config = with_test_sandbox(config)
         self.config = config
         self.runtime_dir = Path(tempfile.mkdtemp(prefix="pt", dir="/tmp"))
         tmp.mkdir(parents=True, exist_ok=True)

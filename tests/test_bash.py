@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from pathlib import Path
 
-import psutil
 import pytest
 
 from para.client import TaskTimeout, ToolError
-from tests.conftest import wait_until
+from tests.conftest import marked, wait_until
 
 
 def test_200_parallel_commands_all_correct(daemon) -> None:
@@ -71,64 +71,49 @@ def test_streamed_chunks_arrive_before_the_command_ends(daemon, tmp_path: Path) 
 
 
 def test_output_is_capped_keeping_head_and_tail(start_daemon) -> None:
-    d = start_daemon(pools={"bash": {"min_workers": 1, "options": {"max_output_bytes": 1000}}})
+    d = start_daemon(pools={"bash": {"min_workers": 1, "options": {"sandbox": {"limits": {"output_bytes": 1000}}}}})
     with d.client() as c:
         r = c.run("bash", command="echo START; head -c 100000 /dev/zero | tr '\\0' x; echo; echo END")
-        small = c.run("bash", command="seq 1 100", max_output=20)
+        small = c.run("bash", command="seq 1 100", policy={"limits": {"output_bytes": 20}})
     assert r.truncated and r.stdout.startswith("START\n") and r.stdout.endswith("END\n")
     assert "bytes truncated" in r.stdout and r.stdout_bytes == 100000 + 11
     assert small.truncated and small.stdout_bytes == len("".join(f"{i}\n" for i in range(1, 101)))
 
 
-def _pid_file_value(path: Path) -> int | None:
-    try:
-        text = path.read_text().strip()
-    except FileNotFoundError:
-        return None
-    return int(text) if text else None
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 def test_timeout_kills_the_command_and_a_setsid_grandchild(daemon, tmp_path: Path) -> None:
-    pidfile = tmp_path / "escapee"
+    tag, started = f"para-escapee-{uuid.uuid4().hex[:8]}", tmp_path / "escapee-started"
     with daemon.client() as c:
         with pytest.raises(TaskTimeout) as info:
             c.run("bash", timeout=1, command=(
-                f"setsid bash -c 'echo $$ > {pidfile}; exec sleep 300' & "
+                f"setsid bash -c 'touch {started}; exec -a {tag} sleep 300' & "
                 "sleep 300 & wait"))
     result = info.value.result
     assert result.status == "timed_out" and result.limit == "timeout"
-    escapee = wait_until(lambda: _pid_file_value(pidfile), what="the escapee's pid")
-    wait_until(lambda: _gone(escapee), 10, "the setsid grandchild to be killed")
+    assert started.exists(), "the setsid grandchild never ran"
+    wait_until(lambda: not marked(tag), 10, "the setsid grandchild to be killed")
     with daemon.client() as c:  # and the worker that ran it still serves
         assert c.run("bash", command="echo ok").stdout == "ok\n"
 
 
 def test_timeout_with_a_grandchild_holding_the_pipe_is_bounded(daemon, tmp_path: Path) -> None:
-    pidfile = tmp_path / "holder"
+    tag, started = f"para-holder-{uuid.uuid4().hex[:8]}", tmp_path / "holder-started"
     with daemon.client() as c:
         # The double-forked sleeper inherits stdout and keeps it open after bash exits.
-        r = c.run("bash", timeout=30, command=f"(setsid sleep 300 & echo $! > {pidfile}); echo done")
+        r = c.run("bash", timeout=30, command=f"(setsid bash -c 'touch {started}; exec -a {tag} sleep 300' &); echo done")
     assert r.ok and r.stdout == "done\n"
-    holder = wait_until(lambda: _pid_file_value(pidfile), what="the holder's pid")
-    wait_until(lambda: _gone(holder), 10, "the pipe holder to be killed")
+    wait_until(started.exists, 10, "the holder to start")
+    wait_until(lambda: not marked(tag), 10, "the pipe holder to be killed")
 
 
 def test_cpu_limit_is_attributed(start_daemon) -> None:
-    d = start_daemon(pools={"bash": {"min_workers": 1, "options": {"limits": {"cpu_seconds": 1}}}})
+    d = start_daemon(pools={"bash": {"min_workers": 1, "options": {"sandbox": {"limits": {"cpu_seconds": 1}}}}})
     with d.client() as c:
         r = c.run("bash", command="while :; do :; done", timeout=60)
     assert r.status == "failed" and r.limit == "cpu" and r.signal in (24, 9)
 
 
 def test_file_size_limit_is_attributed(start_daemon, tmp_path: Path) -> None:
-    d = start_daemon(pools={"bash": {"min_workers": 1, "options": {"limits": {"file_size": 4096}}}})
+    d = start_daemon(pools={"bash": {"min_workers": 1, "options": {"sandbox": {"limits": {"file_size": 4096}}}}})
     with d.client() as c:
         r = c.run("bash", command=f"head -c 100000 /dev/zero > {tmp_path}/big", cwd=str(tmp_path))
     assert r.status == "failed" and r.limit == "file_size"
@@ -147,7 +132,7 @@ def test_cancel_a_running_command(daemon) -> None:
 
 
 def test_streamed_output_obeys_the_output_cap(start_daemon) -> None:
-    d = start_daemon(pools={"bash": {"min_workers": 1, "options": {"max_output_bytes": 100_000}}})
+    d = start_daemon(pools={"bash": {"min_workers": 1, "options": {"sandbox": {"limits": {"output_bytes": 100_000}}}}})
     with d.client() as c:
         future = c.submit("bash", command="head -c 5000000 /dev/zero", stream=True)
         streamed = sum(len(ch.data) for ch in c.stream(future))

@@ -10,7 +10,7 @@ MB = 1 << 20
 def test_flood_does_not_delay_heartbeats_or_cancel(start_daemon) -> None:
     d = start_daemon(
         daemon={"heartbeat_interval": 0.1, "failure_detection_timeout": 2.0},
-        pools={"bash": {"min_workers": 2, "max_workers": 2, "options": {"max_output_bytes": 64 * MB}}},
+        pools={"bash": {"min_workers": 2, "max_workers": 2, "options": {"sandbox": {"limits": {"output_bytes": 64 * MB}}}}},
     )
     with d.client(timeout=30) as c:
         sleeper = c.submit("bash", command="sleep 300")

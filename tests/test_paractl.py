@@ -105,7 +105,7 @@ def test_bash_says_when_output_was_truncated(parad: Daemon) -> None:
     r = subprocess.run(paractl_argv("--runtime-dir", str(parad.runtime_dir), "--no-autostart", "bash", "--",
                                     "head -c 3000000 /dev/zero"), capture_output=True, timeout=60)
     assert r.returncode == 0
-    assert len(r.stdout) == 1 << 20  # streamed output obeys the pool's max_output_bytes (1 MiB default)
+    assert len(r.stdout) == 1 << 20  # streamed output obeys the pool's sandbox.limits.output_bytes (1 MiB default)
     assert b"truncated" in r.stderr
 
 

@@ -68,6 +68,9 @@ class Tool:
     def run(self, args: Any, options: Any, ctx: TaskContext) -> Finished | RunCommand:
         raise NotImplementedError
 
+    def admit(self, args: Any, options: Any, timeout: float | None) -> None:
+        """Refuse a task at submission (raise ToolFailure) that its pool's options do not allow."""
+
     def held_limits(self, options: Any) -> Limits | None:
         """Limits a worker of this tool holds itself, so its commands inherit them cheaply."""
         return None

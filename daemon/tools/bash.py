@@ -1,16 +1,19 @@
-"""bash: run a command with `bash -c` in its own session, confined by the sandbox."""
+"""bash: run a command with `bash -c` in its own session, confined by the pool's sandbox policy."""
 
 from __future__ import annotations
 
 import os
+import pwd
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from para.daemon.tools.base import RunCommand, StrictModel, TaskContext, Tool, ToolFailure
+from para.sandbox import namespaces
 from para.sandbox.command import CommandSpec
-from para.sandbox.environment import DEFAULT_ALLOW, build_env
+from para.sandbox.environment import build_env
 from para.sandbox.limits import Limits
+from para.sandbox.policy import PolicyError, SandboxPolicy, TaskPolicy, mounts_differ, tighten
 
 
 class BashArgs(StrictModel):
@@ -18,28 +21,15 @@ class BashArgs(StrictModel):
     cwd: str | None = Field(None, description="working directory (absolute); default: the pool's")
     env: dict[str, str] = Field(default_factory=dict, description="variables added to the scrubbed environment")
     stdin: str | bytes | None = Field(None, description="fed to the command's standard input")
-    max_output: int | None = Field(None, gt=0, description="bytes kept per stream; may only lower the pool's cap")
-
-
-class LimitsConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    cpu_seconds: int | None = Field(None, gt=0, description="RLIMIT_CPU")
-    file_size: int | None = Field(1 << 30, gt=0, description="RLIMIT_FSIZE, bytes")
-    open_files: int | None = Field(1024, gt=0, description="RLIMIT_NOFILE")
-    processes: int | None = Field(None, gt=0, description="RLIMIT_NPROC (counts per user: leave unset unless a dedicated user runs commands)")
-    address_space: int | None = Field(None, gt=0, description="RLIMIT_AS, bytes (breaks Go, Node and JVM programs)")
+    policy: TaskPolicy | None = Field(None, description="a stricter policy than the pool's for this command")
 
 
 class BashOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    default_timeout: float = Field(600.0, gt=0, description="seconds, when a task names none")
-    max_timeout: float = Field(3600.0, gt=0, description="a task may not ask for more")
     kill_grace: float = Field(2.0, ge=0, description="seconds between SIGTERM and SIGKILL")
     drain_timeout: float = Field(0.5, gt=0, description="seconds to keep reading output after the command exits")
-    max_output_bytes: int = Field(1 << 20, gt=0, description="bytes kept per stream (head and tail)")
-    default_cwd: str = Field("~", description="working directory when a task names none")
-    env_allow: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOW), description="daemon variables passed through (globs)")
-    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    default_cwd: str = Field(".", description="working directory when a task names none ('.': where parad started)")
+    sandbox: SandboxPolicy = Field(default_factory=SandboxPolicy)
 
 
 class Bash(Tool):
@@ -50,39 +40,86 @@ class Bash(Tool):
     # a worker would wait that long while another worker sits idle.
     default_credit = 1
 
+    def admit(self, args: BashArgs, options: BashOptions, timeout: float | None) -> None:
+        ceiling = options.sandbox.limits.timeout
+        if timeout is not None and timeout > ceiling:
+            raise ToolFailure(f"timeout {timeout:g}s exceeds the sandbox policy's limits.timeout ({ceiling:g}s)")
+        try:
+            tighten(options.sandbox, args.policy)
+        except PolicyError as exc:
+            raise ToolFailure(str(exc)) from None
+
     def run(self, args: BashArgs, options: BashOptions, ctx: TaskContext) -> RunCommand:
-        cwd = Path(os.path.expanduser(args.cwd or options.default_cwd))
-        if not cwd.is_absolute():
+        try:
+            policy = tighten(options.sandbox, args.policy)
+        except PolicyError as exc:
+            raise ToolFailure(str(exc)) from None
+        cwd = Path(os.path.expanduser(args.cwd or options.default_cwd)).absolute()
+        if args.cwd and not os.path.isabs(os.path.expanduser(args.cwd)):
             raise ToolFailure(f"cwd {args.cwd!r} is not absolute; pass a full path")
         if not cwd.is_dir():
             raise ToolFailure(f"cwd {str(cwd)!r} is not a directory")
         stdin = args.stdin.encode() if isinstance(args.stdin, str) else args.stdin
-        cap = options.max_output_bytes
-        if args.max_output is not None:
-            cap = min(cap, args.max_output)
+        limits = policy.limits
+        timeout = min(t for t in (ctx.timeout, limits.timeout) if t)
+        argv = ["bash", "-c", args.command]
+        if policy is not options.sandbox and mounts_differ(policy, options.sandbox):
+            argv = self._nested(policy, argv)
+        user = self.identity(options)
         spec = CommandSpec(
-            argv=["bash", "-c", args.command],
+            argv=argv,
             cwd=str(cwd),
             env={**self._base_env(options), **args.env},
             stdin=stdin,
-            limits=self.limits(options),
-            timeout=ctx.timeout,
+            limits=self.limits(policy, user is not None),
+            timeout=timeout,
             kill_grace=options.kill_grace,
             drain_timeout=options.drain_timeout,
-            output_cap=cap,
+            output_cap=limits.output_bytes,
+            output_kill=limits.output_kill_bytes,
+            memory=limits.memory,
+            processes=limits.processes,
+            user=user,
+            cpu_max=policy.cgroup.cpu_max,
         )
         return RunCommand(spec)
+
+    @staticmethod
+    def _nested(policy: SandboxPolicy, argv: list[str]) -> list[str]:
+        bwrap = namespaces.bwrap_path()
+        if bwrap is None:
+            raise ToolFailure("this task's policy narrows mounts or the network, which needs bubblewrap; "
+                              "install it (apt install bubblewrap) or drop policy.network/writable/deny_read/read_only")
+        return namespaces.command_argv(bwrap, policy, argv)
 
     def _base_env(self, options: BashOptions) -> dict[str, str]:
         # The daemon's environment does not change: filter it once per worker, not per task.
         cached = getattr(self, "_env_cache", None)
         if cached is None or cached[0] is not options:
-            self._env_cache = (options, build_env(os.environ, options.env_allow))
+            env = options.sandbox.env
+            base = build_env(os.environ, env.allow, {k: os.environ[k] for k in env.secrets if k in os.environ})
+            self._env_cache = (options, {**base, **env.set})
         return self._env_cache[1]
 
     @staticmethod
-    def limits(options: BashOptions) -> Limits:
-        return Limits(**options.limits.model_dump())
+    def identity(options: BashOptions) -> tuple[int, int] | None:
+        """(uid, gid) commands run as: run_as when parad is root, else parad's own user (None)."""
+        name = options.sandbox.run_as
+        if os.geteuid() != 0 or name is None:
+            return None
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            raise ToolFailure(f"sandbox.run_as user {name!r} does not exist; create it or change the pool's policy") from None
+        return entry.pw_uid, entry.pw_gid
+
+    @staticmethod
+    def limits(policy: SandboxPolicy, dedicated_user: bool) -> Limits:
+        lim = policy.limits
+        # RLIMIT_NPROC counts every process of the user, system-wide: it only
+        # means "processes of this command" for a user that runs nothing else.
+        return Limits(cpu_seconds=lim.cpu_seconds, file_size=lim.file_size, open_files=lim.open_files,
+                      processes=lim.processes if dedicated_user else None, address_space=lim.address_space)
 
     def held_limits(self, options: BashOptions) -> Limits:
-        return self.limits(options).inheritable()
+        return self.limits(options.sandbox, False).inheritable()

@@ -1,0 +1,112 @@
+"""Which isolation each pool gets on this host: decided once at start, never silently.
+
+A pool whose tool has a sandbox policy asks for `isolation: namespaces` or
+`none`. What the host cannot give (no bubblewrap, no user namespaces, no
+delegated cgroup) either makes parad refuse to start or, where the policy
+allows degraded mode, is named in one log line, in `paractl status` and in
+the `para_sandbox_degraded` metric.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from para.sandbox import cgroup, namespaces
+from para.sandbox.policy import SandboxPolicy
+from para.sandbox.probe import HostSupport
+
+log = logging.getLogger("parad")
+
+
+class IsolationError(Exception):
+    """A policy asks for isolation this host cannot give, and does not allow degraded mode."""
+
+
+@dataclass(slots=True)
+class PoolIsolation:
+    pool: str
+    requested: str
+    effective: str
+    memory: str                       # how memory and process limits are enforced
+    degraded: list[str] = field(default_factory=list)
+    launch: list[str] | None = None   # argv prefix that puts a worker in its sandbox
+    cgroup: Path | None = None        # the pool's cgroup, when parad owns a subtree
+
+    def summary(self) -> dict[str, Any]:
+        return {"requested": self.requested, "effective": self.effective, "limits": self.memory,
+                "degraded": self.degraded, "cgroup": str(self.cgroup) if self.cgroup else None}
+
+
+def policy_of(options: BaseModel) -> SandboxPolicy | None:
+    return getattr(options, "sandbox", None)
+
+
+def plan(pool_options: dict[str, BaseModel], host: HostSupport, hide: list[str]) -> dict[str, PoolIsolation]:
+    """Decide every pool's isolation; IsolationError when a policy cannot be met and may not degrade."""
+    plans = {}
+    cg_root = _adopt_cgroup(host)
+    for name, options in pool_options.items():
+        policy = policy_of(options)
+        if policy is None:
+            plans[name] = PoolIsolation(name, "none", "none", "none (no commands)")
+            continue
+        plans[name] = _plan_pool(name, policy, host, hide, cg_root)
+    return plans
+
+
+def _adopt_cgroup(host: HostSupport) -> Path | None:
+    if host.cgroup is None:
+        return None
+    try:
+        cgroup.adopt(host.cgroup)
+        return host.cgroup
+    except OSError as exc:
+        log.warning("cannot use the delegated cgroup %s: %s; limits fall back to sampling", host.cgroup, exc)
+        return None
+
+
+def _plan_pool(name: str, policy: SandboxPolicy, host: HostSupport, hide: list[str], cg_root: Path | None) -> PoolIsolation:
+    p = PoolIsolation(name, policy.isolation, "none", "sampled RSS and process count, rlimits")
+    if policy.isolation == "namespaces":
+        if host.namespaces:
+            p.effective = "namespaces"
+            p.launch = namespaces.worker_argv(host.bwrap, policy, host.unshare_user, hide, [])
+        else:
+            p.degraded.append(f"no namespaces: {host.namespaces_error}")
+    if cg_root is not None:
+        p.cgroup = cgroup.make_pool(cg_root, name, policy.cgroup.cpu_weight)
+        p.memory = "cgroup v2 (memory.max, pids.max, cpu.max), rlimits"
+    elif policy.cgroup.cpu_weight or policy.cgroup.cpu_max:
+        p.degraded.append(f"no cgroup for cpu_weight/cpu_max: {host.cgroup_error}")
+    if os.geteuid() == 0 and policy.run_as is None:
+        p.degraded.append("commands run as root (sandbox.run_as is none)")
+    if p.degraded and not policy.allow_degraded:
+        raise IsolationError(
+            f"pool {name!r}: the sandbox policy cannot be met on this host: {'; '.join(p.degraded)}. "
+            f"Fix the host, or set pools.{name}.options.sandbox.allow_degraded: true to run without it")
+    return p
+
+
+def log_plans(plans: dict[str, PoolIsolation]) -> None:
+    """One line for the whole daemon; a warning when anything is degraded."""
+    parts = []
+    for p in plans.values():
+        if p.requested == "none" and p.effective == "none" and not p.degraded:
+            continue
+        parts.append(f"{p.pool}: {p.effective} ({p.memory})" + (f" DEGRADED: {'; '.join(p.degraded)}" if p.degraded else ""))
+    line = "isolation: " + (", ".join(parts) or "no sandboxed pools")
+    degraded = any(p.degraded for p in plans.values())
+    (log.warning if degraded else log.info)("%s", line)
+
+
+def effective_label(plans: dict[str, PoolIsolation]) -> str:
+    """The daemon-wide isolation in one word or two, for status."""
+    modes = {p.effective for p in plans.values() if p.requested != "none" or p.degraded}
+    label = "/".join(sorted(modes)) or "none"
+    return label + (" (degraded)" if any(p.degraded for p in plans.values()) else "")

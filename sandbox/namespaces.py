@@ -1,0 +1,113 @@
+"""Namespace isolation through bubblewrap: the argv that puts a process in a sandbox.
+
+A para worker execs itself through `worker_argv` once and then forks every
+command inside that one sandbox, so a command costs a plain fork/exec (a
+bubblewrap start per command costs several times that). `command_argv`
+wraps a single command in a nested sandbox for a task whose policy differs
+from its pool's.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from para.sandbox import tree
+from para.sandbox.policy import SandboxPolicy, resolve_path
+
+# Sockets through which a sandboxed process could ask a privileged peer to act
+# outside the sandbox: a bind mount or the network namespace does not stop them.
+HOST_SOCKETS = ("/run/user", "/run/dbus", "/run/systemd/private", "/run/docker.sock",
+                "/run/containerd", "/run/podman", "/run/snapd.socket")
+
+
+def bwrap_path() -> str | None:
+    return shutil.which("bwrap")
+
+
+def _resolved(paths: list[str], base: str | None = None) -> list[Path]:
+    """Existing paths with symlinks resolved (bubblewrap mounts on the real path), deduplicated."""
+    seen: dict[str, Path] = {}
+    for p in paths:
+        path = Path(resolve_path(p, base))
+        if path.exists():
+            real = path.resolve()
+            seen.setdefault(str(real), real)
+    return list(seen.values())
+
+
+def _read_only_paths(policy: SandboxPolicy, writable: list[Path]) -> list[Path]:
+    out: list[str] = []
+    for entry in policy.filesystem.read_only:
+        if os.path.isabs(os.path.expanduser(entry)):
+            out.append(entry)
+        else:
+            out.extend(str(root / entry) for root in writable)
+    return _resolved(out)
+
+
+def mount_args(policy: SandboxPolicy, hide: list[str] = (), nested: bool = False) -> list[str]:
+    """bubblewrap's filesystem arguments for `policy`.
+
+    `hide` lists extra directories to cover (parad's own). `nested` is for a
+    sandbox inside a worker's: its /tmp is already private, so it is kept.
+    """
+    fs = policy.filesystem
+    args = ["--ro-bind" if fs.read_only_root else "--bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    if fs.private_tmp:
+        args += ["--bind", "/tmp", "/tmp"] if nested else ["--tmpfs", "/tmp"]
+    writable = _resolved(fs.writable)
+    for path in _resolved([*HOST_SOCKETS, *hide]):
+        args += _cover(path)
+    for path in writable:
+        args += ["--bind", str(path), str(path)]
+    for path in _read_only_paths(policy, writable):
+        args += ["--ro-bind", str(path), str(path)]
+    for path in _resolved(fs.deny_read):
+        args += _cover(path)
+    return args
+
+
+def _cover(path: Path) -> list[str]:
+    """Hide a path: an empty read-only directory over a directory, /dev/null over anything else."""
+    if path.is_dir():
+        return ["--perms", "0555", "--tmpfs", str(path), "--remount-ro", str(path)]
+    return ["--ro-bind", "/dev/null", str(path)]
+
+
+def namespace_args(policy: SandboxPolicy, unshare_user: bool) -> list[str]:
+    args = ["--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
+    if unshare_user:
+        args.append("--unshare-user")
+    if not policy.network:
+        args.append("--unshare-net")
+    return args
+
+
+def worker_argv(bwrap: str, policy: SandboxPolicy, unshare_user: bool, hide: list[str], command: list[str]) -> list[str]:
+    """The argv that runs `command` (a worker) inside the pool's long-lived sandbox."""
+    return [bwrap, *namespace_args(policy, unshare_user), *mount_args(policy, hide), "--", *command]
+
+
+def command_argv(bwrap: str, policy: SandboxPolicy, command: list[str]) -> list[str]:
+    """A nested sandbox for one command whose policy is stricter than its worker's.
+
+    It always needs its own user namespace: the worker holds no CAP_SYS_ADMIN.
+    """
+    return [bwrap, *namespace_args(policy, unshare_user=True), *mount_args(policy, nested=True), "--", *command]
+
+
+def host_pid(root: int, inner_pid: int) -> int | None:
+    """The pid, as we see it, of the process under `root` that calls itself `inner_pid` in its pid namespace."""
+    for pid in tree.subtree(root):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("NSpid:"):
+                        if int(line.split()[-1]) == inner_pid:
+                            return pid
+                        break
+        except (OSError, ValueError):
+            continue
+    return None

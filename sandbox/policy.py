@@ -1,0 +1,155 @@
+"""What a sandboxed command may do: the pool's policy, and a task's tightening of it.
+
+A pool's `SandboxPolicy` comes from parad.yaml. A task may send a
+`TaskPolicy` that only tightens it (lower limits, fewer writable roots, more
+denied paths, network off); `tighten` refuses anything that would loosen it,
+naming the field and both values.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ByteSize, ConfigDict, Field
+
+from para.sandbox.environment import DEFAULT_ALLOW, SECRET_PATTERNS
+
+GiB = 1 << 30
+MiB = 1 << 20
+
+
+class PolicyError(ValueError):
+    """A task asked for more than its pool's policy grants."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LimitsPolicy(_Model):
+    timeout: float = Field(3600.0, gt=0, description="most wall-clock seconds a command may run before its tree is killed (a task's timeout may only be lower)")
+    cpu_seconds: int | None = Field(None, gt=0, description="CPU seconds (RLIMIT_CPU)")
+    memory: ByteSize | None = Field(4 * GiB, gt=0, description="memory of the command's whole tree: cgroup memory.max where parad owns a cgroup, else RSS sampled by the worker")
+    processes: int | None = Field(512, gt=0, description="processes in the command's tree: cgroup pids.max, else counted by the worker (and RLIMIT_NPROC under run_as)")
+    open_files: int | None = Field(1024, gt=0, description="RLIMIT_NOFILE")
+    file_size: ByteSize | None = Field(GiB, gt=0, description="largest file the command may write (RLIMIT_FSIZE)")
+    address_space: ByteSize | None = Field(None, gt=0, description="RLIMIT_AS; off by default because it breaks Go, Node and JVM programs")
+    output_bytes: ByteSize = Field(MiB, gt=0, description="bytes kept per stream (head and tail around a marker); the full size is reported")
+    output_kill_bytes: ByteSize | None = Field(256 * MiB, gt=0, description="a stream that passes this many bytes ends the command (limit: output)")
+
+
+class FilesystemPolicy(_Model):
+    read_only_root: bool = Field(True, description="the whole filesystem is read-only but for `writable`")
+    writable: list[str] = Field(default_factory=lambda: ["."], description="writable roots; '.' is the directory parad started in (the project), '~' is home")
+    private_tmp: bool = Field(True, description="an empty /tmp per worker, gone when it exits")
+    deny_read: list[str] = Field(
+        default_factory=lambda: ["~/.ssh", "~/.gnupg", "~/.aws", "~/.azure", "~/.config/gcloud", "~/.kube",
+                                 "~/.docker", "~/.netrc", "~/.pypirc", "~/.git-credentials", "~/.npmrc"],
+        description="paths hidden from commands (an empty directory or file in their place)")
+    read_only: list[str] = Field(
+        default_factory=lambda: [".git/hooks", ".git/config"],
+        description="kept read-only inside writable roots; relative paths apply to every writable root")
+
+
+class EnvPolicy(_Model):
+    allow: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOW), description="parad's variables passed through (globs)")
+    set: dict[str, str] = Field(default_factory=dict, description="variables every command gets")
+    secrets: list[str] = Field(default_factory=list, description=f"names passed through although they look secret ({', '.join(SECRET_PATTERNS)})")
+
+
+class CgroupPolicy(_Model):
+    cpu_weight: int | None = Field(None, ge=1, le=10000, description="cpu.weight of the pool's cgroup (100 is the kernel's default)")
+    cpu_max: str | None = Field(None, pattern=r"^(max|\d+)( \d+)?$", description="cpu.max of each command, e.g. '200000 100000' for two CPUs")
+
+
+class SandboxPolicy(_Model):
+    isolation: Literal["namespaces", "none"] = Field("namespaces", description="namespaces: each worker lives in one long-lived bubblewrap sandbox; none: rlimits only")
+    allow_degraded: bool = Field(True, description="when the host cannot give `isolation`, run without it (logged, in status and a metric) instead of refusing to start")
+    run_as: str | None = Field("nobody", description="user commands run as when parad runs as root; none: as root (logged as degraded)")
+    network: bool = Field(False, description="whether commands may use the network")
+    limits: LimitsPolicy = Field(default_factory=LimitsPolicy)
+    filesystem: FilesystemPolicy = Field(default_factory=FilesystemPolicy)
+    env: EnvPolicy = Field(default_factory=EnvPolicy)
+    cgroup: CgroupPolicy = Field(default_factory=CgroupPolicy)
+
+
+class TaskLimits(_Model):
+    timeout: float | None = Field(None, gt=0)
+    cpu_seconds: int | None = Field(None, gt=0)
+    memory: ByteSize | None = Field(None, gt=0)
+    processes: int | None = Field(None, gt=0)
+    open_files: int | None = Field(None, gt=0)
+    file_size: ByteSize | None = Field(None, gt=0)
+    address_space: ByteSize | None = Field(None, gt=0)
+    output_bytes: ByteSize | None = Field(None, gt=0)
+    output_kill_bytes: ByteSize | None = Field(None, gt=0)
+
+
+class TaskPolicy(_Model):
+    """A task's request to run under a stricter policy than its pool's."""
+    limits: TaskLimits = Field(default_factory=TaskLimits)
+    network: bool | None = None
+    writable: list[str] | None = Field(None, description="a subset of the pool's writable roots (or paths inside them)")
+    deny_read: list[str] = Field(default_factory=list)
+    read_only: list[str] = Field(default_factory=list)
+
+    def touches_mounts(self) -> bool:
+        """Whether honouring this needs a sandbox of its own (mounts or network differ from the pool's)."""
+        return self.network is not None or self.writable is not None or bool(self.deny_read or self.read_only)
+
+
+def resolve_path(path: str, base: str | None = None) -> str:
+    """'~' is parad's home, a relative path is relative to `base` (default: parad's working directory)."""
+    expanded = os.path.expanduser(path)
+    return os.path.normpath(os.path.join(base or os.getcwd(), expanded))
+
+
+def _within(path: str, roots: list[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def tighten(pool: SandboxPolicy, task: TaskPolicy | None) -> SandboxPolicy:
+    """The policy one task runs under; PolicyError if `task` would loosen `pool`."""
+    if task is None:
+        return pool
+    limits = pool.limits.model_copy()
+    for name, asked in task.limits:
+        if asked is None:
+            continue
+        granted = getattr(pool.limits, name)
+        if granted is not None and asked > granted:
+            raise PolicyError(f"policy.limits.{name} {asked} exceeds the pool's {granted}; a task may only tighten its pool's policy")
+        setattr(limits, name, asked)
+    fs = pool.filesystem.model_copy()
+    if task.writable is not None:
+        roots = [resolve_path(w) for w in pool.filesystem.writable]
+        asked_roots = [resolve_path(w) for w in task.writable]
+        outside = [w for w in asked_roots if not _within(w, roots)]
+        if outside:
+            raise PolicyError(f"policy.writable {outside} is outside the pool's writable roots {roots}; a task may only narrow them")
+        fs.writable = asked_roots
+    fs.deny_read = [*fs.deny_read, *task.deny_read]
+    fs.read_only = [*fs.read_only, *task.read_only]
+    network = pool.network
+    if task.network is not None:
+        if task.network and not pool.network:
+            raise PolicyError("policy.network true is refused: the pool's policy has the network off")
+        network = task.network
+    return pool.model_copy(update={"limits": limits, "filesystem": fs, "network": network})
+
+
+def mounts_differ(a: SandboxPolicy, b: SandboxPolicy) -> bool:
+    """Whether two policies need different sandboxes (a worker's cannot serve both)."""
+    return a.network != b.network or a.filesystem != b.filesystem
+
+
+def existing(paths: list[str]) -> list[Path]:
+    """The resolved paths that exist now (a sandbox can only hide or bind what exists)."""
+    out = []
+    for p in paths:
+        path = Path(resolve_path(p))
+        if path.exists() or path.is_symlink():
+            out.append(path)
+    return out

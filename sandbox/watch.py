@@ -1,0 +1,51 @@
+"""Memory and process limits enforced by sampling, where no cgroup enforces them.
+
+The owner calls `check()` every `interval` seconds while a command runs. It
+counts the processes under the owner (a worker runs one command at a time, so
+everything below it belongs to that command) and sums their resident memory.
+Sampling can overshoot by what a command allocates or forks within one
+interval; a cgroup (memory.max, pids.max) has no such window.
+"""
+
+from __future__ import annotations
+
+import os
+
+from para.sandbox import tree
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_bytes(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/statm", "rb") as f:
+                total += int(f.read().split()[1]) * PAGE
+        except (OSError, IndexError, ValueError):
+            pass  # exited between the scan and the read
+    return total
+
+
+class TreeWatch:
+    """Which limit, if any, the tree under `owner` has passed."""
+
+    __slots__ = ("owner", "memory", "processes", "interval")
+
+    def __init__(self, owner: int, memory: int | None, processes: int | None, interval: float = 0.05) -> None:
+        self.owner = owner
+        self.memory = memory
+        self.processes = processes
+        self.interval = interval
+
+    @property
+    def active(self) -> bool:
+        return self.memory is not None or self.processes is not None
+
+    def check(self) -> str | None:
+        pids = tree.subtree(self.owner)
+        if self.processes is not None and len(pids) > self.processes:
+            return "pids"
+        if self.memory is not None and rss_bytes(pids) > self.memory:
+            return "memory"
+        return None
