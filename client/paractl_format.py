@@ -74,8 +74,20 @@ def status(body: dict[str, Any]) -> str:
           f"{p.get('min_workers')}..{p.get('max_workers')}", p.get("queued"), p.get("running"),
           p.get("crashes")] for p in pools])]
     lines += [f"  {p['name']}: last crash: {p['last_crash']}" for p in pools if p.get("last_crash")]
+    lines += sandbox(body.get("sandbox", {}))
     lines += ["", "tasks: " + task_counts(body.get("tasks", {}))]
     return "\n".join(lines)
+
+
+def sandbox(body: dict[str, Any]) -> list[str]:
+    """One line per sandboxed pool: what it asked for, what it got, and what is missing."""
+    lines = []
+    for name, p in body.get("pools", {}).items():
+        if p.get("requested") == "none" and not p.get("degraded"):
+            continue
+        line = f"  {name}: isolation {p.get('effective')} (asked {p.get('requested')}); limits by {p.get('limits')}"
+        lines.append(line + "".join(f"\n    DEGRADED: {d}" for d in p.get("degraded") or []))
+    return ["", "sandbox:", *lines] if lines else []
 
 
 def task_counts(tasks: dict[str, int]) -> str:

@@ -174,7 +174,7 @@ def _exec_sandboxed(request: m.Spawn) -> None:
     for fd in (runtime, spawn_fd):
         os.set_inheritable(fd, True)
     launch = request.settings["launch"]
-    os.execv(launch[0], [*launch, sys.executable, "-m", "para.daemon.worker", str(spawn_fd)])
+    os.execve(launch[0], [*launch, sys.executable, "-m", "para.daemon.worker", str(spawn_fd)], request.settings["env"])
 
 
 def _kill_orphans(workers: dict[int, tuple[str, bool]]) -> None:

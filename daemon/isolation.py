@@ -18,7 +18,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from para.sandbox import cgroup, namespaces
-from para.sandbox.policy import SandboxPolicy
+from para.sandbox.environment import build_env
+from para.sandbox.policy import SandboxPolicy, resolve_path
 from para.sandbox.probe import HostSupport
 
 log = logging.getLogger("parad")
@@ -36,6 +37,7 @@ class PoolIsolation:
     memory: str                       # how memory and process limits are enforced
     degraded: list[str] = field(default_factory=list)
     launch: list[str] | None = None   # argv prefix that puts a worker in its sandbox
+    env: dict[str, str] | None = None # the sandboxed worker's whole environment
     cgroup: Path | None = None        # the pool's cgroup, when parad owns a subtree
 
     def summary(self) -> dict[str, Any]:
@@ -77,8 +79,11 @@ def _plan_pool(name: str, policy: SandboxPolicy, host: HostSupport, hide: list[s
         if host.namespaces:
             p.effective = "namespaces"
             p.launch = namespaces.worker_argv(host.bwrap, policy, host.unshare_user, hide, [])
+            p.env = worker_env(policy)
         else:
             p.degraded.append(f"no namespaces: {host.namespaces_error}")
+    if "/" in (resolve_path(w) for w in policy.filesystem.writable):
+        p.degraded.append("a writable root is '/' (is parad's working directory '/'?): the whole filesystem is writable")
     if cg_root is not None:
         p.cgroup = cgroup.make_pool(cg_root, name, policy.cgroup.cpu_weight)
         p.memory = "cgroup v2 (memory.max, pids.max, cpu.max), rlimits"
@@ -91,6 +96,17 @@ def _plan_pool(name: str, policy: SandboxPolicy, host: HostSupport, hide: list[s
             f"pool {name!r}: the sandbox policy cannot be met on this host: {'; '.join(p.degraded)}. "
             f"Fix the host, or set pools.{name}.options.sandbox.allow_degraded: true to run without it")
     return p
+
+
+def worker_env(policy: SandboxPolicy) -> dict[str, str]:
+    """What a sandboxed worker (and its bubblewrap) may hold: what its commands may get, and Python's own.
+
+    A command can read the environment of every process in its sandbox that
+    runs as its user; parad's other variables must not be among them.
+    """
+    keep = [*policy.env.allow, "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"]
+    named = {k: os.environ[k] for k in policy.env.secrets if k in os.environ}
+    return build_env(os.environ, keep, named)
 
 
 def log_plans(plans: dict[str, PoolIsolation]) -> None:

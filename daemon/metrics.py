@@ -36,6 +36,18 @@ class SupervisorCollector:
         yield tasks
         yield from self._pools()
         yield from self._workers()
+        yield from self._sandbox()
+
+    def _sandbox(self) -> Iterator[Metric]:
+        mode = GaugeMetricFamily("para_sandbox_isolation", "1 for the isolation each pool runs under", labels=["pool", "isolation"])
+        degraded = GaugeMetricFamily("para_sandbox_degraded", "1 when a pool runs with less isolation than its policy asks", labels=["pool"])
+        for name, plan in self.sup.isolation.items():
+            mode.add_metric([name, plan.effective], 1)
+            degraded.add_metric([name], 1 if plan.degraded else 0)
+        limits = CounterMetricFamily("para_command_limits", "Commands ended by a sandbox limit", labels=["pool", "limit"])
+        for (pool, limit), n in sorted(self.sup.tasks.limits.items()):
+            limits.add_metric([pool, limit], n)
+        yield from (mode, degraded, limits)
 
     def _pools(self) -> Iterator[Metric]:
         queued = GaugeMetricFamily("para_queue_depth", "Tasks waiting for a worker", labels=["pool"])

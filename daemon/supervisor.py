@@ -509,7 +509,7 @@ class Supervisor:
         plan = self.isolation[pool.name]
         settings = {
             "runtime_dir": str(self.endpoints.runtime_dir), "heartbeat_interval": d.heartbeat_interval,
-            "credit": pool.credit, "options": pool.options, "launch": plan.launch,
+            "credit": pool.credit, "options": pool.options, "launch": plan.launch, "env": plan.env,
         }
         if plan.cgroup is not None:
             leaf, command = cgroup.make_worker(plan.cgroup, worker.id)

@@ -47,6 +47,7 @@ class TaskTable:
         self.retention = retention
         self.counts: collections.Counter[str] = collections.Counter()
         self.by_pool: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.limits: collections.Counter[tuple[str, str]] = collections.Counter()  # (pool, limit) that ended commands
 
     def get(self, task_id: str) -> TaskRecord | None:
         return self.live.get(task_id) or self.finished.get(task_id)
@@ -60,6 +61,8 @@ class TaskTable:
         self.live.pop(record.spec.id, None)
         self.counts[result.status] += 1
         self.by_pool[record.pool, result.status] += 1
+        if result.limit:
+            self.limits[record.pool, result.limit] += 1
         if self.retention:
             self.finished[record.spec.id] = record
             while len(self.finished) > self.retention:

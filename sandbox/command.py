@@ -216,8 +216,10 @@ class Command:
 
     def on_timer(self, now: float) -> None:
         if self._next_sample and now >= self._next_sample:
-            self._next_sample = now + self._watch.interval if self._status is None else None
-            if self._status is None and (limit := self._watch.check()):
+            # Sampling goes on after the command's own exit: what it left
+            # running (holding the pipes) is still its own.
+            self._next_sample = now + self._watch.interval
+            if limit := self._watch.check():
                 self._limit_reached(limit)
         if self._deadline and now >= self._deadline and self._status is None:
             self._deadline = None
@@ -246,6 +248,7 @@ class Command:
         self._limit = self._limit or limit
         self._next_sample = self._deadline = None
         self._kill_everything()
+        self._kill_at = None
 
     def _terminate(self, now: float) -> None:
         pids = [self.pid] + tree.descendants(os.getpid())
@@ -261,13 +264,20 @@ class Command:
         # now a descendant of ours: kill all of them, not just the group.
         if self._cgroup is not None:
             self._cgroup.kill()
+        try:
+            # The group first, in one call: the kernel lets no member fork
+            # past a group-wide SIGKILL, so a fork bomb stops growing at once.
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         tree.kill_tree(os.getpid(), include_root=False)
 
     def _reap(self) -> None:
         try:
             pid, status, rusage = os.wait4(self.pid, os.WNOHANG)
         except ChildProcessError:
-            pid, status, rusage = self.pid, 0, None
+            # Reaped already by a kill of the whole tree, which only ever sends SIGKILL.
+            pid, status, rusage = self.pid, signal.SIGKILL, None
         if pid == 0:
             return
         self._status = status
@@ -276,7 +286,6 @@ class Command:
         self._ended = time.monotonic()
         self._kill_at = None
         self._deadline = None
-        self._next_sample = None
         self._drain_until = self._ended + self.spec.drain_timeout
         os.close(self._pidfd)
         self._pidfd = -1
@@ -299,8 +308,10 @@ class Command:
             self._finish()
 
     def _finish(self) -> None:
-        self._drain_until = None
+        self._drain_until = self._next_sample = None
         if tree.has_children():
+            if self._watch.active and self._limit is None:
+                self._limit = self._watch.check()  # what it left behind may be past a limit
             self._kill_everything()
             tree.reap_children()
 

@@ -47,24 +47,32 @@ def _read_only_paths(policy: SandboxPolicy, writable: list[Path]) -> list[Path]:
     return _resolved(out)
 
 
-def mount_args(policy: SandboxPolicy, hide: list[str] = (), nested: bool = False) -> list[str]:
+def mount_args(policy: SandboxPolicy, hide: list[str] = (), nested: bool = False,
+               outer_writable: list[str] = ()) -> list[str]:
     """bubblewrap's filesystem arguments for `policy`.
 
     `hide` lists extra directories to cover (parad's own). `nested` is for a
-    sandbox inside a worker's: its /tmp is already private, so it is kept.
+    sandbox inside a worker's, whose writable roots are `outer_writable`:
+    they are made read-only again before this policy's own are bound.
     """
     fs = policy.filesystem
-    args = ["--ro-bind" if fs.read_only_root else "--bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-    if fs.private_tmp:
-        args += ["--bind", "/tmp", "/tmp"] if nested else ["--tmpfs", "/tmp"]
+    args = ["--ro-bind" if fs.read_only_root else "--bind", "/", "/"]
+    if nested:
+        # A fresh /proc cannot be mounted under the worker's (bubblewrap
+        # covers parts of it), and the worker's pid namespace already hides
+        # the host: keep its /proc, /dev and private /tmp.
+        args += ["--dev-bind", "/dev", "/dev"] + (["--bind", "/tmp", "/tmp"] if fs.private_tmp else [])
+    else:
+        args += ["--dev", "/dev", "--proc", "/proc"] + (["--tmpfs", "/tmp"] if fs.private_tmp else [])
     writable = _resolved(fs.writable)
-    for path in _resolved([*HOST_SOCKETS, *hide]):
-        args += _cover(path)
+    for path in _resolved(list(outer_writable)):
+        args += ["--ro-bind", str(path), str(path)]
     for path in writable:
         args += ["--bind", str(path), str(path)]
     for path in _read_only_paths(policy, writable):
         args += ["--ro-bind", str(path), str(path)]
-    for path in _resolved(fs.deny_read):
+    # Covers come last, so no writable root can uncover them.
+    for path in _resolved([*fs.deny_read, *HOST_SOCKETS, *hide]):
         args += _cover(path)
     return args
 
@@ -76,8 +84,10 @@ def _cover(path: Path) -> list[str]:
     return ["--ro-bind", "/dev/null", str(path)]
 
 
-def namespace_args(policy: SandboxPolicy, unshare_user: bool) -> list[str]:
-    args = ["--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
+def namespace_args(policy: SandboxPolicy, unshare_user: bool, nested: bool = False) -> list[str]:
+    args = ["--die-with-parent", "--new-session"]
+    if not nested:
+        args += ["--unshare-pid", "--unshare-ipc", "--unshare-uts"]
     if unshare_user:
         args.append("--unshare-user")
     if not policy.network:
@@ -90,12 +100,13 @@ def worker_argv(bwrap: str, policy: SandboxPolicy, unshare_user: bool, hide: lis
     return [bwrap, *namespace_args(policy, unshare_user), *mount_args(policy, hide), "--", *command]
 
 
-def command_argv(bwrap: str, policy: SandboxPolicy, command: list[str]) -> list[str]:
-    """A nested sandbox for one command whose policy is stricter than its worker's.
+def command_argv(bwrap: str, policy: SandboxPolicy, outer: SandboxPolicy, command: list[str]) -> list[str]:
+    """A nested sandbox for one command whose policy is stricter than its worker's (`outer`).
 
     It always needs its own user namespace: the worker holds no CAP_SYS_ADMIN.
     """
-    return [bwrap, *namespace_args(policy, unshare_user=True), *mount_args(policy, nested=True), "--", *command]
+    mounts = mount_args(policy, nested=True, outer_writable=outer.filesystem.writable)
+    return [bwrap, *namespace_args(policy, unshare_user=True, nested=True), *mounts, "--", *command]
 
 
 def host_pid(root: int, inner_pid: int) -> int | None:

@@ -71,7 +71,7 @@ def marked(tag: str) -> list[int]:
 class Daemon:
     """A parad process started for one test."""
 
-    def __init__(self, config: dict[str, Any], tmp: Path) -> None:
+    def __init__(self, config: dict[str, Any], tmp: Path, env: dict[str, str] | None = None) -> None:
         # Unix socket paths are limited to 107 bytes: keep the runtime dir short.
         config = with_test_sandbox(config)
         self.config = config
@@ -85,7 +85,7 @@ class Daemon:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "para.daemon", "--config", str(self.config_path),
              "--runtime-dir", str(self.runtime_dir), "--state-dir", str(self.state_dir)],
-            stdout=self._log, stderr=subprocess.STDOUT,
+            stdout=self._log, stderr=subprocess.STDOUT, env=env,
         )
         self.pid = self.proc.pid
         self.seen: set[int] = set()
@@ -188,13 +188,14 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     """start_daemon(pools={...}, daemon={...}) -> a running Daemon; stopped and checked after the test."""
     started: list[Daemon] = []
 
-    def start(pools: dict[str, Any] | None = None, daemon: dict[str, Any] | None = None) -> Daemon:
+    def start(pools: dict[str, Any] | None = None, daemon: dict[str, Any] | None = None,
+              env: dict[str, str] | None = None) -> Daemon:
         config = {
             "daemon": _merge(FAST, daemon or {}),
             "pools": pools or {"echo": {"min_workers": 1, "max_workers": 2},
                                "bash": {"min_workers": 2, "max_workers": 4}},
         }
-        d = Daemon(config, tmp_path / f"d{len(started)}")
+        d = Daemon(config, tmp_path / f"d{len(started)}", env)
         started.append(d)
         return d
 

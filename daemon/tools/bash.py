@@ -64,7 +64,7 @@ class Bash(Tool):
         timeout = min(t for t in (ctx.timeout, limits.timeout) if t)
         argv = ["bash", "-c", args.command]
         if policy is not options.sandbox and mounts_differ(policy, options.sandbox):
-            argv = self._nested(policy, argv)
+            argv = self._nested(policy, options.sandbox, argv)
         user = self.identity(options)
         spec = CommandSpec(
             argv=argv,
@@ -85,12 +85,12 @@ class Bash(Tool):
         return RunCommand(spec)
 
     @staticmethod
-    def _nested(policy: SandboxPolicy, argv: list[str]) -> list[str]:
+    def _nested(policy: SandboxPolicy, pool: SandboxPolicy, argv: list[str]) -> list[str]:
         bwrap = namespaces.bwrap_path()
         if bwrap is None:
             raise ToolFailure("this task's policy narrows mounts or the network, which needs bubblewrap; "
                               "install it (apt install bubblewrap) or drop policy.network/writable/deny_read/read_only")
-        return namespaces.command_argv(bwrap, policy, argv)
+        return namespaces.command_argv(bwrap, policy, pool, argv)
 
     def _base_env(self, options: BashOptions) -> dict[str, str]:
         # The daemon's environment does not change: filter it once per worker, not per task.

@@ -1,0 +1,128 @@
+"""What isolation costs: `bash -c true` throughput with and without the sandbox.
+
+    python bench/sandbox.py [--tasks N] [--rounds R] [--workers W] [--json]
+
+One parad with two bash pools of W workers each, alike but for isolation
+(`none`, and `namespaces`: each worker inside one long-lived bubblewrap
+sandbox), against `xargs -P W bwrap ... bash -c true`, the per-command
+sandbox with the same namespaces and mounts. Rounds alternate between the
+three so that load on the machine hits all of them alike; ratios are of
+medians. Targets (issue 3): isolated >= 0.8x unisolated, >= 3x per-command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from para.client import Client
+from para.sandbox import namespaces
+from para.sandbox.policy import SandboxPolicy
+from para.sandbox.probe import probe
+
+TARGET_VS_NONE, TARGET_VS_PER_COMMAND = 0.8, 3.0
+
+
+def start_parad(tmp: Path, workers: int, policy: dict) -> subprocess.Popen:
+    pool = {"tool": "bash", "min_workers": workers, "max_workers": workers}
+    config = {"daemon": {"log_level": "warning"}, "pools": {
+        "plain": {**pool, "options": {"sandbox": {**policy, "isolation": "none"}}},
+        "isolated": {**pool, "options": {"sandbox": {**policy, "isolation": "namespaces", "allow_degraded": False}}},
+    }}
+    (tmp / "parad.yaml").write_text(yaml.safe_dump(config))
+    proc = subprocess.Popen([sys.executable, "-m", "para.daemon", "--config", str(tmp / "parad.yaml"),
+                             "--runtime-dir", str(tmp / "r"), "--state-dir", str(tmp / "s")],
+                            stdout=subprocess.DEVNULL, stderr=open(tmp / "parad.log", "wb"))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"parad exited with {proc.returncode}:\n{(tmp / 'parad.log').read_text()}")
+        if (tmp / "r" / "control.sock").exists():
+            with Client(tmp / "r", timeout=5) as c:
+                if all(p["ready"] == workers for p in c.status()["pools"]):
+                    return proc
+        time.sleep(0.1)
+    raise SystemExit("parad did not get ready in 60 s")
+
+
+def para_round(client: Client, pool: str, n: int) -> float:
+    t = time.perf_counter()
+    results = list(client.map(pool, ({"command": "true"} for _ in range(n))))
+    dt = time.perf_counter() - t
+    bad = [r for r in results if not r.ok]
+    if bad:
+        raise SystemExit(f"{len(bad)} of {n} tasks failed in pool {pool}: {bad[0]}")
+    return dt
+
+
+def xargs_round(argv: list[str], n: int) -> float:
+    t = time.perf_counter()
+    subprocess.run(argv, input=b"true\n" * n, stdout=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - t
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tasks", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    host = probe()
+    if not host.namespaces:
+        raise SystemExit(f"bench/sandbox.py needs bubblewrap namespaces here: {host.namespaces_error}")
+    # Commands run as parad's own user in every column: run_as would cost each
+    # para command a slower spawn (no vfork) that xargs does not pay.
+    policy = {"run_as": None, "filesystem": {"writable": []}}
+    per_command = [*namespaces.worker_argv(host.bwrap, SandboxPolicy.model_validate(policy), host.unshare_user, [],
+                                          ["bash", "-c", "{}"])]
+    xargs = ["xargs", "-P", str(args.workers), "-I{}", *per_command]
+    tmp = Path(tempfile.mkdtemp(prefix="pbs", dir="/tmp"))
+    proc = start_parad(tmp, args.workers, policy)
+    times: dict[str, list[float]] = {"none": [], "namespaces": [], "per_command": []}
+    try:
+        with Client(tmp / "r", timeout=60) as c:
+            para_round(c, "plain", 100), para_round(c, "isolated", 100), xargs_round(xargs, 50)  # warm up
+            for i in range(args.rounds):
+                times["none"].append(para_round(c, "plain", args.tasks))
+                times["namespaces"].append(para_round(c, "isolated", args.tasks))
+                times["per_command"].append(xargs_round(xargs, args.tasks))
+                print(f"round {i + 1}/{args.rounds}: " + ", ".join(
+                    f"{k} {args.tasks / v[-1]:,.0f}/s" for k, v in times.items()), file=sys.stderr)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        shutil.rmtree(tmp, ignore_errors=True)
+    rate = {k: args.tasks / statistics.median(v) for k, v in times.items()}
+    vs_none, vs_per_command = rate["namespaces"] / rate["none"], rate["namespaces"] / rate["per_command"]
+    figures = {"tasks_per_s": rate, "isolated_vs_none": vs_none, "isolated_vs_per_command": vs_per_command,
+               "workers": args.workers, "tasks": args.tasks, "rounds": args.rounds,
+               "per_command": shlex.join(xargs).replace("'{}'", "{}")}
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return 0
+    print(f"bash -c true, {args.tasks:,} tasks x {args.rounds} rounds, {args.workers} workers (medians)")
+    print(f"  para, isolation none        {rate['none']:8,.0f} /s")
+    print(f"  para, isolation namespaces  {rate['namespaces']:8,.0f} /s   {vs_none:.2f}x none "
+          f"(target >= {TARGET_VS_NONE:g}x: {'PASS' if vs_none >= TARGET_VS_NONE else 'MISS'})")
+    print(f"  xargs -P {args.workers} bwrap per command {rate['per_command']:6,.0f} /s   "
+          f"namespaces is {vs_per_command:.2f}x (target >= {TARGET_VS_PER_COMMAND:g}x: "
+          f"{'PASS' if vs_per_command >= TARGET_VS_PER_COMMAND else 'MISS'})")
+    print(f"  per-command peer: {figures['per_command']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

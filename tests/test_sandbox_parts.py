@@ -1,0 +1,188 @@
+"""The sandbox's pieces without a daemon: policy tightening, bubblewrap arguments, cgroup files.
+
+cgroup v2 delegation is rare on test hosts, so the cgroup code is driven
+against a temporary directory laid out like a cgroup2 mount; a test against
+the real hierarchy runs where parad can manage one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from para.sandbox import cgroup, namespaces
+from para.sandbox.policy import PolicyError, SandboxPolicy, TaskPolicy, mounts_differ, tighten
+from para.sandbox.probe import probe
+
+HOST = probe()
+
+
+# ---- policy ---------------------------------------------------------------------------
+
+def test_tighten_lowers_limits_and_narrows_roots(tmp_path: Path) -> None:
+    pool = SandboxPolicy.model_validate({"network": True, "limits": {"memory": "1GiB"},
+                                         "filesystem": {"writable": [str(tmp_path)]}})
+    task = TaskPolicy.model_validate({"network": False, "limits": {"memory": "100MiB", "processes": 8},
+                                      "writable": [str(tmp_path / "sub")], "deny_read": ["/etc/shadow"]})
+    effective = tighten(pool, task)
+    assert effective.limits.memory == 100 << 20 and effective.limits.processes == 8
+    assert effective.network is False
+    assert effective.filesystem.writable == [str(tmp_path / "sub")]
+    assert "/etc/shadow" in effective.filesystem.deny_read and "~/.ssh" in effective.filesystem.deny_read
+    assert mounts_differ(effective, pool)
+    assert pool.limits.memory == 1 << 30  # the pool's own policy is untouched
+
+
+@pytest.mark.parametrize(("task", "message"), [
+    ({"network": True}, "network true is refused"),
+    ({"limits": {"memory": "2GiB"}}, "limits.memory 2147483648 exceeds the pool's 1073741824"),
+    ({"limits": {"timeout": 10 ** 6}}, "limits.timeout"),
+    ({"writable": ["/"]}, "outside the pool's writable roots"),
+])
+def test_tighten_refuses_to_loosen(task: dict, message: str, tmp_path: Path) -> None:
+    pool = SandboxPolicy.model_validate({"limits": {"memory": "1GiB"}, "filesystem": {"writable": [str(tmp_path)]}})
+    with pytest.raises(PolicyError, match=message):
+        tighten(pool, TaskPolicy.model_validate(task))
+
+
+def test_a_limit_the_pool_leaves_unset_may_be_set_by_a_task() -> None:
+    pool = SandboxPolicy.model_validate({"limits": {"cpu_seconds": None}})
+    assert tighten(pool, TaskPolicy.model_validate({"limits": {"cpu_seconds": 5}})).limits.cpu_seconds == 5
+
+
+def test_same_mounts_need_no_sandbox_of_their_own() -> None:
+    pool = SandboxPolicy()
+    assert not mounts_differ(tighten(pool, TaskPolicy.model_validate({"limits": {"processes": 4}})), pool)
+    assert tighten(pool, None) is pool
+
+
+# ---- bubblewrap arguments ---------------------------------------------------------------
+
+def _pairs(args: list[str], flag: str) -> list[str]:
+    return [args[i + 1] for i, a in enumerate(args) if a == flag]
+
+
+def test_mount_args_bind_writable_roots_and_cover_denied_paths(tmp_path: Path) -> None:
+    project, secret, hooks = tmp_path / "project", tmp_path / "secret", tmp_path / "project" / ".git" / "hooks"
+    hooks.mkdir(parents=True)
+    secret.mkdir()
+    (tmp_path / "token").write_text("x")
+    policy = SandboxPolicy.model_validate({"filesystem": {
+        "writable": [str(project), str(tmp_path / "missing")],
+        "deny_read": [str(secret), str(tmp_path / "token"), str(tmp_path / "absent")]}})
+    args = namespaces.mount_args(policy, hide=[str(tmp_path / "runtime-does-not-exist")])
+    assert args[:3] == ["--ro-bind", "/", "/"] and _pairs(args, "--tmpfs")[0] == "/tmp"
+    assert _pairs(args, "--bind") == [str(project)]              # a missing root is skipped
+    assert str(hooks) in _pairs(args, "--ro-bind")                # .git/hooks stays read-only
+    assert str(secret) in _pairs(args, "--tmpfs")                  # a directory: covered by an empty one
+    assert args[args.index(str(tmp_path / "token")) - 1] == "/dev/null"  # a file: /dev/null over it
+    assert str(tmp_path / "absent") not in args
+    # Order matters: denied paths after the writable binds, or a bind would uncover them.
+    assert args.index(str(secret)) > args.index(str(project))
+
+
+def test_namespace_args_follow_the_network_policy() -> None:
+    assert "--unshare-net" in namespaces.namespace_args(SandboxPolicy(network=False), unshare_user=False)
+    on = namespaces.namespace_args(SandboxPolicy(network=True), unshare_user=True)
+    assert "--unshare-net" not in on and "--unshare-user" in on and "--unshare-pid" in on
+
+
+@pytest.mark.skipif(not HOST.namespaces, reason=f"no namespace isolation here: {HOST.namespaces_error}")
+def test_worker_argv_runs_a_command_in_the_sandbox(tmp_path: Path) -> None:
+    (tmp_path / "w").mkdir()
+    policy = SandboxPolicy.model_validate({"filesystem": {"writable": [str(tmp_path / "w")]}})
+    argv = namespaces.worker_argv(HOST.bwrap, policy, HOST.unshare_user, [], [
+        "sh", "-c", f"echo in > {tmp_path}/w/f && ! touch /etc/x 2>/dev/null && echo $$"])
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) < 10  # a fresh pid namespace
+    assert (tmp_path / "w" / "f").read_text() == "in\n"
+
+
+# ---- cgroups, against a directory laid out like cgroup2 --------------------------------------
+
+@pytest.fixture
+def fake_cgroup(tmp_path: Path) -> Path:
+    root = tmp_path / "sys-fs-cgroup"
+    (root / "user.slice" / "parad.service").mkdir(parents=True)
+    (root / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    me = root / "user.slice" / "parad.service"
+    (me / "cgroup.controllers").write_text("cpu memory pids\n")
+    (me / "cgroup.procs").write_text(f"{os.getpid()}\n")
+    (me / "cgroup.subtree_control").write_text("")
+    (tmp_path / "proc-self-cgroup").write_text("0::/user.slice/parad.service\n")
+    return root
+
+
+def test_delegated_root_found_and_refused_with_reasons(fake_cgroup: Path, tmp_path: Path) -> None:
+    proc = str(tmp_path / "proc-self-cgroup")
+    root, error = cgroup.delegated_root(fake_cgroup, proc)
+    assert root == fake_cgroup / "user.slice" / "parad.service" and error is None
+    (root / "cgroup.controllers").write_text("cpu\n")
+    assert cgroup.delegated_root(fake_cgroup, proc) == (None, f"controllers memory, pids are not enabled for {root}")
+    (fake_cgroup / "cgroup.controllers").unlink()
+    none, why = cgroup.delegated_root(fake_cgroup, proc)
+    assert none is None and "no cgroup v2 hierarchy" in why
+    (tmp_path / "v1").write_text("12:pids:/user.slice\n")
+    (fake_cgroup / "cgroup.controllers").write_text("memory\n")
+    assert cgroup.delegated_root(fake_cgroup, str(tmp_path / "v1"))[1] == "this process is in no cgroup v2 hierarchy"
+
+
+def test_adopt_pool_and_worker_layout(fake_cgroup: Path) -> None:
+    root = fake_cgroup / "user.slice" / "parad.service"
+    cgroup.adopt(root)
+    assert (root / "supervisor" / "cgroup.procs").read_text() == str(os.getpid())
+    assert (root / "cgroup.subtree_control").read_text() == "+memory +pids +cpu"
+    pool = cgroup.make_pool(root, "bash", cpu_weight=50)
+    assert (pool / "cpu.weight").read_text() == "50"
+    leaf, command = cgroup.make_worker(pool, "bash-1")
+    assert leaf == pool / "bash-1" / "worker" and command == pool / "bash-1" / "command"
+    assert (pool / "bash-1" / "cgroup.subtree_control").read_text() == "+memory +pids +cpu"
+    (leaf / "cgroup.procs").write_text("123\n")  # a live worker: rmdir fails, as on a real cgroup
+    cgroup.remove(pool / "bash-1")
+    assert leaf.exists() and not command.exists()
+    (leaf / "cgroup.procs").unlink()
+    (pool / "bash-1" / "cgroup.subtree_control").unlink()  # on cgroupfs the kernel's files never stop rmdir
+    cgroup.remove(pool / "bash-1")
+    assert not (pool / "bash-1").exists()
+
+
+def test_command_cgroup_limits_attribution_and_kill(tmp_path: Path) -> None:
+    leaf = tmp_path / "command"
+    leaf.mkdir()
+    (leaf / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+    (leaf / "pids.events").write_text("max 0\n")
+    cg = cgroup.CommandCgroup(leaf)
+    cg.prepare(memory=256 << 20, processes=64, cpu_max="50000 100000")
+    assert (leaf / "memory.max").read_text() == str(256 << 20)
+    assert (leaf / "memory.swap.max").read_text() == "0"
+    assert (leaf / "pids.max").read_text() == "64" and (leaf / "cpu.max").read_text() == "50000 100000"
+    assert cg.limit_hit() is None           # counters as they were before the command
+    (leaf / "pids.events").write_text("max 2\n")
+    assert cg.limit_hit() == "pids"
+    (leaf / "memory.events").write_text("low 0\nhigh 0\nmax 9\noom 2\noom_kill 2\n")
+    assert cg.limit_hit() == "memory"       # the kernel's OOM kill wins: it is what ended the command
+    cg.kill()
+    assert (leaf / "cgroup.kill").read_text() == "1"
+    cg.prepare(memory=None, processes=None, cpu_max=None)
+    assert (leaf / "memory.max").read_text() == "max" and (leaf / "pids.max").read_text() == "max"
+
+
+@pytest.mark.skipif(HOST.cgroup is None, reason=f"no delegated cgroup v2 subtree: {HOST.cgroup_error}")
+def test_real_cgroup_caps_a_memory_hog(tmp_path: Path) -> None:
+    from para.sandbox.command import Command, CommandSpec
+
+    root = HOST.cgroup
+    cgroup.adopt(root)
+    pool = cgroup.make_pool(root, "test", None)
+    _, leaf = cgroup.make_worker(pool, f"t{os.getpid()}")
+    try:
+        cmd = Command(CommandSpec(argv=["python3", "-c", "x = b'x' * (512 << 20)"], memory=64 << 20, cgroup=leaf))
+        cmd._reap_blocking()
+        cmd.close()
+        assert cmd.outcome().limit == "memory"
+    finally:
+        cgroup.remove(pool)
