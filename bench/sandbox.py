@@ -39,7 +39,7 @@ def start_parad(tmp: Path, workers: int, policy: dict) -> subprocess.Popen:
     pool = {"tool": "bash", "min_workers": workers, "max_workers": workers}
     config = {"daemon": {"log_level": "warning"}, "pools": {
         "plain": {**pool, "options": {"sandbox": {**policy, "isolation": "none"}}},
-        "isolated": {**pool, "options": {"sandbox": {**policy, "isolation": "namespaces", "allow_degraded": False}}},
+        "isolated": {**pool, "options": {"sandbox": {**policy, "isolation": "namespaces"}}},
     }}
     (tmp / "parad.yaml").write_text(yaml.safe_dump(config))
     proc = subprocess.Popen([sys.executable, "-m", "para.daemon", "--config", str(tmp / "parad.yaml"),
@@ -51,8 +51,12 @@ def start_parad(tmp: Path, workers: int, policy: dict) -> subprocess.Popen:
             raise SystemExit(f"parad exited with {proc.returncode}:\n{(tmp / 'parad.log').read_text()}")
         if (tmp / "r" / "control.sock").exists():
             with Client(tmp / "r", timeout=5) as c:
-                if all(p["ready"] == workers for p in c.status()["pools"]):
-                    return proc
+                status = c.status()
+            if all(p["ready"] == workers for p in status["pools"]):
+                effective = status["sandbox"]["pools"]["isolated"]["effective"]
+                if effective != "namespaces":
+                    raise SystemExit(f"the isolated pool runs with isolation {effective}, not namespaces")
+                return proc
         time.sleep(0.1)
     raise SystemExit("parad did not get ready in 60 s")
 

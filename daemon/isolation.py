@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from para.sandbox import cgroup, namespaces
 from para.sandbox.environment import build_env
-from para.sandbox.policy import SandboxPolicy, resolve_path
+from para.sandbox.policy import ReadOnlySandbox, SandboxPolicy, resolve_path
 from para.sandbox.probe import HostSupport
 
 log = logging.getLogger("parad")
@@ -45,8 +45,12 @@ class PoolIsolation:
                 "degraded": self.degraded, "cgroup": str(self.cgroup) if self.cgroup else None}
 
 
-def policy_of(options: BaseModel) -> SandboxPolicy | None:
-    return getattr(options, "sandbox", None)
+def policy_of(options: BaseModel) -> tuple[SandboxPolicy | None, bool]:
+    """(the pool's policy, whether its tool only reads in-process and runs no user commands)."""
+    sandbox = getattr(options, "sandbox", None)
+    if isinstance(sandbox, ReadOnlySandbox):
+        return sandbox.as_policy(), True
+    return sandbox, False
 
 
 def plan(pool_options: dict[str, BaseModel], host: HostSupport, hide: list[str]) -> dict[str, PoolIsolation]:
@@ -54,11 +58,11 @@ def plan(pool_options: dict[str, BaseModel], host: HostSupport, hide: list[str])
     plans = {}
     cg_root = _adopt_cgroup(host)
     for name, options in pool_options.items():
-        policy = policy_of(options)
+        policy, read_only = policy_of(options)
         if policy is None:
             plans[name] = PoolIsolation(name, "none", "none", "none (no commands)")
             continue
-        plans[name] = _plan_pool(name, policy, host, hide, cg_root)
+        plans[name] = _plan_pool(name, policy, host, hide, None if read_only else cg_root, read_only)
     return plans
 
 
@@ -73,8 +77,9 @@ def _adopt_cgroup(host: HostSupport) -> Path | None:
         return None
 
 
-def _plan_pool(name: str, policy: SandboxPolicy, host: HostSupport, hide: list[str], cg_root: Path | None) -> PoolIsolation:
-    p = PoolIsolation(name, policy.isolation, "none", "sampled RSS and process count, rlimits")
+def _plan_pool(name: str, policy: SandboxPolicy, host: HostSupport, hide: list[str], cg_root: Path | None,
+               read_only: bool = False) -> PoolIsolation:
+    p = PoolIsolation(name, policy.isolation, "none", "read-only tool" if read_only else "sampled RSS and process count, rlimits")
     if policy.isolation == "namespaces":
         if host.namespaces:
             p.effective = "namespaces"
@@ -89,7 +94,7 @@ def _plan_pool(name: str, policy: SandboxPolicy, host: HostSupport, hide: list[s
         p.memory = "cgroup v2 (memory.max, pids.max, cpu.max), rlimits"
     elif policy.cgroup.cpu_weight or policy.cgroup.cpu_max:
         p.degraded.append(f"no cgroup for cpu_weight/cpu_max: {host.cgroup_error}")
-    if os.geteuid() == 0 and policy.run_as is None:
+    if os.geteuid() == 0 and policy.run_as is None and not read_only:
         p.degraded.append("commands run as root (sandbox.run_as is none)")
     if p.degraded and not policy.allow_degraded:
         raise IsolationError(

@@ -40,14 +40,17 @@ class LimitsPolicy(_Model):
     output_kill_bytes: ByteSize | None = Field(256 * MiB, gt=0, description="a stream that passes this many bytes ends the command (limit: output)")
 
 
+# Credentials an agent's commands have no business reading.
+DEFAULT_DENY_READ = ("~/.ssh", "~/.gnupg", "~/.aws", "~/.azure", "~/.config/gcloud", "~/.kube",
+                     "~/.docker", "~/.netrc", "~/.pypirc", "~/.git-credentials", "~/.npmrc")
+
+
 class FilesystemPolicy(_Model):
     read_only_root: bool = Field(True, description="the whole filesystem is read-only but for `writable`")
     writable: list[str] = Field(default_factory=lambda: ["."], description="writable roots; '.' is the directory parad started in (the project), '~' is home")
     private_tmp: bool = Field(True, description="an empty /tmp per worker, gone when it exits")
-    deny_read: list[str] = Field(
-        default_factory=lambda: ["~/.ssh", "~/.gnupg", "~/.aws", "~/.azure", "~/.config/gcloud", "~/.kube",
-                                 "~/.docker", "~/.netrc", "~/.pypirc", "~/.git-credentials", "~/.npmrc"],
-        description="paths hidden from commands (an empty directory or file in their place)")
+    deny_read: list[str] = Field(default_factory=lambda: list(DEFAULT_DENY_READ),
+                                 description="paths hidden from commands (an empty directory or file in their place)")
     read_only: list[str] = Field(
         default_factory=lambda: [".git/hooks", ".git/config"],
         description="kept read-only inside writable roots; relative paths apply to every writable root")
@@ -73,6 +76,17 @@ class SandboxPolicy(_Model):
     filesystem: FilesystemPolicy = Field(default_factory=FilesystemPolicy)
     env: EnvPolicy = Field(default_factory=EnvPolicy)
     cgroup: CgroupPolicy = Field(default_factory=CgroupPolicy)
+
+
+class ReadOnlySandbox(_Model):
+    """The sandbox of a pool whose tool only reads (read, glob, grep): nothing writable, no network."""
+    isolation: Literal["namespaces", "none"] = Field("namespaces", description="namespaces: the pool's workers live in a read-only bubblewrap sandbox; none: no sandbox")
+    allow_degraded: bool = Field(True, description="when the host cannot give `isolation`, run without it (logged, in status and a metric)")
+    deny_read: list[str] = Field(default_factory=lambda: list(DEFAULT_DENY_READ), description="paths this tool cannot see")
+
+    def as_policy(self) -> SandboxPolicy:
+        return SandboxPolicy(isolation=self.isolation, allow_degraded=self.allow_degraded, run_as=None, network=False,
+                             filesystem=FilesystemPolicy(writable=[], private_tmp=False, deny_read=self.deny_read, read_only=[]))
 
 
 class TaskLimits(_Model):

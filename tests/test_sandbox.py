@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from para.client import InvalidRequest
+from para.client import InvalidRequest, ToolError
 from para.sandbox.probe import probe
 from tests.conftest import marked, wait_until
 
@@ -306,3 +306,20 @@ def test_degraded_mode_is_logged_reported_and_measured(start_daemon, tmp_path: P
     assert 'para_sandbox_degraded{pool="bash"} 1.0' in metrics
     assert "DEGRADED" in d.log()
     assert r.ok and r.stdout == "still runs\n"
+
+
+@needs_namespaces
+def test_read_only_tools_cannot_see_denied_paths(start_daemon, tmp_path: Path) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "key").write_text("PRIVATE-MATERIAL\n")
+    (tmp_path / "notes.txt").write_text("public words\n")
+    deny = {"options": {"sandbox": {"deny_read": [str(creds)]}}}
+    d = start_daemon(pools={"read": {"min_workers": 1, **deny}, "grep": {"min_workers": 1, **deny}})
+    with d.client() as c:
+        with pytest.raises(ToolError, match="no such file"):
+            c.run("read", path=str(creds / "key"))
+        assert "public words" in "".join(c.run("read", path=str(tmp_path / "notes.txt")).value["lines"])
+        found = c.run("grep", pattern="PRIVATE-MATERIAL|public", path=str(tmp_path)).value
+    assert [m["path"] for m in found["matches"]] == ["notes.txt"]
+    assert d.pool("read")["state"] == "ok"

@@ -8,6 +8,7 @@ from para.daemon.tools.base import Finished, RunCommand, StrictModel, TaskContex
 from para.daemon.tools.globmatch import compile_globs
 from para.daemon.tools.ripgrep import absolute_dir, rg_path
 from para.sandbox.command import CommandSpec, Outcome
+from para.sandbox.policy import ReadOnlySandbox
 
 
 class GlobArgs(StrictModel):
@@ -22,6 +23,7 @@ class GlobOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     default_root: str = Field("~", description="directory searched when a task names none")
     max_results: int = Field(10000, gt=0, description="paths returned at most per task")
+    sandbox: ReadOnlySandbox = Field(default_factory=ReadOnlySandbox)
 
 
 class Glob(Tool):

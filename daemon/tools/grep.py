@@ -13,6 +13,7 @@ from para.daemon.tools.base import Finished, RunCommand, StrictModel, TaskContex
 from para.daemon.tools.globmatch import compile_globs
 from para.daemon.tools.ripgrep import absolute_dir, rg_path
 from para.sandbox.command import CommandSpec, Outcome
+from para.sandbox.policy import ReadOnlySandbox
 
 CASE_FLAGS = {"smart": "--smart-case", "sensitive": "--case-sensitive", "insensitive": "--ignore-case"}
 
@@ -32,6 +33,7 @@ class GrepOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     default_root: str = Field("~", description="path searched when a task names none")
     max_results: int = Field(10000, gt=0, description="matches returned at most per task")
+    sandbox: ReadOnlySandbox = Field(default_factory=ReadOnlySandbox)
 
 
 class Grep(Tool):

@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from para.daemon.tools.base import Finished, StrictModel, TaskContext, Tool, ToolFailure
+from para.sandbox.policy import ReadOnlySandbox
 
 SNIFF = 8192
 
@@ -23,6 +24,7 @@ class ReadArgs(StrictModel):
 class ReadOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_bytes: int = Field(256 << 10, gt=0, description="bytes of lines returned at most per read")
+    sandbox: ReadOnlySandbox = Field(default_factory=ReadOnlySandbox)
 
 
 class Read(Tool):
