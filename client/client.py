@@ -35,7 +35,7 @@ from para.ipc.endpoints import Endpoints, default_runtime_dir
 from para.ipc.sockets import make_socket
 
 # Task options a caller may pass beside a tool's own arguments.
-TASK_OPTIONS = ("timeout", "priority", "session", "retries", "stream")
+TASK_OPTIONS = ("timeout", "priority", "session", "retries", "stream", "retry_on", "retry_backoff")
 MAP_WINDOW = 2048    # tasks in flight during map()
 MAP_BATCH = 128      # tasks per Submit message during map()
 
@@ -70,7 +70,7 @@ class TaskFuture:
         result = Result.from_wire(wire)
         if result.status == m.TIMED_OUT:
             self._error = TaskTimeout(result.error or f"task {self.id} timed out", result)
-        elif result.status == m.LOST or result.error_code == m.E_TOOL:
+        elif result.status == m.LOST or result.error_code in (m.E_TOOL, m.E_POISON):
             self._error = ToolError(result.error or f"task {self.id} failed", result)
         self._result = result
 
@@ -215,9 +215,14 @@ class Client:
                 return
             self._wait_for(lambda: bool(future.chunks) or future.done(), None, f"task {future.id}")
 
-    def cancel(self, task: TaskFuture | str) -> dict[str, list[str]]:
-        task_id = task.id if isinstance(task, TaskFuture) else task
-        return self._request(m.Cancel(next(self._reqs), [task_id])).body
+    def cancel(self, *tasks: TaskFuture | str, session: str | None = None,
+               everything: bool = False) -> dict[str, list[str]]:
+        """Cancel tasks by future or id, every live task of `session`, or (`everything`) all this client submitted.
+
+        Returns {"cancelled": ids, "not_running": ids given that were no longer live}.
+        """
+        ids = [t.id if isinstance(t, TaskFuture) else t for t in tasks]
+        return self._request(m.Cancel(next(self._reqs), ids, session, everything)).body
 
     # ---- daemon queries -----------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """paractl: the para daemon from the command line.
 
-    paractl status | workers | ps | metrics | task ID | cancel ID... | shutdown
+    paractl status | workers | ps | metrics | task ID | cancel ID... [--session S] | shutdown
     paractl bash [--timeout S] [--cwd DIR] -- make test
     paractl run TOOL key=value ...          (values are YAML scalars: 1, true, [a, b])
     paractl grep PATTERN [PATH] | glob PATTERN [ROOT] | read FILE
@@ -109,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("ps", help="live (queued and running) tasks")
     sub.add_parser("metrics", help="Prometheus metrics, text format")
     sub.add_parser("task", help="one task and its result").add_argument("id")
-    sub.add_parser("cancel", help="cancel tasks by id").add_argument("ids", nargs="+", metavar="ID")
+    cancel = sub.add_parser("cancel", help="cancel tasks by id, or a whole session")
+    cancel.add_argument("ids", nargs="*", metavar="ID")
+    cancel.add_argument("--session", metavar="NAME", help="also every live task of this session")
     sub.add_parser("shutdown", help="stop the daemon")
     run = sub.add_parser("run", help="run any tool: run TOOL key=value ...")
     run.add_argument("tool")
@@ -255,11 +257,10 @@ def cmd_query(client: Client, g: Globals, args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(client: Client, g: Globals, args: argparse.Namespace) -> int:
-    cancelled, not_running = [], []
-    for task_id in args.ids:
-        body = client.cancel(task_id)
-        cancelled += body.get("cancelled", [])
-        not_running += body.get("not_running", [])
+    if not args.ids and args.session is None:
+        raise UsageError("cancel: name task ids, or --session NAME")
+    body = client.cancel(*args.ids, session=args.session)
+    cancelled, not_running = body.get("cancelled", []), body.get("not_running", [])
     if g.json:
         emit(fmt.to_json({"cancelled": cancelled, "not_running": not_running}))
     else:

@@ -6,6 +6,8 @@ and what to do; nothing about it reaches a queue.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from para.daemon.pool import FAILED, Pool
@@ -26,6 +28,8 @@ class TaskEnvelope(BaseModel):
     session: str | None = Field(None, max_length=256)
     retries: int | None = Field(None, ge=0, le=100)
     stream: bool = False
+    retry_on: list[Literal["lost", "failed", "timed_out"]] | None = None
+    retry_backoff: float | int | None = Field(None, ge=0, le=3600)
 
 
 class Refusal(Exception):

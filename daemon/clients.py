@@ -14,6 +14,7 @@ import zmq
 
 from para.daemon.admission import Refusal, admit
 from para.daemon.metrics import exposition
+from para.daemon.retries import DEFAULT_RETRY_ON
 from para.daemon.tasks import TaskRecord
 from para.ipc import PROTOCOL_VERSION, codec
 from para.ipc import messages as m
@@ -104,7 +105,8 @@ class ClientRequests:
                 spec.timeout = pool.config.default_timeout
             retries = spec.retries if spec.retries is not None else (
                 RETRY_SAFE_DEFAULT_RETRIES if pool.tool.retry_safe else 0)
-            self.sup.accept(TaskRecord(spec, pool.name, identity, 1 + retries), pool)
+            retry_on = frozenset(spec.retry_on) if spec.retry_on is not None else DEFAULT_RETRY_ON
+            self.sup.accept(TaskRecord(spec, pool.name, identity, 1 + retries, retry_on=retry_on), pool)
             accepted.append(spec.id)
         if msg.ack:
             self._reply(identity, m.Accepted(msg.req, accepted))
@@ -114,14 +116,18 @@ class ClientRequests:
             self.sup.maintain(pool)  # grow toward the new queue depth
 
     def _on_cancel(self, identity: bytes, msg: m.Cancel) -> None:
-        found = []
-        for task_id in msg.task_ids if isinstance(msg.task_ids, list) else []:
-            record = self.sup.tasks.live.get(task_id) if isinstance(task_id, str) else None
-            if record is not None:
-                self.sup.cancel(record)
-                found.append(task_id)
-        missing = [t for t in msg.task_ids if t not in found] if isinstance(msg.task_ids, list) else msg.task_ids
-        self._reply(identity, m.Reply(msg.req, {"cancelled": found, "not_running": missing}))
+        ids = msg.task_ids if isinstance(msg.task_ids, list) else []
+        records = [self.sup.tasks.live.get(t) if isinstance(t, str) else None for t in ids]
+        missing = [t for t, r in zip(ids, records) if r is None]
+        chosen = {r.spec.id: r for r in records if r is not None}
+        if msg.session is not None or msg.everything:
+            for record in self.sup.tasks.live.values():
+                if (msg.session is not None and record.spec.session == msg.session) or (
+                        msg.everything and record.owner == identity):
+                    chosen.setdefault(record.spec.id, record)
+        for record in list(chosen.values()):
+            self.sup.cancel(record)
+        self._reply(identity, m.Reply(msg.req, {"cancelled": list(chosen), "not_running": missing}))
 
     def _on_query(self, identity: bytes, msg: m.Query) -> None:
         sup = self.sup

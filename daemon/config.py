@@ -44,6 +44,9 @@ class PoolSection(BaseModel):
     respawn_backoff: float = Field(0.1, gt=0, description="first delay before replacing a crashed worker, seconds; doubles per crash")
     respawn_backoff_max: float = Field(30.0, gt=0, description="longest delay between respawns, seconds")
     crash_limit: int = Field(5, ge=1, description="crashes in a row after which the pool is marked failed (circuit open)")
+    retry_backoff: float = Field(0.2, ge=0, description="seconds before a task's first retry; doubles per attempt, times a jitter in [0.5, 1.5)")
+    retry_backoff_max: float = Field(30.0, ge=0, description="longest wait before a retry, seconds")
+    poison_after: int = Field(3, ge=1, description="a task whose workers died this many times in a row fails as a poison task")
     options: dict[str, Any] = Field(default_factory=dict, description="the tool's own options")
 
     @model_validator(mode="after")

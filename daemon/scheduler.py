@@ -1,50 +1,87 @@
-"""The per-pool task queue: priority order, FIFO within a priority, bounded.
+"""The per-pool task queue: five priorities, fair across sessions, bounded.
+
+Priority 0 is served before 1, and so on. Within a priority, sessions take
+turns (round-robin): a client's 10,000-task batch gets one task out, then
+another session's single call does, so the call waits for at most the tasks
+already running, not for the batch. Within a session, first in, first out.
+A task's session is the one it names, else the client that submitted it.
 
 Cancelled tasks are removed lazily (skipped when popped) so cancel is O(1).
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
+import collections
+from collections.abc import Hashable, Iterator
 
 from para.daemon.tasks import TaskRecord
 from para.ipc import messages as m
+
+LEVELS = 5
+
+
+def session_key(record: TaskRecord) -> Hashable:
+    return record.spec.session or record.owner or b""
 
 
 class PoolQueue:
     def __init__(self, max_depth: int) -> None:
         self.max_depth = max_depth
-        self._heap: list[tuple[int, int, TaskRecord]] = []
-        self._seq = itertools.count()
+        # One rotation of sessions per priority; each session a FIFO.
+        self._levels: list[collections.OrderedDict[Hashable, collections.deque[TaskRecord]]] = [
+            collections.OrderedDict() for _ in range(LEVELS)]
         self.depth = 0
 
     def full(self, adding: int = 1) -> bool:
         return self.depth + adding > self.max_depth
 
+    def _fifo(self, record: TaskRecord) -> collections.deque[TaskRecord]:
+        level = self._levels[record.spec.priority]
+        key = session_key(record)
+        fifo = level.get(key)
+        if fifo is None:
+            fifo = level[key] = collections.deque()
+        return fifo
+
     def push(self, record: TaskRecord) -> None:
-        heapq.heappush(self._heap, (record.spec.priority, next(self._seq), record))
+        self._fifo(record).append(record)
         self.depth += 1
 
     def push_front(self, record: TaskRecord) -> None:
-        """A retried task goes ahead of everything at its priority."""
-        heapq.heappush(self._heap, (record.spec.priority, -next(self._seq), record))
+        """A task that goes back (a retry, an unroutable assignment) goes ahead of its session."""
+        self._fifo(record).appendleft(record)
         self.depth += 1
 
     def pop(self) -> TaskRecord | None:
-        while self._heap:
-            record = heapq.heappop(self._heap)[2]
-            if record.state == m.QUEUED:
-                self.depth -= 1
-                return record
+        for level in self._levels:
+            while level:
+                key, fifo = next(iter(level.items()))
+                record = None
+                while fifo and record is None:
+                    candidate = fifo.popleft()
+                    if candidate.state == m.QUEUED:
+                        record = candidate
+                if fifo:
+                    level.move_to_end(key)  # this session's turn is over
+                else:
+                    del level[key]
+                if record is not None:
+                    self.depth -= 1
+                    return record
         return None
 
     def discard(self, record: TaskRecord) -> None:
         """Called when a queued task is cancelled; pop() will skip it."""
         self.depth -= 1
 
+    def queued(self) -> Iterator[TaskRecord]:
+        for level in self._levels:
+            for fifo in level.values():
+                yield from (r for r in fifo if r.state == m.QUEUED)
+
     def drain(self) -> list[TaskRecord]:
-        records = [r for _, _, r in self._heap if r.state == m.QUEUED]
-        self._heap.clear()
+        records = list(self.queued())
+        for level in self._levels:
+            level.clear()
         self.depth = 0
         return records

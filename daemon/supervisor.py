@@ -26,7 +26,7 @@ from typing import Any
 
 import zmq
 
-from para.daemon import isolation, notify
+from para.daemon import isolation, notify, retries
 from para.daemon.clients import ClientRequests
 from para.daemon.config import Config
 from para.daemon.events import EventPublisher
@@ -222,8 +222,9 @@ class Supervisor:
             if pool.respawn_timer is not None:
                 self.timers.cancel(pool.respawn_timer)
         notify.notify("STOPPING=1")
+        waiting = [r for r in self.tasks.live.values() if r.state == m.RETRY_WAIT]
         for pool in self.pools.values():
-            for record in pool.queue.drain():
+            for record in pool.queue.drain() + [r for r in waiting if r.pool == pool.name]:
                 self.complete(record, m.TaskResult(
                     record.spec.id, record.spec.tool, m.CANCELLED,
                     error="parad shut down before the task started; submit it again",
@@ -300,19 +301,37 @@ class Supervisor:
         self.maintain(pool)
 
     def _task_lost(self, pool: Pool, record: TaskRecord, reason: str) -> None:
+        record.worker_deaths += 1
         if record.cancel_requested:
             self.complete(record, m.TaskResult(record.spec.id, record.spec.tool, m.CANCELLED,
                                                attempts=record.attempts, error=f"cancelled; {reason}"))
-        elif record.attempts < record.max_attempts and not self.stopping:
-            log.info("retrying task %s after: %s", record.spec.id, reason)
-            record.state, record.worker = m.QUEUED, None
-            pool.queue.push_front(record)
-            self.dispatch(pool)
+        elif retries.poisoned(record, pool.config.poison_after):
+            self.complete(record, m.TaskResult(
+                record.spec.id, record.spec.tool, m.FAILED, attempts=record.attempts, worker=record.worker,
+                error=f"poison task: {record.worker_deaths} workers in a row died running it (last: {reason}); "
+                      f"not retried", error_code=m.E_POISON))
+        elif retries.should_retry(record, m.LOST) and not self.stopping:
+            self._retry_later(pool, record, reason)
         else:
             hint = "" if pool.tool.retry_safe else f"; {pool.tool.name} is not retry-safe, submit with retries=N to retry"
             self.complete(record, m.TaskResult(
                 record.spec.id, record.spec.tool, m.LOST, attempts=record.attempts, worker=record.worker,
                 error=f"{reason} while running the task{hint}", error_code=m.E_LOST))
+
+    def _retry_later(self, pool: Pool, record: TaskRecord, reason: str) -> None:
+        base = record.spec.retry_backoff if record.spec.retry_backoff is not None else pool.config.retry_backoff
+        delay = retries.backoff(record.attempts, base, pool.config.retry_backoff_max)
+        log.info("task %s: attempt %d of %d ended (%s); retrying in %.2fs",
+                 record.spec.id, record.attempts, record.max_attempts, reason, delay)
+        record.state, record.worker = m.RETRY_WAIT, None
+        self.timers.call_later(delay, lambda: self._requeue(pool, record))
+
+    def _requeue(self, pool: Pool, record: TaskRecord) -> None:
+        if record.state != m.RETRY_WAIT:
+            return  # cancelled, or settled by a shutdown, while it waited
+        record.state = m.QUEUED
+        pool.queue.push_front(record)
+        self.dispatch(pool)
 
     # ---- worker channels -----------------------------------------------------
 
@@ -378,7 +397,11 @@ class Supervisor:
                 worker.credit += 1
             if not worker.tasks:
                 worker.idle_since = time.monotonic()
-        self.complete(record, result, wire)
+        record.worker_deaths = 0
+        if result.status in (m.FAILED, m.TIMED_OUT) and retries.should_retry(record, result.status) and not self.stopping:
+            self._retry_later(pool, record, result.error or result.status)
+        else:
+            self.complete(record, result, wire)
         self.dispatch(pool)
 
     # ---- tasks ---------------------------------------------------------------
@@ -407,6 +430,9 @@ class Supervisor:
                                                attempts=record.attempts, error="cancelled before it started"))
         elif record.state == m.RUNNING and record.worker:
             self._send_worker(record.worker, m.CancelTask(record.spec.id))
+        elif record.state == m.RETRY_WAIT:
+            self.complete(record, m.TaskResult(record.spec.id, record.spec.tool, m.CANCELLED,
+                                               attempts=record.attempts, error="cancelled while waiting to retry"))
 
     def dispatch(self, pool: Pool) -> None:
         """Ask for `pool` to be dispatched at the end of this loop turn.

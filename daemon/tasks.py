@@ -26,6 +26,8 @@ class TaskRecord:
     started: float | None = None
     result: m.TaskResult | None = None
     cancel_requested: bool = False
+    retry_on: frozenset[str] = frozenset({m.LOST})
+    worker_deaths: int = 0         # in a row: a poison task kills every worker it reaches
 
     def summary(self) -> dict:
         now = time.monotonic()

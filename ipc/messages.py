@@ -19,6 +19,7 @@ FAILED = "failed"
 TIMED_OUT = "timed_out"
 CANCELLED = "cancelled"
 LOST = "lost"
+RETRY_WAIT = "retry_wait"        # a live state: waiting out a retry's backoff
 FINAL_STATES = frozenset({SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, LOST})
 
 # Error codes carried by ErrorReply and by TaskResult.error_code.
@@ -32,6 +33,7 @@ E_SHUTTING_DOWN = "shutting_down"
 E_NOT_FOUND = "not_found"
 E_TOOL = "tool_error"            # the tool raised or reported an error
 E_LOST = "lost"                  # the worker died holding the task
+E_POISON = "poison"              # the task killed worker after worker: not retried
 
 
 # ---- client <-> daemon (command socket, DEALER -> ROUTER) ----------------
@@ -47,6 +49,8 @@ class TaskSpec:
     session: str | None = None
     retries: int | None = None
     stream: bool = False
+    retry_on: list[str] | None = None       # statuses that earn a retry: lost (default), failed, timed_out
+    retry_backoff: float | None = None      # seconds before the first retry (default: the pool's)
 
 
 @dataclass(slots=True)
@@ -81,6 +85,8 @@ class Accepted:
 class Cancel:
     req: int
     task_ids: list[str]
+    session: str | None = None      # also every live task of this session
+    everything: bool = False        # also every live task this client submitted
 
 
 @dataclass(slots=True)
