@@ -267,7 +267,7 @@ def _result(task: m.TaskSpec, answer: Finished | None, outcome: Outcome | None) 
         result.rusage, result.limit = outcome.rusage, outcome.limit
         if outcome.cancelled:
             result.status, result.error = m.CANCELLED, "cancelled while running"
-        elif outcome.limit == "timeout":
+        elif outcome.limit in ("timeout", "no_output"):
             result.status, result.error = m.TIMED_OUT, f"timed out after {outcome.limit_detail}; the command's process tree was killed"
         elif outcome.limit:
             result.status = m.FAILED

@@ -36,6 +36,7 @@ class CommandSpec:
     drain_timeout: float = 0.5
     output_cap: int = 1 << 20
     output_kill: int | None = None     # a stream past this many bytes ends the command
+    no_output_timeout: float | None = None  # seconds of silence on both streams that end the command
     memory: int | None = None          # sampled tree RSS (see watch.py) where no cgroup caps it
     processes: int | None = None       # sampled tree size, likewise
     user: tuple[int, int] | None = None  # (uid, gid) to run as; needs root
@@ -53,7 +54,7 @@ class Outcome:
     stderr_bytes: int
     truncated: bool
     duration: float
-    limit: str | None          # "timeout", "cpu", "memory", "pids", "file_size", "output" or None
+    limit: str | None          # "timeout", "no_output", "cpu", "memory", "pids", "file_size", "output" or None
     limit_detail: str | None   # the limit's value, for people: "256 MiB", "2s"
     cancelled: bool
     rusage: dict[str, float]
@@ -87,6 +88,7 @@ def limit_detail(limit: str | None, spec: CommandSpec) -> str | None:
         return None
     return {
         "timeout": f"{spec.timeout:g}s" if spec.timeout else "timeout",
+        "no_output": f"{spec.no_output_timeout:g}s without output",
         "cpu": f"{spec.limits.cpu_seconds} CPU seconds",
         "memory": _size(spec.memory),
         "pids": f"{spec.processes} processes",
@@ -147,6 +149,7 @@ class Command:
         for fd in self._pipes:
             os.set_blocking(fd, False)
         self._deadline = self.started + spec.timeout if spec.timeout else None
+        self._silent_until = self.started + spec.no_output_timeout if spec.no_output_timeout else None
         # Where a cgroup caps memory and processes, the kernel enforces them; else sample.
         watched = (None, None) if self._cgroup else (spec.memory, spec.processes)
         self._watch = TreeWatch(os.getpid(), *watched)
@@ -191,7 +194,8 @@ class Command:
         return self._status is not None and not self._pipes
 
     def next_deadline(self) -> float | None:
-        return min((t for t in (self._deadline, self._kill_at, self._drain_until, self._next_sample) if t), default=None)
+        return min((t for t in (self._deadline, self._silent_until, self._kill_at, self._drain_until, self._next_sample)
+                    if t), default=None)
 
     def on_readable(self, fd: int) -> None:
         if fd == self._pidfd:
@@ -209,6 +213,8 @@ class Command:
             return
         buffer = self._stdout if name == "stdout" else self._stderr
         buffer.write(data)
+        if self._silent_until is not None:
+            self._silent_until = time.monotonic() + self.spec.no_output_timeout
         if self._on_output is not None:
             self._on_output(name, data)
         if self.spec.output_kill is not None and buffer.total > self.spec.output_kill and self._status is None:
@@ -222,8 +228,12 @@ class Command:
             if limit := self._watch.check():
                 self._limit_reached(limit)
         if self._deadline and now >= self._deadline and self._status is None:
-            self._deadline = None
+            self._deadline = self._silent_until = None
             self._limit = self._limit or "timeout"
+            self._terminate(now)
+        if self._silent_until and now >= self._silent_until and self._status is None:
+            self._deadline = self._silent_until = None
+            self._limit = self._limit or "no_output"
             self._terminate(now)
         if self._kill_at and now >= self._kill_at:
             self._kill_at = None
@@ -246,7 +256,7 @@ class Command:
     def _limit_reached(self, limit: str) -> None:
         # No grace: a command past its memory, process or output limit gets no time to grow further.
         self._limit = self._limit or limit
-        self._next_sample = self._deadline = None
+        self._next_sample = self._deadline = self._silent_until = None
         self._kill_everything()
         self._kill_at = None
 
@@ -285,7 +295,7 @@ class Command:
         self._rusage = rusage
         self._ended = time.monotonic()
         self._kill_at = None
-        self._deadline = None
+        self._deadline = self._silent_until = None
         self._drain_until = self._ended + self.spec.drain_timeout
         os.close(self._pidfd)
         self._pidfd = -1

@@ -138,3 +138,14 @@ def test_streamed_output_obeys_the_output_cap(start_daemon) -> None:
         streamed = sum(len(ch.data) for ch in c.stream(future))
         result = future.result()
     assert streamed == 100_000 and result.truncated and result.stdout_bytes == 5_000_000
+
+
+def test_no_output_timeout_ends_a_silent_command(daemon) -> None:
+    with daemon.client() as c:
+        chatty = c.run("bash", command="for i in 1 2 3 4 5; do echo $i; sleep 0.3; done", no_output_timeout=5)
+        with pytest.raises(TaskTimeout) as info:
+            c.run("bash", command="echo started; sleep 300", no_output_timeout=1, timeout=120)
+    assert chatty.ok and chatty.stdout.split() == ["1", "2", "3", "4", "5"]
+    silent = info.value.result
+    assert silent.limit == "no_output" and silent.stdout == "started\n"
+    assert "1s without output" in silent.error

@@ -21,6 +21,7 @@ class BashArgs(StrictModel):
     cwd: str | None = Field(None, description="working directory (absolute); default: the pool's")
     env: dict[str, str] = Field(default_factory=dict, description="variables added to the scrubbed environment")
     stdin: str | bytes | None = Field(None, description="fed to the command's standard input")
+    no_output_timeout: float | int | None = Field(None, gt=0, description="end the command after this many seconds without output")
     policy: TaskPolicy | None = Field(None, description="a stricter policy than the pool's for this command")
 
 
@@ -77,6 +78,7 @@ class Bash(Tool):
             drain_timeout=options.drain_timeout,
             output_cap=limits.output_bytes,
             output_kill=limits.output_kill_bytes,
+            no_output_timeout=args.no_output_timeout,
             memory=limits.memory,
             processes=limits.processes,
             user=user,
