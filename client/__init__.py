@@ -4,6 +4,7 @@ Importing it loads pyzmq and msgpack only (no psutil, yaml, prometheus_client
 or daemon code), so agents and scripts pay little to use it.
 """
 
+from para.client.batch import BatchHandle
 from para.client.client import Client, TaskFuture
 from para.client.errors import (
     DaemonUnavailable, InvalidRequest, ParaError, PoolUnavailable, QueueFull, TaskError, TaskTimeout, ToolError,
@@ -11,6 +12,6 @@ from para.client.errors import (
 from para.client.result import Chunk, Result
 
 __all__ = [
-    "Client", "TaskFuture", "Result", "Chunk", "ParaError", "DaemonUnavailable", "InvalidRequest",
+    "Client", "TaskFuture", "BatchHandle", "Result", "Chunk", "ParaError", "DaemonUnavailable", "InvalidRequest",
     "QueueFull", "PoolUnavailable", "TaskError", "TaskTimeout", "ToolError",
 ]

@@ -25,6 +25,7 @@ from typing import Any
 import zmq
 
 from para.client.autostart import daemon_running, start_daemon
+from para.client.batch import BatchHandle, batch_message
 from para.client.errors import (
     DaemonUnavailable, InvalidRequest, ParaError, PoolUnavailable, QueueFull, TaskTimeout, ToolError,
 )
@@ -65,6 +66,15 @@ class TaskFuture:
 
     def cancel(self) -> None:
         self._client.cancel(self)
+
+    def outcome(self) -> Result:
+        """The finished task's Result, whatever its status (result() raises for failures); for a
+        refused task, a Result with status 'failed' and the refusal as its error."""
+        if self._result is not None:
+            return self._result
+        if self._error is not None:
+            return Result(self.id, self.tool, m.FAILED, error=str(self._error), error_code=getattr(self._error, "code", None))
+        raise RuntimeError(f"task {self.id} has not finished")
 
     def _set_result(self, wire: m.TaskResult) -> None:
         result = Result.from_wire(wire)
@@ -223,6 +233,27 @@ class Client:
         """
         ids = [t.id if isinstance(t, TaskFuture) else t for t in tasks]
         return self._request(m.Cancel(next(self._reqs), ids, session, everything)).body
+
+    def batch(self, spec: dict[str, Any]) -> BatchHandle:
+        """Start a batch of tasks with dependencies (see para.client.batch for the spec).
+
+        The daemon checks the whole batch first: duplicate or unknown ids and
+        cycles raise InvalidRequest naming them, and nothing runs.
+        """
+        batch_id = f"{self._token}-b{next(self._ids)}"
+        msg = batch_message(next(self._reqs), batch_id, spec)
+        futures = {}
+        for task in msg.tasks:
+            future = TaskFuture(self, task)
+            self._futures[task.id] = future
+            futures[task.id.split(":", 1)[1]] = future
+        try:
+            self._request(msg, m.Accepted)
+        except ParaError:
+            for future in futures.values():
+                self._futures.pop(future.id, None)
+            raise
+        return BatchHandle(self, batch_id, futures)
 
     # ---- daemon queries -----------------------------------------------------------
 

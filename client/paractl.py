@@ -3,6 +3,7 @@
     paractl status | workers | ps | metrics | task ID | cancel ID... [--session S] | shutdown
     paractl bash [--timeout S] [--cwd DIR] -- make test
     paractl run TOOL key=value ...          (values are YAML scalars: 1, true, [a, b])
+    paractl batch FILE.yaml                 (tasks with dependencies; '-' reads stdin)
     paractl grep PATTERN [PATH] | glob PATTERN [ROOT] | read FILE
 
 Global options (anywhere before `--`): --json, --runtime-dir DIR, --no-autostart,
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from para.client import paractl_format as fmt
+from para.client.paractl_batch import cmd_batch
 from para.client.client import Client, TaskFuture
 from para.client.errors import (
     DaemonUnavailable, InvalidRequest, ParaError, PoolUnavailable, QueueFull, TaskError, TaskTimeout,
@@ -113,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("ids", nargs="*", metavar="ID")
     cancel.add_argument("--session", metavar="NAME", help="also every live task of this session")
     sub.add_parser("shutdown", help="stop the daemon")
+    sub.add_parser("batch", help="run a batch of tasks with dependencies: batch FILE.yaml|FILE.json|-").add_argument(
+        "file", metavar="FILE")
     run = sub.add_parser("run", help="run any tool: run TOOL key=value ...")
     run.add_argument("tool")
     run.add_argument("assignments", nargs="*", metavar="key=value")
@@ -384,7 +388,7 @@ def cmd_read(client: Client, g: Globals, args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"status": cmd_query, "workers": cmd_query, "ps": cmd_query, "metrics": cmd_query, "task": cmd_query,
-            "cancel": cmd_cancel, "shutdown": cmd_shutdown, "run": cmd_run, "bash": cmd_bash,
+            "cancel": cmd_cancel, "shutdown": cmd_shutdown, "run": cmd_run, "bash": cmd_bash, "batch": cmd_batch,
             "grep": cmd_grep, "glob": cmd_glob, "read": cmd_read}
 
 

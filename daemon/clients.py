@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from para.daemon.admission import Refusal, admit
+from para.daemon.batches import BatchError
 from para.daemon.metrics import exposition
 from para.daemon.retries import DEFAULT_RETRY_ON
 from para.daemon.tasks import TaskRecord
@@ -115,6 +116,20 @@ class ClientRequests:
             self.sup.dispatch(pool)
             self.sup.maintain(pool)  # grow toward the new queue depth
 
+    def _on_submitbatch(self, identity: bytes, msg: m.SubmitBatch) -> None:
+        if self.sup.stopping:
+            self._error(identity, msg.req, m.E_SHUTTING_DOWN, "parad is shutting down; start it again and resubmit")
+            return
+        try:
+            ids = self.sup.batches.submit(identity, msg)
+        except BatchError as exc:
+            self._error(identity, msg.req, m.E_INVALID, str(exc))
+            return
+        except Refusal as refusal:
+            self._error(identity, msg.req, refusal.code, refusal.message)
+            return
+        self._reply(identity, m.Accepted(msg.req, ids))
+
     def _on_cancel(self, identity: bytes, msg: m.Cancel) -> None:
         ids = msg.task_ids if isinstance(msg.task_ids, list) else []
         records = [self.sup.tasks.live.get(t) if isinstance(t, str) else None for t in ids]
@@ -139,6 +154,11 @@ class ClientRequests:
             body = [r.summary() for r in sup.tasks.live.values()]
         elif msg.what == "metrics":
             body = exposition(sup.metrics)
+        elif msg.what == "batch":
+            body = sup.batches.status(msg.arg) if isinstance(msg.arg, str) else None
+            if body is None:
+                self._error(identity, msg.req, m.E_NOT_FOUND, f"no batch {msg.arg!r}")
+                return
         elif msg.what == "task":
             record = sup.tasks.get(msg.arg) if isinstance(msg.arg, str) else None
             if record is None:
@@ -146,7 +166,7 @@ class ClientRequests:
                 return
             body = {"task": record.summary(), "result": record.result}
         else:
-            self._error(identity, msg.req, m.E_INVALID, f"unknown query {msg.what!r}; ask for status, workers, ps, metrics or task")
+            self._error(identity, msg.req, m.E_INVALID, f"unknown query {msg.what!r}; ask for status, workers, ps, metrics, task or batch")
             return
         self._reply(identity, m.Reply(msg.req, body))
 

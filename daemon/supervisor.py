@@ -27,6 +27,7 @@ from typing import Any
 import zmq
 
 from para.daemon import isolation, notify, retries
+from para.daemon.batches import BatchRunner
 from para.daemon.clients import ClientRequests
 from para.daemon.config import Config
 from para.daemon.events import EventPublisher
@@ -100,6 +101,7 @@ class Supervisor:
             self.metrics = make_registry(self)
             self.metrics_server = self._metrics_server()
             self.clients = ClientRequests(self)
+            self.batches = BatchRunner(self)
             for pool in self.pools.values():
                 self.maintain(pool)
             self._tick()
@@ -222,7 +224,7 @@ class Supervisor:
             if pool.respawn_timer is not None:
                 self.timers.cancel(pool.respawn_timer)
         notify.notify("STOPPING=1")
-        waiting = [r for r in self.tasks.live.values() if r.state == m.RETRY_WAIT]
+        waiting = [r for r in self.tasks.live.values() if r.state in (m.RETRY_WAIT, m.PENDING)]
         for pool in self.pools.values():
             for record in pool.queue.drain() + [r for r in waiting if r.pool == pool.name]:
                 self.complete(record, m.TaskResult(
@@ -418,6 +420,8 @@ class Supervisor:
         self.tasks.finish(record, result)
         if record.owner is not None:
             self.clients.send(record.owner, wire)
+        if record.batch is not None:
+            self.batches.on_complete(record, result)
         self.events.publish(b"results", lambda: m.TaskEvent(
             result.id, result.worker or "", "result",
             {"status": result.status, "exit_code": result.exit_code, "duration": result.duration}))
@@ -430,9 +434,9 @@ class Supervisor:
                                                attempts=record.attempts, error="cancelled before it started"))
         elif record.state == m.RUNNING and record.worker:
             self._send_worker(record.worker, m.CancelTask(record.spec.id))
-        elif record.state == m.RETRY_WAIT:
-            self.complete(record, m.TaskResult(record.spec.id, record.spec.tool, m.CANCELLED,
-                                               attempts=record.attempts, error="cancelled while waiting to retry"))
+        elif record.state in (m.RETRY_WAIT, m.PENDING):
+            self.complete(record, m.TaskResult(record.spec.id, record.spec.tool, m.CANCELLED, attempts=record.attempts,
+                                               error=f"cancelled while {record.state.replace('_', ' ')}"))
 
     def dispatch(self, pool: Pool) -> None:
         """Ask for `pool` to be dispatched at the end of this loop turn.

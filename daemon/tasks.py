@@ -28,13 +28,14 @@ class TaskRecord:
     cancel_requested: bool = False
     retry_on: frozenset[str] = frozenset({m.LOST})
     worker_deaths: int = 0         # in a row: a poison task kills every worker it reaches
+    batch: str | None = None
 
     def summary(self) -> dict:
         now = time.monotonic()
         return {
             "id": self.spec.id, "tool": self.spec.tool, "pool": self.pool, "state": self.state,
             "attempts": self.attempts, "worker": self.worker, "session": self.spec.session,
-            "priority": self.spec.priority,
+            "priority": self.spec.priority, "batch": self.batch,
             "age": round(now - self.submitted, 3),
             "running_for": round(now - self.started, 3) if self.started and self.state == m.RUNNING else None,
         }

@@ -20,7 +20,9 @@ TIMED_OUT = "timed_out"
 CANCELLED = "cancelled"
 LOST = "lost"
 RETRY_WAIT = "retry_wait"        # a live state: waiting out a retry's backoff
-FINAL_STATES = frozenset({SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, LOST})
+PENDING = "pending"              # a live state: a batch task waiting for its dependencies
+SKIPPED = "skipped"              # final: a batch task whose dependency failed, or cancelled by fail_fast
+FINAL_STATES = frozenset({SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, LOST, SKIPPED})
 
 # Error codes carried by ErrorReply and by TaskResult.error_code.
 E_PROTOCOL = "protocol"          # malformed frame, wrong version
@@ -34,6 +36,7 @@ E_NOT_FOUND = "not_found"
 E_TOOL = "tool_error"            # the tool raised or reported an error
 E_LOST = "lost"                  # the worker died holding the task
 E_POISON = "poison"              # the task killed worker after worker: not retried
+E_SKIPPED = "skipped"            # a batch task that did not run because of another's failure
 
 
 # ---- client <-> daemon (command socket, DEALER -> ROUTER) ----------------
@@ -90,8 +93,19 @@ class Cancel:
 
 
 @dataclass(slots=True)
+class SubmitBatch:
+    """A DAG of tasks. Task ids are `BATCH:NAME`; `after` maps an id to the ids it waits for."""
+    req: int
+    batch: str
+    tasks: list[TaskSpec]
+    after: dict[str, list[str]]
+    on_failure: str = "fail_fast"   # or "continue"
+    cwd: str | None = None          # what ${cwd} in arguments stands for: where the batch was sent from
+
+
+@dataclass(slots=True)
 class Query:
-    """A read-only question: what is 'status', 'workers', 'ps' or 'task'."""
+    """A read-only question: what is 'status', 'workers', 'ps', 'metrics', 'task' or 'batch' (arg: its id)."""
     req: int
     what: str
     arg: str | None = None
@@ -252,5 +266,5 @@ WIRE_TAGS: dict[type, int] = {
     Query: 7, Reply: 8, Shutdown: 9, Ping: 10, Pong: 11, ErrorReply: 12,
     Chunk: 13, TaskResult: 14, Done: 15, Assign: 16, CancelTask: 17,
     Stop: 18, Ready: 19, TaskEvent: 20, ErrorReport: 21, Heartbeat: 22,
-    Spawn: 23, Spawned: 24, Exited: 25,
+    Spawn: 23, Spawned: 24, Exited: 25, SubmitBatch: 26,
 }

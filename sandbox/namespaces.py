@@ -63,7 +63,8 @@ def mount_args(policy: SandboxPolicy, hide: list[str] = (), nested: bool = False
         # the host: keep its /proc, /dev and private /tmp.
         args += ["--dev-bind", "/dev", "/dev"] + (["--bind", "/tmp", "/tmp"] if fs.private_tmp else [])
     else:
-        args += ["--dev", "/dev", "--proc", "/proc"] + (["--tmpfs", "/tmp"] if fs.private_tmp else [])
+        # /tmp as on any host (mode 1777): commands may run as another user than the worker.
+        args += ["--dev", "/dev", "--proc", "/proc"] + (["--perms", "1777", "--tmpfs", "/tmp"] if fs.private_tmp else [])
     writable = _resolved(fs.writable)
     for path in _resolved(list(outer_writable)):
         args += ["--ro-bind", str(path), str(path)]

@@ -20,7 +20,7 @@ ONE_WORKER = {"bash": {"min_workers": 1, "max_workers": 1}}
 def gate(c, tmp_path: Path):
     """A running task that ends when the test calls the returned function."""
     flag = tmp_path / "open"
-    future = c.submit("bash", command=f"while [ ! -e {flag} ]; do sleep 0.01; done")
+    c.submit("bash", command=f"while [ ! -e {flag} ]; do sleep 0.01; done")
     wait_until(lambda: [t for t in c.ps() if t["state"] == "running"], what="the gate to run")
     return lambda: flag.touch()
 

@@ -1,0 +1,319 @@
+"""Batches: a set of tasks with dependencies (a DAG) and a failure policy.
+
+A client sends every task of a batch at once, ids `BATCH:NAME`, with
+`after` naming what each waits for. Before anything runs the whole batch is
+checked: duplicate ids, unknown dependencies and cycles are refused with the
+offending ids named. Tasks with no dependencies are queued at once; the rest
+wait (state `pending`) and are queued when their last dependency succeeds.
+
+When a task fails: `fail_fast` skips every task that has not started;
+`continue` skips only what depends on it (directly or not) and runs the rest.
+A skipped task gets a result with status `skipped` and the reason.
+
+References: a string argument may use an earlier task's output, if that task
+is in its `after` list:
+
+    ${NAME.stdout}   ${NAME.stderr}   ${NAME.exit_code}
+    ${NAME.value}    ${NAME.value.KEY.KEY}     (a field of a tool's answer)
+
+`${cwd}` is the directory the batch was submitted from (tools want absolute
+paths), substituted before anything is checked.
+
+A string that is one reference and nothing else becomes the referenced value
+itself (a list stays a list); inside a longer string it is interpolated
+(stdout with its trailing newline removed, other values as JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from para.daemon.admission import Refusal, admit
+from para.daemon.tasks import TaskRecord
+from para.ipc import messages as m
+
+if TYPE_CHECKING:
+    from para.daemon.supervisor import Supervisor
+
+REFERENCE = re.compile(r"\$\{([A-Za-z0-9_.-]+?)\.(stdout|stderr|exit_code|value)((?:\.[A-Za-z0-9_-]+)*)\}")
+POLICIES = ("fail_fast", "continue")
+
+
+class BatchError(Exception):
+    """A batch refused before anything ran."""
+
+
+@dataclass(slots=True)
+class Batch:
+    id: str
+    owner: bytes
+    on_failure: str
+    after: dict[str, list[str]]
+    dependents: dict[str, list[str]]
+    waiting: dict[str, int]                 # pending task id -> dependencies not yet succeeded
+    records: dict[str, TaskRecord]
+    started: float = field(default_factory=time.monotonic)
+    finished: dict[str, str] = field(default_factory=dict)   # task id -> final status
+    first_failure: str | None = None
+
+    def name(self, task_id: str) -> str:
+        return task_id.split(":", 1)[1]
+
+    def status(self) -> dict[str, Any]:
+        """Totals by state, throughput, error rate and an estimate of the time left."""
+        totals: dict[str, int] = {}
+        for record in self.records.values():
+            totals[record.state] = totals.get(record.state, 0) + 1
+        elapsed = time.monotonic() - self.started
+        done = len(self.finished)
+        failed = sum(1 for s in self.finished.values() if s not in (m.SUCCEEDED, m.SKIPPED))
+        rate = done / elapsed if elapsed > 0 else 0.0
+        left = len(self.records) - done
+        return {
+            "batch": self.id, "tasks": len(self.records), "by_state": totals, "done": done,
+            "failed": failed, "skipped": sum(1 for s in self.finished.values() if s == m.SKIPPED),
+            "elapsed": round(elapsed, 3), "throughput": round(rate, 3),
+            "error_rate": round(failed / done, 4) if done else 0.0,
+            "eta": round(left / rate, 3) if rate > 0 and left else (0.0 if not left else None),
+            "complete": left == 0, "on_failure": self.on_failure, "first_failure": self.first_failure,
+        }
+
+
+def check_graph(batch_id: str, ids: list[str], after: dict[str, list[str]]) -> None:
+    """BatchError naming the duplicate, unknown or cyclic ids, if any."""
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise BatchError(f"batch {batch_id}: duplicate task ids {_names(dupes)}")
+    known = set(ids)
+    strangers = sorted({d for i in ids for d in after.get(i, []) if d not in known} | (set(after) - known))
+    if strangers:
+        raise BatchError(f"batch {batch_id}: 'after' names unknown task ids {_names(strangers)}")
+    indegree = {i: len(set(after.get(i, []))) for i in ids}
+    dependents: dict[str, list[str]] = {i: [] for i in ids}
+    for i in ids:
+        for d in set(after.get(i, [])):
+            dependents[d].append(i)
+    ready = [i for i, n in indegree.items() if n == 0]
+    while ready:
+        for j in dependents[ready.pop()]:
+            indegree[j] -= 1
+            if indegree[j] == 0:
+                ready.append(j)
+    cyclic = sorted(i for i, n in indegree.items() if n > 0)
+    if cyclic:
+        raise BatchError(f"batch {batch_id}: dependency cycle among {_names(cyclic)}")
+
+
+def _names(ids: list[str]) -> str:
+    return ", ".join(i.split(":", 1)[-1] for i in ids)
+
+
+def references(value: Any) -> set[str]:
+    """Names of the tasks that `value` (arguments, nested) refers to."""
+    if isinstance(value, str):
+        return {match.group(1) for match in REFERENCE.finditer(value)}
+    if isinstance(value, dict):
+        return set().union(*(references(v) for v in value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*(references(v) for v in value)) if value else set()
+    return set()
+
+
+def substitute_cwd(value: Any, cwd: str) -> Any:
+    if isinstance(value, str):
+        return value.replace("${cwd}", cwd)
+    if isinstance(value, dict):
+        return {k: substitute_cwd(v, cwd) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute_cwd(v, cwd) for v in value]
+    return value
+
+
+def resolve(value: Any, results: dict[str, m.TaskResult]) -> Any:
+    """`value` with every reference replaced by what it names (see the module docstring)."""
+    if isinstance(value, dict):
+        return {k: resolve(v, results) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve(v, results) for v in value]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+    whole = REFERENCE.fullmatch(value)
+    if whole:
+        return _lookup(whole, results)
+    return REFERENCE.sub(lambda match: _as_text(_lookup(match, results)), value)
+
+
+def _lookup(match: re.Match, results: dict[str, m.TaskResult]) -> Any:
+    name, what, path = match.group(1), match.group(2), match.group(3)
+    result = results[name]
+    if what in ("stdout", "stderr"):
+        data = getattr(result, what)
+        text = data.decode(errors="replace") if isinstance(data, bytes) else (data or "")
+        return text[:-1] if text.endswith("\n") else text
+    if what == "exit_code":
+        return result.exit_code
+    value = result.value
+    for key in filter(None, path.split(".")):
+        if isinstance(value, dict) and key in value:
+            value = value[key]
+        elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
+            value = value[int(key)]
+        else:
+            raise BatchError(f"{match.group(0)}: task {name}'s value has no {key!r}")
+    return value
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+class BatchRunner:
+    """The supervisor's batches: accepts them, releases tasks as dependencies finish, applies failure policy."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.sup = supervisor
+        self.batches: dict[str, Batch] = {}
+        self.results: dict[str, m.TaskResult] = {}   # finished results of live batches, by task id
+        self.done: dict[str, dict[str, Any]] = {}     # final status of the last finished batches
+
+    def submit(self, owner: bytes, msg: m.SubmitBatch) -> list[str]:
+        """Check and start a batch; returns its task ids. Raises BatchError or Refusal."""
+        if msg.on_failure not in POLICIES:
+            raise BatchError(f"on_failure must be one of {', '.join(POLICIES)}, not {msg.on_failure!r}")
+        if msg.batch in self.batches:
+            raise BatchError(f"batch id {msg.batch!r} is already in use")
+        specs = msg.tasks if isinstance(msg.tasks, list) else []
+        if not specs:
+            raise BatchError(f"batch {msg.batch}: no tasks")
+        ids = [getattr(s, "id", None) for s in specs]
+        bad = [i for i in ids if not isinstance(i, str) or not i.startswith(f"{msg.batch}:")]
+        if bad:
+            raise BatchError(f"batch {msg.batch}: task ids must be '{msg.batch}:NAME' (got {bad[:3]})")
+        after = {k: list(v) for k, v in (msg.after or {}).items()}
+        check_graph(msg.batch, ids, after)
+        if isinstance(msg.cwd, str):
+            for spec in specs:
+                spec.args = substitute_cwd(spec.args, msg.cwd)
+        roots = [s for s in specs if not after.get(s.id)]
+        records = {}
+        for spec in specs:
+            records[spec.id] = self._record(owner, spec, after.get(spec.id, []), msg.batch, roots)
+        batch = Batch(msg.batch, owner, msg.on_failure, after, {}, {}, records)
+        for spec in specs:
+            deps = set(after.get(spec.id, []))
+            batch.waiting[spec.id] = len(deps)
+            for d in deps:
+                batch.dependents.setdefault(d, []).append(spec.id)
+        self.batches[batch.id] = batch
+        for record in records.values():
+            self.sup.tasks.add(record)
+        for spec in roots:
+            self._release(batch, records[spec.id])
+        return ids
+
+    def _record(self, owner: bytes, spec: m.TaskSpec, deps: list[str], batch_id: str, roots: list) -> TaskRecord:
+        names = {d.split(":", 1)[1] for d in deps}
+        unknown = references(spec.args) - names
+        if unknown:
+            raise BatchError(f"task {spec.id.split(':', 1)[1]} refers to {', '.join(sorted(unknown))}, "
+                             f"which it does not wait for: add them to its 'after'")
+        spec.session = batch_id  # a batch takes turns with other sessions as one
+        try:
+            if references(spec.args):
+                pool = self.sup.pools.get(spec.tool)
+                if pool is None:
+                    raise Refusal(m.E_UNKNOWN_TOOL, f"unknown tool {spec.tool!r}")
+            else:
+                pool = admit(spec, self.sup.pools, adding=len(roots))
+        except Refusal as refusal:
+            raise Refusal(refusal.code, f"task {spec.id.split(':', 1)[1]}: {refusal.message}") from None
+        retries = spec.retries if spec.retries is not None else (2 if pool.tool.retry_safe else 0)
+        retry_on = frozenset(spec.retry_on) if spec.retry_on is not None else frozenset({m.LOST})
+        record = TaskRecord(spec, pool.name, owner, 1 + retries, state=m.PENDING, retry_on=retry_on)
+        record.batch = batch_id
+        return record
+
+    def _release(self, batch: Batch, record: TaskRecord) -> None:
+        """All dependencies succeeded: resolve references and queue the task."""
+        spec = record.spec
+        try:
+            deps = {batch.name(d): self.results[d] for d in batch.after.get(spec.id, [])}
+            spec.args = resolve(spec.args, deps)
+            pool = admit(spec, self.sup.pools, adding=0)
+        except (BatchError, Refusal) as exc:
+            message = exc.message if isinstance(exc, Refusal) else str(exc)
+            self.sup.complete(record, m.TaskResult(spec.id, spec.tool, m.FAILED, error=f"cannot start: {message}",
+                                                   error_code=m.E_INVALID))
+            return
+        if spec.timeout is None:
+            spec.timeout = pool.config.default_timeout
+        record.state = m.QUEUED
+        pool.queue.push(record)
+        self.sup.dispatch(pool)
+        self.sup.maintain(pool)
+
+    def on_complete(self, record: TaskRecord, result: m.TaskResult) -> None:
+        """A batch task finished (or was skipped): release, skip or settle what depends on it."""
+        batch = self.batches.get(record.batch)
+        if batch is None:
+            return
+        batch.finished[record.spec.id] = result.status
+        self.results[record.spec.id] = result
+        if result.status == m.SUCCEEDED:
+            for j in batch.dependents.get(record.spec.id, []):
+                batch.waiting[j] -= 1
+                if batch.waiting[j] == 0 and batch.records[j].state == m.PENDING:
+                    self._release(batch, batch.records[j])
+        elif result.status == m.CANCELLED:
+            # Not a failure of the plan: only what needed this task cannot run.
+            self._skip(batch, self._dependents_of(batch, record), f"skipped: it depends on {batch.name(record.spec.id)} cancelled")
+        elif result.status != m.SKIPPED:
+            batch.first_failure = batch.first_failure or f"{batch.name(record.spec.id)}: {result.status}"
+            self._after_failure(batch, record)
+        if len(batch.finished) == len(batch.records):
+            self._forget(batch)
+
+    def _after_failure(self, batch: Batch, failed: TaskRecord) -> None:
+        why = f"{batch.name(failed.spec.id)} {failed.result.status if failed.result else 'failed'}"
+        if batch.on_failure == "fail_fast":
+            doomed = [r for r in batch.records.values() if r.state in (m.PENDING, m.QUEUED, m.RETRY_WAIT)]
+            self._skip(batch, doomed, f"skipped: fail_fast after {why}")
+        else:
+            self._skip(batch, self._dependents_of(batch, failed), f"skipped: it depends on {why}")
+
+    @staticmethod
+    def _dependents_of(batch: Batch, record: TaskRecord) -> list[TaskRecord]:
+        """Pending tasks that wait on `record`, directly or not."""
+        found: list[TaskRecord] = []
+        stack = list(batch.dependents.get(record.spec.id, []))
+        while stack:
+            dependent = batch.records[stack.pop()]
+            if dependent.state == m.PENDING and dependent not in found:
+                found.append(dependent)
+                stack.extend(batch.dependents.get(dependent.spec.id, []))
+        return found
+
+    def _skip(self, batch: Batch, records: list[TaskRecord], reason: str) -> None:
+        for record in records:
+            if record.state in m.FINAL_STATES:
+                continue  # settled meanwhile (a skip inside a skip)
+            if record.state == m.QUEUED:
+                self.sup.pools[record.pool].queue.discard(record)
+            self.sup.complete(record, m.TaskResult(record.spec.id, record.spec.tool, m.SKIPPED,
+                                                   error=reason, error_code=m.E_SKIPPED))
+
+    def _forget(self, batch: Batch) -> None:
+        self.batches.pop(batch.id, None)
+        for task_id in batch.records:
+            self.results.pop(task_id, None)
+        self.done[batch.id] = batch.status()
+        while len(self.done) > 1000:
+            self.done.pop(next(iter(self.done)))
+
+    def status(self, batch_id: str) -> dict[str, Any] | None:
+        batch = self.batches.get(batch_id)
+        return batch.status() if batch is not None else self.done.get(batch_id)
