@@ -4,6 +4,7 @@
     paractl bash [--timeout S] [--cwd DIR] -- make test
     paractl run TOOL key=value ...          (values are YAML scalars: 1, true, [a, b])
     paractl batch FILE.yaml                 (tasks with dependencies; '-' reads stdin)
+    paractl scale TOOL N|auto | drain TOOL  (operators: pin or release a pool's size)
     paractl grep PATTERN [PATH] | glob PATTERN [ROOT] | read FILE
 
 Global options (anywhere before `--`): --json, --runtime-dir DIR, --no-autostart,
@@ -114,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = sub.add_parser("cancel", help="cancel tasks by id, or a whole session")
     cancel.add_argument("ids", nargs="*", metavar="ID")
     cancel.add_argument("--session", metavar="NAME", help="also every live task of this session")
+    scale = sub.add_parser("scale", help="pin a pool's worker count: scale TOOL N, or scale TOOL auto")
+    scale.add_argument("pool", metavar="TOOL")
+    scale.add_argument("workers", metavar="N|auto")
+    sub.add_parser("drain", help="stop a pool's workers once their tasks finish; queued tasks wait").add_argument(
+        "pool", metavar="TOOL")
     sub.add_parser("shutdown", help="stop the daemon")
     sub.add_parser("batch", help="run a batch of tasks with dependencies: batch FILE.yaml|FILE.json|-").add_argument(
         "file", metavar="FILE")
@@ -272,6 +278,26 @@ def cmd_cancel(client: Client, g: Globals, args: argparse.Namespace) -> int:
     return 0 if not not_running else EX_TOOL
 
 
+def cmd_scale(client: Client, g: Globals, args: argparse.Namespace) -> int:
+    if args.cmd == "drain":
+        workers = 0
+    elif args.workers == "auto":
+        workers = None
+    else:
+        try:
+            workers = int(args.workers)
+        except ValueError:
+            raise UsageError(f"scale: N is a number of workers or 'auto', not {args.workers!r}") from None
+    body = client.scale(args.pool, workers)
+    if g.json:
+        emit(fmt.to_json(body))
+    else:
+        size = "automatic" if body.get("pinned") is None else f"pinned to {body['pinned']}"
+        emit(f"pool {body['name']}: {size}; {body['ready']}/{body['workers']} workers ready, "
+             f"{body['queued']} queued, {body['running']} running")
+    return 0
+
+
 def cmd_shutdown(client: Client, g: Globals, args: argparse.Namespace) -> int:
     body = client.shutdown()
     emit(fmt.to_json(body) if g.json else f"parad (pid {body.get('pid', '?')}) is stopping")
@@ -389,6 +415,7 @@ def cmd_read(client: Client, g: Globals, args: argparse.Namespace) -> int:
 
 COMMANDS = {"status": cmd_query, "workers": cmd_query, "ps": cmd_query, "metrics": cmd_query, "task": cmd_query,
             "cancel": cmd_cancel, "shutdown": cmd_shutdown, "run": cmd_run, "bash": cmd_bash, "batch": cmd_batch,
+            "scale": cmd_scale, "drain": cmd_scale,
             "grep": cmd_grep, "glob": cmd_glob, "read": cmd_read}
 
 

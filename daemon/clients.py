@@ -130,6 +130,22 @@ class ClientRequests:
             return
         self._reply(identity, m.Accepted(msg.req, ids))
 
+    def _on_scale(self, identity: bytes, msg: m.Scale) -> None:
+        pool = self.sup.pools.get(msg.pool) if isinstance(msg.pool, str) else None
+        if pool is None:
+            self._error(identity, msg.req, m.E_NOT_FOUND, f"no pool {msg.pool!r}; pools: {', '.join(sorted(self.sup.pools))}")
+            return
+        n = msg.workers
+        if n is not None and (not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= pool.config.max_workers):
+            self._error(identity, msg.req, m.E_INVALID,
+                        f"workers must be 0..{pool.config.max_workers} (pool {pool.name!r}'s max_workers), not {n!r}")
+            return
+        log.info("pool %s: %s by a client", pool.name, "automatic size" if n is None else f"pinned to {n} workers")
+        pool.pinned = n
+        self.sup.maintain(pool)
+        self.sup.dispatch(pool)
+        self._reply(identity, m.Reply(msg.req, pool.summary()))
+
     def _on_cancel(self, identity: bytes, msg: m.Cancel) -> None:
         ids = msg.task_ids if isinstance(msg.task_ids, list) else []
         records = [self.sup.tasks.live.get(t) if isinstance(t, str) else None for t in ids]

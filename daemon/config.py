@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
 
 from para.daemon.tools import TOOLS
 
@@ -28,6 +28,8 @@ class DaemonSection(BaseModel):
     max_message_size: int = Field(8 << 20, ge=1024, description="largest client request accepted, bytes; put bigger inputs in a file")
     finished_task_retention: int = Field(10000, ge=0, description="finished results kept in memory for status queries")
     metrics_listen: str | None = Field(None, pattern=r"^[^:]*:\d+$", description="serve Prometheus /metrics on HOST:PORT (e.g. 127.0.0.1:9464); none: off (`paractl metrics` still works)")
+    scale_cpu_percent: float = Field(90.0, gt=0, le=100, description="pools do not grow while host CPU use is above this percentage (100: never hold back)")
+    scale_memory_percent: float = Field(85.0, gt=0, le=100, description="pools do not grow while host memory use is above this percentage")
     log_level: str = Field("info", pattern="^(debug|info|warning|error)$", description="debug, info, warning or error")
 
 
@@ -47,6 +49,8 @@ class PoolSection(BaseModel):
     retry_backoff: float = Field(0.2, ge=0, description="seconds before a task's first retry; doubles per attempt, times a jitter in [0.5, 1.5)")
     retry_backoff_max: float = Field(30.0, ge=0, description="longest wait before a retry, seconds")
     poison_after: int = Field(3, ge=1, description="a task whose workers died this many times in a row fails as a poison task")
+    recycle_after: int | None = Field(None, ge=1, description="replace a worker after it completed this many tasks (none: never)")
+    recycle_rss: ByteSize | None = Field(None, gt=0, description="replace a worker whose resident memory passes this many bytes (none: never)")
     options: dict[str, Any] = Field(default_factory=dict, description="the tool's own options")
 
     @model_validator(mode="after")

@@ -39,7 +39,8 @@ class WorkerHandle:
     cpu_seconds: float = 0.0
     heartbeats: int = 0
     completed: int = 0
-    kill_reason: str | None = None   # set when the supervisor killed it on purpose
+    kill_reason: str | None = None   # set when the supervisor killed or stopped it on purpose
+    planned: bool = False            # stopped on purpose (idle, recycled, scaled down): not a crash
 
     def summary(self) -> dict[str, Any]:
         now = time.monotonic()
@@ -68,6 +69,8 @@ class Pool:
         self.last_crash: str | None = None
         self.respawn_timer: int | None = None
         self.spawned = 0
+        self.pinned: int | None = None   # workers an operator asked for (paractl scale/drain); None: automatic
+        self.pressure = False            # the host is past its CPU or memory threshold: do not grow
         self._ids = itertools.count(1)
 
     # ---- sizing ------------------------------------------------------------
@@ -76,10 +79,16 @@ class Pool:
         return sum(len(w.tasks) for w in self.workers.values())
 
     def wanted(self) -> int:
-        """Workers this pool should have now: enough credit for its work, within bounds."""
+        """Workers this pool should have now: what an operator pinned, else enough
+        credit for its work within bounds, but no growth while the host is pressed."""
+        if self.pinned is not None:
+            return self.pinned
         work = self.in_flight() + self.queue.depth
         needed = -(-work // self.credit)
-        return max(self.config.min_workers, min(self.config.max_workers, needed))
+        target = max(self.config.min_workers, min(self.config.max_workers, needed))
+        if self.pressure:
+            target = min(target, max(self.config.min_workers, self.live_count()))
+        return target
 
     def live_count(self) -> int:
         return sum(1 for w in self.workers.values() if w.state != STOPPING)
@@ -98,6 +107,14 @@ class Pool:
             if w.state == READY and not w.tasks and now - w.idle_since >= self.config.idle_timeout
         ]
         return idle[: max(0, surplus)]
+
+    def surplus_to_stop(self) -> list[WorkerHandle]:
+        """Workers above a pinned size, idle ones first (the busy finish their tasks, then stop)."""
+        if self.pinned is None:
+            return []
+        live = [w for w in self.workers.values() if w.state != STOPPING]
+        live.sort(key=lambda w: len(w.tasks))
+        return live[: max(0, len(live) - self.pinned)]
 
     def with_credit(self) -> list[WorkerHandle]:
         return [w for w in self.workers.values() if w.state == READY and w.credit > 0]
@@ -141,5 +158,5 @@ class Pool:
             "workers": len(states), "ready": states.count(READY), "spawning": states.count(SPAWNING),
             "min_workers": self.config.min_workers, "max_workers": self.config.max_workers,
             "queued": self.queue.depth, "running": self.in_flight(), "crashes": self.crashes,
-            "last_crash": self.last_crash,
+            "last_crash": self.last_crash, "pinned": self.pinned, "pressure": self.pressure,
         }

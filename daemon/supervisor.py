@@ -24,6 +24,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import psutil
 import zmq
 
 from para.daemon import isolation, notify, retries
@@ -266,7 +267,7 @@ class Supervisor:
 
     def _on_exit(self, worker: WorkerHandle, code: int | None, sig: int | None) -> None:
         worker.state = STOPPING
-        planned = self.stopping or worker.kill_reason == "idle"
+        planned = self.stopping or worker.planned
         if not planned:
             # Count the crash now, before a replacement can say Ready: the
             # other order would leave the pool failed with healthy workers.
@@ -293,7 +294,7 @@ class Supervisor:
         if worker.id not in pool.workers:
             return
         reason = self._exit_reason(worker, code, sig)
-        if not (self.stopping or worker.kill_reason == "idle"):
+        if not (self.stopping or worker.planned):
             log.warning("%s", reason)
         for record in list(worker.tasks.values()):
             self._task_lost(pool, record, reason)
@@ -360,6 +361,10 @@ class Supervisor:
         if worker is None:
             return
         worker.last_seen = time.monotonic()
+        cap = self.pools[worker.pool].config.recycle_rss
+        if cap and beat.rss > cap and worker.state == READY:
+            self._stop_worker(worker, f"recycled: resident memory {beat.rss} bytes passed recycle_rss ({cap})")
+            self.maintain(self.pools[worker.pool])
         worker.rss, worker.cpu_seconds = beat.rss, beat.cpu_seconds
         worker.heartbeats += 1
         self.events.publish(b"metrics", lambda: beat)
@@ -395,6 +400,10 @@ class Supervisor:
         if worker is not None:
             worker.tasks.pop(result.id, None)
             worker.completed += 1
+            recycle = pool.config.recycle_after
+            if recycle and worker.completed >= recycle and worker.state == READY:
+                self._stop_worker(worker, f"recycled after {worker.completed} tasks")
+                self.maintain(pool)
             if worker.state == READY:
                 worker.credit += 1
             if not worker.tasks:
@@ -511,6 +520,8 @@ class Supervisor:
         """Grow the pool toward what it wants, honouring crash backoff; shrink idle surplus."""
         if self.stopping or pool.respawn_timer is not None:
             return
+        for worker in pool.surplus_to_stop():
+            self._stop_worker(worker, f"scaled to {pool.pinned} by an operator")
         deficit = pool.wanted() - pool.live_count()
         if deficit <= 0:
             if pool.state != OK and any(w.state == READY for w in pool.workers.values()):
@@ -550,7 +561,11 @@ class Supervisor:
         self.forkserver.spawn(m.Spawn(worker.id, pool.name, pool.tool.name, settings))
 
     def _stop_worker(self, worker: WorkerHandle, reason: str) -> None:
+        """Ask a worker to finish what it holds and exit; a replacement follows if the pool wants one."""
+        if reason != "shutdown":
+            log.info("stopping worker %s: %s", worker.id, reason)
         worker.kill_reason = reason
+        worker.planned = True
         worker.credit = 0
         if worker.state == READY:
             self._send_worker(worker.id, m.Stop(self.config.daemon.shutdown_grace))
@@ -581,7 +596,12 @@ class Supervisor:
                 log.warning("worker %s (pid %d) sent no heartbeat for %.1fs: killing its process tree",
                             worker.id, worker.pid, silent)
                 self._kill_worker(worker, f"hung: no heartbeat for {silent:.1f}s")
+        cpu, memory = psutil.cpu_percent(None), psutil.virtual_memory().percent
+        pressed = cpu > d.scale_cpu_percent or memory > d.scale_memory_percent
         for pool in self.pools.values():
+            if pressed and not pool.pressure:
+                log.info("host CPU %.0f%%, memory %.0f%%: pools hold their size", cpu, memory)
+            pool.pressure = pressed
             self.maintain(pool)
         interval = min(1.0, d.failure_detection_timeout / 4, d.heartbeat_interval)
         self.timers.call_later(interval, self._tick)

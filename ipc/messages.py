@@ -104,6 +104,14 @@ class SubmitBatch:
 
 
 @dataclass(slots=True)
+class Scale:
+    """An operator's pool size: `workers` pins it (0 drains the pool), None hands it back to automatic scaling."""
+    req: int
+    pool: str
+    workers: int | None
+
+
+@dataclass(slots=True)
 class Query:
     """A read-only question: what is 'status', 'workers', 'ps', 'metrics', 'task' or 'batch' (arg: its id)."""
     req: int
@@ -266,5 +274,5 @@ WIRE_TAGS: dict[type, int] = {
     Query: 7, Reply: 8, Shutdown: 9, Ping: 10, Pong: 11, ErrorReply: 12,
     Chunk: 13, TaskResult: 14, Done: 15, Assign: 16, CancelTask: 17,
     Stop: 18, Ready: 19, TaskEvent: 20, ErrorReport: 21, Heartbeat: 22,
-    Spawn: 23, Spawned: 24, Exited: 25, SubmitBatch: 26,
+    Spawn: 23, Spawned: 24, Exited: 25, SubmitBatch: 26, Scale: 27,
 }

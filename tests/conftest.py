@@ -18,7 +18,9 @@ import yaml
 
 from para.client import Client
 
-FAST = {"heartbeat_interval": 0.1, "failure_detection_timeout": 2.0, "shutdown_grace": 5.0, "log_level": "debug"}
+# scale_cpu_percent 100: a loaded test machine must not stop pools growing in tests that need them to.
+FAST = {"heartbeat_interval": 0.1, "failure_detection_timeout": 2.0, "shutdown_grace": 5.0, "log_level": "debug",
+        "scale_cpu_percent": 100, "scale_memory_percent": 100}
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:

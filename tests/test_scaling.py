@@ -1,0 +1,69 @@
+"""Pool sizing through a real daemon: growth under load, shrink when idle, recycling, operators' scale and drain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from para.daemon.config import PoolSection
+from para.daemon.pool import Pool
+from para.daemon.tasks import TaskRecord
+from para.daemon.tools import TOOLS
+from para.ipc import messages as m
+from tests.conftest import wait_until
+from tests.test_paractl import paractl as paractl_run
+
+
+def test_a_pool_grows_under_load_and_shrinks_when_idle(start_daemon, tmp_path: Path) -> None:
+    d = start_daemon(pools={"bash": {"min_workers": 1, "max_workers": 4, "idle_timeout": 0.5}})
+    flag = tmp_path / "go"
+    with d.client() as c:
+        futures = [c.submit("bash", command=f"while [ ! -e {flag} ]; do sleep 0.01; done") for _ in range(6)]
+        wait_until(lambda: d.pool("bash")["ready"] == 4, 30, "the pool to grow to max_workers")
+        assert len([t for t in c.ps() if t["state"] == "running"]) == 4
+        flag.touch()
+        assert all(f.result(timeout=60).ok for f in futures)
+    wait_until(lambda: d.pool("bash")["workers"] == 1, 30, "idle workers to be stopped down to min_workers")
+    assert d.pool("bash")["crashes"] == 0  # stopping idle workers is not crashing
+
+
+def test_host_pressure_holds_growth_but_not_min_workers() -> None:
+    pool = Pool("bash", TOOLS["bash"], PoolSection(min_workers=1, max_workers=8), TOOLS["bash"].Options())
+    for i in range(10):
+        pool.queue.push(TaskRecord(m.TaskSpec(f"t{i}", "bash", {}), "bash", b"c", 1))
+    assert pool.wanted() == 8
+    pool.pressure = True
+    assert pool.wanted() == 1  # no workers yet: min_workers only
+    pool.new_worker()
+    pool.new_worker()
+    assert pool.wanted() == 2  # keeps what it has, grows no further
+    pool.pinned = 5
+    assert pool.wanted() == 5  # an operator's word wins
+
+
+def test_workers_are_recycled_after_n_tasks_without_losing_any(start_daemon) -> None:
+    d = start_daemon(pools={"echo": {"min_workers": 1, "max_workers": 1, "recycle_after": 5, "credit": 1}})
+    with d.client() as c:
+        results = [c.run("echo", n=i) for i in range(16)]
+    assert [r.value["n"] for r in results] == list(range(16))
+    assert len({r.worker for r in results}) >= 3
+    pool = d.pool("echo")
+    assert pool["crashes"] == 0 and pool["state"] == "ok"
+
+
+def test_drain_and_scale_from_paractl(start_daemon, tmp_path: Path) -> None:
+    d = start_daemon(pools={"bash": {"min_workers": 2, "max_workers": 3}})
+    r = paractl_run(d, "drain", "bash")
+    assert r.returncode == 0 and "pinned to 0" in r.stdout, r.stderr
+    wait_until(lambda: d.pool("bash")["workers"] == 0, 30, "the drained pool to have no workers")
+    with d.client() as c:
+        waiting = c.submit("bash", command="echo ran")
+        assert c.ps()[0]["state"] == "queued" and not waiting.done()
+        r = paractl_run(d, "scale", "bash", "3")
+        assert r.returncode == 0 and "pinned to 3" in r.stdout, r.stderr
+        assert waiting.result(timeout=30).stdout == "ran\n"  # queued, not lost
+        wait_until(lambda: d.pool("bash")["ready"] == 3, 30, "three workers")
+    r = paractl_run(d, "scale", "bash", "9")
+    assert r.returncode == 2 and "0..3" in r.stderr
+    r = paractl_run(d, "scale", "bash", "auto")
+    assert r.returncode == 0 and "automatic" in r.stdout
+    assert d.pool("bash")["crashes"] == 0
