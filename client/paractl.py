@@ -5,6 +5,7 @@
     paractl run TOOL key=value ...          (values are YAML scalars: 1, true, [a, b])
     paractl batch FILE.yaml                 (tasks with dependencies; '-' reads stdin)
     paractl scale TOOL N|auto | drain TOOL  (operators: pin or release a pool's size)
+    paractl watch [progress results errors metrics] [--count N]
     paractl grep PATTERN [PATH] | glob PATTERN [ROOT] | read FILE
 
 Global options (anywhere before `--`): --json, --runtime-dir DIR, --no-autostart,
@@ -27,6 +28,7 @@ from typing import Any
 
 from para.client import paractl_format as fmt
 from para.client.paractl_batch import cmd_batch
+from para.client.watch import TOPICS, watch
 from para.client.client import Client, TaskFuture
 from para.client.errors import (
     DaemonUnavailable, InvalidRequest, ParaError, PoolUnavailable, QueueFull, TaskError, TaskTimeout,
@@ -120,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("workers", metavar="N|auto")
     sub.add_parser("drain", help="stop a pool's workers once their tasks finish; queued tasks wait").add_argument(
         "pool", metavar="TOOL")
+    watch = sub.add_parser("watch", help="follow the event stream: watch [TOPIC...] (progress results errors metrics)")
+    watch.add_argument("topics", nargs="*", metavar="TOPIC")
+    watch.add_argument("--count", type=int, metavar="N", help="stop after N events")
     sub.add_parser("shutdown", help="stop the daemon")
     sub.add_parser("batch", help="run a batch of tasks with dependencies: batch FILE.yaml|FILE.json|-").add_argument(
         "file", metavar="FILE")
@@ -298,6 +303,18 @@ def cmd_scale(client: Client, g: Globals, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_watch(client: Client, g: Globals, args: argparse.Namespace) -> int:
+    try:
+        events = watch(client.endpoints.runtime_dir, tuple(args.topics) or TOPICS)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    for seen, (topic, msg) in enumerate(events, 1):
+        emit(fmt.to_json({"topic": topic, "event": msg}) if g.json else fmt.event(topic, msg))
+        if args.count and seen >= args.count:
+            break
+    return 0
+
+
 def cmd_shutdown(client: Client, g: Globals, args: argparse.Namespace) -> int:
     body = client.shutdown()
     emit(fmt.to_json(body) if g.json else f"parad (pid {body.get('pid', '?')}) is stopping")
@@ -415,7 +432,7 @@ def cmd_read(client: Client, g: Globals, args: argparse.Namespace) -> int:
 
 COMMANDS = {"status": cmd_query, "workers": cmd_query, "ps": cmd_query, "metrics": cmd_query, "task": cmd_query,
             "cancel": cmd_cancel, "shutdown": cmd_shutdown, "run": cmd_run, "bash": cmd_bash, "batch": cmd_batch,
-            "scale": cmd_scale, "drain": cmd_scale,
+            "scale": cmd_scale, "drain": cmd_scale, "watch": cmd_watch,
             "grep": cmd_grep, "glob": cmd_glob, "read": cmd_read}
 
 

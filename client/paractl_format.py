@@ -6,6 +6,7 @@ they are easy to read and to test without a daemon.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -47,6 +48,8 @@ def _jsonable(obj: Any) -> Any:
         return list(obj)
     if isinstance(obj, Result):
         return obj.to_dict()
+    if dataclasses.is_dataclass(obj):  # an event: TaskEvent, ErrorReport, Heartbeat
+        return {"type": type(obj).__name__, **dataclasses.asdict(obj)}
     raise TypeError(f"cannot show a {type(obj).__name__} as JSON")
 
 
@@ -152,3 +155,19 @@ def _grep_entries(matches: list[dict[str, Any]], context: int):
 def numbered(lines: list[str], first: int) -> list[str]:
     """cat -n style: the 1-based line number, a tab, the line."""
     return [f"{first + i:6d}\t{line}" for i, line in enumerate(lines)]
+
+
+def event(topic: str, msg: Any) -> str:
+    """One line for one event of `paractl watch`."""
+    if topic == "metrics":
+        return (f"metrics   {msg.worker:<12} rss {msg.rss / MIB:.1f} MiB  cpu {msg.cpu_seconds:.2f}s"
+                + (f"  task {msg.task_id}" if msg.task_id else ""))
+    if topic == "errors":
+        return f"errors    {msg.worker:<12} {msg.task_id or '-'} {msg.kind}: {msg.message}"
+    data = msg.info or {}
+    if topic == "results":
+        code = f" exit {data['exit_code']}" if data.get("exit_code") is not None else ""
+        return f"results   {msg.task_id} {data.get('status')}{code} {duration(data.get('duration'))}"
+    if msg.kind == "batch":
+        return f"progress  batch {msg.task_id}: {data.get('done')}/{data.get('tasks')} done, {data.get('failed')} failed"
+    return f"progress  {msg.task_id} {msg.kind} on {msg.worker}"

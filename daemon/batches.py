@@ -274,6 +274,7 @@ class BatchRunner:
         elif result.status != m.SKIPPED:
             batch.first_failure = batch.first_failure or f"{batch.name(record.spec.id)}: {result.status}"
             self._after_failure(batch, record)
+        self.sup.events.publish(b"progress", lambda: m.TaskEvent(batch.id, "", "batch", batch.status()))
         if len(batch.finished) == len(batch.records):
             self._forget(batch)
 

@@ -38,6 +38,11 @@ class EventPublisher:
             else:
                 self._subscriptions.pop(prefix, None)
 
+    @property
+    def watchers(self) -> int:
+        """Subscriptions open now (one watcher of every topic counts once per topic)."""
+        return sum(self._subscriptions.values())
+
     def wanted(self, topic: bytes) -> bool:
         return any(topic.startswith(prefix) for prefix in self._subscriptions)
 

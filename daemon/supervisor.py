@@ -620,7 +620,7 @@ class Supervisor:
                 "pid": os.getpid(), "version": self.version, "uptime": round(time.monotonic() - self.started, 3),
                 "runtime_dir": str(self.endpoints.runtime_dir), "state_dir": str(self.state_dir),
                 "config": self.config_source, "stopping": self.stopping,
-                "isolation": isolation.effective_label(self.isolation),
+                "isolation": isolation.effective_label(self.isolation), "watchers": self.events.watchers,
             },
             "sandbox": {"host": self.host.summary(),
                         "pools": {name: p.summary() for name, p in self.isolation.items()}},

@@ -380,3 +380,21 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_watch_follows_results_and_progress(parad: Daemon) -> None:
+    proc = subprocess.Popen(paractl_argv("--runtime-dir", str(parad.runtime_dir), "--no-autostart", "watch",
+                                         "results", "progress", "--count", "4"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with parad.client() as c:
+            wait_until(lambda: c.status()["daemon"]["watchers"] >= 2, 20, "the watcher to subscribe")
+            first, second = c.run("bash", command="true"), c.run("bash", command="exit 3")
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    lines = out.splitlines()
+    assert f"results   {first.id} succeeded exit 0" in "\n".join(lines)
+    assert any(line.startswith(f"results   {second.id} failed exit 3") for line in lines)
+    assert any(line.startswith(f"progress  {first.id} started on bash-") for line in lines)
