@@ -4,6 +4,7 @@ Importing it loads pyzmq and msgpack only (no psutil, yaml, prometheus_client
 or daemon code), so agents and scripts pay little to use it.
 """
 
+from para.client.aio import AsyncBatchHandle, AsyncClient, AsyncTask
 from para.client.batch import BatchHandle
 from para.client.client import Client, TaskFuture
 from para.client.errors import (
@@ -12,6 +13,6 @@ from para.client.errors import (
 from para.client.result import Chunk, Result
 
 __all__ = [
-    "Client", "TaskFuture", "BatchHandle", "Result", "Chunk", "ParaError", "DaemonUnavailable", "InvalidRequest",
+    "Client", "TaskFuture", "BatchHandle", "AsyncClient", "AsyncTask", "AsyncBatchHandle", "Result", "Chunk", "ParaError", "DaemonUnavailable", "InvalidRequest",
     "QueueFull", "PoolUnavailable", "TaskError", "TaskTimeout", "ToolError",
 ]

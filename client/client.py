@@ -26,9 +26,7 @@ import zmq
 
 from para.client.autostart import daemon_running, start_daemon
 from para.client.batch import BatchHandle, batch_message
-from para.client.errors import (
-    DaemonUnavailable, InvalidRequest, ParaError, PoolUnavailable, QueueFull, TaskTimeout, ToolError,
-)
+from para.client.errors import DaemonUnavailable, InvalidRequest, ParaError, TaskTimeout, error_for, refusal
 from para.client.result import Chunk, Result
 from para.ipc import codec
 from para.ipc import messages as m
@@ -78,19 +76,8 @@ class TaskFuture:
 
     def _set_result(self, wire: m.TaskResult) -> None:
         result = Result.from_wire(wire)
-        if result.status == m.TIMED_OUT:
-            self._error = TaskTimeout(result.error or f"task {self.id} timed out", result)
-        elif result.status == m.LOST or result.error_code in (m.E_TOOL, m.E_POISON):
-            self._error = ToolError(result.error or f"task {self.id} failed", result)
+        self._error = error_for(result)
         self._result = result
-
-
-def _refusal(code: str, message: str) -> ParaError:
-    if code == m.E_QUEUE_FULL:
-        return QueueFull(message)
-    if code in (m.E_POOL_FAILED, m.E_SHUTTING_DOWN):
-        return PoolUnavailable(message)
-    return InvalidRequest(message, code)
 
 
 class Client:
@@ -310,7 +297,7 @@ class Client:
         self._awaiting.discard(key)
         reply = self._replies.pop(key)
         if isinstance(reply, m.ErrorReply):
-            raise _refusal(reply.code, reply.message)
+            raise refusal(reply.code, reply.message)
         return reply
 
     def _wait_for(self, condition: Any, timeout: float | None, what: str, ping: bool = True) -> None:
@@ -345,7 +332,7 @@ class Client:
             if future is not None:
                 future.chunks.append(Chunk(msg.stream, msg.data))
         elif isinstance(msg, m.ErrorReply) and msg.task_id is not None and msg.task_id in self._futures:
-            self._futures[msg.task_id]._error = _refusal(msg.code, msg.message)
+            self._futures[msg.task_id]._error = refusal(msg.code, msg.message)
         elif isinstance(msg, m.Welcome):
             self._replies[m.Welcome] = msg
         elif isinstance(msg, (m.Accepted, m.Reply, m.ErrorReply)) and msg.req in self._awaiting:

@@ -50,3 +50,25 @@ class ToolError(TaskError):
 
 class TaskTimeout(TaskError):
     """The task ran out of time, or the wait for it did (then `result` is None)."""
+
+
+def refusal(code: str, message: str) -> ParaError:
+    """The exception for a daemon's ErrorReply with `code`."""
+    from para.ipc import messages as m
+
+    if code == m.E_QUEUE_FULL:
+        return QueueFull(message)
+    if code in (m.E_POOL_FAILED, m.E_SHUTTING_DOWN):
+        return PoolUnavailable(message)
+    return InvalidRequest(message, code)
+
+
+def error_for(result: Result) -> TaskError | None:
+    """The exception `result()` raises for a finished task, or None when it returns the Result."""
+    from para.ipc import messages as m
+
+    if result.status == m.TIMED_OUT:
+        return TaskTimeout(result.error or f"task {result.id} timed out", result)
+    if result.status == m.LOST or result.error_code in (m.E_TOOL, m.E_POISON):
+        return ToolError(result.error or f"task {result.id} failed", result)
+    return None

@@ -81,6 +81,7 @@ class ForkServer:
 def serve(fd: int) -> None:
     sock = socket.socket(fileno=fd)
     prctl.set_parent_death_signal(signal.SIGKILL)
+    prctl.set_not_dumpable()  # commands of parad's own user cannot read our memory or environment
     # Orphans of a killed worker come back here and are reaped.
     prctl.set_child_subreaper()
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the supervisor decides when we stop

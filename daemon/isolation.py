@@ -36,9 +36,20 @@ class PoolIsolation:
     effective: str
     memory: str                       # how memory and process limits are enforced
     degraded: list[str] = field(default_factory=list)
-    launch: list[str] | None = None   # argv prefix that puts a worker in its sandbox
+    launch: list[str] | None = None   # argv prefix that puts a worker in its sandbox (as of the last spawn)
     env: dict[str, str] | None = None # the sandboxed worker's whole environment
     cgroup: Path | None = None        # the pool's cgroup, when parad owns a subtree
+    policy: SandboxPolicy | None = None
+    rebuild: tuple | None = None      # (bwrap, unshare_user, hide): what launch_argv needs
+
+    def launch_argv(self) -> list[str] | None:
+        """The sandbox argv for a new worker, built now: paths to hide or protect that
+        appeared since parad started (a new credentials file, a .git/hooks) are covered too."""
+        if self.rebuild is None:
+            return None
+        bwrap, unshare_user, hide = self.rebuild
+        self.launch = namespaces.worker_argv(bwrap, self.policy, unshare_user, hide, [])
+        return self.launch
 
     def summary(self) -> dict[str, Any]:
         return {"requested": self.requested, "effective": self.effective, "limits": self.memory,
@@ -83,7 +94,8 @@ def _plan_pool(name: str, policy: SandboxPolicy, host: HostSupport, hide: list[s
     if policy.isolation == "namespaces":
         if host.namespaces:
             p.effective = "namespaces"
-            p.launch = namespaces.worker_argv(host.bwrap, policy, host.unshare_user, hide, [])
+            p.policy, p.rebuild = policy, (host.bwrap, host.unshare_user, hide)
+            p.launch_argv()
             p.env = worker_env(policy)
         else:
             p.degraded.append(f"no namespaces: {host.namespaces_error}")

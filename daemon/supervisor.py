@@ -44,7 +44,7 @@ from para.ipc import codec
 from para.ipc import messages as m
 from para.ipc.endpoints import WORKER_CHANNELS, Endpoints
 from para.ipc.sockets import make_socket
-from para.sandbox import cgroup, namespaces, probe, tree
+from para.sandbox import cgroup, namespaces, prctl, probe, tree
 
 log = logging.getLogger("parad")
 
@@ -75,6 +75,9 @@ class Supervisor:
     # ---- lifecycle -----------------------------------------------------------
 
     def run(self) -> int:
+        # Commands run as parad's own user where there is no sandbox: they must
+        # not read parad's memory, environment or descriptors through /proc.
+        prctl.set_not_dumpable()
         self.runtime.acquire()
         try:
             self._plan_isolation()
@@ -550,7 +553,7 @@ class Supervisor:
         plan = self.isolation[pool.name]
         settings = {
             "runtime_dir": str(self.endpoints.runtime_dir), "heartbeat_interval": d.heartbeat_interval,
-            "credit": pool.credit, "options": pool.options, "launch": plan.launch, "env": plan.env,
+            "credit": pool.credit, "options": pool.options, "launch": plan.launch_argv(), "env": plan.env,
         }
         if plan.cgroup is not None:
             leaf, command = cgroup.make_worker(plan.cgroup, worker.id)

@@ -86,24 +86,35 @@ def limit_detail(limit: str | None, spec: CommandSpec) -> str | None:
     """The value of the limit that ended a command, in words."""
     if limit is None:
         return None
-    return {
-        "timeout": f"{spec.timeout:g}s" if spec.timeout else "timeout",
-        "no_output": f"{spec.no_output_timeout:g}s without output",
-        "cpu": f"{spec.limits.cpu_seconds} CPU seconds",
-        "memory": _size(spec.memory),
-        "pids": f"{spec.processes} processes",
-        "file_size": _size(spec.limits.file_size),
-        "output": f"{_size(spec.output_kill)} on one stream",
-    }.get(limit, limit)
+    # Lambdas: only the limit that fired has a value to format.
+    words = {
+        "timeout": lambda: f"{spec.timeout:g}s",
+        "no_output": lambda: f"{spec.no_output_timeout:g}s without output",
+        "cpu": lambda: f"{spec.limits.cpu_seconds} CPU seconds",
+        "memory": lambda: _size(spec.memory),
+        "pids": lambda: f"{spec.processes} processes",
+        "file_size": lambda: _size(spec.limits.file_size),
+        "output": lambda: f"{_size(spec.output_kill)} on one stream",
+    }
+    try:
+        return words[limit]()
+    except (KeyError, TypeError, ValueError):
+        return limit
 
 
-def _child_setup(limits: Limits, leaf: Path | None) -> Callable[[], None]:
+def _child_setup(limits: Limits, leaf: Path | None, user: tuple[int, int] | None) -> Callable[[], None]:
     def setup() -> None:
         # Runs between fork and exec: no locks, no logging, nothing allocated that matters.
+        # The order matters: the cgroup and the limits need the worker's
+        # privileges, so the switch to `user` comes last.
         if leaf is not None:
             cgroup.enter(leaf)  # before exec, so nothing the command forks escapes the cgroup
-        prctl.set_parent_death_signal(signal.SIGKILL)
         limits.apply()
+        if user is not None:
+            os.setgroups([])
+            os.setresgid(user[1], user[1], user[1])
+            os.setresuid(user[0], user[0], user[0])
+        prctl.set_parent_death_signal(signal.SIGKILL)  # after the switch, which clears it
     return setup
 
 
@@ -166,10 +177,7 @@ class Command:
             stderr=subprocess.PIPE,
             start_new_session=True,
             close_fds=True,
-            preexec_fn=None if fast else _child_setup(spec.limits, spec.cgroup),
-            user=spec.user[0] if spec.user else None,
-            group=spec.user[1] if spec.user else None,
-            extra_groups=[] if spec.user else None,
+            preexec_fn=None if fast else _child_setup(spec.limits, spec.cgroup, spec.user),
         )
 
     @staticmethod
@@ -299,6 +307,8 @@ class Command:
         self._drain_until = self._ended + self.spec.drain_timeout
         os.close(self._pidfd)
         self._pidfd = -1
+        if not self._pipes:
+            self._finish()  # the pipes closed first: what the command left running goes now
 
     def _drain_nonblocking(self, fd: int) -> None:
         buffer = self._stdout if self._pipes[fd] == "stdout" else self._stderr
@@ -326,10 +336,13 @@ class Command:
             tree.reap_children()
 
     def close(self) -> None:
-        """Release everything, killing the tree if the command still runs."""
+        """Release everything, killing the tree if the command still runs and whatever it left."""
         if self._status is None:
             self._kill_everything()
             self._reap_blocking()
+        if tree.has_children():
+            self._kill_everything()
+            tree.reap_children()
         for fd in list(self._pipes):
             self._close_pipe(fd)
         if self._pidfd >= 0:
@@ -337,16 +350,25 @@ class Command:
             self._pidfd = -1
 
     def _reap_blocking(self) -> None:
-        _, status, rusage = os.wait4(self.pid, 0)
+        try:
+            _, status, rusage = os.wait4(self.pid, 0)
+        except ChildProcessError:  # reaped by the tree kill, which only sends SIGKILL
+            status, rusage = signal.SIGKILL, None
         self._status, self._rusage = status, rusage
         self._proc.returncode = os.waitstatus_to_exitcode(status)
         self._ended = time.monotonic()
+
+    def _used_cpu_limit(self) -> bool:
+        ru, cap = self._rusage, self.spec.limits.cpu_seconds
+        return bool(ru and cap and ru.ru_utime + ru.ru_stime >= cap * 0.9)
 
     def outcome(self) -> Outcome:
         status = self._status or 0
         sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
         limit = self._limit or _limit_signal(sig, code, self.spec.limits)
+        if limit == "cpu" and sig is None and not self._used_cpu_limit():
+            limit = None  # exit 152 from the command itself, not a child killed by SIGXCPU
         if limit is None and self._cgroup is not None:
             limit = self._cgroup.limit_hit()
         ru = self._rusage

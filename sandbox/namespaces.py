@@ -47,14 +47,34 @@ def _read_only_paths(policy: SandboxPolicy, writable: list[Path]) -> list[Path]:
     return _resolved(out)
 
 
-def mount_args(policy: SandboxPolicy, hide: list[str] = (), nested: bool = False,
-               outer_writable: list[str] = ()) -> list[str]:
+def _pinned_ancestors(protected: list[Path], writable: list[Path]) -> list[Path]:
+    """Directories between a writable root and a read-only path inside it.
+
+    Bound onto themselves they become mount points, which cannot be renamed:
+    otherwise `mv .git .git-old && cp -r .git-old .git` would leave a copy
+    of .git/config that is writable again.
+    """
+    out: list[Path] = []
+    for path in protected:
+        root = next((w for w in writable if w in path.parents), None)
+        if root is None:
+            continue
+        for ancestor in reversed(path.parents):
+            if root in ancestor.parents and ancestor not in out:
+                out.append(ancestor)
+    return out
+
+
+def mount_args(policy: SandboxPolicy, hide: list[str] = (), outer: SandboxPolicy | None = None) -> list[str]:
     """bubblewrap's filesystem arguments for `policy`.
 
-    `hide` lists extra directories to cover (parad's own). `nested` is for a
-    sandbox inside a worker's, whose writable roots are `outer_writable`:
-    they are made read-only again before this policy's own are bound.
+    `hide` lists extra directories to cover (parad's own). `outer` is the
+    policy of the worker's sandbox when this one is nested inside it: its
+    writable roots are made read-only again before this policy's own are
+    bound, and what it covers already stays covered.
     """
+    nested = outer is not None
+    outer_writable = outer.filesystem.writable if outer else []
     fs = policy.filesystem
     args = ["--ro-bind" if fs.read_only_root else "--bind", "/", "/"]
     if nested:
@@ -70,10 +90,14 @@ def mount_args(policy: SandboxPolicy, hide: list[str] = (), nested: bool = False
         args += ["--ro-bind", str(path), str(path)]
     for path in writable:
         args += ["--bind", str(path), str(path)]
-    for path in _read_only_paths(policy, writable):
+    protected = _read_only_paths(policy, writable)
+    for path in _pinned_ancestors(protected, writable):
+        args += ["--bind", str(path), str(path)]
+    for path in protected:
         args += ["--ro-bind", str(path), str(path)]
     # Covers come last, so no writable root can uncover them.
-    for path in _resolved([*fs.deny_read, *HOST_SOCKETS, *hide]):
+    covers = [p for p in fs.deny_read if p not in outer.filesystem.deny_read] if outer else [*fs.deny_read, *HOST_SOCKETS, *hide]
+    for path in _resolved(covers):
         args += _cover(path)
     return args
 
@@ -85,8 +109,19 @@ def _cover(path: Path) -> list[str]:
     return ["--ro-bind", "/dev/null", str(path)]
 
 
+# What a root worker keeps to run commands as run_as: switch user, then signal them.
+RUN_AS_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_KILL")
+
+
 def namespace_args(policy: SandboxPolicy, unshare_user: bool, nested: bool = False) -> list[str]:
     args = ["--die-with-parent", "--new-session"]
+    if os.geteuid() == 0 and not nested:
+        # bubblewrap run by root keeps every capability but CAP_SYS_ADMIN;
+        # a root command could remount / read-write or read any process's fds.
+        args += ["--cap-drop", "ALL"]
+        if policy.run_as is not None:
+            for cap in RUN_AS_CAPS:
+                args += ["--cap-add", cap]
     if not nested:
         args += ["--unshare-pid", "--unshare-ipc", "--unshare-uts"]
     if unshare_user:
@@ -106,7 +141,7 @@ def command_argv(bwrap: str, policy: SandboxPolicy, outer: SandboxPolicy, comman
 
     It always needs its own user namespace: the worker holds no CAP_SYS_ADMIN.
     """
-    mounts = mount_args(policy, nested=True, outer_writable=outer.filesystem.writable)
+    mounts = mount_args(policy, outer=outer)
     return [bwrap, *namespace_args(policy, unshare_user=True, nested=True), *mounts, "--", *command]
 
 

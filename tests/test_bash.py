@@ -84,9 +84,10 @@ def test_timeout_kills_the_command_and_a_setsid_grandchild(daemon, tmp_path: Pat
     tag, started = f"para-escapee-{uuid.uuid4().hex[:8]}", tmp_path / "escapee-started"
     with daemon.client() as c:
         with pytest.raises(TaskTimeout) as info:
-            c.run("bash", timeout=1, command=(
+            # The command waits for its grandchild to start, so a slow machine cannot time out first.
+            c.run("bash", timeout=5, command=(
                 f"setsid bash -c 'touch {started}; exec -a {tag} sleep 300' & "
-                "sleep 300 & wait"))
+                f"while [ ! -e {started} ]; do sleep 0.01; done; sleep 300 & wait"))
     result = info.value.result
     assert result.status == "timed_out" and result.limit == "timeout"
     assert started.exists(), "the setsid grandchild never ran"

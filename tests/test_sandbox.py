@@ -83,7 +83,7 @@ def test_cpu_spin_is_stopped_by_the_cpu_limit(start_daemon) -> None:
     d = start_daemon(pools=sandboxed({"limits": {"cpu_seconds": 1}}))
     with d.client() as c:
         r = c.run("bash", command="while :; do :; done", timeout=60)
-    assert r.status == "failed" and r.limit == "cpu" and r.exit_code != 0 or r.signal
+    assert r.status == "failed" and r.limit == "cpu" and (r.exit_code != 0 or r.signal), r
     still_serves(d)
 
 
@@ -139,12 +139,19 @@ def test_writes_outside_the_writable_roots_fail(start_daemon, tmp_path: Path, re
 def test_existing_git_hooks_stay_read_only_inside_a_writable_root(start_daemon, tmp_path: Path) -> None:
     project = tmp_path / "project"
     (project / ".git" / "hooks").mkdir(parents=True)
+    (project / ".git" / "config").write_text("[core]\n")  # protected: it exists when the workers start
     d = start_daemon(pools=sandboxed({"filesystem": {"writable": [str(project)]}}))
     with d.client() as c:
         r = c.run("bash", command=f"echo evil > {project}/.git/hooks/pre-commit")
+        config = c.run("bash", command=f"echo '[core] fsmonitor = evil' >> {project}/.git/config")
+        renamed = c.run("bash", command=f"mv {project}/.git {project}/.git-old")
         ok = c.run("bash", command=f"echo fine > {project}/notes.txt")
     assert r.exit_code != 0 and "Read-only file system" in r.stderr
     assert not (project / ".git" / "hooks" / "pre-commit").exists()
+    assert config.exit_code != 0 and (project / ".git" / "config").read_text() == "[core]\n"
+    # Renaming .git away (to put a writable copy in its place) fails: it is a mount point.
+    assert renamed.exit_code != 0 and "busy" in renamed.stderr, renamed
+    assert not (project / ".git-old").exists()
     assert ok.ok and (project / "notes.txt").read_text() == "fine\n"
 
 
@@ -251,19 +258,24 @@ def test_a_task_may_not_loosen_its_pools_policy(start_daemon) -> None:
 
 
 @needs_namespaces
-def test_a_task_may_narrow_the_network_and_writable_roots(start_daemon, tmp_path: Path) -> None:
-    a, b = tmp_path / "a", tmp_path / "b"
-    a.mkdir()
-    b.mkdir()
+def test_a_task_may_narrow_the_network_and_writable_roots(start_daemon, request_cleanup) -> None:
+    # As root, narrowing needs run_as: writable roots the user `nobody` can reach.
+    base = Path(tempfile.mkdtemp(prefix="para-test-", dir="/var/tmp"))
+    request_cleanup(base)
+    a, b = base / "a", base / "b"
+    for d in (base, a, b):
+        d.mkdir(exist_ok=True)
+        d.chmod(0o777)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
     port = listener.getsockname()[1]
     try:
-        d = start_daemon(pools=sandboxed({"network": True, "filesystem": {"writable": [str(a), str(b)]}}))
+        run_as = "nobody" if os.geteuid() == 0 else None
+        d = start_daemon(pools=sandboxed({"network": True, "run_as": run_as, "filesystem": {"writable": [str(a), str(b)]}}))
         with d.client() as c:
             r = c.run("bash", command=f"echo 1 > {a}/x; echo 2 > {b}/x; exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected",
-                      policy={"network": False, "writable": [str(a)]}, timeout=30)
+                      policy={"network": False, "writable": [str(a)]}, timeout=30, cwd="/")
         assert (a / "x").read_text() == "1\n" and not (b / "x").exists()
         assert "connected" not in r.stdout and r.exit_code != 0
     finally:

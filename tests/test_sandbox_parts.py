@@ -75,7 +75,8 @@ def test_mount_args_bind_writable_roots_and_cover_denied_paths(tmp_path: Path) -
         "deny_read": [str(secret), str(tmp_path / "token"), str(tmp_path / "absent")]}})
     args = namespaces.mount_args(policy, hide=[str(tmp_path / "runtime-does-not-exist")])
     assert args[:3] == ["--ro-bind", "/", "/"] and _pairs(args, "--tmpfs")[0] == "/tmp"
-    assert _pairs(args, "--bind") == [str(project)]              # a missing root is skipped
+    # A missing root is skipped; .git becomes a mount point, so it cannot be renamed away.
+    assert _pairs(args, "--bind") == [str(project), str(project / ".git")]
     assert str(hooks) in _pairs(args, "--ro-bind")                # .git/hooks stays read-only
     assert str(secret) in _pairs(args, "--tmpfs")                  # a directory: covered by an empty one
     assert args[args.index(str(tmp_path / "token")) - 1] == "/dev/null"  # a file: /dev/null over it

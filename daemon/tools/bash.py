@@ -89,6 +89,11 @@ class Bash(Tool):
     @staticmethod
     def _nested(policy: SandboxPolicy, pool: SandboxPolicy, argv: list[str]) -> list[str]:
         bwrap = namespaces.bwrap_path()
+        if os.geteuid() == 0 and pool.run_as is None:
+            # A root worker holds no CAP_SETFCAP, which a nested user namespace
+            # mapping root needs; commands under run_as start it unprivileged.
+            raise ToolFailure("this task's policy narrows mounts or the network, which needs the pool's "
+                              "sandbox.run_as set when parad runs as root")
         if bwrap is None:
             raise ToolFailure("this task's policy narrows mounts or the network, which needs bubblewrap; "
                               "install it (apt install bubblewrap) or drop policy.network/writable/deny_read/read_only")
@@ -118,10 +123,13 @@ class Bash(Tool):
     @staticmethod
     def limits(policy: SandboxPolicy, dedicated_user: bool) -> Limits:
         lim = policy.limits
-        # RLIMIT_NPROC counts every process of the user, system-wide: it only
-        # means "processes of this command" for a user that runs nothing else.
+        # RLIMIT_NPROC counts every process of the user, system-wide, so it
+        # only binds for a user that runs nothing else; it is a backstop at
+        # twice the limit, so that the worker's count (which says "pids")
+        # sees a fork bomb pass the limit before fork starts failing.
+        nproc = 2 * lim.processes + 16 if dedicated_user and lim.processes else None
         return Limits(cpu_seconds=lim.cpu_seconds, file_size=lim.file_size, open_files=lim.open_files,
-                      processes=lim.processes if dedicated_user else None, address_space=lim.address_space)
+                      processes=nproc, address_space=lim.address_space)
 
     def held_limits(self, options: BashOptions) -> Limits:
         return self.limits(options.sandbox, False).inheritable()
