@@ -73,11 +73,12 @@ def marked(tag: str) -> list[int]:
 class Daemon:
     """A parad process started for one test."""
 
-    def __init__(self, config: dict[str, Any], tmp: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config: dict[str, Any], tmp: Path, env: dict[str, str] | None = None,
+                 runtime_dir: Path | None = None) -> None:
         # Unix socket paths are limited to 107 bytes: keep the runtime dir short.
         config = with_test_sandbox(config)
         self.config = config
-        self.runtime_dir = Path(tempfile.mkdtemp(prefix="pt", dir="/tmp"))
+        self.runtime_dir = runtime_dir or Path(tempfile.mkdtemp(prefix="pt", dir="/tmp"))
         tmp.mkdir(parents=True, exist_ok=True)
         self.state_dir = tmp / "state"
         self.config_path = tmp / "parad.yaml"
@@ -191,13 +192,13 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     started: list[Daemon] = []
 
     def start(pools: dict[str, Any] | None = None, daemon: dict[str, Any] | None = None,
-              env: dict[str, str] | None = None) -> Daemon:
+              env: dict[str, str] | None = None, runtime_dir: Path | None = None) -> Daemon:
         config = {
             "daemon": _merge(FAST, daemon or {}),
             "pools": pools or {"echo": {"min_workers": 1, "max_workers": 2},
                                "bash": {"min_workers": 2, "max_workers": 4}},
         }
-        d = Daemon(config, tmp_path / f"d{len(started)}", env)
+        d = Daemon(config, tmp_path / f"d{len(started)}", env, runtime_dir)
         started.append(d)
         return d
 

@@ -37,8 +37,8 @@ def test_errors_are_the_same_as_the_sync_clients(daemon) -> None:
         async with AsyncClient(daemon.runtime_dir) as c:
             with pytest.raises(InvalidRequest, match="unknown tool 'nope'"):
                 await c.submit("nope")
-            with pytest.raises(ToolError, match="is not absolute"):
-                await c.run("read", path="relative.txt")
+            with pytest.raises(ToolError, match="is not a directory"):
+                await c.run("bash", command="true", cwd="/nonexistent-dir")
             failed = await c.run("bash", command="exit 5")
             results = [r async for r in c.map("bash", [{"command": "true"}, {"command": 3}], return_exceptions=True)]
             return failed, results
