@@ -30,6 +30,7 @@ class TaskEnvelope(BaseModel):
     stream: bool = False
     retry_on: list[Literal["lost", "failed", "timed_out"]] | None = None
     retry_backoff: float | int | None = Field(None, ge=0, le=3600)
+    idempotency_key: str | None = Field(None, min_length=1, max_length=256)
 
 
 class Refusal(Exception):

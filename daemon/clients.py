@@ -14,6 +14,7 @@ import zmq
 
 from para.daemon.admission import Refusal, admit
 from para.daemon.batches import BatchError
+from para.daemon.dedup import copy_for
 from para.daemon.metrics import exposition
 from para.daemon.retries import DEFAULT_RETRY_ON
 from para.daemon.tasks import TaskRecord
@@ -75,7 +76,12 @@ class ClientRequests:
         if handler is None:
             self._error(identity, getattr(msg, "req", 0), m.E_PROTOCOL, f"{type(msg).__name__} is not a client request")
             return
-        handler(identity, msg)
+        try:
+            handler(identity, msg)
+        except Exception as exc:  # a bug must cost one request, not the daemon
+            log.exception("failed on a %s request", type(msg).__name__)
+            self._error(identity, getattr(msg, "req", 0), m.E_INTERNAL,
+                        f"parad failed on this request ({type(exc).__name__}: {exc}); see its log")
 
     # ---- requests ---------------------------------------------------------
 
@@ -99,22 +105,36 @@ class ClientRequests:
                 pool = admit(spec, self.sup.pools)
                 if task_id in self.sup.tasks.live:
                     raise Refusal(m.E_INVALID, f"task id {task_id!r} is already in use; ids must be unique")
+                original = self.sup.dedup.original(spec)
             except Refusal as refusal:
                 self._error(identity, msg.req, refusal.code, refusal.message, task_id if isinstance(task_id, str) else None)
+                continue
+            if original is not None:
+                self._repeat(identity, spec.id, original)
+                accepted.append(spec.id)
                 continue
             if spec.timeout is None:
                 spec.timeout = pool.config.default_timeout
             retries = spec.retries if spec.retries is not None else (
                 RETRY_SAFE_DEFAULT_RETRIES if pool.tool.retry_safe else 0)
             retry_on = frozenset(spec.retry_on) if spec.retry_on is not None else DEFAULT_RETRY_ON
-            self.sup.accept(TaskRecord(spec, pool.name, identity, 1 + retries, retry_on=retry_on), pool)
+            record = TaskRecord(spec, pool.name, identity, 1 + retries, retry_on=retry_on)
+            self.sup.dedup.remember(spec, record)
+            self.sup.accept(record, pool)
             accepted.append(spec.id)
         if msg.ack:
             self._reply(identity, m.Accepted(msg.req, accepted))
-        for name in {self.sup.tasks.live[i].pool for i in accepted}:
+        for name in {self.sup.tasks.live[i].pool for i in accepted if i in self.sup.tasks.live}:
             pool = self.sup.pools[name]
             self.sup.dispatch(pool)
             self.sup.maintain(pool)  # grow toward the new queue depth
+
+    def _repeat(self, identity: bytes, task_id: str, original: TaskRecord) -> None:
+        """A repeat of `original` (same idempotency key): its result, now or when it comes."""
+        if original.result is not None:
+            self.send(identity, codec.encode(m.Done(copy_for(original.result, task_id))))
+        else:
+            original.followers.append((identity, task_id))
 
     def _on_submitbatch(self, identity: bytes, msg: m.SubmitBatch) -> None:
         if self.sup.stopping:

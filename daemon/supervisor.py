@@ -27,7 +27,7 @@ from typing import Any
 import psutil
 import zmq
 
-from para.daemon import isolation, notify, retries
+from para.daemon import dedup, isolation, notify, retries
 from para.daemon.batches import BatchRunner
 from para.daemon.clients import ClientRequests
 from para.daemon.config import Config
@@ -106,6 +106,7 @@ class Supervisor:
             self.metrics_server = self._metrics_server()
             self.clients = ClientRequests(self)
             self.batches = BatchRunner(self)
+            self.dedup = dedup.Deduplicator(self.config.daemon.idempotency_window)
             for pool in self.pools.values():
                 self.maintain(pool)
             self._tick()
@@ -432,6 +433,8 @@ class Supervisor:
         self.tasks.finish(record, result)
         if record.owner is not None:
             self.clients.send(record.owner, wire)
+        for owner, task_id in record.followers:
+            self.clients.send(owner, codec.encode(m.Done(dedup.copy_for(result, task_id))))
         if record.batch is not None:
             self.batches.on_complete(record, result)
         self.events.publish(b"results", lambda: m.TaskEvent(

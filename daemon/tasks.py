@@ -29,6 +29,7 @@ class TaskRecord:
     retry_on: frozenset[str] = frozenset({m.LOST})
     worker_deaths: int = 0         # in a row: a poison task kills every worker it reaches
     batch: str | None = None
+    followers: list[tuple[bytes, str]] = field(default_factory=list)  # repeats of it: (client, their task id)
 
     def summary(self) -> dict:
         now = time.monotonic()

@@ -36,6 +36,7 @@ E_NOT_FOUND = "not_found"
 E_TOOL = "tool_error"            # the tool raised or reported an error
 E_LOST = "lost"                  # the worker died holding the task
 E_POISON = "poison"              # the task killed worker after worker: not retried
+E_INTERNAL = "internal"          # a bug in parad; the request failed, the daemon goes on
 E_SKIPPED = "skipped"            # a batch task that did not run because of another's failure
 
 
@@ -54,6 +55,7 @@ class TaskSpec:
     stream: bool = False
     retry_on: list[str] | None = None       # statuses that earn a retry: lost (default), failed, timed_out
     retry_backoff: float | None = None      # seconds before the first retry (default: the pool's)
+    idempotency_key: str | None = None      # a repeat within the window gets the first task's result
 
 
 @dataclass(slots=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from para.client import QueueFull, ToolError
+from para.client import InvalidRequest, QueueFull, ToolError
 from tests.conftest import wait_until
 
 ONE_WORKER = {"bash": {"min_workers": 1, "max_workers": 1}}
@@ -141,3 +141,21 @@ def test_cancel_everything_a_client_submitted(start_daemon) -> None:
         assert sorted(body["cancelled"]) == sorted(f.id for f in own)
         assert all(f.result(timeout=30).status == "cancelled" for f in own)
         assert other.result(timeout=30).stdout == "theirs\n"
+
+
+def test_a_repeated_idempotency_key_gets_the_first_result(daemon, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    command = f"echo run >> {runs}; wc -l < {runs}"
+    with daemon.client() as c:
+        first = c.run("bash", command=command, idempotency_key="k1")
+        again = c.run("bash", command=command, idempotency_key="k1")
+        # A repeat while the first is still running waits for its result.
+        slow = f"sleep 0.5; {command}"
+        f1 = c.submit("bash", command=slow, idempotency_key="k2")
+        f2 = c.submit("bash", command=slow, idempotency_key="k2")
+        r1, r2 = f1.result(timeout=60), f2.result(timeout=60)
+        with pytest.raises(InvalidRequest, match="with other arguments"):
+            c.run("bash", command="echo something else", idempotency_key="k1")
+    assert first.stdout == again.stdout == "1\n" and again.id != first.id
+    assert r1.stdout == r2.stdout == "2\n" and r2.id == f2.id
+    assert runs.read_text().split() == ["run", "run"]  # ran twice, for four requests
