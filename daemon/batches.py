@@ -26,6 +26,7 @@ itself (a list stays a list); inside a longer string it is interpolated
 
 from __future__ import annotations
 
+import collections
 import json
 import re
 import time
@@ -85,7 +86,7 @@ class Batch:
 
 def check_graph(batch_id: str, ids: list[str], after: dict[str, list[str]]) -> None:
     """BatchError naming the duplicate, unknown or cyclic ids, if any."""
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    dupes = sorted(i for i, n in collections.Counter(ids).items() if n > 1)
     if dupes:
         raise BatchError(f"batch {batch_id}: duplicate task ids {_names(dupes)}")
     known = set(ids)
