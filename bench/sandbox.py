@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
+import local_parad
 
 from para.client import Client
 from para.sandbox import namespaces
@@ -37,28 +37,15 @@ TARGET_VS_NONE, TARGET_VS_PER_COMMAND = 0.8, 3.0
 
 def start_parad(tmp: Path, workers: int, policy: dict) -> subprocess.Popen:
     pool = {"tool": "bash", "min_workers": workers, "max_workers": workers}
-    config = {"daemon": {"log_level": "warning"}, "pools": {
+    proc, status = local_parad.start(tmp, {"daemon": {"log_level": "warning"}, "pools": {
         "plain": {**pool, "options": {"sandbox": {**policy, "isolation": "none"}}},
         "isolated": {**pool, "options": {"sandbox": {**policy, "isolation": "namespaces"}}},
-    }}
-    (tmp / "parad.yaml").write_text(yaml.safe_dump(config))
-    proc = subprocess.Popen([sys.executable, "-m", "para.daemon", "--config", str(tmp / "parad.yaml"),
-                             "--runtime-dir", str(tmp / "r"), "--state-dir", str(tmp / "s")],
-                            stdout=subprocess.DEVNULL, stderr=open(tmp / "parad.log", "wb"))
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"parad exited with {proc.returncode}:\n{(tmp / 'parad.log').read_text()}")
-        if (tmp / "r" / "control.sock").exists():
-            with Client(tmp / "r", timeout=5) as c:
-                status = c.status()
-            if all(p["ready"] == workers for p in status["pools"]):
-                effective = status["sandbox"]["pools"]["isolated"]["effective"]
-                if effective != "namespaces":
-                    raise SystemExit(f"the isolated pool runs with isolation {effective}, not namespaces")
-                return proc
-        time.sleep(0.1)
-    raise SystemExit("parad did not get ready in 60 s")
+    }})
+    effective = status["sandbox"]["pools"]["isolated"]["effective"]
+    if effective != "namespaces":
+        proc.terminate()
+        raise SystemExit(f"the isolated pool runs with isolation {effective}, not namespaces")
+    return proc
 
 
 def para_round(client: Client, pool: str, n: int) -> float:

@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
+import local_parad
 
 from para.client import Client
 
@@ -41,24 +41,10 @@ LATENCY_TARGET = 5.0
 
 def start_parad(tmp: Path, workers: int) -> subprocess.Popen:
     pool = {"min_workers": workers, "max_workers": workers}
-    config = {"daemon": {"log_level": "warning"}, "pools": {
+    return local_parad.start(tmp, {"daemon": {"log_level": "warning"}, "pools": {
         "echo": dict(pool), "grep": dict(pool),
         "bash": {**pool, "max_queue": 20000, "options": {"sandbox": {"run_as": None, "isolation": "none"}}},
-    }}
-    (tmp / "parad.yaml").write_text(yaml.safe_dump(config))
-    proc = subprocess.Popen([sys.executable, "-m", "para.daemon", "--config", str(tmp / "parad.yaml"),
-                             "--runtime-dir", str(tmp / "r"), "--state-dir", str(tmp / "s")],
-                            stdout=subprocess.DEVNULL, stderr=open(tmp / "parad.log", "wb"))
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"parad exited with {proc.returncode}:\n{(tmp / 'parad.log').read_text()}")
-        if (tmp / "r" / "control.sock").exists():
-            with Client(tmp / "r", timeout=5) as c:
-                if all(p["ready"] == workers for p in c.status()["pools"]):
-                    return proc
-        time.sleep(0.1)
-    raise SystemExit("parad did not get ready in 60 s")
+    }})[0]
 
 
 def timed_batch(c: Client, tasks: list[dict]) -> float:

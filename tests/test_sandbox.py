@@ -170,39 +170,39 @@ def test_denied_paths_cannot_be_read(start_daemon, tmp_path: Path) -> None:
     still_serves(d)
 
 
-@needs_namespaces
-def test_network_off_cannot_reach_a_listener_on_the_host(start_daemon) -> None:
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    listener.settimeout(0)
-    port = listener.getsockname()[1]
-    try:
-        d = start_daemon(pools=sandboxed({"network": False}))
-        with d.client() as c:
-            r = c.run("bash", command=f"exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected", timeout=30)
-        assert r.exit_code != 0 and "connected" not in r.stdout, r
-        with pytest.raises(BlockingIOError):
-            listener.accept()
-        still_serves(d)
-    finally:
-        listener.close()
+@pytest.fixture
+def listener():
+    """A TCP listener on the host's 127.0.0.1, outside any sandbox; never accepts on its own."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    sock.settimeout(0)
+    yield sock
+    sock.close()
+
+
+def connect_command(sock: socket.socket) -> str:
+    return f"exec 3<>/dev/tcp/127.0.0.1/{sock.getsockname()[1]} && echo connected"
 
 
 @needs_namespaces
-def test_network_on_reaches_the_listener(start_daemon) -> None:
+def test_network_off_cannot_reach_a_listener_on_the_host(start_daemon, listener) -> None:
+    d = start_daemon(pools=sandboxed({"network": False}))
+    with d.client() as c:
+        r = c.run("bash", command=connect_command(listener), timeout=30)
+    assert r.exit_code != 0 and "connected" not in r.stdout, r
+    with pytest.raises(BlockingIOError):
+        listener.accept()
+    still_serves(d)
+
+
+@needs_namespaces
+def test_network_on_reaches_the_listener(start_daemon, listener) -> None:
     """The control for the test above: the same command connects when the policy allows it."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    port = listener.getsockname()[1]
-    try:
-        d = start_daemon(pools=sandboxed({"network": True}))
-        with d.client() as c:
-            r = c.run("bash", command=f"exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected", timeout=30)
-        assert r.ok and r.stdout == "connected\n"
-    finally:
-        listener.close()
+    d = start_daemon(pools=sandboxed({"network": True}))
+    with d.client() as c:
+        r = c.run("bash", command=connect_command(listener), timeout=30)
+    assert r.ok and r.stdout == "connected\n"
 
 
 @needs_namespaces
@@ -258,7 +258,7 @@ def test_a_task_may_not_loosen_its_pools_policy(start_daemon) -> None:
 
 
 @needs_namespaces
-def test_a_task_may_narrow_the_network_and_writable_roots(start_daemon, request_cleanup) -> None:
+def test_a_task_may_narrow_the_network_and_writable_roots(start_daemon, request_cleanup, listener) -> None:
     # As root, narrowing needs run_as: writable roots the user `nobody` can reach.
     base = Path(tempfile.mkdtemp(prefix="para-test-", dir="/var/tmp"))
     request_cleanup(base)
@@ -266,20 +266,13 @@ def test_a_task_may_narrow_the_network_and_writable_roots(start_daemon, request_
     for d in (base, a, b):
         d.mkdir(exist_ok=True)
         d.chmod(0o777)
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    port = listener.getsockname()[1]
-    try:
-        run_as = "nobody" if os.geteuid() == 0 else None
-        d = start_daemon(pools=sandboxed({"network": True, "run_as": run_as, "filesystem": {"writable": [str(a), str(b)]}}))
-        with d.client() as c:
-            r = c.run("bash", command=f"echo 1 > {a}/x; echo 2 > {b}/x; exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected",
-                      policy={"network": False, "writable": [str(a)]}, timeout=30, cwd="/")
-        assert (a / "x").read_text() == "1\n" and not (b / "x").exists()
-        assert "connected" not in r.stdout and r.exit_code != 0
-    finally:
-        listener.close()
+    run_as = "nobody" if os.geteuid() == 0 else None
+    d = start_daemon(pools=sandboxed({"network": True, "run_as": run_as, "filesystem": {"writable": [str(a), str(b)]}}))
+    with d.client() as c:
+        r = c.run("bash", command=f"echo 1 > {a}/x; echo 2 > {b}/x; {connect_command(listener)}",
+                  policy={"network": False, "writable": [str(a)]}, timeout=30, cwd="/")
+    assert (a / "x").read_text() == "1\n" and not (b / "x").exists()
+    assert "connected" not in r.stdout and r.exit_code != 0
 
 
 # ---- startup: honest about what the host gives ------------------------------------------------
