@@ -30,7 +30,7 @@ from para.client.errors import DaemonUnavailable, InvalidRequest, ParaError, Tas
 from para.client.result import Chunk, Result
 from para.ipc import codec
 from para.ipc import messages as m
-from para.ipc.endpoints import Endpoints, default_runtime_dir
+from para.ipc.endpoints import CHILD_ENDPOINT_ENV, CHILD_TOKEN_ENV, Endpoints, default_runtime_dir
 from para.ipc.sockets import make_socket
 
 # Task options a caller may pass beside a tool's own arguments.
@@ -88,7 +88,11 @@ class Client:
         self.endpoints = Endpoints(Path(runtime_dir or default_runtime_dir()).absolute())
         self.path = str(self.endpoints.control_path)
         self.timeout = timeout
-        self._token = secrets.token_hex(4)
+        # Inside a para bash command: tasks submitted here are the running task's children.
+        nested = runtime_dir is None and os.environ.get(CHILD_ENDPOINT_ENV)
+        self._address = os.environ[CHILD_ENDPOINT_ENV] if nested else f"ipc://{self.path}"
+        self._token = os.environ.get(CHILD_TOKEN_ENV) if nested else None
+        self._prefix = secrets.token_hex(4)
         self._ids = itertools.count(1)
         self._reqs = itertools.count(1)
         self._futures: dict[str, TaskFuture] = {}
@@ -97,7 +101,9 @@ class Client:
         self._ctx = zmq.Context()
         self._sock: zmq.Socket | None = None
         self.max_message_size = 1 << 20  # until the daemon says its own
-        if not daemon_running(self.endpoints):
+        if nested:
+            self.path = self._address
+        elif not daemon_running(self.endpoints):
             if not autostart:
                 raise DaemonUnavailable(f"no para daemon at {self.path}: start one with `parad`, or use autostart", self.path)
             start_daemon(self.endpoints)
@@ -105,8 +111,8 @@ class Client:
 
     def _connect(self, name: str) -> None:
         self._sock = make_socket(self._ctx, zmq.DEALER)
-        self._sock.connect(f"ipc://{self.path}")
-        welcome = self._request(m.Hello(name, os.getpid()), reply_type=m.Welcome)
+        self._sock.connect(self._address)
+        welcome = self._request(m.Hello(name, os.getpid(), self._token), reply_type=m.Welcome)
         self.daemon = welcome
         self.max_message_size = welcome.max_message_size
 
@@ -227,7 +233,7 @@ class Client:
         The daemon checks the whole batch first: duplicate or unknown ids and
         cycles raise InvalidRequest naming them, and nothing runs.
         """
-        batch_id = f"{self._token}-b{next(self._ids)}"
+        batch_id = f"{self._prefix}-b{next(self._ids)}"
         msg = batch_message(next(self._reqs), batch_id, spec)
         futures = {}
         for task in msg.tasks:
@@ -279,7 +285,7 @@ class Client:
         unknown = set(options) - set(TASK_OPTIONS)
         if unknown:
             raise TypeError(f"unknown task option(s): {', '.join(sorted(unknown))}")
-        return m.TaskSpec(f"{self._token}-{next(self._ids)}", tool, args, **options)
+        return m.TaskSpec(f"{self._prefix}-{next(self._ids)}", tool, args, **options)
 
     def _send(self, msg: Any) -> None:
         frame = codec.encode(msg)
@@ -333,8 +339,8 @@ class Client:
                 future.chunks.append(Chunk(msg.stream, msg.data))
         elif isinstance(msg, m.ErrorReply) and msg.task_id is not None and msg.task_id in self._futures:
             self._futures[msg.task_id]._error = refusal(msg.code, msg.message)
-        elif isinstance(msg, m.Welcome):
-            self._replies[m.Welcome] = msg
+        elif isinstance(msg, m.Welcome) or (isinstance(msg, m.ErrorReply) and msg.req == 0 and m.Welcome in self._awaiting):
+            self._replies[m.Welcome] = msg  # an ErrorReply with no request number answers the Hello
         elif isinstance(msg, (m.Accepted, m.Reply, m.ErrorReply)) and msg.req in self._awaiting:
             self._replies[msg.req] = msg
         # Pong: any message resets the silence clock; nothing else to do.

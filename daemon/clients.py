@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
+from para.daemon import children
 from para.daemon.admission import Refusal, admit
 from para.daemon.batches import BatchError
 from para.daemon.dedup import copy_for
@@ -36,6 +37,7 @@ class ClientRequests:
         self.sock: zmq.Socket = supervisor.control
         self.max_size = supervisor.config.daemon.max_message_size
         self._outbox: dict[bytes, list[bytes]] = {}
+        self._parent: TaskRecord | None = None   # set while serving a child client (nested tasks)
 
     def send(self, identity: bytes, frame: bytes) -> None:
         """Queue a frame for a client; flush() sends each client's frames as one batch."""
@@ -43,6 +45,10 @@ class ClientRequests:
 
     def flush(self) -> None:
         for identity, frames in self._outbox.items():
+            child = children.split_owner(identity)
+            if child is not None:  # a client inside a worker's command: through that worker
+                self.sup._send_worker(child[0], m.Relay(child[1], codec.encode_batch(frames)))
+                continue
             for start in range(0, len(frames), 1024):
                 try:
                     self.sock.send_multipart([identity, codec.encode_batch(frames[start:start + 1024])], zmq.NOBLOCK)
@@ -73,6 +79,10 @@ class ClientRequests:
             self._error(identity, 0, m.E_PROTOCOL, str(exc))
             return
         handler = getattr(self, f"_on_{type(msg).__name__.lower()}", None)
+        if self._parent is not None and not isinstance(msg, children.REQUESTS):
+            self._error(identity, getattr(msg, "req", 0), m.E_INVALID,
+                        f"{type(msg).__name__} is not available inside a task: a nested client may submit, cancel and ping")
+            return
         if handler is None:
             self._error(identity, getattr(msg, "req", 0), m.E_PROTOCOL, f"{type(msg).__name__} is not a client request")
             return
@@ -106,6 +116,9 @@ class ClientRequests:
                 if task_id in self.sup.tasks.live:
                     raise Refusal(m.E_INVALID, f"task id {task_id!r} is already in use; ids must be unique")
                 original = self.sup.dedup.original(spec)
+                if self._parent is not None:
+                    children.adopt(self._parent, spec, pool.config.default_timeout,
+                                   self.sup.config.daemon.nested_max_depth)
             except Refusal as refusal:
                 self._error(identity, msg.req, refusal.code, refusal.message, task_id if isinstance(task_id, str) else None)
                 continue
@@ -119,6 +132,8 @@ class ClientRequests:
                 RETRY_SAFE_DEFAULT_RETRIES if pool.tool.retry_safe else 0)
             retry_on = frozenset(spec.retry_on) if spec.retry_on is not None else DEFAULT_RETRY_ON
             record = TaskRecord(spec, pool.name, identity, 1 + retries, retry_on=retry_on)
+            if self._parent is not None:
+                children.link(self._parent, record)
             self.sup.dedup.remember(spec, record)
             self.sup.accept(record, pool)
             accepted.append(spec.id)
@@ -128,6 +143,19 @@ class ClientRequests:
             pool = self.sup.pools[name]
             self.sup.dispatch(pool)
             self.sup.maintain(pool)  # grow toward the new queue depth
+
+    def on_relayed(self, worker_id: str, msg: m.Relayed) -> None:
+        """A request from a client inside the command of task `msg.task_id` (nested tasks)."""
+        owner = children.owner_for(worker_id, msg.identity)
+        parent = self.sup.tasks.live.get(msg.task_id)
+        if parent is None or parent.worker != worker_id:
+            self._error(owner, 0, m.E_INVALID, f"task {msg.task_id} is no longer running; its children cannot start")
+            return
+        self._parent = parent
+        try:
+            self.on_frames([owner, msg.frame])
+        finally:
+            self._parent = None
 
     def _repeat(self, identity: bytes, task_id: str, original: TaskRecord) -> None:
         """A repeat of `original` (same idempotency key): its result, now or when it comes."""
@@ -176,6 +204,9 @@ class ClientRequests:
                 if (msg.session is not None and record.spec.session == msg.session) or (
                         msg.everything and record.owner == identity):
                     chosen.setdefault(record.spec.id, record)
+        if self._parent is not None:  # a child client may cancel only its own tasks
+            missing += [i for i, r in chosen.items() if r.owner != identity]
+            chosen = {i: r for i, r in chosen.items() if r.owner == identity}
         for record in list(chosen.values()):
             self.sup.cancel(record)
         self._reply(identity, m.Reply(msg.req, {"cancelled": list(chosen), "not_running": missing}))

@@ -26,6 +26,7 @@ class DaemonSection(BaseModel):
     failure_detection_timeout: float = Field(15.0, ge=0.1, description="seconds of heartbeat silence before a worker is killed and replaced")
     shutdown_grace: float = Field(10.0, ge=0, description="seconds running tasks get to finish on SIGTERM before worker trees are killed")
     max_message_size: int = Field(8 << 20, ge=1024, description="largest client request accepted, bytes; put bigger inputs in a file")
+    nested_max_depth: int = Field(3, ge=0, le=10, description="how deep tasks may submit child tasks from inside their commands (0: not at all)")
     idempotency_window: float = Field(600.0, ge=0, description="seconds a task's idempotency_key is remembered: a repeat gets the first result")
     finished_task_retention: int = Field(10000, ge=0, description="finished results kept in memory for status queries")
     metrics_listen: str | None = Field(None, pattern=r"^[^:]*:\d+$", description="serve Prometheus /metrics on HOST:PORT (e.g. 127.0.0.1:9464); none: off (`paractl metrics` still works)")

@@ -85,7 +85,10 @@ class Pool:
             return self.pinned
         work = self.in_flight() + self.queue.depth
         needed = -(-work // self.credit)
-        target = max(self.config.min_workers, min(self.config.max_workers, needed))
+        # A worker whose task waits on child tasks does not count: its children
+        # may need this very pool, and waiting for a worker it holds would deadlock.
+        waiting = sum(1 for w in self.workers.values() if any(r.children for r in w.tasks.values()))
+        target = max(self.config.min_workers, min(self.config.max_workers + waiting, needed))
         if self.pressure:
             target = min(target, max(self.config.min_workers, self.live_count()))
         return target

@@ -21,6 +21,8 @@ LEVELS = 5
 
 
 def session_key(record: TaskRecord) -> Hashable:
+    if record.session is not None:
+        return record.session
     return record.spec.session or record.owner or b""
 
 

@@ -345,7 +345,12 @@ class Supervisor:
     def _on_worker_command(self, frames: list[bytes]) -> None:
         msg = codec.decode(frames[-1])
         worker = self._find_worker(msg.worker)
-        if not isinstance(msg, m.Ready) or worker is None:
+        if worker is None:
+            return
+        if isinstance(msg, m.Relayed):
+            self.clients.on_relayed(worker.id, msg)
+            return
+        if not isinstance(msg, m.Ready):
             return
         if self.isolation[worker.pool].launch and worker.root_pid:
             # A sandboxed worker's own pid means something only inside its pid namespace.
@@ -433,6 +438,13 @@ class Supervisor:
         self.tasks.finish(record, result)
         if record.owner is not None:
             self.clients.send(record.owner, wire)
+        for child_id in list(record.children):  # a parent's end ends its children
+            child = self.tasks.live.get(child_id)
+            if child is not None:
+                self.cancel(child)
+        parent = self.tasks.live.get(record.parent) if record.parent else None
+        if parent is not None:
+            parent.children.discard(record.spec.id)
         for owner, task_id in record.followers:
             self.clients.send(owner, codec.encode(m.Done(dedup.copy_for(result, task_id))))
         if record.batch is not None:

@@ -30,13 +30,17 @@ class TaskRecord:
     worker_deaths: int = 0         # in a row: a poison task kills every worker it reaches
     batch: str | None = None
     followers: list[tuple[bytes, str]] = field(default_factory=list)  # repeats of it: (client, their task id)
+    session: object = None         # the scheduler's session, when not the spec's or the owner's (a child's)
+    parent: str | None = None      # nested tasks: the task whose command submitted this one
+    depth: int = 0
+    children: set[str] = field(default_factory=set)  # live children
 
     def summary(self) -> dict:
         now = time.monotonic()
         return {
             "id": self.spec.id, "tool": self.spec.tool, "pool": self.pool, "state": self.state,
             "attempts": self.attempts, "worker": self.worker, "session": self.spec.session,
-            "priority": self.spec.priority, "batch": self.batch,
+            "priority": self.spec.priority, "batch": self.batch, "parent": self.parent,
             "age": round(now - self.submitted, 3),
             "running_for": round(now - self.started, 3) if self.started and self.state == m.RUNNING else None,
         }

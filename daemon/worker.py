@@ -20,6 +20,7 @@ from typing import Any
 import psutil
 import zmq
 
+from para.daemon.child_relay import ChildRelay
 from para.daemon.tools import TOOLS
 from para.daemon.tools.base import Finished, RunCommand, TaskContext, ToolFailure
 from para.ipc import codec
@@ -64,6 +65,8 @@ class Worker:
         self.stopping = False
         self.hb_seq = 0
         self.proc = psutil.Process()
+        # Commands that may submit child tasks get a socket to do it through.
+        self.relay = ChildRelay(self.ctx, worker_id) if self.tool.runs_commands else None
 
     # ---- main loop ---------------------------------------------------------
 
@@ -87,6 +90,10 @@ class Worker:
             for sock, _ in self._poller().poll(timeout):
                 if sock is self.command:
                     self._on_command()
+                elif self.relay is not None and sock is self.relay.sock:
+                    current = self.current.task.id if self.current else None
+                    for relayed in self.relay.on_readable(current):
+                        self.command.send(codec.encode(relayed))
                 elif sock is self.out["data"]:
                     self._flush_data()
                 elif self.running is not None:
@@ -108,6 +115,8 @@ class Worker:
         if key != self._poll_key:
             poller = zmq.Poller()
             poller.register(self.command, zmq.POLLIN)
+            if self.relay is not None:
+                poller.register(self.relay.sock, zmq.POLLIN)
             if self.data_backlog:
                 poller.register(self.out["data"], zmq.POLLOUT)
             for fd in pipes:
@@ -129,6 +138,8 @@ class Worker:
                     self._cancel(msg.task_id)
                 elif isinstance(msg, m.Stop):
                     self.stopping = True
+                elif isinstance(msg, m.Relay) and self.relay is not None:
+                    self.relay.deliver(msg)
 
     def _cancel(self, task_id: str) -> None:
         if self.current is not None and self.current.task.id == task_id:
@@ -167,6 +178,8 @@ class Worker:
         self.streamed = {"stdout": 0, "stderr": 0}
         if self.command_cgroup is not None:
             step.spec.cgroup = self.command_cgroup
+        if self.relay is not None:
+            step.spec.env = {**(step.spec.env or {}), **self.relay.env()}
         try:
             self.running = Command(step.spec, on_output, held=self.held)
         except Exception as exc:  # OSError, or ValueError for a NUL byte in argv/env/cwd
@@ -204,6 +217,8 @@ class Worker:
             self._send("error", m.ErrorReport(self.id, assign.task.id, "limit", f"{outcome.limit} limit ended the command"))
         self._send_result(assign, result, self.started)
         self.current = None
+        if self.relay is not None:
+            self.relay.forget_clients()
         self.chunk_seq = 0
 
     def _send_result(self, assign: m.Assign, result: m.TaskResult, started: float) -> None:
@@ -252,6 +267,8 @@ class Worker:
     def close(self) -> None:
         if self.running is not None:
             self.running.close()
+        if self.relay is not None:
+            self.relay.close()
         for sock in [self.command, *self.out.values()]:
             sock.close(linger=1000)
         self.ctx.term()

@@ -63,3 +63,8 @@ class Endpoints:
         return [self.control_path, self.events_path] + [
             self.worker_path(c) for c in WORKER_CHANNELS
         ]
+
+
+# Set by a worker in its commands' environment: where a client inside the
+# command reaches parad (nested tasks) and the token it must show.
+CHILD_ENDPOINT_ENV, CHILD_TOKEN_ENV = "PARA_CHILD_ENDPOINT", "PARA_CHILD_TOKEN"

@@ -62,6 +62,7 @@ class TaskSpec:
 class Hello:
     client: str
     pid: int
+    token: str | None = None        # a nested client's proof that a worker gave it the endpoint
 
 
 @dataclass(slots=True)
@@ -111,6 +112,22 @@ class Scale:
     req: int
     pool: str
     workers: int | None
+
+
+@dataclass(slots=True)
+class Relay:
+    """supervisor -> worker: a frame for a client inside the worker's command (nested tasks)."""
+    identity: bytes
+    frame: bytes
+
+
+@dataclass(slots=True)
+class Relayed:
+    """worker -> supervisor: a request from a client inside the command running `task_id`."""
+    worker: str
+    task_id: str
+    identity: bytes
+    frame: bytes
 
 
 @dataclass(slots=True)
@@ -276,5 +293,5 @@ WIRE_TAGS: dict[type, int] = {
     Query: 7, Reply: 8, Shutdown: 9, Ping: 10, Pong: 11, ErrorReply: 12,
     Chunk: 13, TaskResult: 14, Done: 15, Assign: 16, CancelTask: 17,
     Stop: 18, Ready: 19, TaskEvent: 20, ErrorReport: 21, Heartbeat: 22,
-    Spawn: 23, Spawned: 24, Exited: 25, SubmitBatch: 26, Scale: 27,
+    Spawn: 23, Spawned: 24, Exited: 25, SubmitBatch: 26, Scale: 27, Relay: 28, Relayed: 29,
 }

@@ -64,6 +64,8 @@ class Tool:
     retry_safe: ClassVar[bool] = False
     # Tasks a worker of this tool may hold at once (credit window).
     default_credit: ClassVar[int] = 1
+    # Runs commands of the user's, which may submit child tasks (nested tasks).
+    runs_commands: ClassVar[bool] = False
 
     def run(self, args: Any, options: Any, ctx: TaskContext) -> Finished | RunCommand:
         raise NotImplementedError

@@ -40,6 +40,7 @@ class Bash(Tool):
     # Credit 1: a command can run for an hour, and a task queued behind it at
     # a worker would wait that long while another worker sits idle.
     default_credit = 1
+    runs_commands = True
 
     def admit(self, args: BashArgs, options: BashOptions, timeout: float | None) -> None:
         ceiling = options.sandbox.limits.timeout
