@@ -39,7 +39,7 @@ from para.ipc import messages as m
 EX_TOOL, EX_USAGE, EX_UNAVAILABLE, EX_TEMPFAIL = 1, 2, 69, 75
 EX_TIMEOUT, EX_INTERRUPTED = 124, 130
 RUN_OPTIONS = ("timeout", "priority", "session", "retries")
-NO_AUTOSTART = ("shutdown", "cancel", "task")  # starting a daemon to ask these is pointless
+NO_AUTOSTART = ("shutdown", "cancel", "task", "scale", "drain")  # starting a daemon to ask these is pointless
 
 
 class UsageError(Exception):
