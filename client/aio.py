@@ -34,7 +34,7 @@ from para.client.errors import DaemonUnavailable, InvalidRequest, ParaError, Tas
 from para.client.result import Chunk, Result
 from para.ipc import codec
 from para.ipc import messages as m
-from para.ipc.endpoints import Endpoints, default_runtime_dir
+from para.ipc.endpoints import CHILD_ENDPOINT_ENV, CHILD_TOKEN_ENV, Endpoints, default_runtime_dir
 
 
 class AsyncTask:
@@ -107,6 +107,9 @@ class AsyncClient:
         self.endpoints = Endpoints(Path(runtime_dir or default_runtime_dir()).absolute())
         self.path = str(self.endpoints.control_path)
         self.timeout, self.autostart, self.name = timeout, autostart, name
+        # Inside a para bash command: tasks submitted here are the running task's children.
+        self._nested = runtime_dir is None and bool(os.environ.get(CHILD_ENDPOINT_ENV))
+        self._address = os.environ[CHILD_ENDPOINT_ENV] if self._nested else f"ipc://{self.path}"
         self._token = secrets.token_hex(4)
         self._ids, self._reqs = itertools.count(1), itertools.count(1)
         self._tasks: dict[str, AsyncTask] = {}
@@ -119,15 +122,18 @@ class AsyncClient:
     # ---- lifecycle ------------------------------------------------------------
 
     async def connect(self) -> AsyncClient:
-        if not daemon_running(self.endpoints):
+        if self._nested:
+            self.path = self._address
+        elif not daemon_running(self.endpoints):
             if not self.autostart:
                 raise DaemonUnavailable(f"no para daemon at {self.path}: start one with `parad`, or use autostart", self.path)
             await asyncio.get_running_loop().run_in_executor(None, start_daemon, self.endpoints)
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.linger = 0
-        self._sock.connect(f"ipc://{self.path}")
+        self._sock.connect(self._address)
         self._reader = asyncio.create_task(self._read())
-        welcome = await self._request(m.Hello(self.name, os.getpid()), key=m.Welcome)
+        token = os.environ.get(CHILD_TOKEN_ENV) if self._nested else None
+        welcome = await self._request(m.Hello(self.name, os.getpid(), token), key=m.Welcome)
         self.daemon, self.max_message_size = welcome, welcome.max_message_size
         return self
 
@@ -317,8 +323,9 @@ class AsyncClient:
             if not task.done():
                 task._done.set_exception(refusal(msg.code, msg.message))
                 task.chunks.put_nowait(None)
-        elif isinstance(msg, m.Welcome) and m.Welcome in self._replies:
-            self._replies[m.Welcome].set_result(msg)
+        elif (isinstance(msg, m.Welcome) or (isinstance(msg, m.ErrorReply) and msg.req == 0)) and m.Welcome in self._replies:
+            if not self._replies[m.Welcome].done():  # an ErrorReply with no request number answers the Hello
+                self._replies[m.Welcome].set_result(msg)
         elif isinstance(msg, (m.Accepted, m.Reply, m.ErrorReply)):
             reply = self._replies.get(msg.req)
             if reply is not None and not reply.done():

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import site
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +50,7 @@ class PoolIsolation:
         if self.rebuild is None:
             return None
         bwrap, unshare_user, hide = self.rebuild
-        self.launch = namespaces.worker_argv(bwrap, self.policy, unshare_user, hide, [])
+        self.launch = namespaces.worker_argv(bwrap, self.policy, unshare_user, hide, [], keep=code_paths())
         return self.launch
 
     def summary(self) -> dict[str, Any]:
@@ -113,6 +115,23 @@ def _plan_pool(name: str, policy: SandboxPolicy, host: HostSupport, hide: list[s
             f"pool {name!r}: the sandbox policy cannot be met on this host: {'; '.join(p.degraded)}. "
             f"Fix the host, or set pools.{name}.options.sandbox.allow_degraded: true to run without it")
     return p
+
+
+def code_paths() -> list[str]:
+    """What a worker must still see inside its sandbox to run at all: Python and para's code.
+
+    They may live under /tmp (a checkout there, installed in editable mode),
+    which the sandbox replaces with an empty one.
+    """
+    import para.client
+    import para.daemon
+    import para.ipc
+    import para.sandbox
+
+    paths = {sys.prefix, sys.exec_prefix, *site.getsitepackages()}
+    paths |= {str(Path(package.__path__[0]).resolve())
+              for package in (para.client, para.daemon, para.ipc, para.sandbox)}
+    return sorted(p for p in paths if os.path.isdir(p))
 
 
 def worker_env(policy: SandboxPolicy) -> dict[str, str]:

@@ -324,4 +324,6 @@ if __name__ == "__main__":
     import sys
     with os.fdopen(int(sys.argv[1]), "rb") as spawn_file:
         spawn = codec.decode(spawn_file.read())
+    # The descriptor of parad's runtime directory stays ours: no command may inherit it.
+    os.set_inheritable(int(spawn.settings["runtime_dir"].rsplit("/", 1)[1]), False)
     worker_main(spawn.worker, spawn.tool, spawn.settings)

@@ -65,10 +65,13 @@ def _pinned_ancestors(protected: list[Path], writable: list[Path]) -> list[Path]
     return out
 
 
-def mount_args(policy: SandboxPolicy, hide: list[str] = (), outer: SandboxPolicy | None = None) -> list[str]:
+def mount_args(policy: SandboxPolicy, hide: list[str] = (), outer: SandboxPolicy | None = None,
+               keep: list[str] = ()) -> list[str]:
     """bubblewrap's filesystem arguments for `policy`.
 
-    `hide` lists extra directories to cover (parad's own). `outer` is the
+    `hide` lists extra directories to cover (parad's own); `keep` lists
+    directories that must stay visible (read-only) even under the private
+    /tmp, such as the Python and para code a worker runs. `outer` is the
     policy of the worker's sandbox when this one is nested inside it: its
     writable roots are made read-only again before this policy's own are
     bound, and what it covers already stays covered.
@@ -85,6 +88,8 @@ def mount_args(policy: SandboxPolicy, hide: list[str] = (), outer: SandboxPolicy
     else:
         # /tmp as on any host (mode 1777): commands may run as another user than the worker.
         args += ["--dev", "/dev", "--proc", "/proc"] + (["--perms", "1777", "--tmpfs", "/tmp"] if fs.private_tmp else [])
+        for path in _resolved(list(keep)):
+            args += ["--ro-bind", str(path), str(path)]
     writable = _resolved(fs.writable)
     for path in _resolved(list(outer_writable)):
         args += ["--ro-bind", str(path), str(path)]
@@ -131,9 +136,10 @@ def namespace_args(policy: SandboxPolicy, unshare_user: bool, nested: bool = Fal
     return args
 
 
-def worker_argv(bwrap: str, policy: SandboxPolicy, unshare_user: bool, hide: list[str], command: list[str]) -> list[str]:
+def worker_argv(bwrap: str, policy: SandboxPolicy, unshare_user: bool, hide: list[str], command: list[str],
+                keep: list[str] = ()) -> list[str]:
     """The argv that runs `command` (a worker) inside the pool's long-lived sandbox."""
-    return [bwrap, *namespace_args(policy, unshare_user), *mount_args(policy, hide), "--", *command]
+    return [bwrap, *namespace_args(policy, unshare_user), *mount_args(policy, hide, keep=keep), "--", *command]
 
 
 def command_argv(bwrap: str, policy: SandboxPolicy, outer: SandboxPolicy, command: list[str]) -> list[str]:

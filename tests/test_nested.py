@@ -73,3 +73,19 @@ def test_a_child_client_cannot_see_or_cancel_other_tasks(start_daemon) -> None:
         assert not other.done()
         c.cancel(other)
     assert "not running" in r.stdout and "not available inside a task" in r.stderr and r.exit_code == 2, r
+
+
+def test_an_async_client_inside_a_command_submits_children(start_daemon, tmp_path: Path) -> None:
+    d = start_daemon(pools={"bash": {"min_workers": 2, "max_workers": 2}})
+    script = tmp_path / "kids.py"
+    script.write_text(
+        "import asyncio\n"
+        "from para.client import AsyncClient\n"
+        "async def main():\n"
+        "    async with AsyncClient() as c:\n"
+        "        rs = await asyncio.gather(*(c.run('bash', command=f'echo kid{i}') for i in range(3)))\n"
+        "        print(' '.join(r.stdout.strip() for r in rs))\n"
+        "asyncio.run(main())\n")
+    with d.client() as c:
+        r = c.run("bash", command=f"{sys.executable} {script}", timeout=120)
+    assert r.ok and r.stdout == "kid0 kid1 kid2\n", r

@@ -187,3 +187,12 @@ def test_real_cgroup_caps_a_memory_hog(tmp_path: Path) -> None:
         assert cmd.outcome().limit == "memory"
     finally:
         cgroup.remove(pool)
+
+
+def test_code_under_tmp_stays_visible_under_the_private_tmp(tmp_path: Path) -> None:
+    """A checkout in /tmp installed in editable mode: the worker must still import para in its sandbox."""
+    code = tmp_path / "checkout"
+    code.mkdir()
+    args = namespaces.mount_args(SandboxPolicy(), keep=[str(code)])
+    assert args.index(str(code)) > args.index("/tmp")  # bound after the empty /tmp, so it shows through
+    assert args[args.index(str(code)) - 1] == "--ro-bind"
