@@ -36,13 +36,15 @@ def wait_until(condition: Callable[[], Any], timeout: float = 20.0, what: str = 
 
 
 # Tests run as root in CI: the bash pools run commands as root (not the
-# default `nobody`) and may write under pytest's temporary directory.
+# default `nobody`) and may write under pytest's temporary directory and in
+# the checkout (".", the default, which also keeps it visible when it lies
+# under /tmp, where the sandbox has its own empty /tmp).
 TEST_SANDBOX: dict[str, Any] = {"run_as": None, "filesystem": {"writable": []}}
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _test_sandbox(tmp_path_factory: pytest.TempPathFactory) -> None:
-    TEST_SANDBOX["filesystem"]["writable"] = [str(tmp_path_factory.getbasetemp())]
+    TEST_SANDBOX["filesystem"]["writable"] = [str(tmp_path_factory.getbasetemp()), "."]
 
 
 def with_test_sandbox(config: dict[str, Any]) -> dict[str, Any]:
