@@ -170,6 +170,11 @@ class Daemon:
               bash:
                 min_workers: {bash_workers}
                 max_workers: {bash_workers}
+                options:
+                  # Like for like with xargs, which runs bash as this user: as root,
+                  # run_as would make each command a fork instead of a vfork
+                  # (see bench/README.md). The sandbox itself stays on.
+                  sandbox: {{run_as: null}}
             """))
         self.stderr_path = tmp / "parad.stderr"
         self.proc: subprocess.Popen | None = None

@@ -133,4 +133,10 @@ class Bash(Tool):
                       processes=nproc, address_space=lim.address_space)
 
     def held_limits(self, options: BashOptions) -> Limits:
-        return self.limits(options.sandbox, False).inheritable()
+        # Under run_as the worker holds the RLIMIT_NPROC backstop too (root
+        # is exempt from it), so its commands inherit it without a pre-exec step.
+        try:
+            dedicated = self.identity(options) is not None
+        except ToolFailure:
+            dedicated = False  # each task will say why
+        return self.limits(options.sandbox, dedicated).inheritable()
