@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from para.daemon import retries
 from para.daemon.admission import Refusal, admit
 from para.daemon.tasks import TaskRecord
 from para.ipc import messages as m
@@ -232,9 +233,8 @@ class BatchRunner:
                 pool = admit(spec, self.sup.pools, adding=len(roots))
         except Refusal as refusal:
             raise Refusal(refusal.code, f"task {spec.id.split(':', 1)[1]}: {refusal.message}") from None
-        retries = spec.retries if spec.retries is not None else (2 if pool.tool.retry_safe else 0)
-        retry_on = frozenset(spec.retry_on) if spec.retry_on is not None else frozenset({m.LOST})
-        record = TaskRecord(spec, pool.name, owner, 1 + retries, state=m.PENDING, retry_on=retry_on)
+        attempts, retry_on = retries.policy_for(spec, pool.tool.retry_safe)
+        record = TaskRecord(spec, pool.name, owner, attempts, state=m.PENDING, retry_on=retry_on)
         record.batch = batch_id
         return record
 

@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from para.daemon import children
+from para.daemon import children, retries
 from para.daemon.admission import Refusal, admit
 from para.daemon.batches import BatchError
 from para.daemon.dedup import copy_for
 from para.daemon.metrics import exposition
-from para.daemon.retries import DEFAULT_RETRY_ON
 from para.daemon.tasks import TaskRecord
 from para.ipc import PROTOCOL_VERSION, codec
 from para.ipc import messages as m
@@ -26,9 +25,6 @@ if TYPE_CHECKING:
     from para.daemon.supervisor import Supervisor
 
 log = logging.getLogger("parad")
-
-# Extra attempts on worker loss for retry-safe tools when a task names none.
-RETRY_SAFE_DEFAULT_RETRIES = 2
 
 
 class ClientRequests:
@@ -128,10 +124,8 @@ class ClientRequests:
                 continue
             if spec.timeout is None:
                 spec.timeout = pool.config.default_timeout
-            retries = spec.retries if spec.retries is not None else (
-                RETRY_SAFE_DEFAULT_RETRIES if pool.tool.retry_safe else 0)
-            retry_on = frozenset(spec.retry_on) if spec.retry_on is not None else DEFAULT_RETRY_ON
-            record = TaskRecord(spec, pool.name, identity, 1 + retries, retry_on=retry_on)
+            attempts, retry_on = retries.policy_for(spec, pool.tool.retry_safe)
+            record = TaskRecord(spec, pool.name, identity, attempts, retry_on=retry_on)
             if self._parent is not None:
                 children.link(self._parent, record)
             self.sup.dedup.remember(spec, record)

@@ -42,15 +42,15 @@ class PoolIsolation:
     env: dict[str, str] | None = None # the sandboxed worker's whole environment
     cgroup: Path | None = None        # the pool's cgroup, when parad owns a subtree
     policy: SandboxPolicy | None = None
-    rebuild: tuple | None = None      # (bwrap, unshare_user, hide): what launch_argv needs
+    rebuild: tuple | None = None      # (bwrap, unshare_user, hide, keep): what launch_argv needs
 
     def launch_argv(self) -> list[str] | None:
         """The sandbox argv for a new worker, built now: paths to hide or protect that
         appeared since parad started (a new credentials file, a .git/hooks) are covered too."""
         if self.rebuild is None:
             return None
-        bwrap, unshare_user, hide = self.rebuild
-        self.launch = namespaces.worker_argv(bwrap, self.policy, unshare_user, hide, [], keep=code_paths())
+        bwrap, unshare_user, hide, keep = self.rebuild
+        self.launch = namespaces.worker_argv(bwrap, self.policy, unshare_user, hide, [], keep=keep)
         return self.launch
 
     def summary(self) -> dict[str, Any]:
@@ -96,7 +96,7 @@ def _plan_pool(name: str, policy: SandboxPolicy, host: HostSupport, hide: list[s
     if policy.isolation == "namespaces":
         if host.namespaces:
             p.effective = "namespaces"
-            p.policy, p.rebuild = policy, (host.bwrap, host.unshare_user, hide)
+            p.policy, p.rebuild = policy, (host.bwrap, host.unshare_user, hide, code_paths())
             p.launch_argv()
             p.env = worker_env(policy)
         else:

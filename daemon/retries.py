@@ -19,6 +19,14 @@ from para.ipc import messages as m
 
 RETRYABLE = frozenset({m.LOST, m.FAILED, m.TIMED_OUT})
 DEFAULT_RETRY_ON = frozenset({m.LOST})
+RETRY_SAFE_DEFAULT_RETRIES = 2   # extra attempts on worker loss for retry-safe tools when a task names none
+
+
+def policy_for(spec: m.TaskSpec, retry_safe: bool) -> tuple[int, frozenset[str]]:
+    """(most attempts, statuses that earn a retry) for a task as submitted."""
+    retries = spec.retries if spec.retries is not None else (RETRY_SAFE_DEFAULT_RETRIES if retry_safe else 0)
+    retry_on = frozenset(spec.retry_on) if spec.retry_on is not None else DEFAULT_RETRY_ON
+    return 1 + retries, retry_on
 
 
 def backoff(attempt: int, base: float, cap: float, rng: Callable[[], float] = random.random) -> float:

@@ -276,7 +276,7 @@ class Command:
         self._kill_at = None
 
     def _terminate(self, now: float) -> None:
-        pids = [self.pid] + tree.descendants(os.getpid())
+        pids = [self.pid] + tree.subtree(os.getpid())
         tree.signal_pids(pids, signal.SIGTERM)
         try:
             os.killpg(self.pid, signal.SIGTERM)

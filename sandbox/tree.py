@@ -6,16 +6,6 @@ import os
 import signal
 import time
 
-import psutil
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live descendant of `pid` (children first-level first)."""
-    try:
-        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
 
 def children_of(pid: int) -> list[int]:
     """Direct children of `pid`, read from /proc (cheaper than a scan of every process)."""
