@@ -22,6 +22,8 @@ from para.sandbox.output import CappedBuffer
 from para.sandbox.watch import TreeWatch
 
 READ_SIZE = 65536
+SWEEP_SLICE = 0.05   # longest a kill pass holds the owner's loop
+SWEEP_PAUSE = 0.002  # between passes, for the loop's own work
 
 
 @dataclass(slots=True)
@@ -139,6 +141,7 @@ class Command:
         self._rusage = None
         self._kill_at: float | None = None
         self._drain_until: float | None = None
+        self._sweep_at: float | None = None
         self.started = time.monotonic()
         self._ended: float | None = None
         # Fast: no Python between fork and exec. The worker holds the rlimits
@@ -206,11 +209,11 @@ class Command:
 
     @property
     def done(self) -> bool:
-        return self._status is not None and not self._pipes
+        return self._status is not None and not self._pipes and self._sweep_at is None
 
     def next_deadline(self) -> float | None:
-        return min((t for t in (self._deadline, self._silent_until, self._kill_at, self._drain_until, self._next_sample)
-                    if t), default=None)
+        timers = (self._deadline, self._silent_until, self._kill_at, self._drain_until, self._next_sample, self._sweep_at)
+        return min((t for t in timers if t), default=None)
 
     def on_readable(self, fd: int) -> None:
         if fd == self._pidfd:
@@ -236,6 +239,8 @@ class Command:
             self._limit_reached("output")
 
     def on_timer(self, now: float) -> None:
+        if self._sweep_at and now >= self._sweep_at:
+            self._sweep()
         if self._next_sample and now >= self._next_sample:
             # Sampling goes on after the command's own exit: what it left
             # running (holding the pipes) is still its own.
@@ -284,7 +289,7 @@ class Command:
             pass
         self._kill_at = now + self.spec.kill_grace
 
-    def _kill_everything(self) -> None:
+    def _kill_everything(self, block: bool = False) -> None:
         # The worker is a child subreaper, so every orphan of this command is
         # now a descendant of ours: kill all of them, not just the group.
         if self._cgroup is not None:
@@ -295,7 +300,18 @@ class Command:
             os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        tree.kill_tree(os.getpid(), include_root=False)
+        if block:
+            tree.kill_tree(os.getpid(), include_root=False)
+            tree.reap_children()
+        else:
+            self._sweep()
+
+    def _sweep(self) -> None:
+        # Killing and reaping thousands of processes can take seconds on a busy
+        # host; in slices, the owner's loop goes on (heartbeats, cancels) between them.
+        tree.kill_tree(os.getpid(), include_root=False, deadline=SWEEP_SLICE)
+        tree.reap_children()
+        self._sweep_at = time.monotonic() + SWEEP_PAUSE if tree.has_children() else None
 
     def _reap(self) -> None:
         try:
@@ -340,16 +356,15 @@ class Command:
             if self._watch.active and self._limit is None:
                 self._limit = self._watch.check()  # what it left behind may be past a limit
             self._kill_everything()
-            tree.reap_children()
 
     def close(self) -> None:
         """Release everything, killing the tree if the command still runs and whatever it left."""
         if self._status is None:
-            self._kill_everything()
+            self._kill_everything(block=True)
             self._reap_blocking()
         if tree.has_children():
-            self._kill_everything()
-            tree.reap_children()
+            self._kill_everything(block=True)
+        self._sweep_at = None
         for fd in list(self._pipes):
             self._close_pipe(fd)
         if self._pidfd >= 0:

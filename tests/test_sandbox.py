@@ -61,7 +61,9 @@ def still_serves(d) -> None:
 # ---- limits: attributed, and the tree is gone ---------------------------------------
 
 def test_fork_bomb_is_stopped_by_the_process_limit(start_daemon) -> None:
-    d = start_daemon(pools=sandboxed({"limits": {"processes": 64}}))
+    # A bomb loads a 2-core host hard while it is killed: 5s (the default is 15s)
+    # keeps hang detection in the test without making it a race with the load.
+    d = start_daemon(pools=sandboxed({"limits": {"processes": 64}}), daemon={"failure_detection_timeout": 5.0})
     with d.client() as c:
         r = c.run("bash", command="bomb() { bomb | bomb & }; bomb; wait", timeout=60)
     assert r.status == "failed" and r.limit == "pids", r

@@ -196,3 +196,52 @@ def test_code_under_tmp_stays_visible_under_the_private_tmp(tmp_path: Path) -> N
     args = namespaces.mount_args(SandboxPolicy(), keep=[str(code)])
     assert args.index(str(code)) > args.index("/tmp")  # bound after the empty /tmp, so it shows through
     assert args[args.index(str(code)) - 1] == "--ro-bind"
+
+
+SWEEP_DRIVER = r"""
+import json, os, select, sys, time
+from para.sandbox import command, prctl, tree
+from para.sandbox.command import Command, CommandSpec
+
+prctl.set_child_subreaper()
+command.SWEEP_SLICE = 0  # one kill pass per sweep, as when a pass runs out of time
+sweeps = 0
+real_sweep = Command._sweep
+def counted(self):
+    global sweeps
+    sweeps += 1
+    real_sweep(self)
+Command._sweep = counted
+
+# 100 processes that ignore SIGTERM, each in its own session, so the group kill misses them all.
+script = "for i in $(seq 100); do setsid sh -c 'trap \"\" TERM; exec sleep 60' & done; echo up; wait"
+cmd = Command(CommandSpec(argv=["bash", "-c", script], kill_grace=0.1))
+out = b""
+end = time.monotonic() + 60
+while not cmd.done and time.monotonic() < end:
+    timeout = max(0.0, (cmd.next_deadline() or time.monotonic() + 0.1) - time.monotonic())
+    for fd in select.select(cmd.fds(), [], [], timeout)[0]:
+        cmd.on_readable(fd)
+    if b"up" not in out and cmd._stdout.total:
+        out = b"up"
+        cmd.cancel()
+    cmd.on_timer(time.monotonic())
+left = tree.has_children()
+cmd.close()
+print(json.dumps({"done": cmd.done, "children_when_done": left, "sweeps": sweeps,
+                  "cancelled": cmd.outcome().cancelled}))
+"""
+
+
+def test_a_tree_killed_in_slices_is_done_only_when_it_is_gone() -> None:
+    """The kill sweeps in bounded passes (the worker's loop heartbeats between them), and the
+    command is not done, so its result is not sent, while any of its tree is left."""
+    import json
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", SWEEP_DRIVER], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["done"] and report["cancelled"], report
+    assert report["children_when_done"] is False, report
+    assert report["sweeps"] >= 1, report
