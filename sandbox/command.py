@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from para.sandbox import cgroup, prctl, tree
+from para.sandbox import cgroup, spawn, tree
 from para.sandbox.limits import Limits
 from para.sandbox.output import CappedBuffer
 from para.sandbox.watch import TreeWatch
@@ -104,22 +103,6 @@ def limit_detail(limit: str | None, spec: CommandSpec) -> str | None:
         return limit
 
 
-def _child_setup(limits: Limits, leaf: Path | None, user: tuple[int, int] | None) -> Callable[[], None]:
-    def setup() -> None:
-        # Runs between fork and exec: no locks, no logging, nothing allocated that matters.
-        # The order matters: the cgroup and the limits need the worker's
-        # privileges, so the switch to `user` comes last.
-        if leaf is not None:
-            cgroup.enter(leaf)  # before exec, so nothing the command forks escapes the cgroup
-        limits.apply()
-        if user is not None:
-            os.setgroups([])
-            os.setresgid(user[1], user[1], user[1])
-            os.setresuid(user[0], user[0], user[0])
-        prctl.set_parent_death_signal(signal.SIGKILL)  # after the switch, which clears it
-    return setup
-
-
 class Command:
     """A started command; see the module docstring for the protocol.
 
@@ -144,25 +127,24 @@ class Command:
         self._sweep_at: float | None = None
         self.started = time.monotonic()
         self._ended: float | None = None
-        # Fast: no Python between fork and exec. The worker holds the rlimits
-        # (so the child inherits them) and subprocess switches user in C;
-        # only the CPU limit lands a moment after the start (apply_cpu).
-        fast = (held is not None and held == spec.limits.inheritable() and spec.limits.address_space is None
-                and spec.cgroup is None)
+        # Inherited: the worker holds the rlimits, so the child needs no setup
+        # of its own (see spawn.py); only the CPU limit lands a moment after the start.
+        inherited = held is not None and held == spec.limits.inheritable() and spec.limits.address_space is None
         self._cgroup = cgroup.CommandCgroup(spec.cgroup) if spec.cgroup else None
         if self._cgroup is not None:
             self._cgroup.prepare(spec.memory, spec.processes, spec.cpu_max)
         stdin = self._stdin_file(spec.stdin)
         try:
-            self._proc = self._spawn(spec, stdin, fast)
+            started = spawn.start(spec.argv, spec.cwd, spec.env, stdin, inherited, spec.limits, spec.cgroup, spec.user)
         finally:
-            if stdin != subprocess.DEVNULL:
+            if stdin is not None:
                 os.close(stdin)  # the child has its own copy
-        self.pid = self._proc.pid
-        if fast:
+        self.pid = started.pid
+        self._popen = started.popen
+        if inherited:
             spec.limits.apply_cpu(self.pid)
         self._pidfd = os.pidfd_open(self.pid)
-        self._pipes = {self._proc.stdout.fileno(): "stdout", self._proc.stderr.fileno(): "stderr"}
+        self._pipes = {started.stdout: "stdout", started.stderr: "stderr"}
         for fd in self._pipes:
             os.set_blocking(fd, False)
         self._deadline = self.started + spec.timeout if spec.timeout else None
@@ -173,27 +155,9 @@ class Command:
         self._next_sample = self.started + self._watch.interval if self._watch.active else None
 
     @staticmethod
-    def _spawn(spec: CommandSpec, stdin: int, fast: bool) -> subprocess.Popen:
-        return subprocess.Popen(
-            spec.argv,
-            cwd=spec.cwd,
-            env=spec.env,
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            close_fds=True,
-            preexec_fn=None if fast else _child_setup(spec.limits, spec.cgroup, spec.user),
-            # A user switch in C costs a fork instead of a vfork: still far cheaper than Python code in the child.
-            user=spec.user[0] if fast and spec.user else None,
-            group=spec.user[1] if fast and spec.user else None,
-            extra_groups=[] if fast and spec.user else None,
-        )
-
-    @staticmethod
-    def _stdin_file(data: bytes | None) -> int:
+    def _stdin_file(data: bytes | None) -> int | None:
         if data is None:
-            return subprocess.DEVNULL
+            return None
         fd = os.memfd_create("para-stdin", os.MFD_CLOEXEC)
         os.write(fd, data)
         os.lseek(fd, 0, os.SEEK_SET)
@@ -322,7 +286,7 @@ class Command:
         if pid == 0:
             return
         self._status = status
-        self._proc.returncode = os.waitstatus_to_exitcode(status)
+        self._reaped(status)
         self._rusage = rusage
         self._ended = time.monotonic()
         self._kill_at = None
@@ -345,8 +309,8 @@ class Command:
             buffer.write(data)
 
     def _close_pipe(self, fd: int) -> None:
-        name = self._pipes.pop(fd)
-        getattr(self._proc, name).close()
+        self._pipes.pop(fd)
+        os.close(fd)
         if not self._pipes and self._status is not None:
             self._finish()
 
@@ -377,8 +341,13 @@ class Command:
         except ChildProcessError:  # reaped by the tree kill, which only sends SIGKILL
             status, rusage = signal.SIGKILL, None
         self._status, self._rusage = status, rusage
-        self._proc.returncode = os.waitstatus_to_exitcode(status)
+        self._reaped(status)
         self._ended = time.monotonic()
+
+    def _reaped(self, status: int) -> None:
+        if self._popen is not None:
+            # Else subprocess would waitpid this pid again later, maybe someone else's by then.
+            self._popen.returncode = os.waitstatus_to_exitcode(status)
 
     def _used_cpu_limit(self) -> bool:
         ru, cap = self._rusage, self.spec.limits.cpu_seconds

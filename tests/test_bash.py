@@ -45,6 +45,24 @@ def test_cwd_env_stdin(daemon, tmp_path: Path) -> None:
             c.run("bash", command="true", cwd=str(tmp_path / "missing"))
 
 
+def test_a_command_inherits_only_its_standard_streams_and_default_signals(daemon) -> None:
+    """Commands start by posix_spawn, which closes nothing itself: every descriptor
+    para holds must be close-on-exec, and Python's ignored SIGPIPE must not carry over."""
+    with daemon.client() as c:
+        fds = c.run("bash", command="ls /proc/$$/fd; true")  # "; true": bash stays $$, not exec ls
+        sigpipe = c.run("bash", command="yes | head -c 10 >/dev/null; echo ${PIPESTATUS[0]}")
+    assert fds.ok and sorted(fds.stdout.split()) == ["0", "1", "2"], fds.stdout
+    assert sigpipe.stdout == f"{128 + 13}\n"  # `yes` died of SIGPIPE rather than looping on EPIPE
+
+
+def test_a_task_cwd_does_not_move_the_default_cwd(daemon, tmp_path: Path) -> None:
+    with daemon.client() as c:
+        home = c.run("bash", command="pwd").stdout
+        for _ in range(4):  # reach every worker of the pool
+            assert c.run("bash", command="pwd", cwd=str(tmp_path)).stdout == f"{tmp_path}\n"
+        assert {c.run("bash", command="pwd").stdout for _ in range(4)} == {home}
+
+
 def test_secrets_in_the_daemon_environment_do_not_leak(start_daemon, monkeypatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hunter2")
     monkeypatch.setenv("LANG", "C.UTF-8")
