@@ -170,11 +170,8 @@ class Daemon:
               bash:
                 min_workers: {bash_workers}
                 max_workers: {bash_workers}
-                options:
-                  # Like for like with xargs, which runs bash as this user: as root,
-                  # run_as would make each command a fork instead of a vfork
-                  # (see bench/README.md). The sandbox itself stays on.
-                  sandbox: {{run_as: null}}
+                # The default sandbox: bubblewrap per worker and, as root,
+                # commands as nobody (see bench/README.md).
             """))
         self.stderr_path = tmp / "parad.stderr"
         self.proc: subprocess.Popen | None = None

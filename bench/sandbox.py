@@ -74,8 +74,9 @@ def main() -> int:
     host = probe()
     if not host.namespaces:
         raise SystemExit(f"bench/sandbox.py needs bubblewrap namespaces here: {host.namespaces_error}")
-    # Commands run as parad's own user in every column: run_as would cost each
-    # para command a slower spawn (no vfork) that xargs does not pay.
+    # Commands run as parad's own user in every column: under run_as, the
+    # unisolated pool pays a fork per command (its worker may not lend the
+    # user its ids, see sandbox/spawn.py), which would flatter the ratio.
     policy = {"run_as": None, "filesystem": {"writable": []}}
     per_command = [*namespaces.worker_argv(host.bwrap, SandboxPolicy.model_validate(policy), host.unshare_user, [],
                                           ["bash", "-c", "{}"])]

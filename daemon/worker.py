@@ -27,7 +27,7 @@ from para.ipc import codec
 from para.ipc import messages as m
 from para.ipc.endpoints import Endpoints
 from para.ipc.sockets import make_socket
-from para.sandbox import prctl
+from para.sandbox import prctl, spawn
 from para.sandbox.command import Command, Outcome
 
 DATA_HWM = 64           # frames queued toward the supervisor before backpressure
@@ -67,6 +67,12 @@ class Worker:
         self.proc = psutil.Process()
         # Commands that may submit child tasks get a socket to do it through.
         self.relay = ChildRelay(self.ctx, worker_id) if self.tool.runs_commands else None
+        user = self.tool.command_user(self.options)
+        if user is not None and settings.get("pid_namespace"):
+            # Commands as `user` can then start by posix_spawn, about 1.5 ms
+            # cheaper than a fork. `user` may now signal the worker: alone in
+            # its pid namespace, only its own commands can address it.
+            spawn.lend_real_ids(user)
 
     # ---- main loop ---------------------------------------------------------
 
@@ -323,7 +329,7 @@ if __name__ == "__main__":
     # Exec'd inside a sandbox: the fork server left our Spawn in descriptor argv[1].
     import sys
     with os.fdopen(int(sys.argv[1]), "rb") as spawn_file:
-        spawn = codec.decode(spawn_file.read())
+        request = codec.decode(spawn_file.read())
     # The descriptor of parad's runtime directory stays ours: no command may inherit it.
-    os.set_inheritable(int(spawn.settings["runtime_dir"].rsplit("/", 1)[1]), False)
-    worker_main(spawn.worker, spawn.tool, spawn.settings)
+    os.set_inheritable(int(request.settings["runtime_dir"].rsplit("/", 1)[1]), False)
+    worker_main(request.worker, request.tool, request.settings)

@@ -70,7 +70,7 @@ class CgroupPolicy(_Model):
 class SandboxPolicy(_Model):
     isolation: Literal["namespaces", "none"] = Field("namespaces", description="namespaces: each worker lives in one long-lived bubblewrap sandbox; none: rlimits only")
     allow_degraded: bool = Field(True, description="when the host cannot give `isolation`, run without it (logged, in status and a metric) instead of refusing to start")
-    run_as: str | None = Field("nobody", description="user commands run as when parad runs as root; none: as root (logged as degraded)")
+    run_as: str | None = Field("nobody", description="user commands run as when parad runs as root; give it one that runs nothing else on the host, as its processes may signal a namespaced worker; none: as root (logged as degraded)")
     network: bool = Field(False, description="whether commands may use the network")
     limits: LimitsPolicy = Field(default_factory=LimitsPolicy)
     filesystem: FilesystemPolicy = Field(default_factory=FilesystemPolicy)

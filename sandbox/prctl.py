@@ -10,6 +10,8 @@ PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_DUMPABLE = 4
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _prctl = _libc.prctl
@@ -44,3 +46,8 @@ def set_not_dumpable() -> None:
     cannot reach into it.
     """
     _call(PR_SET_DUMPABLE, 0)
+
+
+def clear_ambient_capabilities() -> None:
+    """Nothing we exec keeps a capability just because we hold it (bubblewrap's --cap-add sets them ambient)."""
+    _call(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)

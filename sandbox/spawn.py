@@ -3,9 +3,10 @@
 Three ways, cheapest first:
 
 - posix_spawn (a vfork in libc, no Python in the child): when the caller
-  already holds the command's rlimits, so the child inherits them, and no
-  user switch or cgroup move is needed. It has no chdir, so the caller steps
-  into the command's directory for the call and back out at once.
+  already holds the command's rlimits, so the child inherits them, and needs
+  no cgroup move, and no user switch beyond what posix_spawn's RESETIDS does
+  (see lend_real_ids). It has no chdir, so the caller steps into the
+  command's directory for the call and back out at once.
 - subprocess with a user switch done in C: a fork, but no Python in the child.
 - subprocess with a Python pre-exec step (cgroup move, rlimits, user switch,
   parent-death signal): the slowest, about 2 ms more per command.
@@ -51,8 +52,8 @@ def start(argv: list[str], cwd: str | None, env: dict[str, str] | None, stdin: i
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     try:
-        if inherited and leaf is None and user is None:
-            pid, popen = _posix_spawn(argv, cwd, env, stdin, out_w, err_w), None
+        if inherited and leaf is None and (user is None or lent(user)):
+            pid, popen = _posix_spawn(argv, cwd, env, stdin, out_w, err_w, resetids=user is not None), None
         else:
             popen = _popen(argv, cwd, env, stdin, out_w, err_w, inherited, limits, leaf, user)
             pid = popen.pid
@@ -66,8 +67,32 @@ def start(argv: list[str], cwd: str | None, env: dict[str, str] | None, stdin: i
     return Started(pid, out_r, err_r, popen)
 
 
+def lend_real_ids(user: tuple[int, int]) -> None:
+    """Make `user` this process's real uid and gid; the effective and saved ids stay root.
+
+    The process keeps its privileges (they follow the effective id), and a
+    child spawned with RESETIDS takes the real ids as its effective ones, so
+    it execs as `user`, with every id `user`'s and no capabilities, without a
+    fork-time switch. The price: `user`'s processes may signal this one, so
+    only a process alone in its pid namespace with its own commands may do it.
+    """
+    # The kernel drops ambient capabilities only when no id is left root, and
+    # the saved id of a RESETIDS child still is until exec: drop them here,
+    # or the command would exec holding the worker's SETUID/SETGID/KILL.
+    prctl.clear_ambient_capabilities()
+    os.setgroups([])
+    os.setresgid(user[1], -1, -1)
+    os.setresuid(user[0], -1, -1)
+    prctl.set_not_dumpable()  # still: not ptrace-able by those processes
+
+
+def lent(user: tuple[int, int]) -> bool:
+    """Whether lend_real_ids(user) is in force (the effective ids stay elsewhere)."""
+    return os.getuid() == user[0] and os.getgid() == user[1] and os.geteuid() != user[0]
+
+
 def _posix_spawn(argv: list[str], cwd: str | None, env: dict[str, str] | None, stdin: int | None,
-                 out_w: int, err_w: int) -> int:
+                 out_w: int, err_w: int, resetids: bool) -> int:
     global _home
     env = dict(os.environ) if env is None else env
     path = resolve(argv[0], env.get("PATH", os.defpath))
@@ -81,7 +106,7 @@ def _posix_spawn(argv: list[str], cwd: str | None, env: dict[str, str] | None, s
             _home = os.open(".", os.O_PATH | os.O_DIRECTORY)
         os.chdir(cwd)
     try:
-        return os.posix_spawn(path, argv, env, file_actions=actions, setsid=True,
+        return os.posix_spawn(path, argv, env, file_actions=actions, setsid=True, resetids=resetids,
                               setsigdef=_DEFAULT_SIGNALS, setsigmask=())
     finally:
         if cwd is not None:

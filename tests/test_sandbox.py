@@ -235,11 +235,26 @@ def test_environment_secrets_do_not_leak(start_daemon) -> None:
 def test_commands_run_as_the_configured_user_when_parad_is_root(start_daemon) -> None:
     d = start_daemon(pools=sandboxed({"run_as": "nobody", "filesystem": {"writable": []}}))
     with d.client() as c:
-        r = c.run("bash", command="id -u; grep NoNewPrivs /proc/self/status", cwd="/")
+        r = c.run("bash", command="grep -E '^(Uid|Gid|Groups|CapPrm|CapEff|NoNewPrivs):' /proc/$$/status", cwd="/")
     assert r.ok, r
-    uid, nnp = r.stdout.split("\n", 1)
-    assert uid == str(pwd.getpwnam("nobody").pw_uid)
-    assert nnp.split() == ["NoNewPrivs:", "1"]
+    status = {line.split(":")[0]: line.split()[1:] for line in r.stdout.splitlines()}
+    nobody = pwd.getpwnam("nobody")
+    # Real, effective, saved and filesystem ids all nobody's: nothing left to switch back to.
+    assert status["Uid"] == [str(nobody.pw_uid)] * 4, status
+    assert status["Gid"] == [str(nobody.pw_gid)] * 4, status
+    assert status["Groups"] == [] and status["NoNewPrivs"] == ["1"], status
+    assert int(status["CapPrm"][0], 16) == 0 and int(status["CapEff"][0], 16) == 0, status
+
+
+@needs_root
+def test_without_a_pid_namespace_commands_cannot_signal_their_worker(start_daemon) -> None:
+    """In its own pid namespace a worker lends its commands' user its real ids (a cheaper
+    spawn); sharing the host's, it must not, or any command could kill every bash worker."""
+    d = start_daemon(pools=sandboxed({"run_as": "nobody", "isolation": "none"}))
+    with d.client() as c:
+        r = c.run("bash", command="id -u; kill -0 $PPID", cwd="/")
+    assert r.stdout == f"{pwd.getpwnam('nobody').pw_uid}\n", r
+    assert r.exit_code != 0 and "not permitted" in r.stderr, r
 
 
 # ---- per-task policies ----------------------------------------------------------------------

@@ -76,3 +76,7 @@ class Tool:
     def held_limits(self, options: Any) -> Limits | None:
         """Limits a worker of this tool holds itself, so its commands inherit them cheaply."""
         return None
+
+    def command_user(self, options: Any) -> tuple[int, int] | None:
+        """(uid, gid) this tool's commands run as, if not the worker's own; None if unknown."""
+        return None

@@ -132,11 +132,13 @@ class Bash(Tool):
         return Limits(cpu_seconds=lim.cpu_seconds, file_size=lim.file_size, open_files=lim.open_files,
                       processes=nproc, address_space=lim.address_space)
 
+    def command_user(self, options: BashOptions) -> tuple[int, int] | None:
+        try:
+            return self.identity(options)
+        except ToolFailure:
+            return None  # each task will say why
+
     def held_limits(self, options: BashOptions) -> Limits:
         # Under run_as the worker holds the RLIMIT_NPROC backstop too (root
         # is exempt from it), so its commands inherit it without a pre-exec step.
-        try:
-            dedicated = self.identity(options) is not None
-        except ToolFailure:
-            dedicated = False  # each task will say why
-        return self.limits(options.sandbox, dedicated).inheritable()
+        return self.limits(options.sandbox, self.command_user(options) is not None).inheritable()
