@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -174,17 +175,21 @@ def test_command_cgroup_limits_attribution_and_kill(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(HOST.cgroup is None, reason=f"no delegated cgroup v2 subtree: {HOST.cgroup_error}")
 def test_real_cgroup_caps_a_memory_hog(tmp_path: Path) -> None:
-    from para.sandbox.command import Command, CommandSpec
-
     root = HOST.cgroup
     cgroup.adopt(root)
     pool = cgroup.make_pool(root, "test", None)
     _, leaf = cgroup.make_worker(pool, f"t{os.getpid()}")
+    # In a process of its own: a Command kills every child of its owner, and
+    # pytest's children include the daemons other tests share.
+    script = (
+        "import sys; from pathlib import Path; from para.sandbox.command import Command, CommandSpec\n"
+        "cmd = Command(CommandSpec(argv=['python3', '-c', 'x = b\"x\" * (512 << 20)'], memory=64 << 20,"
+        " cgroup=Path(sys.argv[1])))\n"
+        "cmd._reap_blocking(); cmd.close(); print(cmd.outcome().limit)\n"
+    )
     try:
-        cmd = Command(CommandSpec(argv=["python3", "-c", "x = b'x' * (512 << 20)"], memory=64 << 20, cgroup=leaf))
-        cmd._reap_blocking()
-        cmd.close()
-        assert cmd.outcome().limit == "memory"
+        done = subprocess.run([sys.executable, "-c", script, str(leaf)], capture_output=True, text=True, timeout=60)
+        assert done.stdout.strip() == "memory", done.stderr
     finally:
         cgroup.remove(pool)
 
