@@ -94,7 +94,11 @@ class Daemon:
         )
         self.pid = self.proc.pid
         self.seen: set[int] = set()
-        wait_until(self._ready, 30, "parad to serve")
+        try:
+            wait_until(self._ready, 30, "parad to serve")
+        except BaseException:
+            self.stop()  # a parad that never came up is in no fixture's list: stop it here
+            raise
 
     def _ready(self) -> bool:
         if self.proc.poll() is not None:
