@@ -167,15 +167,14 @@ def _exec_sandboxed(request: m.Spawn) -> None:
     the commands it runs; its settings arrive in a memfd.
     """
     runtime = os.open(request.settings["runtime_dir"], os.O_PATH | os.O_DIRECTORY)
-    launch = request.settings["launch"]
     inside = m.Spawn(request.worker, request.pool, request.tool,
-                     {**request.settings, "runtime_dir": f"/proc/self/fd/{runtime}", "launch": None,
-                      "pid_namespace": "--unshare-pid" in launch})
+                     {**request.settings, "runtime_dir": f"/proc/self/fd/{runtime}", "launch": None})
     spawn_fd = os.memfd_create("para-spawn", 0)
     os.write(spawn_fd, codec.encode(inside))
     os.lseek(spawn_fd, 0, os.SEEK_SET)
     for fd in (runtime, spawn_fd):
         os.set_inheritable(fd, True)
+    launch = request.settings["launch"]
     os.execve(launch[0], [*launch, sys.executable, "-m", "para.daemon.worker", str(spawn_fd)], request.settings["env"])
 
 

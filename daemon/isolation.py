@@ -43,6 +43,7 @@ class PoolIsolation:
     cgroup: Path | None = None        # the pool's cgroup, when parad owns a subtree
     policy: SandboxPolicy | None = None
     rebuild: tuple | None = None      # (bwrap, unshare_user, hide, keep): what launch_argv needs
+    lend_ids: bool = False            # workers may lend run_as their real ids (see sandbox/spawn.py)
 
     def launch_argv(self) -> list[str] | None:
         """The sandbox argv for a new worker, built now: paths to hide or protect that
@@ -76,7 +77,30 @@ def plan(pool_options: dict[str, BaseModel], host: HostSupport, hide: list[str])
             plans[name] = PoolIsolation(name, "none", "none", "none (no commands)")
             continue
         plans[name] = _plan_pool(name, policy, host, hide, None if read_only else cg_root, read_only)
+    _plan_lent_ids(plans, pool_options)
     return plans
+
+
+def _plan_lent_ids(plans: dict[str, PoolIsolation], pool_options: dict[str, BaseModel]) -> None:
+    """Which pools' workers may make run_as their real ids: those alone in a pid namespace,
+    as long as no pool runs commands as that user outside one (they could signal the workers)."""
+    if os.geteuid() != 0:
+        return
+    exposed: dict[str, str] = {}  # run_as user -> a pool whose commands share the host's pids
+    for name, options in pool_options.items():
+        policy, read_only = policy_of(options)
+        if policy is not None and not read_only and policy.run_as and plans[name].effective != "namespaces":
+            exposed.setdefault(policy.run_as, name)
+    for name, options in pool_options.items():
+        policy, read_only = policy_of(options)
+        p = plans[name]
+        if policy is None or read_only or not policy.run_as or not p.launch or "--unshare-pid" not in p.launch:
+            continue
+        if policy.run_as in exposed:
+            log.info("pool %r: commands of pool %r run as %s outside a pid namespace, so %r's workers keep "
+                     "their own ids (a fork per command)", name, exposed[policy.run_as], policy.run_as, name)
+        else:
+            p.lend_ids = True
 
 
 def _adopt_cgroup(host: HostSupport) -> Path | None:

@@ -569,6 +569,7 @@ class Supervisor:
         settings = {
             "runtime_dir": str(self.endpoints.runtime_dir), "heartbeat_interval": d.heartbeat_interval,
             "credit": pool.credit, "options": pool.options, "launch": plan.launch_argv(), "env": plan.env,
+            "lend_ids": plan.lend_ids,
         }
         if plan.cgroup is not None:
             leaf, command = cgroup.make_worker(plan.cgroup, worker.id)

@@ -68,10 +68,11 @@ class Worker:
         # Commands that may submit child tasks get a socket to do it through.
         self.relay = ChildRelay(self.ctx, worker_id) if self.tool.runs_commands else None
         user = self.tool.command_user(self.options)
-        if user is not None and settings.get("pid_namespace"):
+        if user is not None and settings.get("lend_ids"):
             # Commands as `user` can then start by posix_spawn, about 1.5 ms
-            # cheaper than a fork. `user` may now signal the worker: alone in
-            # its pid namespace, only its own commands can address it.
+            # cheaper than a fork. `user` may now signal the worker: parad
+            # lends only where the worker is alone in its pid namespace and
+            # no pool runs `user`'s commands outside one (isolation.py).
             spawn.lend_real_ids(user)
 
     # ---- main loop ---------------------------------------------------------
@@ -205,7 +206,14 @@ class Worker:
 
     def _finish_command(self) -> None:
         outcome = self.running.outcome()
-        self.running.close()
+        if self.running.unkillable:
+            # Unkillable (stuck in the kernel): a worker that still holds them
+            # would count them against every later command, so it retires.
+            self._send("error", m.ErrorReport(self.id, self.current.task.id, "unkillable",
+                                              f"processes {self.running.unkillable} outlived every kill; the worker retires"))
+            self.stopping = True
+        else:
+            self.running.close()
         self.running = None
         step: RunCommand = self.finish_step
         answer = None
@@ -318,6 +326,9 @@ def worker_main(worker_id: str, tool: str, settings: dict[str, Any]) -> None:
     # Orphans of a command (setsid, double fork) come back to us, not to the
     # sandbox's init, so a kill of "everything below the worker" gets them.
     prctl.set_child_subreaper()
+    # Before zmq starts its threads (the set is per thread): nothing a worker
+    # execs keeps a capability bubblewrap's --cap-add made ambient.
+    prctl.clear_ambient_capabilities()
     worker = Worker(worker_id, tool, settings)
     try:
         worker.run()

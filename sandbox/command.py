@@ -23,11 +23,13 @@ from para.sandbox.watch import TreeWatch
 READ_SIZE = 65536
 SWEEP_SLICE = 0.05   # longest a kill pass holds the owner's loop
 SWEEP_PAUSE = 0.002  # between passes, for the loop's own work
+SWEEP_GIVE_UP = 10.0  # a tree still there after this long is unkillable (D state): stop trying
 
 
 @dataclass(slots=True)
 class CommandSpec:
     argv: list[str]
+    executable: str | None = None      # the program's path, if argv[0] is not how to find it
     cwd: str | None = None
     env: dict[str, str] | None = None
     stdin: bytes | None = None
@@ -125,6 +127,8 @@ class Command:
         self._kill_at: float | None = None
         self._drain_until: float | None = None
         self._sweep_at: float | None = None
+        self._sweep_since: float | None = None
+        self.unkillable: list[int] = []  # what outlived SWEEP_GIVE_UP seconds of kills
         self.started = time.monotonic()
         self._ended: float | None = None
         # Inherited: the worker holds the rlimits, so the child needs no setup
@@ -135,7 +139,8 @@ class Command:
             self._cgroup.prepare(spec.memory, spec.processes, spec.cpu_max)
         stdin = self._stdin_file(spec.stdin)
         try:
-            started = spawn.start(spec.argv, spec.cwd, spec.env, stdin, inherited, spec.limits, spec.cgroup, spec.user)
+            started = spawn.start(spec.argv, spec.executable, spec.cwd, spec.env, stdin, inherited, spec.limits,
+                                  spec.cgroup, spec.user)
         finally:
             if stdin is not None:
                 os.close(stdin)  # the child has its own copy
@@ -273,9 +278,16 @@ class Command:
     def _sweep(self) -> None:
         # Killing and reaping thousands of processes can take seconds on a busy
         # host; in slices, the owner's loop goes on (heartbeats, cancels) between them.
+        if self._status is None:
+            self._reap()  # it may have exited on its own: keep its real status, before a reap-all takes it
+        now = time.monotonic()
+        self._sweep_since = self._sweep_since or now
         tree.kill_tree(os.getpid(), include_root=False, deadline=SWEEP_SLICE)
         tree.reap_children()
-        self._sweep_at = time.monotonic() + SWEEP_PAUSE if tree.has_children() else None
+        self._sweep_at = now + SWEEP_PAUSE if tree.has_children() else None
+        if self._sweep_at and now - self._sweep_since > SWEEP_GIVE_UP:
+            self.unkillable = tree.subtree(os.getpid())
+            self._sweep_at = None  # the owner reports them and retires
 
     def _reap(self) -> None:
         try:

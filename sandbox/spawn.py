@@ -28,9 +28,9 @@ from pathlib import Path
 from para.sandbox import cgroup, prctl
 from para.sandbox.limits import Limits
 
-# Python ignores SIGPIPE and a spawned child would inherit that; subprocess
-# resets these too (restore_signals).
-_DEFAULT_SIGNALS = {signal.SIGPIPE, signal.SIGXFSZ}
+# Python ignores SIGPIPE and SIGXFSZ, and parad may have been started
+# ignoring more (nohup, `&`): a command starts with every handler at default.
+_DEFAULT_SIGNALS = signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP}
 _home: int | None = None  # the directory we started in, to step back to after a spawn
 
 
@@ -42,7 +42,7 @@ class Started:
     popen: subprocess.Popen | None  # kept so subprocess does not reap the pid itself later
 
 
-def start(argv: list[str], cwd: str | None, env: dict[str, str] | None, stdin: int | None,
+def start(argv: list[str], executable: str | None, cwd: str | None, env: dict[str, str] | None, stdin: int | None,
           inherited: bool, limits: Limits, leaf: Path | None, user: tuple[int, int] | None) -> Started:
     """Start `argv` in a new session with stdout/stderr on fresh pipes; stdin from `stdin` (None: /dev/null).
 
@@ -53,9 +53,9 @@ def start(argv: list[str], cwd: str | None, env: dict[str, str] | None, stdin: i
     err_r, err_w = os.pipe()
     try:
         if inherited and leaf is None and (user is None or lent(user)):
-            pid, popen = _posix_spawn(argv, cwd, env, stdin, out_w, err_w, resetids=user is not None), None
+            pid, popen = _posix_spawn(argv, executable, cwd, env, stdin, out_w, err_w, resetids=user is not None), None
         else:
-            popen = _popen(argv, cwd, env, stdin, out_w, err_w, inherited, limits, leaf, user)
+            popen = _popen(argv, executable, cwd, env, stdin, out_w, err_w, inherited, limits, leaf, user)
             pid = popen.pid
     except BaseException:
         os.close(out_r)
@@ -77,8 +77,10 @@ def lend_real_ids(user: tuple[int, int]) -> None:
     only a process alone in its pid namespace with its own commands may do it.
     """
     # The kernel drops ambient capabilities only when no id is left root, and
-    # the saved id of a RESETIDS child still is until exec: drop them here,
-    # or the command would exec holding the worker's SETUID/SETGID/KILL.
+    # the saved id of a RESETIDS child still is until exec: drop them, or the
+    # command would exec holding the worker's SETUID/SETGID/KILL. Ambient sets
+    # are per thread: worker_main clears them before any thread starts, this
+    # covers a caller that did not.
     prctl.clear_ambient_capabilities()
     os.setgroups([])
     os.setresgid(user[1], -1, -1)
@@ -91,11 +93,11 @@ def lent(user: tuple[int, int]) -> bool:
     return os.getuid() == user[0] and os.getgid() == user[1] and os.geteuid() != user[0]
 
 
-def _posix_spawn(argv: list[str], cwd: str | None, env: dict[str, str] | None, stdin: int | None,
-                 out_w: int, err_w: int, resetids: bool) -> int:
+def _posix_spawn(argv: list[str], executable: str | None, cwd: str | None, env: dict[str, str] | None,
+                 stdin: int | None, out_w: int, err_w: int, resetids: bool) -> int:
     global _home
     env = dict(os.environ) if env is None else env
-    path = resolve(argv[0], env.get("PATH", os.defpath))
+    path = executable or resolve(argv[0], env.get("PATH", os.defpath))
     actions = [
         (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0) if stdin is None else (os.POSIX_SPAWN_DUP2, stdin, 0),
         (os.POSIX_SPAWN_DUP2, out_w, 1),
@@ -115,29 +117,26 @@ def _posix_spawn(argv: list[str], cwd: str | None, env: dict[str, str] | None, s
             os.fchdir(_home)
 
 
-_resolved: dict[tuple[str, str], str] = {}
-
-
 def resolve(name: str, path: str) -> str:
-    """`name` looked up on `path` once (execvp would try every entry on every spawn)."""
+    """`name` as posix_spawn needs it: a path, looked up on `path` if it has no slash.
+
+    Callers that spawn the same program often pass it resolved (the bash tool
+    does, on its pool's PATH, never a task's).
+    """
     if "/" in name:
         return name
-    key = (name, path)
-    found = _resolved.get(key)
+    found = shutil.which(name, path=path)
     if found is None:
-        found = shutil.which(name, path=path)
-        if found is None:
-            raise FileNotFoundError(2, f"{name} not found on PATH", name)
-        _resolved[key] = found
+        raise FileNotFoundError(2, f"{name} not found on PATH", name)
     return found
 
 
-def _popen(argv: list[str], cwd: str | None, env: dict[str, str] | None, stdin: int | None,
+def _popen(argv: list[str], executable: str | None, cwd: str | None, env: dict[str, str] | None, stdin: int | None,
            out_w: int, err_w: int, inherited: bool, limits: Limits, leaf: Path | None,
            user: tuple[int, int] | None) -> subprocess.Popen:
     in_c = inherited and leaf is None  # only the user switch is left: subprocess does it in C
     return subprocess.Popen(
-        argv, cwd=cwd, env=env,
+        argv, executable=executable, cwd=cwd, env=env,
         stdin=subprocess.DEVNULL if stdin is None else stdin, stdout=out_w, stderr=err_w,
         start_new_session=True, close_fds=True,
         preexec_fn=None if in_c else _child_setup(limits, leaf, user),

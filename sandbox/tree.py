@@ -99,10 +99,19 @@ def kill_tree(root: int, include_root: bool = True, deadline: float = 5.0) -> in
 
 
 def _alive(pid: int) -> bool:
-    """Exists and is not a zombie (read from /proc/PID/stat, cheaper than psutil)."""
+    """Exists and is not a zombie (read from /proc/PID/stat, cheaper than psutil).
+
+    A process whose main thread exited while others run shows Z too, yet
+    lives on: a SIGKILL to its pid ends those threads, so it counts as alive.
+    """
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
         return False
-    return stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3] not in (b"Z", b"X")
+    if stat[stat.rfind(b")") + 2:stat.rfind(b")") + 3] not in (b"Z", b"X"):
+        return True
+    try:
+        return len(os.listdir(f"/proc/{pid}/task")) > 1
+    except OSError:
+        return False

@@ -98,6 +98,22 @@ def test_output_is_capped_keeping_head_and_tail(start_daemon) -> None:
     assert small.truncated and small.stdout_bytes == len("".join(f"{i}\n" for i in range(1, 101)))
 
 
+LEADER_GONE = (  # the main thread exits while another sleeps on: the process shows Z, yet lives
+    "import threading, time, ctypes, sys\n"
+    "threading.Thread(target=time.sleep, args=(600,)).start()\n"
+    "time.sleep(0.1)\n"
+    "ctypes.CDLL(None).syscall(60, 0)\n"
+)
+
+
+def test_a_leftover_whose_main_thread_exited_is_killed_and_the_task_ends(daemon) -> None:
+    with daemon.client() as c:
+        r = c.run("bash", timeout=60, command=(
+            f"setsid python3 -c '{LEADER_GONE}' </dev/null >/dev/null 2>&1 & sleep 0.5; echo done"))
+    # The command exited at once; what it left must be found alive, killed, and the result sent.
+    assert r.ok and r.stdout == "done\n", r
+
+
 def test_timeout_kills_the_command_and_a_setsid_grandchild(daemon, tmp_path: Path) -> None:
     tag, started = f"para-escapee-{uuid.uuid4().hex[:8]}", tmp_path / "escapee-started"
     with daemon.client() as c:
@@ -139,10 +155,13 @@ def test_file_size_limit_is_attributed(start_daemon, tmp_path: Path) -> None:
     assert os.path.getsize(tmp_path / "big") == 4096
 
 
-def test_cancel_a_running_command(daemon) -> None:
+def test_cancel_a_running_command(daemon, tmp_path: Path) -> None:
+    started_file = tmp_path / "started"
     with daemon.client() as c:
-        future = c.submit("bash", command="sleep 300")
-        wait_until(lambda: [t for t in c.ps() if t["state"] == "running"], what="the task to run")
+        future = c.submit("bash", command=f"touch {started_file}; exec sleep 300")
+        # "running" in ps means assigned: a cancel arriving with the assignment
+        # would find the command not yet started. Wait for the command itself.
+        wait_until(started_file.exists, what="the command to start")
         started = time.monotonic()
         assert c.cancel(future) == {"cancelled": [future.id], "not_running": []}
         result = future.result(timeout=30)

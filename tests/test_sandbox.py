@@ -244,6 +244,10 @@ def test_commands_run_as_the_configured_user_when_parad_is_root(start_daemon) ->
     assert status["Gid"] == [str(nobody.pw_gid)] * 4, status
     assert status["Groups"] == [] and status["NoNewPrivs"] == ["1"], status
     assert int(status["CapPrm"][0], 16) == 0 and int(status["CapEff"][0], 16) == 0, status
+    if HOST.namespaces:  # the worker lent nobody its real uid, so commands start by posix_spawn
+        worker = Path(f"/proc/{d.workers('bash')[0]['pid']}/status").read_text()
+        uids = next(line.split()[1:] for line in worker.splitlines() if line.startswith("Uid:"))
+        assert uids == [str(nobody.pw_uid), "0", "0", "0"], uids
 
 
 @needs_root
@@ -255,6 +259,22 @@ def test_without_a_pid_namespace_commands_cannot_signal_their_worker(start_daemo
         r = c.run("bash", command="id -u; kill -0 $PPID", cwd="/")
     assert r.stdout == f"{pwd.getpwnam('nobody').pw_uid}\n", r
     assert r.exit_code != 0 and "not permitted" in r.stderr, r
+
+
+@needs_root
+@needs_namespaces
+def test_a_pool_outside_a_pid_namespace_cannot_signal_another_pools_worker(start_daemon) -> None:
+    """Both pools run commands as nobody; had the namespaced pool's workers lent nobody their
+    real ids, the other pool's commands, which see the host's pids, could stop them all."""
+    pools = {**sandboxed({"run_as": "nobody"}),
+             "plain": {"tool": "bash", "min_workers": 1, "max_workers": 1,
+                       "options": {"sandbox": {"run_as": "nobody", "isolation": "none"}}}}
+    d = start_daemon(pools=pools)
+    target = d.workers("bash")[0]["pid"]
+    with d.client() as c:
+        r = c.run("plain", command=f"kill -0 {target}", cwd="/")
+        assert r.exit_code != 0 and "not permitted" in r.stderr, r
+        assert c.run("bash", command="id -u", cwd="/").stdout == f"{pwd.getpwnam('nobody').pw_uid}\n"
 
 
 # ---- per-task policies ----------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -65,11 +66,14 @@ class Bash(Tool):
         limits = policy.limits
         timeout = min(t for t in (ctx.timeout, limits.timeout) if t)
         argv = ["bash", "-c", args.command]
+        executable = self._bash(options)
         if policy is not options.sandbox and mounts_differ(policy, options.sandbox):
             argv = self._nested(policy, options.sandbox, argv)
+            executable = argv[0]
         user = self.identity(options)
         spec = CommandSpec(
             argv=argv,
+            executable=executable,
             cwd=str(cwd),
             env={**self._base_env(options), **args.env},
             stdin=stdin,
@@ -99,6 +103,17 @@ class Bash(Tool):
             raise ToolFailure("this task's policy narrows mounts or the network, which needs bubblewrap; "
                               "install it (apt install bubblewrap) or drop policy.network/writable/deny_read/read_only")
         return namespaces.command_argv(bwrap, policy, pool, argv)
+
+    def _bash(self, options: BashOptions) -> str:
+        # Found on the pool's PATH once, not on a task's: a task's env.PATH
+        # must not choose the first program exec'd with the worker's privileges.
+        cached = getattr(self, "_bash_cache", None)
+        if cached is None or cached[0] is not options:
+            found = shutil.which("bash", path=self._base_env(options).get("PATH", os.defpath))
+            if found is None:
+                raise ToolFailure("bash is not on the PATH of the pool's environment; set sandbox.env.set.PATH")
+            self._bash_cache = cached = (options, found)
+        return cached[1]
 
     def _base_env(self, options: BashOptions) -> dict[str, str]:
         # The daemon's environment does not change: filter it once per worker, not per task.
