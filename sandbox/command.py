@@ -284,10 +284,13 @@ class Command:
         self._sweep_since = self._sweep_since or now
         tree.kill_tree(os.getpid(), include_root=False, deadline=SWEEP_SLICE)
         tree.reap_children()
-        self._sweep_at = now + SWEEP_PAUSE if tree.has_children() else None
-        if self._sweep_at and now - self._sweep_since > SWEEP_GIVE_UP:
+        if not tree.has_children():
+            self._sweep_at = self._sweep_since = None
+        elif now - self._sweep_since > SWEEP_GIVE_UP:
             self.unkillable = tree.subtree(os.getpid())
-            self._sweep_at = None  # the owner reports them and retires
+            self._sweep_at = self._sweep_since = None  # the owner reports them and retires
+        else:
+            self._sweep_at = now + SWEEP_PAUSE
 
     def _reap(self) -> None:
         try:
