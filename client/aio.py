@@ -28,7 +28,7 @@ import zmq
 import zmq.asyncio
 
 from para.client.autostart import daemon_running, start_daemon
-from para.client.batch import batch_message
+from para.client.batch import batch_message, track_tasks
 from para.client.client import MAP_WINDOW, TASK_OPTIONS
 from para.client.errors import DaemonUnavailable, InvalidRequest, ParaError, TaskTimeout, error_for, refusal
 from para.client.result import Chunk, Result
@@ -214,11 +214,7 @@ class AsyncClient:
         """Start a batch of tasks with dependencies (see para.client.batch)."""
         batch_id = f"{self._token}-b{next(self._ids)}"
         msg = batch_message(next(self._reqs), batch_id, spec)
-        tasks = {}
-        for task_spec in msg.tasks:
-            task = AsyncTask(self, task_spec)
-            self._tasks[task.id] = task
-            tasks[task.id.split(":", 1)[1]] = task
+        tasks = track_tasks(msg, lambda task_spec: AsyncTask(self, task_spec), self._tasks)
         try:
             await self._request(msg)
         except ParaError:

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from para.client.errors import InvalidRequest
 from para.client.result import Result
@@ -30,6 +31,8 @@ from para.ipc import messages as m
 
 if TYPE_CHECKING:
     from para.client.client import Client, TaskFuture
+
+T = TypeVar("T")
 
 BATCH_TASK_OPTIONS = ("timeout", "priority", "retries", "retry_on", "retry_backoff")
 TASK_KEYS = {"id", "tool", "args", "after", *BATCH_TASK_OPTIONS}
@@ -60,6 +63,15 @@ def batch_message(req: int, batch_id: str, spec: dict[str, Any]) -> m.SubmitBatc
         if deps:
             after[task_id] = [f"{batch_id}:{d}" for d in deps]
     return m.SubmitBatch(req, batch_id, tasks, after, spec.get("on_failure", "fail_fast"), os.getcwd())
+
+
+def track_tasks(msg: m.SubmitBatch, make: Callable[[m.TaskSpec], T], registry: dict[str, T]) -> dict[str, T]:
+    """A handle per task of `msg`, put in the client's `registry` by task id; returned by their names in the batch."""
+    handles = {}
+    for spec in msg.tasks:
+        handle = registry[spec.id] = make(spec)
+        handles[spec.id.split(":", 1)[1]] = handle
+    return handles
 
 
 class BatchHandle:

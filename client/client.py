@@ -25,7 +25,7 @@ from typing import Any
 import zmq
 
 from para.client.autostart import daemon_running, start_daemon
-from para.client.batch import BatchHandle, batch_message
+from para.client.batch import BatchHandle, batch_message, track_tasks
 from para.client.errors import DaemonUnavailable, InvalidRequest, ParaError, TaskTimeout, error_for, refusal
 from para.client.result import Chunk, Result
 from para.ipc import codec
@@ -235,11 +235,7 @@ class Client:
         """
         batch_id = f"{self._prefix}-b{next(self._ids)}"
         msg = batch_message(next(self._reqs), batch_id, spec)
-        futures = {}
-        for task in msg.tasks:
-            future = TaskFuture(self, task)
-            self._futures[task.id] = future
-            futures[task.id.split(":", 1)[1]] = future
+        futures = track_tasks(msg, lambda task: TaskFuture(self, task), self._futures)
         try:
             self._request(msg, m.Accepted)
         except ParaError:
