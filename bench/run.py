@@ -13,7 +13,9 @@ every pool is ready, then measures
   2. echo pipelined throughput: Client.map over many echo tasks, against raw
      pyzmq DEALER/ROUTER pipelining to the same child echo server;
   3. `bash -c true` throughput: Client.map on the bash pool (N workers),
-     against `xargs -P N` and GNU parallel (if installed).
+     against `xargs -P N` and GNU parallel (if installed), and through a bare
+     pyzmq relay in front of N bare Python spawners (bench/floor.py: the
+     floor of parad's client -> daemon -> worker shape for commands).
 
 para and its peers alternate round by round (so a burst of load from elsewhere
 hits both); each figure is the median over rounds and each ratio the median of
@@ -45,6 +47,8 @@ from typing import Any
 
 import msgpack
 import zmq
+
+from floor import SpawnFloor
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -492,7 +496,7 @@ def report(res: dict) -> str:
     n, nan = m["bash_workers"], float("nan")
     lat, raw, relay = f["echo_latency_para"], f["echo_latency_raw_reqrep"], f["echo_latency_raw_relay"]
     et, rt = f["echo_tput_para"], f["echo_tput_raw_pipelined"]
-    bt, xt, gp = f["bash_tput_para"], f["bash_tput_xargs"], f.get("bash_tput_gnu_parallel")
+    bt, xt, gp, ft = f["bash_tput_para"], f["bash_tput_xargs"], f.get("bash_tput_gnu_parallel"), f["bash_tput_floor"]
     lines = [
         "## para bench",
         "",
@@ -515,6 +519,8 @@ def report(res: dict) -> str:
          f"{r['echo_latency_p99_vs_raw']:.2f}x", ""),
         ("echo run() round trip p50", f"{lat['p50_us']:.0f} us", f"raw 2-hop relay {relay['p50_us']:.0f} us",
          f"{r['echo_latency_p50_vs_relay']:.2f}x", "(info)"),
+        ("  floor: raw 2-hop relay p50", f"{relay['p50_us']:.0f} us", f"raw REQ/REP {raw['p50_us']:.0f} us",
+         f"{r['echo_latency_relay_vs_raw']:.2f}x", f"(info: the shape's floor; <= {t['latency_ratio_max']:g}x?)"),
         (f"echo map(), {et['tasks']:,} tasks", f"{et['per_s']:,.0f} /s", f"raw DEALER/ROUTER {rt['per_s']:,.0f} /s",
          f"{r['echo_tput_vs_raw']:.2f}x", f">= {t['echo_tput_min']:,.0f}/s {verdict(ok['echo_tput'])}"),
         (f"bash -c true map(), {bt['tasks']:,}", f"{bt['per_s']:,.0f} /s", f"xargs -P {n} {xt['per_s']:,.0f} /s",
@@ -523,6 +529,12 @@ def report(res: dict) -> str:
     if gp:
         rows.append((f"bash -c true map(), {bt['tasks']:,}", f"{bt['per_s']:,.0f} /s",
                      f"GNU parallel -j {n} {gp['per_s']:,.0f} /s", f"{r['bash_tput_vs_gnu_parallel']:.2f}x", "(info)"))
+    rows += [
+        (f"bash -c true map(), {bt['tasks']:,}", f"{bt['per_s']:,.0f} /s", f"relay + spawn floor {ft['per_s']:,.0f} /s",
+         f"{r['bash_tput_vs_floor']:.2f}x", "(info)"),
+        ("  floor: relay + spawn", f"{ft['per_s']:,.0f} /s", f"xargs -P {n} {xt['per_s']:,.0f} /s",
+         f"{r['bash_floor_vs_xargs']:.2f}x", f"(info: the shape's floor; >= {t['bash_vs_xargs_min']:g}x?)"),
+    ]
     lines += table(rows)
     lines += [
         "",
@@ -534,6 +546,7 @@ def report(res: dict) -> str:
     ]
     if gp:
         lines.append(f"  parallel:    parallel + bash {gp['cpu_us_per_task']['total']:.0f}")
+    lines.append(f"  floor:       {cpu_line(ft['cpu_us_per_task'])}")
     lines += [
         "",
         "rounds:",
@@ -541,7 +554,7 @@ def report(res: dict) -> str:
         f"  run() p99 para {lat['rounds_p99_us']} / REQ-REP {raw['rounds_p99_us']} us",
         f"  echo map() {et['rounds_per_s']} / raw pipelined {rt['rounds_per_s']} per s",
         f"  bash map() {bt['rounds_per_s']} / xargs {xt['rounds_per_s']}"
-        + (f" / parallel {gp['rounds_per_s']}" if gp else "") + " per s",
+        + (f" / parallel {gp['rounds_per_s']}" if gp else "") + f" / floor {ft['rounds_per_s']} per s",
         "",
         f"xargs:    {xt['command']}",
         f"parallel: {gp['command'] if gp else m['gnu_parallel'] + '; skipped'}",
@@ -602,30 +615,41 @@ def measure(res: dict, daemon: Daemon, peers: RawPeers, p: dict, workers: int) -
         res["meta"]["gnu_parallel"] = parallel_note
         parallel_cmd = parallel_prefix + ["-j", str(workers), "bash", "-c", "{}"] if parallel_prefix else None
         log(f"3/3 bash -c true throughput: para map() vs xargs -P {workers}"
-            + (" vs GNU parallel" if parallel_cmd else "") + f", {n:,} tasks, {p['bash_rounds']} rounds")
+            + (" vs GNU parallel" if parallel_cmd else "") + f" vs the relay + spawn floor, {n:,} tasks, "
+            f"{p['bash_rounds']} rounds")
         para_map_round(client, "bash", {"command": "true"}, min(n, 50))
-        cpu, xcpu, pcpu = CpuMeter(daemon.proc.pid, worker_list, "bash"), ChildCpu(), ChildCpu()
-        para_s, xargs_s, par_s = [], [], []
-        for _ in range(p["bash_rounds"]):
-            with cpu.timed(n):
-                para_s.append(para_map_round(client, "bash", {"command": "true"}, n))
-            xargs_s.append(external_round(xargs_cmd, n, xcpu))
-            if parallel_cmd:
-                par_s.append(external_round(parallel_cmd, n, pcpu))
+        floor = SpawnFloor(daemon.tmp, workers)
+        try:
+            floor.round(min(n, 50))
+            cpu, xcpu, pcpu = CpuMeter(daemon.proc.pid, worker_list, "bash"), ChildCpu(), ChildCpu()
+            para_s, xargs_s, par_s, floor_s = [], [], [], []
+            for _ in range(p["bash_rounds"]):
+                with cpu.timed(n):
+                    para_s.append(para_map_round(client, "bash", {"command": "true"}, n))
+                xargs_s.append(external_round(xargs_cmd, n, xcpu))
+                if parallel_cmd:
+                    par_s.append(external_round(parallel_cmd, n, pcpu))
+                floor_s.append(floor.round(n))
+        finally:
+            floor.stop()
     shell_cmd = f"printf 'true\\n%.0s' $(seq {n}) | "
     f["bash_tput_para"] = tput_figure(para_s, n, cpu)
     f["bash_tput_xargs"] = tput_figure(xargs_s, n, xcpu, command=shell_cmd + shlex.join(xargs_cmd))
     if parallel_cmd:
         f["bash_tput_gnu_parallel"] = tput_figure(par_s, n, pcpu, command=shell_cmd + shlex.join(parallel_cmd))
+    f["bash_tput_floor"] = tput_figure(floor_s, n, floor)
 
     r = res["ratios"]
     r["echo_latency_p50_vs_raw"] = paired_ratio([x[0] for x in lat["para"]], [x[0] for x in lat["rep"]])
     r["echo_latency_p99_vs_raw"] = paired_ratio([x[1] for x in lat["para"]], [x[1] for x in lat["rep"]])
     r["echo_latency_p50_vs_relay"] = paired_ratio([x[0] for x in lat["para"]], [x[0] for x in lat["relay"]])
+    r["echo_latency_relay_vs_raw"] = paired_ratio([x[0] for x in lat["relay"]], [x[0] for x in lat["rep"]])
     r["echo_tput_vs_raw"] = paired_ratio(f["echo_tput_para"]["rounds_per_s"], f["echo_tput_raw_pipelined"]["rounds_per_s"])
     r["bash_tput_vs_xargs"] = paired_ratio(xargs_s, para_s)  # seconds: theirs / ours = our rate / theirs
     if parallel_cmd:
         r["bash_tput_vs_gnu_parallel"] = paired_ratio(par_s, para_s)
+    r["bash_tput_vs_floor"] = paired_ratio(floor_s, para_s)
+    r["bash_floor_vs_xargs"] = paired_ratio(xargs_s, floor_s)
     res["pass"] = {
         "echo_latency": r["echo_latency_p50_vs_raw"] <= TARGETS["latency_ratio_max"],
         "echo_tput": f["echo_tput_para"]["per_s"] >= TARGETS["echo_tput_min"],
