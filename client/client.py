@@ -112,6 +112,8 @@ class Client:
     def _connect(self, name: str) -> None:
         self._sock = make_socket(self._ctx, zmq.DEALER)
         self._sock.connect(self._address)
+        self._poller = zmq.Poller()  # one for every wait: Socket.poll() builds a new one per call
+        self._poller.register(self._sock, zmq.POLLIN)
         welcome = self._request(m.Hello(name, os.getpid(), self._token), reply_type=m.Welcome)
         self.daemon = welcome
         self.max_message_size = welcome.max_message_size
@@ -314,7 +316,7 @@ class Client:
                     raise TaskTimeout(f"gave up waiting for {what} after {timeout:g}s")
                 raise DaemonUnavailable(f"para daemon not answering at {self.path} (waited {timeout:g}s for {what})", self.path)
             wait = self.timeout if deadline is None else min(self.timeout, deadline - now)
-            if self._sock.poll(int(wait * 1000) + 1):
+            if self._poller.poll(int(wait * 1000) + 1):
                 for part in codec.split(self._sock.recv()):
                     self._dispatch(codec.decode(part))
                 silent_since, pinged = time.monotonic(), False

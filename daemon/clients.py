@@ -136,7 +136,8 @@ class ClientRequests:
         for name in {self.sup.tasks.live[i].pool for i in accepted if i in self.sup.tasks.live}:
             pool = self.sup.pools[name]
             self.sup.dispatch(pool)
-            self.sup.maintain(pool)  # grow toward the new queue depth
+            if pool.wanted() > pool.live_count():
+                self.sup.maintain(pool)  # grow toward the new queue depth
 
     def on_relayed(self, worker_id: str, msg: m.Relayed) -> None:
         """A request from a client inside the command of task `msg.task_id` (nested tasks)."""

@@ -202,6 +202,10 @@ class Supervisor:
             except zmq.Again:
                 return
             handler(frames)
+            # Asking is cheaper than the zmq.Again a further recv would raise, and
+            # most turns carry one message per socket.
+            if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                return
 
     def _all_workers(self) -> list[WorkerHandle]:
         return [w for pool in self.pools.values() for w in pool.workers.values()]

@@ -59,14 +59,17 @@ class Worker:
         self.running: Command | None = None
         self.data_backlog: collections.deque[bytes] = collections.deque()
         self.events: list[bytes] = []
-        self._poll_key: tuple | None = None
-        self._poll: zmq.Poller | None = None
+        self._poll = zmq.Poller()
+        self._poll.register(self.command, zmq.POLLIN)
+        self._poll_key: tuple[bool, tuple[int, ...]] = (False, ())   # what _poll waits on beside commands
         self.chunk_seq = 0
         self.stopping = False
         self.hb_seq = 0
         self.proc = psutil.Process()
         # Commands that may submit child tasks get a socket to do it through.
         self.relay = ChildRelay(self.ctx, worker_id) if self.tool.runs_commands else None
+        if self.relay is not None:
+            self._poll.register(self.relay.sock, zmq.POLLIN)
         user = self.tool.command_user(self.options)
         if user is not None and settings.get("lend_ids"):
             # Commands as `user` can then start by posix_spawn, about 1.5 ms
@@ -115,20 +118,25 @@ class Worker:
     def _poller(self) -> zmq.Poller:
         """What to wait on: output backlog to send, else the command's pipes; always commands.
 
-        Rebuilt only when that set changes (a command starts, a pipe closes).
+        One poller, changed in place when that set changes (a command starts,
+        a pipe closes): a new one per change cost a few registrations per command.
         """
         pipes = () if self.data_backlog or self.running is None else tuple(self.running.fds())
         key = (bool(self.data_backlog), pipes)
-        if key != self._poll_key:
-            poller = zmq.Poller()
-            poller.register(self.command, zmq.POLLIN)
-            if self.relay is not None:
-                poller.register(self.relay.sock, zmq.POLLIN)
-            if self.data_backlog:
-                poller.register(self.out["data"], zmq.POLLOUT)
-            for fd in pipes:
-                poller.register(fd, zmq.POLLIN)
-            self._poll_key, self._poll = key, poller
+        if key == self._poll_key:
+            return self._poll
+        backlog, old_pipes = self._poll_key
+        for fd in old_pipes:
+            if fd not in pipes:
+                self._poll.unregister(fd)
+        for fd in pipes:
+            if fd not in old_pipes:
+                self._poll.register(fd, zmq.POLLIN)
+        if key[0] and not backlog:
+            self._poll.register(self.out["data"], zmq.POLLOUT)
+        elif backlog and not key[0]:
+            self._poll.unregister(self.out["data"])
+        self._poll_key = key
         return self._poll
 
     def _on_command(self) -> None:

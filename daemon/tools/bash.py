@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -57,11 +59,14 @@ class Bash(Tool):
             policy = tighten(options.sandbox, args.policy)
         except PolicyError as exc:
             raise ToolFailure(str(exc)) from None
-        cwd = Path(os.path.expanduser(args.cwd or options.default_cwd)).absolute()
-        if args.cwd and not os.path.isabs(os.path.expanduser(args.cwd)):
-            raise ToolFailure(f"cwd {args.cwd!r} is not absolute; pass a full path")
-        if not cwd.is_dir():
-            raise ToolFailure(f"cwd {str(cwd)!r} is not a directory")
+        if args.cwd:
+            if not os.path.isabs(os.path.expanduser(args.cwd)):
+                raise ToolFailure(f"cwd {args.cwd!r} is not absolute; pass a full path")
+            cwd = str(Path(os.path.expanduser(args.cwd)).absolute())
+        else:
+            cwd = self._cached("cwd", options, lambda: str(Path(os.path.expanduser(options.default_cwd)).absolute()))
+        if not os.path.isdir(cwd):
+            raise ToolFailure(f"cwd {cwd!r} is not a directory")
         stdin = args.stdin.encode() if isinstance(args.stdin, str) else args.stdin
         limits = policy.limits
         timeout = min(t for t in (ctx.timeout, limits.timeout) if t)
@@ -70,11 +75,11 @@ class Bash(Tool):
         if policy is not options.sandbox and mounts_differ(policy, options.sandbox):
             argv = self._nested(policy, options.sandbox, argv)
             executable = argv[0]
-        user = self.identity(options)
+        user = self._cached("user", options, lambda: self.identity(options))
         spec = CommandSpec(
             argv=argv,
             executable=executable,
-            cwd=str(cwd),
+            cwd=cwd,
             env={**self._base_env(options), **args.env},
             stdin=stdin,
             limits=self.limits(policy, user is not None),
@@ -104,25 +109,30 @@ class Bash(Tool):
                               "install it (apt install bubblewrap) or drop policy.network/writable/deny_read/read_only")
         return namespaces.command_argv(bwrap, policy, pool, argv)
 
+    def _cached(self, name: str, options: BashOptions, compute: Callable[[], Any]) -> Any:
+        # What the pool's options decide (its bash, environment, user, default
+        # cwd) does not change between tasks: work it out once per worker.
+        cache = self.__dict__.setdefault("_per_options", {})
+        hit = cache.get(name)
+        if hit is None or hit[0] is not options:
+            hit = cache[name] = (options, compute())
+        return hit[1]
+
     def _bash(self, options: BashOptions) -> str:
         # Found on the pool's PATH once, not on a task's: a task's env.PATH
         # must not choose the first program exec'd with the worker's privileges.
-        cached = getattr(self, "_bash_cache", None)
-        if cached is None or cached[0] is not options:
-            found = shutil.which("bash", path=self._base_env(options).get("PATH", os.defpath))
-            if found is None:
-                raise ToolFailure("bash is not on the PATH of the pool's environment; set sandbox.env.set.PATH")
-            self._bash_cache = cached = (options, found)
-        return cached[1]
+        found = self._cached("bash", options, lambda: shutil.which(
+            "bash", path=self._base_env(options).get("PATH", os.defpath)))
+        if found is None:
+            raise ToolFailure("bash is not on the PATH of the pool's environment; set sandbox.env.set.PATH")
+        return found
 
     def _base_env(self, options: BashOptions) -> dict[str, str]:
-        # The daemon's environment does not change: filter it once per worker, not per task.
-        cached = getattr(self, "_env_cache", None)
-        if cached is None or cached[0] is not options:
+        def build() -> dict[str, str]:
             env = options.sandbox.env
             base = build_env(os.environ, env.allow, {k: os.environ[k] for k in env.secrets if k in os.environ})
-            self._env_cache = (options, {**base, **env.set})
-        return self._env_cache[1]
+            return {**base, **env.set}
+        return self._cached("env", options, build)
 
     @staticmethod
     def identity(options: BashOptions) -> tuple[int, int] | None:
