@@ -247,14 +247,14 @@ class BatchRunner:
             pool = admit(spec, self.sup.pools, adding=0)
         except (BatchError, Refusal) as exc:
             message = exc.message if isinstance(exc, Refusal) else str(exc)
-            self.sup.complete(record, m.TaskResult(spec.id, spec.tool, m.FAILED, error=f"cannot start: {message}",
+            self.sup.lifecycle.complete(record, m.TaskResult(spec.id, spec.tool, m.FAILED, error=f"cannot start: {message}",
                                                    error_code=m.E_INVALID))
             return
         if spec.timeout is None:
             spec.timeout = pool.config.default_timeout
         record.state = m.QUEUED
         pool.queue.push(record)
-        self.sup.dispatch(pool)
+        self.sup.dispatcher.dispatch(pool)
         self.sup.maintain(pool)
 
     def on_complete(self, record: TaskRecord, result: m.TaskResult) -> None:
@@ -305,7 +305,7 @@ class BatchRunner:
                 continue  # settled meanwhile (a skip inside a skip)
             if record.state == m.QUEUED:
                 self.sup.pools[record.pool].queue.discard(record)
-            self.sup.complete(record, m.TaskResult(record.spec.id, record.spec.tool, m.SKIPPED,
+            self.sup.lifecycle.complete(record, m.TaskResult(record.spec.id, record.spec.tool, m.SKIPPED,
                                                    error=reason, error_code=m.E_SKIPPED))
 
     def _forget(self, batch: Batch) -> None:

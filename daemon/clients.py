@@ -43,7 +43,7 @@ class ClientRequests:
         for identity, frames in self._outbox.items():
             child = children.split_owner(identity)
             if child is not None:  # a client inside a worker's command: through that worker
-                self.sup._send_worker(child[0], m.Relay(child[1], codec.encode_batch(frames)))
+                self.sup.dispatcher.send(child[0], m.Relay(child[1], codec.encode_batch(frames)))
                 continue
             for start in range(0, len(frames), 1024):
                 try:
@@ -129,13 +129,13 @@ class ClientRequests:
             if self._parent is not None:
                 children.link(self._parent, record)
             self.sup.dedup.remember(spec, record)
-            self.sup.accept(record, pool)
+            self.sup.lifecycle.accept(record, pool)
             accepted.append(spec.id)
         if msg.ack:
             self._reply(identity, m.Accepted(msg.req, accepted))
         for name in {self.sup.tasks.live[i].pool for i in accepted if i in self.sup.tasks.live}:
             pool = self.sup.pools[name]
-            self.sup.dispatch(pool)
+            self.sup.dispatcher.dispatch(pool)
             if pool.wanted() > pool.live_count():
                 self.sup.maintain(pool)  # grow toward the new queue depth
 
@@ -186,7 +186,7 @@ class ClientRequests:
         log.info("pool %s: %s by a client", pool.name, "automatic size" if n is None else f"pinned to {n} workers")
         pool.pinned = n
         self.sup.maintain(pool)
-        self.sup.dispatch(pool)
+        self.sup.dispatcher.dispatch(pool)
         self._reply(identity, m.Reply(msg.req, pool.summary()))
 
     def _on_cancel(self, identity: bytes, msg: m.Cancel) -> None:
@@ -203,7 +203,7 @@ class ClientRequests:
             missing += [i for i, r in chosen.items() if r.owner != identity]
             chosen = {i: r for i, r in chosen.items() if r.owner == identity}
         for record in list(chosen.values()):
-            self.sup.cancel(record)
+            self.sup.lifecycle.cancel(record)
         self._reply(identity, m.Reply(msg.req, {"cancelled": list(chosen), "not_running": missing}))
 
     def _on_query(self, identity: bytes, msg: m.Query) -> None:

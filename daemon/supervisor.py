@@ -11,7 +11,9 @@
       remove sockets, stop the fork server, release the runtime dir
 
 Signals, worker exits and timers all arrive as loop events; there are no
-threads of our own.
+threads of our own. What happens to a task once the loop has its news lives
+beside this module: handing it to a worker in dispatch.py, its end (result,
+retry, loss, cancel) in lifecycle.py.
 """
 
 from __future__ import annotations
@@ -27,17 +29,19 @@ from typing import Any
 import psutil
 import zmq
 
-from para.daemon import dedup, isolation, notify, retries
+from para.daemon import dedup, isolation, notify
 from para.daemon.batches import BatchRunner
 from para.daemon.clients import ClientRequests
 from para.daemon.config import Config
+from para.daemon.dispatch import Dispatcher
 from para.daemon.events import EventPublisher
 from para.daemon.forkserver import ForkServer
+from para.daemon.lifecycle import TaskLifecycle
 from para.daemon.metrics import MetricsServer, make_registry
 from para.daemon.pool import BACKOFF, FAILED, OK, READY, SPAWNING, STOPPING, Pool, WorkerHandle
 from para.daemon.runtime_dir import RuntimeDir
 from para.daemon.signals import SignalPipe
-from para.daemon.tasks import TaskRecord, TaskTable
+from para.daemon.tasks import TaskTable
 from para.daemon.timers import Timers
 from para.daemon.tools import TOOLS
 from para.ipc import codec
@@ -69,7 +73,6 @@ class Supervisor:
             for name, section in config.pools.items()
         }
         self.stopping = False
-        self._to_dispatch: set[Pool] = set()
         self.runtime = RuntimeDir(endpoints)
 
     # ---- lifecycle -----------------------------------------------------------
@@ -104,6 +107,8 @@ class Supervisor:
             self._bind()
             self.metrics = make_registry(self)
             self.metrics_server = self._metrics_server()
+            self.dispatcher = Dispatcher(self)
+            self.lifecycle = TaskLifecycle(self)
             self.clients = ClientRequests(self)
             self.batches = BatchRunner(self)
             self.dedup = dedup.Deduplicator(self.config.daemon.idempotency_window)
@@ -187,7 +192,7 @@ class Supervisor:
             if self.metrics_server is not None and self.metrics_server.fileno() in ready:
                 self.metrics_server.on_readable()
             self.timers.run_due()
-            self._dispatch_pending()
+            self.dispatcher.run_pending()
             self.clients.flush()
 
     def _drain(self, sock: zmq.Socket, handler: Any, limit: int | None = 0) -> None:
@@ -236,7 +241,7 @@ class Supervisor:
         waiting = [r for r in self.tasks.live.values() if r.state in (m.RETRY_WAIT, m.PENDING)]
         for pool in self.pools.values():
             for record in pool.queue.drain() + [r for r in waiting if r.pool == pool.name]:
-                self.complete(record, m.TaskResult(
+                self.lifecycle.complete(record, m.TaskResult(
                     record.spec.id, record.spec.tool, m.CANCELLED,
                     error="parad shut down before the task started; submit it again",
                     error_code=m.E_SHUTTING_DOWN))
@@ -305,44 +310,11 @@ class Supervisor:
         if not (self.stopping or worker.planned):
             log.warning("%s", reason)
         for record in list(worker.tasks.values()):
-            self._task_lost(pool, record, reason)
+            self.lifecycle.lost(pool, record, reason)
         pool.workers.pop(worker.id, None)
         if self.isolation[pool.name].cgroup is not None:
             cgroup.remove(self.isolation[pool.name].cgroup / worker.id)
         self.maintain(pool)
-
-    def _task_lost(self, pool: Pool, record: TaskRecord, reason: str) -> None:
-        record.worker_deaths += 1
-        if record.cancel_requested:
-            self.complete(record, m.TaskResult(record.spec.id, record.spec.tool, m.CANCELLED,
-                                               attempts=record.attempts, error=f"cancelled; {reason}"))
-        elif retries.poisoned(record, pool.config.poison_after):
-            self.complete(record, m.TaskResult(
-                record.spec.id, record.spec.tool, m.FAILED, attempts=record.attempts, worker=record.worker,
-                error=f"poison task: {record.worker_deaths} workers in a row died running it (last: {reason}); "
-                      f"not retried", error_code=m.E_POISON))
-        elif retries.should_retry(record, m.LOST) and not self.stopping:
-            self._retry_later(pool, record, reason)
-        else:
-            hint = "" if pool.tool.retry_safe else f"; {pool.tool.name} is not retry-safe, submit with retries=N to retry"
-            self.complete(record, m.TaskResult(
-                record.spec.id, record.spec.tool, m.LOST, attempts=record.attempts, worker=record.worker,
-                error=f"{reason} while running the task{hint}", error_code=m.E_LOST))
-
-    def _retry_later(self, pool: Pool, record: TaskRecord, reason: str) -> None:
-        base = record.spec.retry_backoff if record.spec.retry_backoff is not None else pool.config.retry_backoff
-        delay = retries.backoff(record.attempts, base, pool.config.retry_backoff_max)
-        log.info("task %s: attempt %d of %d ended (%s); retrying in %.2fs",
-                 record.spec.id, record.attempts, record.max_attempts, reason, delay)
-        record.state, record.worker = m.RETRY_WAIT, None
-        self.timers.call_later(delay, lambda: self._requeue(pool, record))
-
-    def _requeue(self, pool: Pool, record: TaskRecord) -> None:
-        if record.state != m.RETRY_WAIT:
-            return  # cancelled, or settled by a shutdown, while it waited
-        record.state = m.QUEUED
-        pool.queue.push_front(record)
-        self.dispatch(pool)
 
     # ---- worker channels -----------------------------------------------------
 
@@ -361,12 +333,12 @@ class Supervisor:
             worker.pid = namespaces.host_pid(worker.root_pid, msg.pid) or worker.root_pid
         worker.last_seen = worker.idle_since = time.monotonic()
         if worker.state == STOPPING:  # asked to stop while it was starting
-            self._send_worker(worker.id, m.Stop(self.config.daemon.shutdown_grace))
+            self.dispatcher.send(worker.id, m.Stop(self.config.daemon.shutdown_grace))
             return
         worker.credit, worker.state = msg.credit, READY
         pool = self.pools[worker.pool]
         pool.record_ready()
-        self.dispatch(pool)
+        self.dispatcher.dispatch(pool)
 
     def _on_metrics(self, frames: list[bytes]) -> None:
         beat = codec.decode(frames[0])
@@ -421,120 +393,8 @@ class Supervisor:
                 worker.credit += 1
             if not worker.tasks:
                 worker.idle_since = time.monotonic()
-        record.worker_deaths = 0
-        if result.status in (m.FAILED, m.TIMED_OUT) and retries.should_retry(record, result.status) and not self.stopping:
-            self._retry_later(pool, record, result.error or result.status)
-        else:
-            self.complete(record, result, wire)
-        self.dispatch(pool)
-
-    # ---- tasks ---------------------------------------------------------------
-
-    def accept(self, record: TaskRecord, pool: Pool) -> None:
-        self.tasks.add(record)
-        pool.queue.push(record)
-
-    def complete(self, record: TaskRecord, result: m.TaskResult, wire: bytes | None = None) -> None:
-        """Finish a task and tell its owner; `wire` is the worker's encoded Done, forwarded as is."""
-        if wire is None or result.attempts != record.attempts:
-            result.attempts = max(result.attempts, record.attempts)
-            wire = codec.encode(m.Done(result))
-        self.tasks.finish(record, result)
-        if record.owner is not None:
-            self.clients.send(record.owner, wire)
-        for child_id in list(record.children):  # a parent's end ends its children
-            child = self.tasks.live.get(child_id)
-            if child is not None:
-                self.cancel(child)
-        parent = self.tasks.live.get(record.parent) if record.parent else None
-        if parent is not None:
-            parent.children.discard(record.spec.id)
-        for owner, task_id in record.followers:
-            self.clients.send(owner, codec.encode(m.Done(dedup.copy_for(result, task_id))))
-        if record.batch is not None:
-            self.batches.on_complete(record, result)
-        self.events.publish(b"results", lambda: m.TaskEvent(
-            result.id, result.worker or "", "result",
-            {"status": result.status, "exit_code": result.exit_code, "duration": result.duration}))
-
-    def cancel(self, record: TaskRecord) -> None:
-        record.cancel_requested = True
-        if record.state == m.QUEUED:
-            self.pools[record.pool].queue.discard(record)
-            self.complete(record, m.TaskResult(record.spec.id, record.spec.tool, m.CANCELLED,
-                                               attempts=record.attempts, error="cancelled before it started"))
-        elif record.state == m.RUNNING and record.worker:
-            self._send_worker(record.worker, m.CancelTask(record.spec.id))
-        elif record.state in (m.RETRY_WAIT, m.PENDING):
-            self.complete(record, m.TaskResult(record.spec.id, record.spec.tool, m.CANCELLED, attempts=record.attempts,
-                                               error=f"cancelled while {record.state.replace('_', ' ')}"))
-
-    def dispatch(self, pool: Pool) -> None:
-        """Ask for `pool` to be dispatched at the end of this loop turn.
-
-        Deferring lets every credit returned during the turn (a frame of many
-        results) go out as one batch of assignments per worker.
-        """
-        self._to_dispatch.add(pool)
-
-    def _dispatch_pending(self) -> None:
-        while self._to_dispatch:
-            self._dispatch_now(self._to_dispatch.pop())
-
-    def _dispatch_now(self, pool: Pool) -> None:
-        """Hand queued tasks out one at a time to the least-loaded worker with credit.
-
-        Idle workers fill first, so a task never waits at a busy worker while
-        another could run it; each worker's share then goes out as one frame.
-        """
-        if self.stopping or not pool.queue.depth:
-            return
-        load = {w.id: len(w.tasks) for w in pool.with_credit()}
-        if not load:
-            return
-        batches: dict[str, list[TaskRecord]] = {}
-        while load and pool.queue.depth:
-            worker_id = min(load, key=load.__getitem__)
-            record = pool.queue.pop()
-            if record is None:
-                break
-            batches.setdefault(worker_id, []).append(record)
-            load[worker_id] += 1
-            if len(batches[worker_id]) >= pool.workers[worker_id].credit:
-                del load[worker_id]
-        for worker_id, records in batches.items():
-            self._assign(pool.workers[worker_id], records)
-
-    def _assign(self, worker: WorkerHandle, records: list[TaskRecord]) -> None:
-        now = time.monotonic()
-        frames = []
-        events = self.events.wanted(b"progress")
-        for record in records:
-            record.state, record.worker, record.started = m.RUNNING, worker.id, now
-            record.attempts += 1
-            worker.tasks[record.spec.id] = record
-            frames.append(codec.encode(m.Assign(record.spec, record.attempts, events)))
-        worker.credit -= len(records)
-        if not self._send_worker_frame(worker.id, codec.encode_batch(frames)):
-            # Unroutable: the worker is going away. Its exit report would count
-            # these as attempts; they never ran, so put them back instead.
-            for record in reversed(records):
-                worker.tasks.pop(record.spec.id)
-                record.state, record.worker = m.QUEUED, None
-                record.attempts -= 1
-                self.pools[worker.pool].queue.push_front(record)
-            worker.credit = 0
-            self.dispatch(self.pools[worker.pool])
-
-    def _send_worker(self, worker_id: str, msg: Any) -> bool:
-        return self._send_worker_frame(worker_id, codec.encode(msg))
-
-    def _send_worker_frame(self, worker_id: str, frame: bytes) -> bool:
-        try:
-            self.worker_socks["command"].send_multipart([worker_id.encode(), frame], zmq.NOBLOCK)
-            return True
-        except zmq.ZMQError:
-            return False
+        self.lifecycle.settle(pool, record, result, wire)
+        self.dispatcher.dispatch(pool)
 
     # ---- workers: spawning, stopping, killing --------------------------------
 
@@ -591,7 +451,7 @@ class Supervisor:
         worker.planned = True
         worker.credit = 0
         if worker.state == READY:
-            self._send_worker(worker.id, m.Stop(self.config.daemon.shutdown_grace))
+            self.dispatcher.send(worker.id, m.Stop(self.config.daemon.shutdown_grace))
         worker.state = STOPPING
 
     def _kill_worker(self, worker: WorkerHandle, reason: str) -> None:
