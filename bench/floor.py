@@ -17,6 +17,7 @@ as para and xargs.
 
 from __future__ import annotations
 
+import select
 import subprocess
 import sys
 import time
@@ -44,6 +45,8 @@ if role == "spawner":
     s = sock(zmq.DEALER, path, False)
     s.send(b"hello")
     bash = shutil.which("bash")
+    if bash is None:
+        sys.exit("floor spawner: bash is not on PATH")
     env = {"PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8"}
     default = set(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
     print("ready", flush=True)
@@ -52,8 +55,15 @@ if role == "spawner":
         task = unpack(frames[-1])
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        pid = os.posix_spawn(bash, ["bash", "-c", task["command"]], env, setsid=True, setsigdef=default,
-                             file_actions=[(os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)])
+        try:
+            pid = os.posix_spawn(bash, ["bash", "-c", task["command"]], env, setsid=True, setsigdef=default,
+                                 file_actions=[(os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)])
+        except OSError as exc:
+            for fd in (out_r, out_w, err_r, err_w):
+                os.close(fd)
+            frames[-1] = pack({"id": task["id"], "exit": -1, "stdout": b"", "stderr": str(exc).encode()})
+            s.send_multipart(frames)
+            continue
         os.close(out_w)
         os.close(err_w)
         output = {}
@@ -69,6 +79,7 @@ if role == "spawner":
 elif role == "relay":
     front = sock(zmq.ROUTER, path, True)
     back = sock(zmq.ROUTER, sys.argv[3], True)
+    back.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a dead spawner is an error, not a silent drop
     idle = [back.recv_multipart()[0] for _ in range(int(sys.argv[4]))]
     print("ready", flush=True)
     waiting = collections.deque()
@@ -95,6 +106,7 @@ elif role == "relay":
 '''
 
 WINDOW = 2048   # tasks in flight, as Client.map keeps
+SILENCE = 30.0  # seconds without a reply after which a round gives up
 
 
 class SpawnFloor:
@@ -105,20 +117,20 @@ class SpawnFloor:
 
         front, back = str(tmp / "floor-front.sock"), str(tmp / "floor-back.sock")
         self.procs: list[subprocess.Popen] = []
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
         try:
             relay = self._start("relay", front, back, str(workers))
             for _ in range(workers):
                 self._ready(self._start("spawner", back))
             self._ready(relay)
+            for opt, value in ((zmq.LINGER, 0), (zmq.SNDHWM, 0), (zmq.RCVHWM, 0)):
+                self.sock.setsockopt(opt, value)
+            self.sock.connect("ipc://" + front)
+            self._ps = [psutil.Process(p.pid) for p in self.procs]
         except BaseException:
             self.stop()
             raise
-        self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(zmq.DEALER)
-        for opt, value in ((zmq.LINGER, 0), (zmq.SNDHWM, 0), (zmq.RCVHWM, 0)):
-            self.sock.setsockopt(opt, value)
-        self.sock.connect("ipc://" + front)
-        self._ps = [psutil.Process(p.pid) for p in self.procs]
         self.total = {"client": 0.0, "relay": 0.0, "spawners": 0.0, "commands": 0.0}
         self.tasks = 0
 
@@ -128,8 +140,9 @@ class SpawnFloor:
         return proc
 
     @staticmethod
-    def _ready(proc: subprocess.Popen) -> None:
-        if proc.stdout.readline().strip() != b"ready":
+    def _ready(proc: subprocess.Popen, deadline: float = 30.0) -> None:
+        ready, _, _ = select.select([proc.stdout], [], [], deadline)
+        if not ready or proc.stdout.readline().strip() != b"ready":
             raise RuntimeError(f"floor peer {proc.args[3:]} failed to start")
 
     def _cpu(self) -> dict[str, float]:
@@ -151,6 +164,10 @@ class SpawnFloor:
             while sent < n and sent - received < WINDOW:
                 sock.send(pack({"id": sent, "command": "true"}))
                 sent += 1
+            if not sock.poll(SILENCE * 1000):
+                dead = [p.args[3] for p in self.procs if p.poll() is not None]
+                raise RuntimeError(f"floor: no reply for {SILENCE:g}s ({received} of {n} back; "
+                                   f"exited: {', '.join(dead) or 'none'})")
             reply = unpack(sock.recv())
             if reply["exit"] != 0:
                 raise RuntimeError(f"floor: bash -c true exited {reply['exit']}: {reply['stderr'][-300:]!r}")
@@ -166,7 +183,7 @@ class SpawnFloor:
         return {k: round(v / max(self.tasks, 1) * 1e6, 1) for k, v in self.total.items()}
 
     def stop(self) -> None:
-        if getattr(self, "sock", None) is not None:
+        if self.sock is not None:
             self.sock.close()
             self.ctx.term()
             self.sock = None
@@ -178,4 +195,5 @@ class SpawnFloor:
                 except (OSError, subprocess.TimeoutExpired):
                     proc.kill()
                     proc.wait()
+            proc.stdout.close()
         self.procs = []

@@ -248,7 +248,7 @@ class BatchRunner:
         except (BatchError, Refusal) as exc:
             message = exc.message if isinstance(exc, Refusal) else str(exc)
             self.sup.lifecycle.complete(record, m.TaskResult(spec.id, spec.tool, m.FAILED, error=f"cannot start: {message}",
-                                                   error_code=m.E_INVALID))
+                                                             error_code=m.E_INVALID))
             return
         if spec.timeout is None:
             spec.timeout = pool.config.default_timeout
@@ -306,7 +306,7 @@ class BatchRunner:
             if record.state == m.QUEUED:
                 self.sup.pools[record.pool].queue.discard(record)
             self.sup.lifecycle.complete(record, m.TaskResult(record.spec.id, record.spec.tool, m.SKIPPED,
-                                                   error=reason, error_code=m.E_SKIPPED))
+                                                             error=reason, error_code=m.E_SKIPPED))
 
     def _forget(self, batch: Batch) -> None:
         self.batches.pop(batch.id, None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,7 @@ class Bash(Tool):
             cwd = str(Path(os.path.expanduser(args.cwd)).absolute())
         else:
             cwd = self._cached("cwd", options, lambda: str(Path(os.path.expanduser(options.default_cwd)).absolute()))
-        if not os.path.isdir(cwd):
-            raise ToolFailure(f"cwd {cwd!r} is not a directory")
+        _check_dir(cwd)
         stdin = args.stdin.encode() if isinstance(args.stdin, str) else args.stdin
         limits = policy.limits
         timeout = min(t for t in (ctx.timeout, limits.timeout) if t)
@@ -167,3 +167,14 @@ class Bash(Tool):
         # Under run_as the worker holds the RLIMIT_NPROC backstop too (root
         # is exempt from it), so its commands inherit it without a pre-exec step.
         return self.limits(options.sandbox, self.command_user(options) is not None).inheritable()
+
+
+def _check_dir(cwd: str) -> None:
+    try:
+        is_dir = stat.S_ISDIR(os.stat(cwd).st_mode)
+    except FileNotFoundError:
+        is_dir = False
+    except OSError as exc:
+        raise ToolFailure(f"cwd {cwd!r} cannot be used: {exc.strerror}") from None
+    if not is_dir:
+        raise ToolFailure(f"cwd {cwd!r} is not a directory")
