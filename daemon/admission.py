@@ -54,7 +54,7 @@ def admit(spec: m.TaskSpec, pools: dict[str, Pool], adding: int = 1) -> Pool:
     if not isinstance(spec, m.TaskSpec):
         raise Refusal(m.E_INVALID, "Submit.tasks must hold TaskSpec messages")
     try:
-        TaskEnvelope.model_validate({f: getattr(spec, f) for f in TaskEnvelope.model_fields})
+        TaskEnvelope.model_validate(spec, from_attributes=True)
     except ValidationError as exc:
         raise Refusal(m.E_INVALID, _describe(exc, "task ")) from None
     pool = pools.get(spec.tool)
