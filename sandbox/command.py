@@ -288,9 +288,25 @@ class Command:
             self._sweep_at = self._sweep_since = None
         elif now - self._sweep_since > SWEEP_GIVE_UP:
             self.unkillable = tree.subtree(os.getpid())
-            self._sweep_at = self._sweep_since = None  # the owner reports them and retires
+            self._sweep_at = self._sweep_since = None
+            self._abandon()  # the owner reports them and retires
         else:
             self._sweep_at = now + SWEEP_PAUSE
+
+    def _abandon(self) -> None:
+        # What would not die may hold the pipes, or be the command itself:
+        # waiting on it would hang the task for good. It is done now, as killed,
+        # with the output it gave.
+        if self._status is None:
+            self._status, self._ended = signal.SIGKILL, time.monotonic()
+            self._reaped(self._status)
+            os.close(self._pidfd)
+            self._pidfd = -1
+        for fd in list(self._pipes):
+            self._drain_nonblocking(fd)
+            del self._pipes[fd]
+            os.close(fd)
+        self._kill_at = self._drain_until = self._next_sample = self._deadline = self._silent_until = None
 
     def _reap(self) -> None:
         try:

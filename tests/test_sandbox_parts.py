@@ -250,3 +250,53 @@ def test_a_tree_killed_in_slices_is_done_only_when_it_is_gone() -> None:
     assert report["done"] and report["cancelled"], report
     assert report["children_when_done"] is False, report
     assert report["sweeps"] >= 1, report
+
+
+
+GIVE_UP_DRIVER = r"""
+import json, os, select, signal, sys, time
+from para.sandbox import command, prctl, tree
+from para.sandbox.command import Command, CommandSpec
+
+prctl.set_child_subreaper()
+command.SWEEP_GIVE_UP = 0.3
+real = (os.killpg, tree.kill_tree, tree.signal_pids)
+# No kill lands, as when a tree is stuck in the kernel (D state), which a test cannot arrange.
+os.killpg = lambda *args: None
+tree.kill_tree = lambda *args, **kwargs: None
+tree.signal_pids = lambda *args: None
+
+cmd = Command(CommandSpec(argv=["bash", "-c", "sleep 60 & echo up; wait"], kill_grace=0.1))
+end = time.monotonic() + 30
+while not cmd.done and time.monotonic() < end:
+    timeout = max(0.0, (cmd.next_deadline() or time.monotonic() + 0.1) - time.monotonic())
+    for fd in select.select(cmd.fds(), [], [], timeout)[0]:
+        cmd.on_readable(fd)
+    if cmd._stdout.total and not cmd._cancelled:
+        cmd.cancel()
+    cmd.on_timer(time.monotonic())
+outcome = cmd.outcome()
+report = {"done": cmd.done, "unkillable": len(cmd.unkillable), "signal": outcome.signal,
+          "stdout": outcome.stdout.decode(), "cancelled": outcome.cancelled, "fds": cmd.fds()}
+os.killpg, tree.kill_tree, tree.signal_pids = real
+tree.kill_tree(os.getpid(), include_root=False)
+tree.reap_children()
+report["left"] = tree.has_children()
+print(json.dumps(report))
+"""
+
+
+def test_a_tree_that_outlives_every_kill_is_given_up_and_the_command_ends() -> None:
+    """After SWEEP_GIVE_UP the command is done (as killed, with its output) and names what
+    survived, so the worker can report it and retire instead of waiting for ever."""
+    import json
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", GIVE_UP_DRIVER], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["done"] and report["cancelled"], report
+    assert report["unkillable"] >= 2, report   # bash and its sleep
+    assert report["signal"] == 9 and report["stdout"] == "up\n", report
+    assert report["fds"] == [], report
+    assert report["left"] is False, report
