@@ -49,6 +49,7 @@ import msgpack
 import zmq
 
 from floor import SpawnFloor
+from peers import Peers
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -71,64 +72,6 @@ TARGETS = {
     "echo_tput_min": 10_000.0,         # tasks/s through Client.map
     "bash_vs_xargs_min": 0.8,          # para bash tasks/s / xargs tasks/s
 }
-
-# The raw pyzmq peers, each a child process doing nothing but this (blocking
-# recv, no poller): "rep" answers REQ round trips, "router" answers pipelined
-# DEALER traffic, "backend" answers for "relay", which forwards bytes
-# client -> backend -> client as parad does client -> worker -> client. Each
-# message is msgpack-decoded and re-encoded by the answering server, as a real
-# one would. Each child exits when its parent closes its stdin.
-RAW_PEER = textwrap.dedent("""
-    import sys, threading, os, msgpack, zmq
-    role, path = sys.argv[1], sys.argv[2]
-    ctx = zmq.Context()
-    def sock(kind, where, bind):
-        s = ctx.socket(kind)
-        s.setsockopt(zmq.LINGER, 0); s.setsockopt(zmq.SNDHWM, 0); s.setsockopt(zmq.RCVHWM, 0)
-        (s.bind if bind else s.connect)("ipc://" + where)
-        return s
-    def watch_stdin():
-        sys.stdin.read()
-        os._exit(0)
-    threading.Thread(target=watch_stdin, daemon=True).start()
-    pack, unpack = msgpack.packb, msgpack.unpackb
-    if role == "rep":
-        s = sock(zmq.REP, path, True)
-        print("ready", flush=True)
-        while True:
-            s.send(pack(unpack(s.recv())))
-    elif role in ("router", "backend"):
-        s = sock(zmq.ROUTER, path, True) if role == "router" else sock(zmq.DEALER, path, False)
-        if role == "backend":
-            s.send(b"hello")
-        print("ready", flush=True)
-        while True:
-            frames = s.recv_multipart()
-            frames[-1] = pack(unpack(frames[-1]))
-            s.send_multipart(frames)
-    elif role == "relay":
-        front = sock(zmq.ROUTER, path, True); back = sock(zmq.ROUTER, sys.argv[3], True)
-        backend, _hello = back.recv_multipart()
-        print("ready", flush=True)
-        poller = zmq.Poller(); poller.register(front, zmq.POLLIN); poller.register(back, zmq.POLLIN)
-        while True:
-            ready = dict(poller.poll())
-            if front in ready:
-                while True:
-                    try:
-                        client, payload = front.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    back.send_multipart([backend, client, payload])
-            if back in ready:
-                while True:
-                    try:
-                        _, client, payload = back.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    front.send_multipart([client, payload])
-""")
-
 
 # ---- helpers -------------------------------------------------------------------
 
@@ -237,46 +180,26 @@ class Daemon:
 
 
 class RawPeers:
-    """The raw pyzmq peers (see RAW_PEER), each in a child process."""
+    """The raw pyzmq peers of the echo rounds (bench/peers.py), each in a child process."""
 
     def __init__(self, tmp: Path) -> None:
         self.rep_path = str(tmp / "raw-rep.sock")
         self.router_path = str(tmp / "raw-router.sock")
         self.relay_path = str(tmp / "raw-relay.sock")
         backend_path = str(tmp / "raw-backend.sock")
-        self.procs: list[subprocess.Popen] = []
+        self.peers = Peers()
         try:
-            self._start("rep", self.rep_path)
-            self._start("router", self.router_path)
-            relay = self._start("relay", self.relay_path, backend_path, wait=False)
-            self._start("backend", backend_path)
-            self._ready(relay)
+            self.peers.start("rep", self.rep_path)
+            self.peers.start("router", self.router_path)
+            relay = self.peers.start("relay", self.relay_path, backend_path, wait=False)
+            self.peers.start("backend", backend_path)
+            self.peers.ready(relay)
         except BaseException:
             self.stop()
             raise
 
-    def _start(self, *argv: str, wait: bool = True) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-c", RAW_PEER, *argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        self.procs.append(proc)
-        if wait:
-            self._ready(proc)
-        return proc
-
-    @staticmethod
-    def _ready(proc: subprocess.Popen) -> None:
-        if proc.stdout.readline().strip() != b"ready":
-            raise RuntimeError(f"raw pyzmq peer {proc.args[3:]} failed to start")
-
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                try:
-                    proc.stdin.close()
-                    proc.wait(5)
-                except (OSError, subprocess.TimeoutExpired):
-                    proc.kill()
-                    proc.wait()
-        self.procs = []
+        self.peers.stop()
 
 
 class CpuMeter:
