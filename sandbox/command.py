@@ -250,7 +250,8 @@ class Command:
         self._kill_at = None
 
     def _terminate(self, now: float) -> None:
-        pids = [self.pid] + tree.subtree(os.getpid())
+        # Bounded: the SIGKILL sweep after the grace finds whatever this walk missed.
+        pids = [self.pid] + tree.subtree(os.getpid(), until=now + SWEEP_SLICE)
         tree.signal_pids(pids, signal.SIGTERM)
         try:
             os.killpg(self.pid, signal.SIGTERM)
@@ -282,8 +283,8 @@ class Command:
             self._reap()  # it may have exited on its own: keep its real status, before a reap-all takes it
         now = time.monotonic()
         self._sweep_since = self._sweep_since or now
-        tree.kill_tree(os.getpid(), include_root=False, deadline=SWEEP_SLICE)
-        tree.reap_children()
+        tree.kill_tree(os.getpid(), include_root=False, deadline=0, until=now + SWEEP_SLICE)
+        tree.reap_children(until=now + SWEEP_SLICE)
         if not tree.has_children():
             self._sweep_at = self._sweep_since = None
         elif now - self._sweep_since > SWEEP_GIVE_UP:

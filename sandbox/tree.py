@@ -19,14 +19,21 @@ def children_of(pid: int) -> list[int]:
     return out
 
 
-def subtree(pid: int) -> list[int]:
-    """Every descendant of `pid`, by walking /proc/PID/task/TID/children."""
+def subtree(pid: int, *, more_than: int | None = None, until: float | None = None) -> list[int]:
+    """Every descendant of `pid`, by walking /proc/PID/task/TID/children.
+
+    The walk stops early, with what it found so far, once it has found more
+    than `more_than` processes or the monotonic clock passes `until`: the
+    thousands of a fork bomb must not hold the caller's loop.
+    """
     found: list[int] = []
     stack = [pid]
     while stack:
         kids = children_of(stack.pop())
         found.extend(kids)
         stack.extend(kids)
+        if (more_than is not None and len(found) > more_than) or (until is not None and time.monotonic() >= until):
+            break
     return found
 
 
@@ -52,8 +59,14 @@ def signal_pids(pids: list[int], sig: int) -> None:
             pass
 
 
-def reap_children() -> list[tuple[int, int]]:
-    """waitpid every exited child of this process; returns (pid, status) pairs."""
+def reap_children(until: float | None = None) -> list[tuple[int, int]]:
+    """waitpid every exited child of this process (or, with `until`, at least one
+    and as many more as fit before the monotonic clock passes it); returns
+    (pid, status) pairs.
+
+    Each waitpid walks the list of children, so thousands of zombies cost
+    time quadratic in their number: a loop that must go on reaps in slices.
+    """
     reaped = []
     while True:
         try:
@@ -63,12 +76,16 @@ def reap_children() -> list[tuple[int, int]]:
         if pid == 0:
             return reaped
         reaped.append((pid, status))
+        if until is not None and time.monotonic() >= until:
+            return reaped
 
 
-def kill_tree(root: int, include_root: bool = True, deadline: float = 5.0) -> int:
+def kill_tree(root: int, include_root: bool = True, deadline: float = 5.0, until: float | None = None) -> int:
     """SIGKILL `root`'s whole tree until none is left; returns how many were signalled.
 
     `deadline` 0 makes one pass and returns at once (for a loop that must not block).
+    `until` (a monotonic time) also cuts a pass short: part of the tree is
+    killed, and the caller comes back for the rest (see Command._sweep).
 
     Processes are stopped before they are killed so a forking loop cannot add
     members faster than they die; the scan (of /proc children lists, not of
@@ -81,17 +98,22 @@ def kill_tree(root: int, include_root: bool = True, deadline: float = 5.0) -> in
     signalled = 0
     while True:
         if reaping:
-            reap_children()  # thousands of dead children make every scan below slow
-        pids = subtree(root)
+            reap_children(until)  # thousands of dead children make every scan below slow
+        pids = subtree(root, until=until)
         if include_root:
             pids.insert(0, root)
-        live = [p for p in pids if _alive(p)]
+        live = []
+        for pid in pids:
+            if _alive(pid):
+                live.append(pid)
+            if until is not None and time.monotonic() >= until:
+                break
         if not live:
             return signalled
         signal_pids(live, signal.SIGSTOP)
         signal_pids(live, signal.SIGKILL)
         signalled += len(live)
-        if time.monotonic() >= end:
+        if time.monotonic() >= (end if until is None else min(end, until)):
             return signalled
         if include_root and not _alive(root):
             include_root = False  # a killed root stays a zombie until its parent reaps it

@@ -43,7 +43,8 @@ class TreeWatch:
         return self.memory is not None or self.processes is not None
 
     def check(self) -> str | None:
-        pids = tree.subtree(self.owner)
+        # Past the process limit the count is all that matters: stop walking there.
+        pids = tree.subtree(self.owner, more_than=self.processes)
         if self.processes is not None and len(pids) > self.processes:
             return "pids"
         if self.memory is not None and rss_bytes(pids) > self.memory:

@@ -209,7 +209,7 @@ from para.sandbox import command, prctl, tree
 from para.sandbox.command import Command, CommandSpec
 
 prctl.set_child_subreaper()
-command.SWEEP_SLICE = 0  # one kill pass per sweep, as when a pass runs out of time
+command.SWEEP_SLICE = 0  # the least a sweep does (a pass cut short at once), as on a starved host
 sweeps = 0
 real_sweep = Command._sweep
 def counted(self):
@@ -299,4 +299,48 @@ def test_a_tree_that_outlives_every_kill_is_given_up_and_the_command_ends() -> N
     assert report["unkillable"] >= 2, report   # bash and its sleep
     assert report["signal"] == 9 and report["stdout"] == "up\n", report
     assert report["fds"] == [], report
+    assert report["left"] is False, report
+
+
+BOUNDED_DRIVER = r"""
+import json, os, signal, time
+from para.sandbox import prctl, tree
+
+prctl.set_child_subreaper()  # the grandchildren come back to us when their parents die
+# Three children with three children each, all asleep: a tree of 12.
+for _ in range(3):
+    os.posix_spawn("/bin/sh", ["sh", "-c", "sleep 60 & sleep 60 & sleep 60 & wait"], dict(os.environ))
+end = time.monotonic() + 20
+while len(tree.subtree(os.getpid())) < 12 and time.monotonic() < end:
+    time.sleep(0.01)
+pids = tree.subtree(os.getpid())
+report = {
+    "full": len(pids),
+    "past_limit": len(tree.subtree(os.getpid(), more_than=2)),
+    "out_of_time": len(tree.subtree(os.getpid(), until=time.monotonic() - 1)),
+}
+tree.signal_pids(pids, signal.SIGKILL)
+while tree.subtree(os.getpid()) and any(tree._alive(p) for p in tree.subtree(os.getpid())) and time.monotonic() < end:
+    time.sleep(0.01)  # until all twelve are zombies, ours to reap
+report["reaped_out_of_time"] = len(tree.reap_children(until=time.monotonic() - 1))
+report["reaped"] = len(tree.reap_children())
+report["left"] = tree.has_children()
+print(json.dumps(report))
+"""
+
+
+def test_tree_walks_and_reaps_stop_early_when_asked() -> None:
+    """A fork bomb's thousands must not hold the worker's loop: the walk stops past a
+    process limit or a time, and reaping in slices stops at its time."""
+    import json
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", BOUNDED_DRIVER], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["full"] == 12, report
+    assert 2 < report["past_limit"] < 12, report
+    assert report["out_of_time"] == 3, report   # the first level only: the clock had passed
+    assert report["reaped_out_of_time"] == 1, report   # a slice always makes some progress
+    assert report["reaped"] == 11, report
     assert report["left"] is False, report
