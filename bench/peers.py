@@ -39,6 +39,12 @@ def watch_stdin():
     os._exit(0)
 threading.Thread(target=watch_stdin, daemon=True).start()
 pack, unpack = msgpack.packb, msgpack.unpackb
+def drain(s):
+    while True:
+        try:
+            yield s.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
 if role == "rep":
     s = sock(zmq.REP, path, True)
     print("ready", flush=True)
@@ -61,18 +67,10 @@ elif role == "relay":
     while True:
         ready = dict(poller.poll())
         if front in ready:
-            while True:
-                try:
-                    client, payload = front.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
+            for client, payload in drain(front):
                 back.send_multipart([backend, client, payload])
         if back in ready:
-            while True:
-                try:
-                    _, client, payload = back.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
+            for _, client, payload in drain(back):
                 front.send_multipart([client, payload])
 elif role == "spawner":
     s = sock(zmq.DEALER, path, False)
@@ -120,17 +118,9 @@ elif role == "spawn-relay":
     while True:
         ready = dict(poller.poll())
         if front in ready:
-            while True:
-                try:
-                    waiting.append(front.recv_multipart(zmq.NOBLOCK))
-                except zmq.Again:
-                    break
+            waiting.extend(drain(front))
         if back in ready:
-            while True:
-                try:
-                    spawner, client, payload = back.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
+            for spawner, client, payload in drain(back):
                 front.send_multipart([client, payload])
                 idle.append(spawner)
         while idle and waiting:
