@@ -283,8 +283,9 @@ class Command:
             self._reap()  # it may have exited on its own: keep its real status, before a reap-all takes it
         now = time.monotonic()
         self._sweep_since = self._sweep_since or now
-        tree.kill_tree(os.getpid(), include_root=False, deadline=0, until=now + SWEEP_SLICE)
-        tree.reap_children(until=now + SWEEP_SLICE)
+        end = now + SWEEP_SLICE  # the kill pass and the reaping after it share one slice
+        tree.kill_tree(os.getpid(), include_root=False, deadline=0, until=end)
+        tree.reap_children(until=end)
         if not tree.has_children():
             self._sweep_at = self._sweep_since = None
         elif now - self._sweep_since > SWEEP_GIVE_UP:

@@ -61,9 +61,10 @@ class Bash(Tool):
         except PolicyError as exc:
             raise ToolFailure(str(exc)) from None
         if args.cwd:
-            if not os.path.isabs(os.path.expanduser(args.cwd)):
+            given = os.path.expanduser(args.cwd)
+            if not os.path.isabs(given):
                 raise ToolFailure(f"cwd {args.cwd!r} is not absolute; pass a full path")
-            cwd = str(Path(os.path.expanduser(args.cwd)).absolute())
+            cwd = str(Path(given))
         else:
             cwd = self._cached("cwd", options, lambda: str(Path(os.path.expanduser(options.default_cwd)).absolute()))
         _check_dir(cwd)
