@@ -29,10 +29,20 @@ class DaemonSection(BaseModel):
     nested_max_depth: int = Field(3, ge=0, le=10, description="how deep tasks may submit child tasks from inside their commands (0: not at all)")
     idempotency_window: float = Field(600.0, ge=0, description="seconds a task's idempotency_key is remembered: a repeat gets the first result")
     finished_task_retention: int = Field(10000, ge=0, description="finished results kept in memory for status queries")
-    metrics_listen: str | None = Field(None, pattern=r"^[^:]*:\d+$", description="serve Prometheus /metrics on HOST:PORT (e.g. 127.0.0.1:9464); none: off (`paractl metrics` still works)")
+    metrics_listen: str | None = Field(None, pattern=r"^[^:]*:\d+$", description="serve Prometheus /metrics on HOST:PORT (e.g. 127.0.0.1:9464); null: off (`paractl metrics` still works)")
     scale_cpu_percent: float = Field(90.0, gt=0, le=100, description="pools do not grow while host CPU use is above this percentage (100: never hold back)")
     scale_memory_percent: float = Field(85.0, gt=0, le=100, description="pools do not grow while host memory use is above this percentage")
     log_level: str = Field("info", pattern="^(debug|info|warning|error)$", description="debug, info, warning or error")
+
+    @model_validator(mode="after")
+    def _check(self) -> "DaemonSection":
+        # One late heartbeat must not be taken for a hang.
+        if self.failure_detection_timeout < 2 * self.heartbeat_interval:
+            raise ValueError(
+                f"failure_detection_timeout ({self.failure_detection_timeout:g}s) must be at least twice "
+                f"heartbeat_interval ({self.heartbeat_interval:g}s), or every healthy worker is killed as hung; "
+                f"raise failure_detection_timeout or lower heartbeat_interval")
+        return self
 
 
 class PoolSection(BaseModel):
@@ -42,7 +52,7 @@ class PoolSection(BaseModel):
     max_workers: int = Field(4, ge=1, description="workers at most, grown toward queue depth")
     credit: int | None = Field(None, ge=1, description="tasks a worker may hold at once; default: the tool's")
     max_queue: int = Field(10000, ge=1, description="queued tasks at most; past it submissions fail with queue_full")
-    default_timeout: float | None = Field(None, gt=0, description="seconds, for tasks that name none (none: no limit)")
+    default_timeout: float | None = Field(None, gt=0, description="seconds, for tasks that name none (null: no limit)")
     max_timeout: float | None = Field(None, gt=0, description="a task may not ask for more seconds")
     idle_timeout: float = Field(60.0, gt=0, description="seconds a worker above min_workers may sit idle before it is stopped")
     respawn_backoff: float = Field(0.1, gt=0, description="first delay before replacing a crashed worker, seconds; doubles per crash")
@@ -51,14 +61,16 @@ class PoolSection(BaseModel):
     retry_backoff: float = Field(0.2, ge=0, description="seconds before a task's first retry; doubles per attempt, times a jitter in [0.5, 1.5)")
     retry_backoff_max: float = Field(30.0, ge=0, description="longest wait before a retry, seconds")
     poison_after: int = Field(3, ge=1, description="a task whose workers died this many times in a row fails as a poison task")
-    recycle_after: int | None = Field(None, ge=1, description="replace a worker after it completed this many tasks (none: never)")
-    recycle_rss: ByteSize | None = Field(None, gt=0, description="replace a worker whose resident memory passes this many bytes (none: never)")
+    recycle_after: int | None = Field(None, ge=1, description="replace a worker after it completed this many tasks (null: never)")
+    recycle_rss: ByteSize | None = Field(None, gt=0, description="replace a worker whose resident memory passes this many bytes (null: never)")
     options: dict[str, Any] = Field(default_factory=dict, description="the tool's own options")
 
     @model_validator(mode="after")
     def _check(self) -> "PoolSection":
         if self.min_workers > self.max_workers:
             raise ValueError(f"min_workers ({self.min_workers}) exceeds max_workers ({self.max_workers})")
+        if self.default_timeout and self.max_timeout and self.default_timeout > self.max_timeout:
+            raise ValueError(f"default_timeout ({self.default_timeout:g}s) exceeds max_timeout ({self.max_timeout:g}s)")
         return self
 
 

@@ -9,10 +9,11 @@ naming the field and both values.
 from __future__ import annotations
 
 import os
+import pwd
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ByteSize, ConfigDict, Field
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, field_validator
 
 from para.sandbox.environment import DEFAULT_ALLOW, SECRET_PATTERNS
 
@@ -70,12 +71,29 @@ class CgroupPolicy(_Model):
 class SandboxPolicy(_Model):
     isolation: Literal["namespaces", "none"] = Field("namespaces", description="namespaces: each worker lives in one long-lived bubblewrap sandbox; none: rlimits only")
     allow_degraded: bool = Field(True, description="when the host cannot give `isolation`, run without it (logged, in status and a metric) instead of refusing to start")
-    run_as: str | None = Field("nobody", description="user commands run as when parad runs as root; give it one that runs nothing else on the host, as its processes may signal a namespaced worker; none: as root (logged as degraded)")
+    run_as: str | None = Field("nobody", description="user commands run as when parad runs as root; give it one that runs nothing else on the host, as its processes may signal a namespaced worker; null: as root (logged as degraded)")
     network: bool = Field(False, description="whether commands may use the network")
     limits: LimitsPolicy = Field(default_factory=LimitsPolicy)
     filesystem: FilesystemPolicy = Field(default_factory=FilesystemPolicy)
     env: EnvPolicy = Field(default_factory=EnvPolicy)
     cgroup: CgroupPolicy = Field(default_factory=CgroupPolicy)
+
+    @field_validator("run_as")
+    @classmethod
+    def _user_exists(cls, name: str | None) -> str | None:
+        return check_user(name)
+
+
+def check_user(name: str | None) -> str | None:
+    """`name` if it is a user of this host (or None); refused at config check, not at the first task."""
+    if name is None:
+        return None
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        raise ValueError(f"user {name!r} does not exist on this host; name an existing user "
+                         f"(one that runs nothing else), or null to run commands as root") from None
+    return name
 
 
 class ReadOnlySandbox(_Model):

@@ -50,6 +50,12 @@ def test_every_field_is_described() -> None:
     ({"pools": {"bash": {"options": {"sandbox": {"limits": {"cpu_seconds": -1}}}}}}, "pools.bash.options: sandbox.limits.cpu_seconds"),
     ({"pools": {"bash": {"options": {"nope": 1}}}}, "pools.bash.options: nope: Extra inputs are not permitted"),
     ([1, 2], "top level must be a mapping"),
+    # Configs that validate field by field but cannot work (issue: refused at check time, not at the first task).
+    ({"daemon": {"failure_detection_timeout": 1, "heartbeat_interval": 5}},
+     "failure_detection_timeout (1s) must be at least twice heartbeat_interval (5s)"),
+    ({"pools": {"bash": {"options": {"sandbox": {"run_as": "none"}}}}},
+     "sandbox.run_as: Value error, user 'none' does not exist on this host; name an existing user (one that runs nothing else), or null"),
+    ({"pools": {"bash": {"default_timeout": 600, "max_timeout": 60}}}, "default_timeout (600s) exceeds max_timeout (60s)"),
 ])
 def test_bad_config_names_file_key_and_reason(tmp_path: Path, content, words: str) -> None:
     path = tmp_path / "bad.yaml"
@@ -57,6 +63,23 @@ def test_bad_config_names_file_key_and_reason(tmp_path: Path, content, words: st
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert str(info.value).startswith(f"{path}: ") and words in str(info.value)
+
+
+def test_run_as_null_means_root_as_the_shipped_comment_says(tmp_path: Path) -> None:
+    shipped = (ROOT / "configs" / "parad.yaml").read_text()
+    assert "null: as root" in shipped and "none: as root" not in shipped
+    path = tmp_path / "root.yaml"
+    path.write_text("pools:\n  bash:\n    options:\n      sandbox:\n        run_as: null\n")
+    assert load_config(path).pool_options("bash").sandbox.run_as is None
+
+
+def test_check_config_refuses_what_cannot_work(tmp_path: Path) -> None:
+    bad = tmp_path / "hb.yaml"
+    bad.write_text("daemon:\n  heartbeat_interval: 5\n  failure_detection_timeout: 1\n")
+    proc = subprocess.run([sys.executable, "-m", "para.daemon", "--check-config", str(bad)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "must be at least twice heartbeat_interval" in proc.stderr
 
 
 def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
