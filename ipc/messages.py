@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-# Task states (DESIGN.md, "A task's life").
+# Task states (docs/ARCHITECTURE.md, "A task's life").
 QUEUED = "queued"
 RUNNING = "running"
 SUCCEEDED = "succeeded"
