@@ -53,7 +53,9 @@ def start_daemon(endpoints: Endpoints, timeout: float = 20.0) -> None:
     log_path = log_dir / "parad.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "para.daemon", "--runtime-dir", str(endpoints.runtime_dir)],
+            # -P: the caller's folder (our cwd, which parad keeps as its own) is not
+            # on parad's sys.path, so no project file can stand in for a module.
+            [sys.executable, "-P", "-m", "para.daemon", "--runtime-dir", str(endpoints.runtime_dir)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             start_new_session=True, close_fds=True,
         )

@@ -6,18 +6,24 @@ over a SOCK_SEQPACKET socketpair; it imports the tools once (every worker
 starts warm), holds no ZeroMQ state, forks a worker per `Spawn` request, reaps
 them on SIGCHLD and reports each exit as `Exited`. It dies with the supervisor.
 
-Run as `python -m para.daemon.forkserver FD`; `ForkServer` is the supervisor's
-handle on it.
+Run as `python -P -m para.daemon.forkserver FD` (-P: the supervisor's working
+directory, a caller's project folder, is not on sys.path); `ForkServer` is
+the supervisor's handle on it.
 """
 
 from __future__ import annotations
+
+import sys
+
+if __name__ == "__main__":  # first of all: no module may come from the caller's folder (safe_path)
+    from para.daemon.safe_path import drop_caller_paths
+    drop_caller_paths()
 
 import os
 import select
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +43,7 @@ class ForkServer:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock = mine
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "para.daemon.forkserver", str(theirs.fileno())],
+            [sys.executable, "-P", "-m", "para.daemon.forkserver", str(theirs.fileno())],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
         )
@@ -175,7 +181,7 @@ def _exec_sandboxed(request: m.Spawn) -> None:
     for fd in (runtime, spawn_fd):
         os.set_inheritable(fd, True)
     launch = request.settings["launch"]
-    os.execve(launch[0], [*launch, sys.executable, "-m", "para.daemon.worker", str(spawn_fd)], request.settings["env"])
+    os.execve(launch[0], [*launch, sys.executable, "-P", "-m", "para.daemon.worker", str(spawn_fd)], request.settings["env"])
 
 
 def _kill_orphans(workers: dict[int, tuple[str, bool]]) -> None:

@@ -10,6 +10,10 @@ instead of buffering without bound, while heartbeats and cancels go on.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # exec'd in a sandbox: first, no module from the caller's folder (safe_path)
+    from para.daemon.safe_path import drop_caller_paths
+    drop_caller_paths()
+
 import collections
 import os
 import time

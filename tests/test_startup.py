@@ -1,0 +1,102 @@
+"""Starting para's processes: nothing in the caller's folder runs inside them, and
+a state dir or log file that cannot be made ends with one line, not a traceback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_until
+from tests.test_paractl import _alive, _daemons_serving
+
+MARKER = "SHADOWED-BY-THE-PROJECT"
+# Modules para or its dependencies import, as a project folder might hold them.
+SHADOWS = ("random", "json", "typing", "select", "socket", "signal", "selectors", "zmq/__init__", "msgpack/__init__",
+           "psutil/__init__", "yaml/__init__")
+
+
+def paractl_command() -> list[str]:
+    """paractl as users run it: the console script (which puts its own bin dir, not the cwd, on sys.path)."""
+    script = Path(sys.executable).parent / "paractl"
+    return [str(script)] if script.is_file() else [sys.executable, "-P", "-m", "para.client.paractl"]
+
+
+@pytest.fixture
+def own_home() -> Iterator[dict[str, str]]:
+    """An environment whose HOME, runtime and state dirs are a fresh temp dir, so autostart starts a parad of its own."""
+    home = Path(tempfile.mkdtemp(prefix="ph", dir="/tmp"))   # short: socket paths are limited to 107 bytes
+    (home / "run").mkdir(mode=0o700)
+    env = dict(os.environ, HOME=str(home), XDG_RUNTIME_DIR=str(home / "run"), XDG_STATE_HOME=str(home / "state"),
+               XDG_CONFIG_HOME=str(home / "config"))
+    env.pop("PARA_SOCKET", None)
+    yield env
+    rt = home / "run" / "para"
+    subprocess.run([*paractl_command(), "shutdown"], env=env, capture_output=True, timeout=60, cwd=home)
+    try:
+        wait_until(lambda: not _daemons_serving(rt), 30, f"the parad serving {rt} to exit")
+    finally:
+        for pid in _daemons_serving(rt):
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def shadowing_project(root: Path) -> Path:
+    """A folder whose modules announce themselves if anything imports them."""
+    hits = root / "hits"
+    for name in SHADOWS:
+        path = root / f"{name}.py"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            "import sys\n"
+            f"print({MARKER!r}, __name__)\n"
+            f"print({MARKER!r}, __name__, file=sys.stderr)\n"
+            f"open({str(hits)!r}, 'a').write(__name__ + '\\n')\n"
+        )
+    (root / "notes.txt").write_text("needle in the project\n")
+    return hits
+
+
+def test_code_in_the_callers_folder_never_runs_in_para(tmp_path: Path, own_home: dict[str, str]) -> None:
+    project = tmp_path / "project"
+    hits = shadowing_project(project)
+
+    def paractl(*args: str) -> subprocess.CompletedProcess:
+        r = subprocess.run([*paractl_command(), *args], env=own_home, cwd=project, capture_output=True, text=True,
+                           timeout=120)
+        assert MARKER not in r.stdout + r.stderr, f"project code ran in para: {r.stdout}{r.stderr}"
+        return r
+
+    found = paractl("glob", "*.py", str(project))   # autostarts parad from the project folder
+    assert found.returncode == 0, found.stderr
+    assert "random.py" in found.stdout
+    grep = paractl("grep", "needle", str(project / "notes.txt"))
+    assert grep.returncode == 0 and "needle in the project" in grep.stdout, grep.stderr
+    bash = paractl("bash", "--", "echo from bash")
+    assert bash.returncode == 0 and bash.stdout == "from bash\n", bash.stderr
+    assert not hits.exists(), f"para imported the project's modules: {hits.read_text()}"
+    log = Path(own_home["XDG_STATE_HOME"]) / "para" / "parad.log"
+    assert MARKER not in log.read_text(errors="replace")
+
+
+@pytest.mark.parametrize("module", ["para.daemon", "para.daemon.forkserver", "para.daemon.worker"])
+def test_each_entry_point_drops_the_callers_folder_from_sys_path(tmp_path: Path, module: str) -> None:
+    """Even started without -P, from a project folder, no entry point imports the project's modules.
+
+    The argument is no descriptor: the process stops right after its imports,
+    which is all this checks.
+    """
+    project = tmp_path / "project"
+    hits = shadowing_project(project)
+    r = subprocess.run([sys.executable, "-m", module, "--version" if module == "para.daemon" else "no-fd"],
+                       cwd=project, capture_output=True, text=True, timeout=60)
+    assert MARKER not in r.stdout + r.stderr
+    assert not hits.exists(), f"{module} imported the project's modules: {hits.read_text()}"
