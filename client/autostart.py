@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 from para.client.errors import DaemonUnavailable
 from para.ipc.endpoints import Endpoints
@@ -42,16 +43,25 @@ def _alive(pid: int) -> bool:
     return state not in (b"Z", b"X")
 
 
+def _open_log(path: Path, endpoints: Endpoints) -> BinaryIO:
+    """parad's log, appended to; a path that cannot be made is DaemonUnavailable naming it."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return open(path, "ab")
+    except OSError as exc:
+        raise DaemonUnavailable(
+            f"cannot start parad: cannot create its log file {path}: {exc.strerror}; make {path.parent} a "
+            f"writable directory or set XDG_STATE_HOME to one", str(endpoints.control_path)) from None
+
+
 def start_daemon(endpoints: Endpoints, timeout: float = 20.0) -> None:
     """Launch `parad --runtime-dir DIR` detached and wait until its socket exists.
 
     Two clients racing to start one is fine: the loser exits because the
     winner holds the runtime directory's lock, and both connect to the winner.
     """
-    log_dir = state_dir()
-    log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    log_path = log_dir / "parad.log"
-    with open(log_path, "ab") as log:
+    log_path = state_dir() / "parad.log"
+    with _open_log(log_path, endpoints) as log:
         proc = subprocess.Popen(
             # -P: the caller's folder (our cwd, which parad keeps as its own) is not
             # on parad's sys.path, so no project file can stand in for a module.

@@ -13,6 +13,12 @@ from para.ipc.endpoints import SYSTEM_RUNTIME_DIR, Endpoints, default_runtime_di
 
 SYSTEM_CONFIG = Path("/etc/para/parad.yaml")
 SYSTEM_STATE_DIR = Path("/var/lib/para")
+EXIT_CANNOT_RUN, EXIT_BAD_CONFIG = 1, 2
+EXIT_CODES = """exit codes:
+  0  stopped cleanly (SIGTERM, SIGINT, paractl shutdown), or a check passed
+  1  cannot run here: the runtime or state dir cannot be created or is another
+     parad's, or the sandbox is unavailable (the message names what and where)
+  2  a usage error or a config that does not check"""
 
 
 def _user_config() -> Path:
@@ -26,7 +32,8 @@ def _user_state_dir() -> Path:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="parad", description="para daemon: runs tool calls in parallel in warm, sandboxed worker pools.")
+    p = argparse.ArgumentParser(prog="parad", description="para daemon: runs tool calls in parallel in warm, sandboxed worker pools.",
+                                epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, help="config file (default: $XDG_CONFIG_HOME/para/parad.yaml if present, else built-in defaults)")
     p.add_argument("--runtime-dir", type=Path, help="sockets and lock (default: $XDG_RUNTIME_DIR/para or /tmp/para-UID)")
     p.add_argument("--state-dir", type=Path, help="persistent state (default: $XDG_STATE_HOME/para)")
@@ -59,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             load_config(args.check_config)
         except ConfigError as exc:
             print(f"parad: {exc}", file=sys.stderr)
-            return 2
+            return EXIT_BAD_CONFIG
         print(f"{args.check_config}: ok")
         return 0
     config_path, runtime_dir, state_dir = _resolve(args)
@@ -67,22 +74,27 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(config_path)
     except ConfigError as exc:
         print(f"parad: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_CONFIG
     logging.basicConfig(
         level=config.daemon.log_level.upper(), stream=sys.stderr,
         format="%(asctime)s parad[%(process)d] %(levelname)s %(message)s",
     )
-    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"parad: cannot create the state dir {state_dir}: {exc.strerror}; make it a writable directory "
+              f"or pick another with --state-dir DIR", file=sys.stderr)
+        return EXIT_CANNOT_RUN
     from para.daemon.isolation import IsolationError
-    from para.daemon.runtime_dir import RuntimeDirBusy
+    from para.daemon.runtime_dir import RuntimeDirError
     from para.daemon.supervisor import Supervisor
 
     supervisor = Supervisor(config, Endpoints(runtime_dir.absolute()), state_dir, str(config_path or "built-in defaults"))
     try:
         return supervisor.run()
-    except (RuntimeDirBusy, PermissionError, IsolationError) as exc:
+    except (RuntimeDirError, PermissionError, IsolationError) as exc:
         print(f"parad: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_CANNOT_RUN
 
 
 if __name__ == "__main__":

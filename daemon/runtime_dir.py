@@ -10,7 +10,11 @@ from pathlib import Path
 from para.ipc.endpoints import Endpoints
 
 
-class RuntimeDirBusy(Exception):
+class RuntimeDirError(Exception):
+    """This runtime directory cannot be parad's: the message says why and what to do."""
+
+
+class RuntimeDirBusy(RuntimeDirError):
     """Another parad owns this runtime directory."""
 
 
@@ -23,7 +27,11 @@ class RuntimeDir:
 
     def acquire(self) -> None:
         path = self.endpoints.runtime_dir
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RuntimeDirError(f"cannot create the runtime dir {path}: {exc.strerror}; make it a writable "
+                                  f"directory or pick another with --runtime-dir DIR") from None
         info = path.stat()
         if info.st_uid != os.getuid():
             raise PermissionError(f"{path} belongs to uid {info.st_uid}, not to us; remove it or pick --runtime-dir")

@@ -100,3 +100,59 @@ def test_each_entry_point_drops_the_callers_folder_from_sys_path(tmp_path: Path,
                        cwd=project, capture_output=True, text=True, timeout=60)
     assert MARKER not in r.stdout + r.stderr
     assert not hits.exists(), f"{module} imported the project's modules: {hits.read_text()}"
+
+
+# ---- a state dir, runtime dir or log file that cannot be made -------------------------
+
+def one_line_error(r: subprocess.CompletedProcess, path: Path) -> str:
+    assert "Traceback" not in r.stderr, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0], r.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("where", ["parent is a file", "is a file"])
+def test_parad_names_a_state_dir_it_cannot_create(tmp_path: Path, where: str) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a directory\n")
+    state = blocker / "state" if where == "parent is a file" else blocker
+    rt = tmp_path / "rt"
+    r = subprocess.run([sys.executable, "-m", "para.daemon", "--runtime-dir", str(rt), "--state-dir", str(state)],
+                       env=dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "config")),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    line = one_line_error(r, state)
+    assert "--state-dir" in line
+    assert not rt.exists() or not list(rt.glob("**/*.sock"))
+
+
+def test_parad_names_a_runtime_dir_it_cannot_create(tmp_path: Path) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a directory\n")
+    rt = blocker / "rt"
+    r = subprocess.run([sys.executable, "-m", "para.daemon", "--runtime-dir", str(rt), "--state-dir", str(tmp_path / "s")],
+                       env=dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "config")),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert "--runtime-dir" in one_line_error(r, rt)
+
+
+@pytest.mark.parametrize("where", ["state home is a file", "log is a directory"])
+def test_autostart_names_a_log_file_it_cannot_create(tmp_path: Path, where: str) -> None:
+    state_home = tmp_path / "state"
+    if where == "state home is a file":
+        state_home.write_text("a file, not a directory\n")
+        log = state_home / "para" / "parad.log"
+    else:
+        log = state_home / "para" / "parad.log"
+        log.mkdir(parents=True)
+    rt = Path(tempfile.mkdtemp(prefix="pa", dir="/tmp"))
+    env = dict(os.environ, XDG_STATE_HOME=str(state_home), XDG_CONFIG_HOME=str(tmp_path / "config"))
+    try:
+        r = subprocess.run([*paractl_command(), "--runtime-dir", str(rt / "para"), "status"], env=env,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 69, r.stderr
+        assert "XDG_STATE_HOME" in one_line_error(r, log)
+        assert not _daemons_serving(rt / "para")  # nothing was started
+    finally:
+        shutil.rmtree(rt, ignore_errors=True)
