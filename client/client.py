@@ -247,7 +247,7 @@ class Client:
         return BatchHandle(self, batch_id, futures)
 
     def scale(self, pool: str, workers: int | None) -> dict[str, Any]:
-        """Pin `pool` to `workers` (0 drains it: running tasks finish, queued ones wait), or None for automatic."""
+        """Pin `pool` to `workers` (0 drains it: running tasks finish, queued ones wait, new ones are refused), or None for automatic."""
         return self._request(m.Scale(next(self._reqs), pool, workers)).body
 
     # ---- daemon queries -----------------------------------------------------------

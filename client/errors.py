@@ -33,7 +33,8 @@ class QueueFull(ParaError):
 
 
 class PoolUnavailable(ParaError):
-    """The pool's workers keep crashing (circuit open) or the daemon is shutting down."""
+    """No worker will run the task now: the pool's workers keep crashing (circuit open),
+    an operator drained it (`paractl scale POOL auto` hands it back), or the daemon is shutting down."""
 
 
 class TaskError(ParaError):
@@ -58,7 +59,7 @@ def refusal(code: str, message: str) -> ParaError:
 
     if code == m.E_QUEUE_FULL:
         return QueueFull(message)
-    if code in (m.E_POOL_FAILED, m.E_SHUTTING_DOWN):
+    if code in (m.E_POOL_FAILED, m.E_POOL_DRAINED, m.E_SHUTTING_DOWN):
         return PoolUnavailable(message)
     return InvalidRequest(message, code)
 

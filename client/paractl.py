@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     scale = sub.add_parser("scale", help="pin a pool's worker count: scale TOOL N, or scale TOOL auto")
     scale.add_argument("pool", metavar="TOOL")
     scale.add_argument("workers", metavar="N|auto")
-    sub.add_parser("drain", help="stop a pool's workers once their tasks finish; queued tasks wait").add_argument(
+    sub.add_parser("drain", help="stop a pool's workers once their tasks finish; queued tasks wait, new ones are refused").add_argument(
         "pool", metavar="TOOL")
     watch = sub.add_parser("watch", help="follow the event stream: watch [TOPIC...] (progress results errors metrics)")
     watch.add_argument("topics", nargs="*", metavar="TOPIC")

@@ -49,8 +49,12 @@ def _describe(exc: ValidationError, prefix: str) -> str:
     return "; ".join(parts)
 
 
-def admit(spec: m.TaskSpec, pools: dict[str, Pool], adding: int = 1) -> Pool:
-    """Check one task; return its pool or raise Refusal with a clear message."""
+def admit(spec: m.TaskSpec, pools: dict[str, Pool], adding: int = 1, accepted: bool = False) -> Pool:
+    """Check one task; return its pool or raise Refusal with a clear message.
+
+    `accepted`: the task was taken before (a batch task whose dependencies just
+    finished), so a drain since then does not refuse it: it waits, like queued work.
+    """
     if not isinstance(spec, m.TaskSpec):
         raise Refusal(m.E_INVALID, "Submit.tasks must hold TaskSpec messages")
     try:
@@ -73,6 +77,8 @@ def admit(spec: m.TaskSpec, pools: dict[str, Pool], adding: int = 1) -> Pool:
         raise Refusal(m.E_INVALID, f"timeout {spec.timeout:g}s exceeds the max_timeout of pool {pool.name!r} ({max_timeout:g}s)")
     if pool.state == FAILED:
         raise Refusal(m.E_POOL_FAILED, pool.failure_message())
+    if not accepted:
+        refuse_if_drained(pool)
     if pool.queue.full(adding):
         raise Refusal(
             m.E_QUEUE_FULL,
@@ -80,3 +86,14 @@ def admit(spec: m.TaskSpec, pools: dict[str, Pool], adding: int = 1) -> Pool:
             f"{pool.queue.max_depth}); wait for results and submit again",
         )
     return pool
+
+
+def refuse_if_drained(pool: Pool) -> None:
+    """A pool pinned to 0 workers has none coming: a new task would wait in silence until
+    an operator scales it, so it is refused at once, naming the command that ends the drain."""
+    if pool.pinned == 0:
+        raise Refusal(
+            m.E_POOL_DRAINED,
+            f"pool {pool.name!r} is drained (pinned to 0 workers), so nothing would run this task; "
+            f"`paractl scale {pool.name} auto` (or `paractl scale {pool.name} N`) brings its workers back",
+        )

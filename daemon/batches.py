@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from para.daemon import retries
-from para.daemon.admission import Refusal, admit
+from para.daemon.admission import Refusal, admit, refuse_if_drained
 from para.daemon.tasks import TaskRecord
 from para.ipc import messages as m
 
@@ -229,6 +229,7 @@ class BatchRunner:
                 pool = self.sup.pools.get(spec.tool)
                 if pool is None:
                     raise Refusal(m.E_UNKNOWN_TOOL, f"unknown tool {spec.tool!r}")
+                refuse_if_drained(pool)
             else:
                 pool = admit(spec, self.sup.pools, adding=len(roots))
         except Refusal as refusal:
@@ -244,7 +245,7 @@ class BatchRunner:
         try:
             deps = {batch.name(d): self.results[d] for d in batch.after.get(spec.id, [])}
             spec.args = resolve(spec.args, deps)
-            pool = admit(spec, self.sup.pools, adding=0)
+            pool = admit(spec, self.sup.pools, adding=0, accepted=True)
         except (BatchError, Refusal) as exc:
             message = exc.message if isinstance(exc, Refusal) else str(exc)
             self.sup.lifecycle.complete(record, m.TaskResult(spec.id, spec.tool, m.FAILED, error=f"cannot start: {message}",

@@ -31,6 +31,7 @@ E_INVALID = "invalid_request"    # wrong argument names or types
 E_UNKNOWN_TOOL = "unknown_tool"
 E_QUEUE_FULL = "queue_full"
 E_POOL_FAILED = "pool_failed"    # circuit open: the pool's workers keep crashing
+E_POOL_DRAINED = "pool_drained"  # pinned to 0 workers (paractl drain): nothing would run the task
 E_SHUTTING_DOWN = "shutting_down"
 E_NOT_FOUND = "not_found"
 E_TOOL = "tool_error"            # the tool raised or reported an error

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from para.client import PoolUnavailable
 from para.daemon.config import PoolSection
 from para.daemon.pool import Pool
 from para.daemon.tasks import TaskRecord
@@ -55,15 +58,50 @@ def test_drain_and_scale_from_paractl(start_daemon, tmp_path: Path) -> None:
     r = paractl_run(d, "drain", "bash")
     assert r.returncode == 0 and "pinned to 0" in r.stdout, r.stderr
     wait_until(lambda: d.pool("bash")["workers"] == 0, 30, "the drained pool to have no workers")
-    with d.client() as c:
-        waiting = c.submit("bash", command="echo ran")
-        assert c.ps()[0]["state"] == "queued" and not waiting.done()
-        r = paractl_run(d, "scale", "bash", "3")
-        assert r.returncode == 0 and "pinned to 3" in r.stdout, r.stderr
-        assert waiting.result(timeout=30).stdout == "ran\n"  # queued, not lost
-        wait_until(lambda: d.pool("bash")["ready"] == 3, 30, "three workers")
+    r = paractl_run(d, "scale", "bash", "3")
+    assert r.returncode == 0 and "pinned to 3" in r.stdout, r.stderr
+    wait_until(lambda: d.pool("bash")["ready"] == 3, 30, "three workers")
     r = paractl_run(d, "scale", "bash", "9")
     assert r.returncode == 2 and "0..3" in r.stderr
     r = paractl_run(d, "scale", "bash", "auto")
     assert r.returncode == 0 and "automatic" in r.stdout
     assert d.pool("bash")["crashes"] == 0
+
+
+def test_a_drained_pool_refuses_new_tasks_at_once_while_queued_ones_wait(start_daemon, tmp_path: Path) -> None:
+    d = start_daemon(pools={"bash": {"min_workers": 1, "max_workers": 1}, "grep": {"min_workers": 1, "max_workers": 1}})
+    flag = tmp_path / "go"
+    with d.client() as c:
+        running = c.submit("bash", command=f"while [ ! -e {flag} ]; do sleep 0.01; done")
+        wait_until(lambda: any(t["id"] == running.id and t["state"] == "running" for t in c.ps()), 20, "the task to run")
+        queued = c.submit("bash", command="echo queued")
+        assert paractl_run(d, "drain", "bash").returncode == 0
+        # A new task has no worker coming: refused now, naming the way out (bounded waits, not forever).
+        with pytest.raises(PoolUnavailable, match="paractl scale bash auto"):
+            c.submit("bash", command="echo new").result(timeout=30)
+        for batch in ([{"id": "one", "tool": "bash", "args": {"command": "true"}}],
+                      # a task with references is checked by its pool alone until its dependencies finish
+                      [{"id": "find", "tool": "grep", "args": {"pattern": "x", "path": str(tmp_path)}},
+                       {"id": "use", "tool": "bash", "after": ["find"], "args": {"command": "echo ${find.value.count}"}}]):
+            with pytest.raises(PoolUnavailable, match="paractl scale bash auto"):
+                c.batch({"tasks": batch})
+        # Work taken before the drain waits for the pool to come back, as `drain` promises.
+        flag.touch()
+        assert running.result(timeout=30).ok
+        wait_until(lambda: d.pool("bash")["workers"] == 0, 30, "the drained pool to have no workers")
+        assert not queued.done() and next(t for t in c.ps() if t["id"] == queued.id)["state"] == "queued"
+        assert paractl_run(d, "scale", "bash", "auto").returncode == 0
+        assert queued.result(timeout=30).stdout == "queued\n"
+        assert c.run("bash", command="echo again", timeout=30).stdout == "again\n"
+
+
+def test_paractl_on_a_drained_pool_says_how_to_undrain_it(start_daemon, tmp_path: Path) -> None:
+    d = start_daemon(pools={"grep": {"min_workers": 1, "max_workers": 1}})
+    (tmp_path / "notes.txt").write_text("foo\n")
+    assert paractl_run(d, "drain", "grep").returncode == 0
+    r = paractl_run(d, "grep", "foo", str(tmp_path / "notes.txt"), timeout=60)
+    assert r.returncode == 75, r.stderr  # EX_TEMPFAIL, like a failed pool
+    assert "drained" in r.stderr and "paractl scale grep auto" in r.stderr
+    assert paractl_run(d, "scale", "grep", "auto").returncode == 0
+    r = paractl_run(d, "grep", "foo", str(tmp_path / "notes.txt"), timeout=60)
+    assert r.returncode == 0 and "foo" in r.stdout, r.stderr
