@@ -16,7 +16,7 @@ from para.client import Client
 def start(tmp: Path, config: dict[str, Any], deadline: float = 60.0) -> tuple[subprocess.Popen, dict[str, Any]]:
     """Start parad on `config` and wait until every pool has min_workers ready; (process, status)."""
     (tmp / "parad.yaml").write_text(yaml.safe_dump(config))
-    proc = subprocess.Popen([sys.executable, "-m", "para.daemon", "--config", str(tmp / "parad.yaml"),
+    proc = subprocess.Popen([sys.executable, "-P", "-m", "para.daemon", "--config", str(tmp / "parad.yaml"),
                              "--runtime-dir", str(tmp / "r"), "--state-dir", str(tmp / "s")],
                             stdout=subprocess.DEVNULL, stderr=open(tmp / "parad.log", "wb"))
     end = time.monotonic() + deadline

@@ -126,7 +126,7 @@ class Daemon:
         self.exit_note = ""
 
     def start(self) -> None:
-        cmd = [sys.executable, "-m", "para.daemon", "--config", str(self.config),
+        cmd = [sys.executable, "-P", "-m", "para.daemon", "--config", str(self.config),
                "--runtime-dir", str(self.runtime_dir), "--state-dir", str(self.tmp / "s")]
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=self._stderr)
