@@ -13,7 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
-from para.sandbox import tree
+from para.sandbox import seal, tree
 from para.sandbox.policy import SandboxPolicy, resolve_path
 
 # Sockets through which a sandboxed process could ask a privileged peer to act
@@ -77,8 +77,15 @@ def mount_args(policy: SandboxPolicy, hide: list[str] = (), outer: SandboxPolicy
     bound, and what it covers already stays covered.
     """
     nested = outer is not None
-    outer_writable = outer.filesystem.writable if outer else []
+    outer_writable = _resolved(list(outer.filesystem.writable)) if outer else []
     fs = policy.filesystem
+    kept = [] if nested else _resolved(list(keep))
+    writable = _resolved(fs.writable)
+    protected = _read_only_paths(policy, writable)
+    pinned = _pinned_ancestors(protected, writable)
+    denied = [p for p in fs.deny_read if p not in outer.filesystem.deny_read] if outer else fs.deny_read
+    sealing = seal.plan(denied, writable + outer_writable, [*kept, *outer_writable, *writable, *pinned, *protected],
+                        fs.private_tmp, fs.read_only_root)
     args = ["--ro-bind" if fs.read_only_root else "--bind", "/", "/"]
     if nested:
         # A fresh /proc cannot be mounted under the worker's (bubblewrap
@@ -88,22 +95,23 @@ def mount_args(policy: SandboxPolicy, hide: list[str] = (), outer: SandboxPolicy
     else:
         # /tmp as on any host (mode 1777): commands may run as another user than the worker.
         args += ["--dev", "/dev", "--proc", "/proc"] + (["--perms", "1777", "--tmpfs", "/tmp"] if fs.private_tmp else [])
-        for path in _resolved(list(keep)):
+        for path in kept:
             args += ["--ro-bind", str(path), str(path)]
-    writable = _resolved(fs.writable)
-    for path in _resolved(list(outer_writable)):
+    # Seals before the writable roots: a writable project under a sealed ~ is bound writable over its copy.
+    args += seal.mount_args(sealing.seals)
+    for path in outer_writable:
         args += ["--ro-bind", str(path), str(path)]
     for path in writable:
         args += ["--bind", str(path), str(path)]
-    protected = _read_only_paths(policy, writable)
-    for path in _pinned_ancestors(protected, writable):
+    for path in pinned:
         args += ["--bind", str(path), str(path)]
     for path in protected:
         args += ["--ro-bind", str(path), str(path)]
-    # Covers come last, so no writable root can uncover them.
-    covers = [p for p in fs.deny_read if p not in outer.filesystem.deny_read] if outer else [*fs.deny_read, *HOST_SOCKETS, *hide]
+    # Covers come last, so no writable root can uncover them; what a seal left out needs none.
+    covers = sealing.covers + ([] if nested else [*HOST_SOCKETS, *hide])
     for path in _resolved(covers):
-        args += _cover(path)
+        if sealing.visible(path):
+            args += _cover(path)
     return args
 
 

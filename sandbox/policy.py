@@ -41,9 +41,11 @@ class LimitsPolicy(_Model):
     output_kill_bytes: ByteSize | None = Field(256 * MiB, gt=0, description="a stream that passes this many bytes ends the command (limit: output)")
 
 
-# Credentials an agent's commands have no business reading.
+# Credentials an agent's commands have no business reading: the user's (parad's
+# home), and the host's password hashes and ssh host keys (with their backups).
 DEFAULT_DENY_READ = ("~/.ssh", "~/.gnupg", "~/.aws", "~/.azure", "~/.config/gcloud", "~/.kube",
-                     "~/.docker", "~/.netrc", "~/.pypirc", "~/.git-credentials", "~/.npmrc")
+                     "~/.docker", "~/.netrc", "~/.pypirc", "~/.git-credentials", "~/.npmrc",
+                     "/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-", "/etc/ssh/ssh_host_*_key")
 
 
 class FilesystemPolicy(_Model):
@@ -51,7 +53,7 @@ class FilesystemPolicy(_Model):
     writable: list[str] = Field(default_factory=lambda: ["."], description="writable roots; '.' is the directory parad started in (the project), '~' is home")
     private_tmp: bool = Field(True, description="an empty /tmp per worker, gone when it exits")
     deny_read: list[str] = Field(default_factory=lambda: list(DEFAULT_DENY_READ),
-                                 description="paths hidden from commands (an empty directory or file in their place)")
+                                 description="paths hidden from commands, whether they exist yet or not ('~' is parad's home; a '*' pattern in the last part)")
     read_only: list[str] = Field(
         default_factory=lambda: [".git/hooks", ".git/config"],
         description="kept read-only inside writable roots; relative paths apply to every writable root")

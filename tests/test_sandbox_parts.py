@@ -344,3 +344,27 @@ def test_tree_walks_and_reaps_stop_early_when_asked() -> None:
     assert report["reaped_out_of_time"] == 1, report   # a slice always makes some progress
     assert report["reaped"] == 11, report
     assert report["left"] is False, report
+
+
+def test_a_directory_holding_denied_paths_is_sealed_unless_writable(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / "project").mkdir(parents=True)
+    (home / ".config").mkdir()
+    (home / ".ssh").mkdir()
+    (home / "notes").write_text("x")
+    (home / "link").symlink_to("notes")
+    policy = SandboxPolicy.model_validate({"filesystem": {
+        "private_tmp": False, "writable": [str(home / "project")],
+        "deny_read": [f"{home}/.ssh", f"{home}/.kube", f"{home}/.config/gcloud", f"{home}/.aws/credentials",
+                      f"{home}/project/.env", f"{home}/key*"]}})
+    args = namespaces.mount_args(policy)
+    # home and .config are sealed (a tmpfs, then every entry but the denied ones bound back, read-only)...
+    assert _pairs(args, "--tmpfs")[:2] == [str(home), str(home / ".config")]
+    assert _pairs(args, "--ro-bind")[1:4] == [str(home / ".config"), str(home / "notes"), str(home / "project")]
+    assert _pairs(args, "--symlink") == ["notes"] and str(home / ".ssh") not in args
+    assert args.index("--remount-ro") < args.index("--bind")  # ...before the writable root is bound over its copy
+    # A missing path inside a writable root cannot be sealed: it is not hidden (nor is anything else changed there).
+    assert str(home / "project" / ".env") not in args
+    # A read-write root seals nothing: a writable directory replaced by a tmpfs would lose what is written to it.
+    rw = SandboxPolicy.model_validate({"filesystem": {**policy.filesystem.model_dump(), "read_only_root": False}})
+    assert str(home) not in _pairs(namespaces.mount_args(rw), "--tmpfs")
