@@ -132,8 +132,8 @@ def _plan_pool(name: str, policy: SandboxPolicy, host: HostSupport, hide: list[s
         p.memory = "cgroup v2 (memory.max, pids.max, cpu.max), rlimits"
     elif policy.cgroup.cpu_weight or policy.cgroup.cpu_max:
         p.degraded.append(f"no cgroup for cpu_weight/cpu_max: {host.cgroup_error}")
-    if os.geteuid() == 0 and policy.run_as is None and not read_only:
-        p.degraded.append("commands run as root (sandbox.run_as is none)")
+    if os.geteuid() == 0 and policy.run_as is None:
+        p.degraded.append(f"{'files are read' if read_only else 'commands run'} as root (sandbox.run_as is none)")
     if p.degraded and not policy.allow_degraded:
         raise IsolationError(
             f"pool {name!r}: the sandbox policy cannot be met on this host: {'; '.join(p.degraded)}. "

@@ -31,7 +31,7 @@ from para.ipc import codec
 from para.ipc import messages as m
 from para.ipc.endpoints import Endpoints
 from para.ipc.sockets import make_socket
-from para.sandbox import prctl, spawn
+from para.sandbox import identity, prctl, spawn
 from para.sandbox.command import Command, Outcome
 
 DATA_HWM = 64           # frames queued toward the supervisor before backpressure
@@ -74,6 +74,11 @@ class Worker:
         self.relay = ChildRelay(self.ctx, worker_id) if self.tool.runs_commands else None
         if self.relay is not None:
             self._poll.register(self.relay.sock, zmq.POLLIN)
+        reader = self.tool.reads_as(self.options)
+        if reader is not None:
+            # After the sockets: ZeroMQ's I/O threads, started with them, keep
+            # root's file ids to reach parad's sockets; this thread reads as `reader`.
+            identity.as_reader(*reader)
         user = self.tool.command_user(self.options)
         if user is not None and settings.get("lend_ids"):
             # Commands as `user` can then start by posix_spawn, about 1.5 ms

@@ -47,13 +47,21 @@ def _test_sandbox(tmp_path_factory: pytest.TempPathFactory) -> None:
     TEST_SANDBOX["filesystem"]["writable"] = [str(tmp_path_factory.getbasetemp()), "."]
 
 
+# The read-only tools too read as root: what tests give them lies in pytest's
+# root-owned 0700 directories. Tests of run_as set it themselves.
+TEST_READ_SANDBOX: dict[str, Any] = {"run_as": None}
+
+
 def with_test_sandbox(config: dict[str, Any]) -> dict[str, Any]:
-    """`config` with TEST_SANDBOX under every bash pool's options (the test's own settings win)."""
+    """`config` with TEST_SANDBOX under every bash pool's options, TEST_READ_SANDBOX under
+    every read, glob and grep pool's (the test's own settings win)."""
     pools = {}
     for name, pool in config.get("pools", {}).items():
-        if (pool.get("tool") or name) == "bash":
+        tool = pool.get("tool") or name
+        test_sandbox = TEST_SANDBOX if tool == "bash" else TEST_READ_SANDBOX if tool in ("read", "glob", "grep") else None
+        if test_sandbox is not None:
             options = pool.get("options", {})
-            pool = {**pool, "options": {**options, "sandbox": _merge(TEST_SANDBOX, options.get("sandbox", {}))}}
+            pool = {**pool, "options": {**options, "sandbox": _merge(test_sandbox, options.get("sandbox", {}))}}
         pools[name] = pool
     return {**config, "pools": pools}
 

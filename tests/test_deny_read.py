@@ -4,6 +4,10 @@ worker started, and the host's own secrets, whoever the tools run as."""
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,3 +48,90 @@ def test_credentials_created_or_replaced_after_the_workers_started_stay_hidden(s
     assert r.stdout == "public words\nwrote\n", r
     assert (project / "out").read_text() == "made\n"   # the writable root under the sealed home stays writable
     assert notes == ["public words"]
+
+
+def read_only_pools(sandbox: dict) -> dict:
+    return {tool: {"min_workers": 1, "max_workers": 1, "options": {"sandbox": sandbox}} for tool in ("read", "glob", "grep")}
+
+
+@needs_root
+@pytest.mark.parametrize("isolation", ["namespaces", "none"])
+def test_read_only_tools_read_as_run_as(start_daemon, isolation: str) -> None:
+    if isolation == "namespaces" and not HOST.namespaces:
+        pytest.skip(f"no namespace isolation here: {HOST.namespaces_error}")
+    # No deny list: the identity alone must keep root's files root's.
+    d = start_daemon(pools=read_only_pools({"isolation": isolation, "run_as": "nobody", "deny_read": []}))
+    with d.client() as c:
+        with pytest.raises(ToolError, match="permission denied"):
+            c.run("read", path="/etc/shadow", limit=1)
+        with pytest.raises(ToolError, match="permission denied"):
+            c.run("glob", patterns=["*"], root="/root", hidden=True)
+        with pytest.raises(ToolError, match="permission denied"):
+            c.run("grep", pattern=".", path="/root", hidden=True)
+        passwd = c.run("read", path="/etc/passwd").value["lines"]  # world-readable: read as before
+    assert any(line.startswith("root:") for line in passwd)
+    assert d.pool("read")["state"] == "ok"
+
+
+@pytest.fixture
+def public_dir() -> Iterator[Path]:
+    """A directory every user may enter (pytest's own are root's, mode 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="para-public-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+def real_rg() -> Path | None:
+    """rg itself, not a shim in front of it (pyenv puts one under /root, which run_as cannot enter)."""
+    for candidate in (Path(sys.executable).resolve().parent / "rg", shutil.which("rg")):
+        if candidate and Path(candidate).is_file() and Path(candidate).read_bytes()[:4] == b"\x7fELF":
+            return Path(candidate)
+    return None
+
+
+@needs_root
+@pytest.mark.parametrize("isolation", ["namespaces", "none"])
+def test_glob_and_grep_run_rg_as_run_as(start_daemon, public_dir: Path, isolation: str) -> None:
+    if isolation == "namespaces" and not HOST.namespaces:
+        pytest.skip(f"no namespace isolation here: {HOST.namespaces_error}")
+    if real_rg() is None:
+        pytest.skip("no rg binary found beside the interpreter or on PATH")
+    (public_dir / "bin").mkdir()
+    shutil.copy(real_rg(), public_dir / "bin" / "rg")  # where nobody may run it
+    data = public_dir / "data"
+    data.mkdir()
+    (data / "public.txt").write_text("needle in public\n")
+    (data / "private.txt").write_text("needle in private\n")
+    (data / "private.txt").chmod(0o600)
+    d = start_daemon(pools=read_only_pools({"isolation": isolation, "run_as": "nobody", "deny_read": []}),
+                     env={**os.environ, "PATH": f"{public_dir / 'bin'}:{os.environ['PATH']}"})
+    with d.client() as c:
+        found = c.run("grep", pattern="needle", path=str(data)).value
+        listed = c.run("glob", patterns=["*.txt"], root=str(data)).value
+    assert [m["path"] for m in found["matches"]] == ["public.txt"]  # rg, as nobody, cannot open private.txt
+    assert listed["files"] == ["private.txt", "public.txt"]         # names in a directory nobody may list
+
+
+@needs_namespaces
+def test_the_default_deny_list_hides_the_hosts_secrets_even_from_root(start_daemon) -> None:
+    d = start_daemon(pools=read_only_pools({"run_as": None}))
+    with d.client() as c:
+        with pytest.raises(ToolError, match="no such file"):
+            c.run("read", path="/etc/shadow", limit=1)
+        with pytest.raises(ToolError, match="does not exist"):
+            c.run("grep", pattern="root:", path="/etc/gshadow")
+        assert c.run("read", path="/etc/passwd").value["lines"]
+
+
+@needs_root
+def test_an_rg_run_as_cannot_reach_is_named(start_daemon, public_dir: Path) -> None:
+    if real_rg() is None:
+        pytest.skip("no rg binary found beside the interpreter or on PATH")
+    hidden_bin = public_dir / "root-only"
+    hidden_bin.mkdir(mode=0o700)
+    shutil.copy(real_rg(), hidden_bin / "rg")
+    d = start_daemon(pools=read_only_pools({"isolation": "none", "run_as": "nobody"}),
+                     env={**os.environ, "PATH": f"{hidden_bin}:{os.environ['PATH']}"})
+    with d.client() as c, pytest.raises(ToolError, match="cannot be run by the pool's sandbox.run_as user"):
+        c.run("glob", patterns=["*"], root=str(public_dir))

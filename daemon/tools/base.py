@@ -77,6 +77,10 @@ class Tool:
         """Limits a worker of this tool holds itself, so its commands inherit them cheaply."""
         return None
 
+    def reads_as(self, options: Any) -> tuple[int, int] | None:
+        """(uid, gid) the worker itself opens files as (see sandbox/identity.py), if not its own."""
+        return None
+
     def command_user(self, options: Any) -> tuple[int, int] | None:
         """(uid, gid) this tool's commands run as, if not the worker's own; None if unknown."""
         return None

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from para.daemon.tools.base import Finished, RunCommand, StrictModel, TaskContext, Tool
+from para.daemon.tools.base import Finished, RunCommand, StrictModel, TaskContext, ToolFailure
 from para.daemon.tools.globmatch import compile_globs
+from para.daemon.tools.reader import ReadOnlyTool
 from para.daemon.tools.ripgrep import absolute_dir, rg_path
 from para.sandbox.command import CommandSpec, Outcome
 from para.sandbox.policy import ReadOnlySandbox
@@ -26,16 +27,21 @@ class GlobOptions(BaseModel):
     sandbox: ReadOnlySandbox = Field(default_factory=ReadOnlySandbox)
 
 
-class Glob(Tool):
+class Glob(ReadOnlyTool):
     name = "glob"
     Args = GlobArgs
     Options = GlobOptions
-    retry_safe = True
-    default_credit = 8
+
+    def warm_up(self) -> None:
+        try:
+            rg_path()
+        except ToolFailure:
+            pass  # each task will say so
 
     def run(self, args: GlobArgs, options: GlobOptions, ctx: TaskContext) -> RunCommand:
+        user = self.identity(options)
         root = absolute_dir(args.root or options.default_root, "root")
-        argv = [rg_path(), "--files", "--no-require-git"]
+        argv = [rg_path(user), "--files", "--no-require-git"]
         matches = compile_globs(args.patterns)
         if args.hidden:
             argv.append("--hidden")
@@ -51,7 +57,8 @@ class Glob(Tool):
             return Finished(value={"root": str(root), "files": files[:limit], "count": len(files),
                                    "truncated": len(files) > limit})
 
-        return RunCommand(CommandSpec(argv=argv, cwd=str(root), timeout=ctx.timeout, output_cap=256 << 20), finish)
+        return RunCommand(CommandSpec(argv=argv, cwd=str(root), timeout=ctx.timeout, output_cap=256 << 20, user=user),
+                          finish)
 
 
 def _in_git_dir(path: str) -> bool:

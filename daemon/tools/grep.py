@@ -9,8 +9,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from para.daemon.tools.base import Finished, RunCommand, StrictModel, TaskContext, Tool
+from para.daemon.tools.base import Finished, RunCommand, StrictModel, TaskContext, ToolFailure
 from para.daemon.tools.globmatch import compile_globs
+from para.daemon.tools.reader import ReadOnlyTool
 from para.daemon.tools.ripgrep import absolute_dir, rg_path
 from para.sandbox.command import CommandSpec, Outcome
 from para.sandbox.policy import ReadOnlySandbox
@@ -36,17 +37,22 @@ class GrepOptions(BaseModel):
     sandbox: ReadOnlySandbox = Field(default_factory=ReadOnlySandbox)
 
 
-class Grep(Tool):
+class Grep(ReadOnlyTool):
     name = "grep"
     Args = GrepArgs
     Options = GrepOptions
-    retry_safe = True
-    default_credit = 8
+
+    def warm_up(self) -> None:
+        try:
+            rg_path()
+        except ToolFailure:
+            pass  # each task will say so
 
     def run(self, args: GrepArgs, options: GrepOptions, ctx: TaskContext) -> RunCommand:
+        user = self.identity(options)
         target = absolute_dir(args.path or options.default_root, "path")
         cwd, where = (target, []) if target.is_dir() else (target.parent, [target.name])
-        argv = [rg_path(), "--json", "--no-require-git", CASE_FLAGS[args.case]]
+        argv = [rg_path(user), "--json", "--no-require-git", CASE_FLAGS[args.case]]
         if args.context:
             argv += ["--context", str(args.context)]
         if args.fixed_strings:
@@ -66,7 +72,8 @@ class Grep(Tool):
                 return Finished(error=f"grep failed: {message}")
             return Finished(value=parse_rg_json(outcome.stdout, limit, wanted, args.context))
 
-        return RunCommand(CommandSpec(argv=argv, cwd=str(cwd), timeout=ctx.timeout, output_cap=256 << 20), finish)
+        return RunCommand(CommandSpec(argv=argv, cwd=str(cwd), timeout=ctx.timeout, output_cap=256 << 20, user=user),
+                          finish)
 
 
 def _glob_flags(globs: list[str]) -> list[str]:

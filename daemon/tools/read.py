@@ -8,7 +8,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from para.daemon.tools.base import Finished, StrictModel, TaskContext, Tool, ToolFailure
+from para.daemon.tools.base import Finished, StrictModel, TaskContext, ToolFailure
+from para.daemon.tools.reader import ReadOnlyTool
 from para.sandbox.policy import ReadOnlySandbox
 
 SNIFF = 8192
@@ -27,17 +28,16 @@ class ReadOptions(BaseModel):
     sandbox: ReadOnlySandbox = Field(default_factory=ReadOnlySandbox)
 
 
-class Read(Tool):
+class Read(ReadOnlyTool):
     """Lines of a text file. A binary file (a NUL byte in its first 8 KiB) gives
     `binary: true` and no lines rather than an error, so a caller can tell."""
 
     name = "read"
     Args = ReadArgs
     Options = ReadOptions
-    retry_safe = True
-    default_credit = 8
 
     def run(self, args: ReadArgs, options: ReadOptions, ctx: TaskContext) -> Finished:
+        self.identity(options)  # the worker reads as it (see reader.py); refuse if run_as names no user
         path = Path(os.path.expanduser(args.path))
         if not path.is_absolute():
             raise ToolFailure(f"path {args.path!r} is not absolute; pass a full path")
