@@ -17,8 +17,8 @@ and each sandbox costs a mount per entry of each sealed directory.
 A directory is sealed only where that cannot take anything away: never '/',
 a writable root or anything inside one, nor a host path under a private
 /tmp (it is not visible anyway); there, and under a read-write root, a
-denied path that exists is covered by a mount as before, and one that does
-not exist cannot be hidden.
+denied path that exists is covered by a mount as before (until it is saved
+over by rename), and one that does not exist cannot be hidden.
 """
 
 from __future__ import annotations
