@@ -102,8 +102,13 @@ class ReadOnlySandbox(_Model):
     """The sandbox of a pool whose tool only reads (read, glob, grep): nothing writable, no network."""
     isolation: Literal["namespaces", "none"] = Field("namespaces", description="namespaces: the pool's workers live in a read-only bubblewrap sandbox; none: no sandbox")
     allow_degraded: bool = Field(True, description="when the host cannot give `isolation`, run without it (logged, in status and a metric)")
-    run_as: str | None = Field("nobody", description="user whose permissions the tool reads files with when parad runs as root; none: as root (logged as degraded)")
+    run_as: str | None = Field("nobody", description="user whose permissions the tool reads files with when parad runs as root; null: as root (logged as degraded)")
     deny_read: list[str] = Field(default_factory=lambda: list(DEFAULT_DENY_READ), description="paths this tool cannot see, whether they exist yet or not")
+
+    @field_validator("run_as")
+    @classmethod
+    def _user_exists(cls, name: str | None) -> str | None:
+        return check_user(name)
 
     def as_policy(self) -> SandboxPolicy:
         return SandboxPolicy(isolation=self.isolation, allow_degraded=self.allow_degraded, run_as=self.run_as, network=False,
