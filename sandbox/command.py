@@ -109,9 +109,10 @@ class Command:
     """A started command; see the module docstring for the protocol.
 
     `held` names the limits the calling process already holds itself
-    (Limits.apply_inheritable). When the command's limits are those plus a
-    CPU limit, it is spawned with vfork, which is about 2 ms faster than a
-    fork that runs Python code in the child; anything else takes that slower path.
+    (Limits.apply_inheritable). When the command's limits are exactly those,
+    it is spawned with vfork, which is about 2 ms faster than a fork that
+    runs Python code in the child; anything else, a CPU limit included,
+    takes that slower path.
     """
 
     def __init__(self, spec: CommandSpec, on_output: Callable[[str, bytes], None] | None = None,
@@ -132,8 +133,13 @@ class Command:
         self.started = time.monotonic()
         self._ended: float | None = None
         # Inherited: the worker holds the rlimits, so the child needs no setup
-        # of its own (see spawn.py); only the CPU limit lands a moment after the start.
-        inherited = held is not None and held == spec.limits.inheritable() and spec.limits.address_space is None
+        # of its own (see spawn.py). A CPU limit is set in the child before
+        # exec, not by prlimit() after the start: without CAP_SYS_RESOURCE (a
+        # sandboxed worker) that needs the worker's real ids to equal all of
+        # the child's, never so for a root worker's run_as child, and a race
+        # for a worker that lent its real ids (the kernel wakes a vfork parent
+        # before exec commits the child's saved id): starts failed with EPERM.
+        inherited = held is not None and held == spec.limits
         self._cgroup = cgroup.CommandCgroup(spec.cgroup) if spec.cgroup else None
         if self._cgroup is not None:
             self._cgroup.prepare(spec.memory, spec.processes, spec.cpu_max)
@@ -146,8 +152,6 @@ class Command:
                 os.close(stdin)  # the child has its own copy
         self.pid = started.pid
         self._popen = started.popen
-        if inherited:
-            spec.limits.apply_cpu(self.pid)
         self._pidfd = os.pidfd_open(self.pid)
         self._pipes = {started.stdout: "stdout", started.stderr: "stderr"}
         for fd in self._pipes:

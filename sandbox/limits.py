@@ -45,15 +45,6 @@ class Limits:
         """Hold the inheritable limits on the calling process (a worker, once at start)."""
         self.inheritable().apply()
 
-    def apply_cpu(self, pid: int) -> None:
-        """Set the CPU limit on a just-started child.
-
-        CPU time is cumulative, so the limit binds the whole run even though it
-        lands a moment after the child started.
-        """
-        if self.cpu_seconds is not None:
-            resource.prlimit(pid, resource.RLIMIT_CPU, (self.cpu_seconds, self.cpu_seconds + 1))
-
     def apply(self) -> None:
         """Set the limits on the calling process (the child, after fork)."""
         for res, value in self.rlimits():

@@ -46,8 +46,8 @@ def start(argv: list[str], executable: str | None, cwd: str | None, env: dict[st
           inherited: bool, limits: Limits, leaf: Path | None, user: tuple[int, int] | None) -> Started:
     """Start `argv` in a new session with stdout/stderr on fresh pipes; stdin from `stdin` (None: /dev/null).
 
-    `inherited`: the caller holds `limits` except the CPU limit (which the
-    caller sets after the start), so the child needs no setup of its own.
+    `inherited`: the caller holds every one of `limits` itself, so the child
+    needs no setup of its own.
     """
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()

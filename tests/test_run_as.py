@@ -1,0 +1,86 @@
+"""Commands run as an unprivileged user (run_as, parad as root): every start succeeds, and nothing privileged leaks.
+
+tests/conftest.py runs the test pools' commands as root; these tests set
+run_as themselves, so they need parad to run as root.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+from collections import Counter
+
+import pytest
+
+from para.sandbox.probe import probe
+
+HOST = probe()
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="run_as applies only when parad runs as root")
+needs_namespaces = pytest.mark.skipif(not HOST.namespaces, reason=f"no namespace isolation here: {HOST.namespaces_error}")
+needs_nobody = pytest.mark.skipif(not any(u.pw_name == "nobody" for u in pwd.getpwall()), reason="no user 'nobody' here")
+STARTS = 300
+
+
+def as_nobody(sandbox: dict | None = None, **pool) -> dict:
+    return {"bash": {"min_workers": 2, "max_workers": 2, **pool,
+                     "options": {"sandbox": {"run_as": "nobody", "isolation": "namespaces", **(sandbox or {})}}}}
+
+
+def start_failures(d, pool: str = "bash", **args) -> Counter:
+    """Run STARTS echo commands; count each that did not print its own echo, by what went wrong."""
+    with d.client() as c:
+        results = list(c.map(pool, [{"command": f"echo {i}", "cwd": "/", **args} for i in range(STARTS)],
+                             return_exceptions=True))
+    wrong = Counter()
+    for i, r in enumerate(results):
+        if isinstance(r, Exception):
+            wrong[str(r)] += 1
+        elif not (r.ok and r.stdout == f"{i}\n"):
+            wrong[f"exit {r.exit_code}: {r.stderr}"] += 1
+    return wrong
+
+
+# ---- defect 3: a CPU limit never makes a start fail -------------------------------------------
+
+@needs_root
+@needs_nobody
+@needs_namespaces
+def test_every_start_succeeds_under_a_pool_cpu_limit(start_daemon) -> None:
+    d = start_daemon(pools=as_nobody({"limits": {"cpu_seconds": 5}}))
+    assert start_failures(d) == Counter()
+
+
+@needs_root
+@needs_nobody
+@needs_namespaces
+def test_every_start_succeeds_under_a_task_cpu_limit(start_daemon) -> None:
+    d = start_daemon(pools=as_nobody())
+    assert start_failures(d, policy={"limits": {"cpu_seconds": 5}}) == Counter()
+
+
+@needs_root
+@needs_nobody
+@needs_namespaces
+def test_a_cpu_limit_binds_where_the_worker_keeps_its_own_ids(start_daemon) -> None:
+    """A pool outside a pid namespace runs commands as nobody too, so the namespaced
+    pool's workers stay root (a fork and user switch per command, no lent ids)."""
+    pools = {**as_nobody({"limits": {"cpu_seconds": 1}}),
+             "plain": {"tool": "bash", "min_workers": 1, "max_workers": 1,
+                       "options": {"sandbox": {"run_as": "nobody", "isolation": "none"}}}}
+    d = start_daemon(pools=pools)
+    assert start_failures(d) == Counter()
+    with d.client() as c:
+        r = c.run("bash", command="while :; do :; done", timeout=60, cwd="/")
+    assert r.status == "failed" and r.limit == "cpu", r
+
+
+@needs_root
+@needs_nobody
+@needs_namespaces
+def test_a_cpu_spin_as_nobody_is_stopped_by_the_cpu_limit(start_daemon) -> None:
+    d = start_daemon(pools=as_nobody({"limits": {"cpu_seconds": 1}}))
+    with d.client() as c:
+        r = c.run("bash", command="while :; do :; done", timeout=60, cwd="/")
+        assert r.status == "failed" and r.limit == "cpu", r
+        r = c.run("bash", command="while :; do :; done", timeout=60, cwd="/", policy={"limits": {"cpu_seconds": 1}})
+    assert r.status == "failed" and r.limit == "cpu", r
