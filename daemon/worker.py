@@ -343,9 +343,10 @@ def worker_main(worker_id: str, tool: str, settings: dict[str, Any]) -> None:
     # Orphans of a command (setsid, double fork) come back to us, not to the
     # sandbox's init, so a kill of "everything below the worker" gets them.
     prctl.set_child_subreaper()
-    # Before zmq starts its threads (the set is per thread): nothing a worker
-    # execs keeps a capability bubblewrap's --cap-add made ambient.
+    # Before zmq starts its threads (the sets are per thread): nothing a worker
+    # execs keeps a capability bubblewrap's --cap-add made ambient or inheritable.
     prctl.clear_ambient_capabilities()
+    prctl.clear_inheritable_capabilities()
     worker = Worker(worker_id, tool, settings)
     try:
         worker.run()

@@ -1,4 +1,4 @@
-"""Thin ctypes wrappers over the Linux prctl(2) calls para needs."""
+"""Thin ctypes wrappers over the Linux prctl(2) and capset(2) calls para needs."""
 
 from __future__ import annotations
 
@@ -13,9 +13,19 @@ PR_SET_DUMPABLE = 4
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522  # two 32-bit words per set
+
 _libc = ctypes.CDLL(None, use_errno=True)
 _prctl = _libc.prctl
 _prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
 
 def _call(option: int, arg: int) -> None:
@@ -51,3 +61,22 @@ def set_not_dumpable() -> None:
 def clear_ambient_capabilities() -> None:
     """Nothing we exec keeps a capability just because we hold it (bubblewrap's --cap-add sets them ambient)."""
     _call(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+
+
+def clear_inheritable_capabilities() -> None:
+    """Empty the calling thread's inheritable set; its effective and permitted sets stay.
+
+    bubblewrap's --cap-add puts a capability in the inheritable set as well,
+    and exec keeps that set: a command would carry it, ready to be granted by
+    any program with file capabilities. Emptying it empties the ambient set too.
+    """
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    if _libc.capget(ctypes.byref(header), data) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"capget: {os.strerror(err)}")
+    for word in data:
+        word.inheritable = 0
+    if _libc.capset(ctypes.byref(header), data) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"capset: {os.strerror(err)}")

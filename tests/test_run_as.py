@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pwd
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -84,3 +85,34 @@ def test_a_cpu_spin_as_nobody_is_stopped_by_the_cpu_limit(start_daemon) -> None:
         assert r.status == "failed" and r.limit == "cpu", r
         r = c.run("bash", command="while :; do :; done", timeout=60, cwd="/", policy={"limits": {"cpu_seconds": 1}})
     assert r.status == "failed" and r.limit == "cpu", r
+
+
+# ---- defect 10: no capability is inheritable -------------------------------------------------
+
+def capabilities(status: str) -> dict[str, int]:
+    """The Cap* sets of a /proc/PID/status text, as numbers."""
+    return {line.split(":")[0]: int(line.split()[1], 16) for line in status.splitlines() if line.startswith("Cap")}
+
+
+@needs_root
+@needs_nobody
+@needs_namespaces
+def test_workers_and_their_commands_hold_no_inheritable_capability(start_daemon) -> None:
+    # bubblewrap's --cap-add (what a root worker keeps to switch to run_as)
+    # puts the capabilities in the inheritable set too, which exec preserves.
+    d = start_daemon(pools=as_nobody())
+    with d.client() as c:
+        r = c.run("bash", command="cat /proc/self/status", cwd="/")
+    assert r.ok, r
+    caps = capabilities(r.stdout)
+    assert {k: caps[k] for k in ("CapInh", "CapPrm", "CapEff", "CapAmb")} == dict.fromkeys(
+        ("CapInh", "CapPrm", "CapEff", "CapAmb"), 0), caps
+    tree = {p.pid for p in d.tree()}
+    workers = [w["pid"] for w in d.workers("bash")]
+    assert workers and set(workers) <= tree, (workers, tree)
+    for pid in workers:
+        # Capabilities are per thread: zmq's threads too.
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            caps = capabilities((task / "status").read_text())
+            assert caps["CapInh"] == 0 and caps["CapAmb"] == 0, (pid, task.name, caps)
+            assert caps["CapEff"] != 0, (pid, task.name, caps)  # it still switches users and signals commands
