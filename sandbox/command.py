@@ -139,6 +139,8 @@ class Command:
         # the child's, never so for a root worker's run_as child, and a race
         # for a worker that lent its real ids (the kernel wakes a vfork parent
         # before exec commits the child's saved id): starts failed with EPERM.
+        # Where it is allowed it still lands late: on a loaded host, bash had
+        # run its first commands, and could have forked past the limit.
         inherited = held is not None and held == spec.limits
         self._cgroup = cgroup.CommandCgroup(spec.cgroup) if spec.cgroup else None
         if self._cgroup is not None:

@@ -41,7 +41,15 @@ def start_failures(d, pool: str = "bash", **args) -> Counter:
     return wrong
 
 
-# ---- defect 3: a CPU limit never makes a start fail -------------------------------------------
+def cpu_limits(d, **args) -> str:
+    """A command's soft and hard RLIMIT_CPU, as `ulimit` prints them."""
+    with d.client() as c:
+        r = c.run("bash", command="ulimit -St; ulimit -Ht", cwd="/", **args)
+    assert r.ok, r
+    return r.stdout
+
+
+# ---- a CPU limit never makes a start fail ----------------------------------------------------
 
 @needs_root
 @needs_nobody
@@ -49,6 +57,7 @@ def start_failures(d, pool: str = "bash", **args) -> Counter:
 def test_every_start_succeeds_under_a_pool_cpu_limit(start_daemon) -> None:
     d = start_daemon(pools=as_nobody({"limits": {"cpu_seconds": 5}}))
     assert start_failures(d) == Counter()
+    assert cpu_limits(d) == "5\n6\n"  # soft, and hard one above it, so SIGXCPU comes first
 
 
 @needs_root
@@ -57,6 +66,8 @@ def test_every_start_succeeds_under_a_pool_cpu_limit(start_daemon) -> None:
 def test_every_start_succeeds_under_a_task_cpu_limit(start_daemon) -> None:
     d = start_daemon(pools=as_nobody())
     assert start_failures(d, policy={"limits": {"cpu_seconds": 5}}) == Counter()
+    assert cpu_limits(d, policy={"limits": {"cpu_seconds": 5}}) == "5\n6\n"
+    assert cpu_limits(d) == "unlimited\nunlimited\n"
 
 
 @needs_root
@@ -70,6 +81,7 @@ def test_a_cpu_limit_binds_where_the_worker_keeps_its_own_ids(start_daemon) -> N
                        "options": {"sandbox": {"run_as": "nobody", "isolation": "none"}}}}
     d = start_daemon(pools=pools)
     assert start_failures(d) == Counter()
+    assert cpu_limits(d) == "1\n2\n"
     with d.client() as c:
         r = c.run("bash", command="while :; do :; done", timeout=60, cwd="/")
     assert r.status == "failed" and r.limit == "cpu", r
@@ -87,7 +99,7 @@ def test_a_cpu_spin_as_nobody_is_stopped_by_the_cpu_limit(start_daemon) -> None:
     assert r.status == "failed" and r.limit == "cpu", r
 
 
-# ---- defect 10: no capability is inheritable -------------------------------------------------
+# ---- no capability is inheritable ----------------------------------------------------------
 
 def capabilities(status: str) -> dict[str, int]:
     """The Cap* sets of a /proc/PID/status text, as numbers."""
