@@ -30,6 +30,7 @@ SWEEP_GIVE_UP = 10.0  # a tree still there after this long is unkillable (D stat
 class CommandSpec:
     argv: list[str]
     executable: str | None = None      # the program's path, if argv[0] is not how to find it
+    pass_fds: tuple[int, ...] = ()     # descriptors the program needs (an executable given as /proc/self/fd/N)
     cwd: str | None = None
     env: dict[str, str] | None = None
     stdin: bytes | None = None
@@ -148,7 +149,7 @@ class Command:
         stdin = self._stdin_file(spec.stdin)
         try:
             started = spawn.start(spec.argv, spec.executable, spec.cwd, spec.env, stdin, inherited, spec.limits,
-                                  spec.cgroup, spec.user)
+                                  spec.cgroup, spec.user, spec.pass_fds)
         finally:
             if stdin is not None:
                 os.close(stdin)  # the child has its own copy

@@ -43,19 +43,21 @@ class Started:
 
 
 def start(argv: list[str], executable: str | None, cwd: str | None, env: dict[str, str] | None, stdin: int | None,
-          inherited: bool, limits: Limits, leaf: Path | None, user: tuple[int, int] | None) -> Started:
+          inherited: bool, limits: Limits, leaf: Path | None, user: tuple[int, int] | None,
+          pass_fds: tuple[int, ...] = ()) -> Started:
     """Start `argv` in a new session with stdout/stderr on fresh pipes; stdin from `stdin` (None: /dev/null).
 
     `inherited`: the caller holds every one of `limits` itself, so the child
-    needs no setup of its own.
+    needs no setup of its own. `pass_fds` stay open in the child (an
+    executable named as /proc/self/fd/N needs N).
     """
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     try:
-        if inherited and leaf is None and (user is None or lent(user)):
+        if inherited and leaf is None and not pass_fds and (user is None or lent(user)):
             pid, popen = _posix_spawn(argv, executable, cwd, env, stdin, out_w, err_w, resetids=user is not None), None
         else:
-            popen = _popen(argv, executable, cwd, env, stdin, out_w, err_w, inherited, limits, leaf, user)
+            popen = _popen(argv, executable, cwd, env, stdin, out_w, err_w, inherited, limits, leaf, user, pass_fds)
             pid = popen.pid
     except BaseException:
         os.close(out_r)
@@ -133,12 +135,12 @@ def resolve(name: str, path: str) -> str:
 
 def _popen(argv: list[str], executable: str | None, cwd: str | None, env: dict[str, str] | None, stdin: int | None,
            out_w: int, err_w: int, inherited: bool, limits: Limits, leaf: Path | None,
-           user: tuple[int, int] | None) -> subprocess.Popen:
+           user: tuple[int, int] | None, pass_fds: tuple[int, ...]) -> subprocess.Popen:
     in_c = inherited and leaf is None  # only the user switch is left: subprocess does it in C
     return subprocess.Popen(
         argv, executable=executable, cwd=cwd, env=env,
         stdin=subprocess.DEVNULL if stdin is None else stdin, stdout=out_w, stderr=err_w,
-        start_new_session=True, close_fds=True,
+        start_new_session=True, close_fds=True, pass_fds=pass_fds,
         preexec_fn=None if in_c else _child_setup(limits, leaf, user),
         user=user[0] if in_c and user else None,
         group=user[1] if in_c and user else None,

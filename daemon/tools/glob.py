@@ -7,7 +7,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from para.daemon.tools.base import Finished, RunCommand, StrictModel, TaskContext, ToolFailure
 from para.daemon.tools.globmatch import compile_globs
 from para.daemon.tools.reader import ReadOnlyTool
-from para.daemon.tools.ripgrep import absolute_dir, rg_path
+from para.daemon.tools import ripgrep
+from para.daemon.tools.ripgrep import absolute_dir, rg_fds, rg_path
 from para.sandbox.command import CommandSpec, Outcome
 from para.sandbox.policy import ReadOnlySandbox
 
@@ -33,10 +34,7 @@ class Glob(ReadOnlyTool):
     Options = GlobOptions
 
     def warm_up(self) -> None:
-        try:
-            rg_path()
-        except ToolFailure:
-            pass  # each task will say so
+        ripgrep.warm_up()
 
     def run(self, args: GlobArgs, options: GlobOptions, ctx: TaskContext) -> RunCommand:
         user = self.identity(options)
@@ -57,7 +55,8 @@ class Glob(ReadOnlyTool):
             return Finished(value={"root": str(root), "files": files[:limit], "count": len(files),
                                    "truncated": len(files) > limit})
 
-        return RunCommand(CommandSpec(argv=argv, cwd=str(root), timeout=ctx.timeout, output_cap=256 << 20, user=user),
+        return RunCommand(CommandSpec(argv=argv, cwd=str(root), timeout=ctx.timeout, output_cap=256 << 20, user=user,
+                                      pass_fds=rg_fds(user)),
                           finish)
 
 

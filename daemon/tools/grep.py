@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from para.daemon.tools.base import Finished, RunCommand, StrictModel, TaskContext, ToolFailure
 from para.daemon.tools.globmatch import compile_globs
 from para.daemon.tools.reader import ReadOnlyTool
-from para.daemon.tools.ripgrep import absolute_dir, rg_path
+from para.daemon.tools import ripgrep
+from para.daemon.tools.ripgrep import absolute_dir, rg_fds, rg_path
 from para.sandbox.command import CommandSpec, Outcome
 from para.sandbox.policy import ReadOnlySandbox
 
@@ -43,10 +44,7 @@ class Grep(ReadOnlyTool):
     Options = GrepOptions
 
     def warm_up(self) -> None:
-        try:
-            rg_path()
-        except ToolFailure:
-            pass  # each task will say so
+        ripgrep.warm_up()
 
     def run(self, args: GrepArgs, options: GrepOptions, ctx: TaskContext) -> RunCommand:
         user = self.identity(options)
@@ -72,7 +70,8 @@ class Grep(ReadOnlyTool):
                 return Finished(error=f"grep failed: {message}")
             return Finished(value=parse_rg_json(outcome.stdout, limit, wanted, args.context))
 
-        return RunCommand(CommandSpec(argv=argv, cwd=str(cwd), timeout=ctx.timeout, output_cap=256 << 20, user=user),
+        return RunCommand(CommandSpec(argv=argv, cwd=str(cwd), timeout=ctx.timeout, output_cap=256 << 20, user=user,
+                                      pass_fds=rg_fds(user)),
                           finish)
 
 

