@@ -38,7 +38,7 @@ class Glob(ReadOnlyTool):
 
     def run(self, args: GlobArgs, options: GlobOptions, ctx: TaskContext) -> RunCommand:
         user = self.identity(options)
-        root = absolute_dir(args.root or options.default_root, "root")
+        root = absolute_dir(args.root or options.default_root, "root", self.denied_hint(options))
         argv = [rg_path(user), "--files", "--no-require-git"]
         matches = compile_globs(args.patterns)
         if args.hidden:

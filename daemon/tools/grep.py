@@ -48,7 +48,7 @@ class Grep(ReadOnlyTool):
 
     def run(self, args: GrepArgs, options: GrepOptions, ctx: TaskContext) -> RunCommand:
         user = self.identity(options)
-        target = absolute_dir(args.path or options.default_root, "path")
+        target = absolute_dir(args.path or options.default_root, "path", self.denied_hint(options))
         cwd, where = (target, []) if target.is_dir() else (target.parent, [target.name])
         argv = [rg_path(user), "--json", "--no-require-git", CASE_FLAGS[args.case]]
         if args.context:

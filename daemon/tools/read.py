@@ -64,7 +64,7 @@ class Read(ReadOnlyTool):
         except IsADirectoryError:
             raise ToolFailure(f"{path} is a directory; use glob to list it") from None
         except PermissionError:
-            raise ToolFailure(f"{path}: permission denied") from None
+            raise ToolFailure(f"{path}: permission denied{self.denied_hint(options)}") from None
         return Finished(value={"path": str(path), "size": size, "binary": False, "lines": lines,
                                "offset": args.offset, "truncated": truncated, "eof": eof})
 

@@ -30,6 +30,13 @@ class ReadOnlyTool(Tool):
                 raise ToolFailure(exc.args[0]) from None
         return cached[1]
 
+    def denied_hint(self, options: Any) -> str:
+        """What to add to "permission denied" when the files are read as another user than parad's."""
+        if self.identity(options) is None:
+            return ""
+        return (f" (read as user {options.sandbox.run_as!r}, the pool's sandbox.run_as, because parad runs as root: "
+                f"make it readable by that user, or run parad as the files' owner)")
+
     def warm_up(self) -> None:
         """Look up, while still root, what the run_as user may not be able to (rg on PATH)."""
 

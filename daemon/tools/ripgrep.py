@@ -76,8 +76,8 @@ def _find_rg() -> str:
     )
 
 
-def absolute_dir(raw: str, what: str) -> Path:
-    """Expand ~ and require an absolute path that exists (a directory or, for grep, a file)."""
+def absolute_dir(raw: str, what: str, denied_hint: str = "") -> Path:
+    """Expand ~ and require an absolute path that exists (a directory or, for grep, a file) and may be opened."""
     path = Path(os.path.expanduser(raw))
     if not path.is_absolute():
         raise ToolFailure(f"{what} {raw!r} is not absolute; pass a full path or one starting with ~")
@@ -87,5 +87,5 @@ def absolute_dir(raw: str, what: str) -> Path:
     except FileNotFoundError:
         raise ToolFailure(f"{what} {str(path)!r} does not exist") from None
     except PermissionError:
-        raise ToolFailure(f"{what} {str(path)!r}: permission denied") from None
+        raise ToolFailure(f"{what} {str(path)!r}: permission denied{denied_hint}") from None
     return path
