@@ -17,6 +17,7 @@ from para.daemon.admission import Refusal, admit
 from para.daemon.batches import BatchError
 from para.daemon.dedup import copy_for
 from para.daemon.metrics import exposition
+from para.daemon.outbox import Outbox
 from para.daemon.tasks import TaskRecord
 from para.ipc import PROTOCOL_VERSION, codec
 from para.ipc import messages as m
@@ -32,25 +33,25 @@ class ClientRequests:
         self.sup = supervisor
         self.sock: zmq.Socket = supervisor.control
         self.max_size = supervisor.config.daemon.max_message_size
-        self._outbox: dict[bytes, list[bytes]] = {}
+        self.outbox = Outbox(self.sock, supervisor.config.daemon.client_output_budget, supervisor.dispatcher.send,
+                             self._relay, self._drained)
         self._parent: TaskRecord | None = None   # set while serving a child client (nested tasks)
 
     def send(self, identity: bytes, frame: bytes) -> None:
-        """Queue a frame for a client; flush() sends each client's frames as one batch."""
-        self._outbox.setdefault(identity, []).append(frame)
+        """Queue a frame for a client; flush() sends it (see outbox.py)."""
+        self.outbox.send(identity, frame)
 
     def flush(self) -> None:
-        for identity, frames in self._outbox.items():
-            child = children.split_owner(identity)
-            if child is not None:  # a client inside a worker's command: through that worker
-                self.sup.dispatcher.send(child[0], m.Relay(child[1], codec.encode_batch(frames)))
-                continue
-            for start in range(0, len(frames), 1024):
-                try:
-                    self.sock.send_multipart([identity, codec.encode_batch(frames[start:start + 1024])], zmq.NOBLOCK)
-                except zmq.ZMQError:
-                    break  # the client is gone or not reading; its results stay queryable
-        self._outbox.clear()
+        self.outbox.flush()
+
+    def _relay(self, worker_id: str, identity: bytes, frames: list[bytes]) -> None:
+        # A client inside a worker's command: its frames go through that worker.
+        self.sup.dispatcher.send(worker_id, m.Relay(identity, codec.encode_batch(frames)))
+
+    def _drained(self) -> None:
+        # A client is back under its output budget: its queued tasks may start.
+        for pool in self.sup.pools.values():
+            self.sup.dispatcher.dispatch(pool)
 
     def _reply(self, identity: bytes, msg: Any) -> None:
         self.send(identity, codec.encode(msg))
@@ -224,7 +225,9 @@ class ClientRequests:
         elif msg.what == "task":
             record = sup.tasks.get(msg.arg) if isinstance(msg.arg, str) else None
             if record is None:
-                self._error(identity, msg.req, m.E_NOT_FOUND, f"no task {msg.arg!r} (finished tasks are kept for a while only)")
+                self._error(identity, msg.req, m.E_NOT_FOUND, f"no task {msg.arg!r}: finished results are kept up to "
+                            f"daemon.finished_task_retention results and daemon.finished_task_bytes bytes, "
+                            f"oldest dropped first")
                 return
             body = {"task": record.summary(), "result": record.result}
         else:

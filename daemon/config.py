@@ -29,6 +29,8 @@ class DaemonSection(BaseModel):
     nested_max_depth: int = Field(3, ge=0, le=10, description="how deep tasks may submit child tasks from inside their commands (0: not at all)")
     idempotency_window: float = Field(600.0, ge=0, description="seconds a task's idempotency_key is remembered: a repeat gets the first result")
     finished_task_retention: int = Field(10000, ge=0, description="finished results kept in memory for status queries")
+    finished_task_bytes: ByteSize = Field(64 << 20, ge=0, description="and at most this many bytes of them (as encoded); past either, the oldest are dropped")
+    client_output_budget: ByteSize = Field(16 << 20, ge=1 << 20, description="bytes of results and output parad holds for a client that reads slower than its tasks produce; past it the client's streaming commands pause and its queued tasks wait, until it has read half of it")
     metrics_listen: str | None = Field(None, pattern=r"^[^:]*:\d+$", description="serve Prometheus /metrics on HOST:PORT (e.g. 127.0.0.1:9464); null: off (`paractl metrics` still works)")
     scale_cpu_percent: float = Field(90.0, gt=0, le=100, description="pools do not grow while host CPU use is above this percentage (100: never hold back)")
     scale_memory_percent: float = Field(85.0, gt=0, le=100, description="pools do not grow while host memory use is above this percentage")

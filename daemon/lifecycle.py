@@ -44,9 +44,9 @@ class TaskLifecycle:
         if wire is None or result.attempts != record.attempts:
             result.attempts = max(result.attempts, record.attempts)
             wire = codec.encode(m.Done(result))
-        sup.tasks.finish(record, result)
+        sup.tasks.finish(record, result, len(wire))
         if record.owner is not None:
-            sup.clients.send(record.owner, wire)
+            sup.clients.outbox.result(record.owner, record.spec.id, wire)
         for child_id in list(record.children):  # a parent's end ends its children
             child = sup.tasks.live.get(child_id)
             if child is not None:

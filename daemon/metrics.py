@@ -34,9 +34,22 @@ class SupervisorCollector:
         for (pool, status), n in sorted(sup.tasks.by_pool.items()):
             tasks.add_metric([pool, status], n)
         yield tasks
+        yield from self._output()
         yield from self._pools()
         yield from self._workers()
         yield from self._sandbox()
+
+    def _output(self) -> Iterator[Metric]:
+        out = self.sup.clients.outbox.summary()
+        backlog = GaugeMetricFamily("para_client_backlog_bytes", "Bytes of results and output held for clients that have not read them")
+        backlog.add_metric([], out["backlog_bytes"])
+        over = GaugeMetricFamily("para_clients_over_budget", "Clients past client_output_budget: their tasks wait")
+        over.add_metric([], out["clients_over_budget"])
+        paused = GaugeMetricFamily("para_tasks_paused", "Commands whose output is not read until their client reads")
+        paused.add_metric([], out["paused_tasks"])
+        retained = GaugeMetricFamily("para_finished_retained_bytes", "Bytes of finished results kept for queries")
+        retained.add_metric([], self.sup.tasks.finished_bytes)
+        yield from (backlog, over, paused, retained)
 
     def _sandbox(self) -> Iterator[Metric]:
         mode = GaugeMetricFamily("para_sandbox_isolation", "1 for the isolation each pool runs under", labels=["pool", "isolation"])

@@ -7,12 +7,14 @@ already running, not for the batch. Within a session, first in, first out.
 A task's session is the one it names, else the client that submitted it.
 
 Cancelled tasks are removed lazily (skipped when popped) so cancel is O(1).
+A client over its output budget (see outbox.py) has its sessions passed over
+until it reads.
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Hashable, Iterator
+from collections.abc import Container, Hashable, Iterator
 
 from para.daemon.tasks import TaskRecord
 from para.ipc import messages as m
@@ -54,22 +56,29 @@ class PoolQueue:
         self._fifo(record).appendleft(record)
         self.depth += 1
 
-    def pop(self) -> TaskRecord | None:
+    def pop(self, blocked: Container[Hashable] = ()) -> TaskRecord | None:
+        """The next task to run; a session whose next task's owner is in `blocked` (over
+        its output budget, see outbox.py) is passed over, so it waits and others go ahead."""
         for level in self._levels:
-            while level:
+            turns = len(level)
+            while turns:
+                turns -= 1
                 key, fifo = next(iter(level.items()))
-                record = None
-                while fifo and record is None:
-                    candidate = fifo.popleft()
-                    if candidate.state == m.QUEUED:
-                        record = candidate
+                while fifo and fifo[0].state != m.QUEUED:
+                    fifo.popleft()
+                if not fifo:
+                    del level[key]
+                    continue
+                if blocked and fifo[0].owner in blocked:
+                    level.move_to_end(key)
+                    continue
+                record = fifo.popleft()
                 if fifo:
                     level.move_to_end(key)  # this session's turn is over
                 else:
                     del level[key]
-                if record is not None:
-                    self.depth -= 1
-                    return record
+                self.depth -= 1
+                return record
         return None
 
     def discard(self, record: TaskRecord) -> None:

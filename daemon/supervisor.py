@@ -29,7 +29,7 @@ from typing import Any
 import psutil
 import zmq
 
-from para.daemon import dedup, isolation, notify
+from para.daemon import dedup, isolation, notify, outbox
 from para.daemon.batches import BatchRunner
 from para.daemon.clients import ClientRequests
 from para.daemon.config import Config
@@ -67,7 +67,7 @@ class Supervisor:
         self.version = version("para")
         self.started = time.monotonic()
         self.timers = Timers()
-        self.tasks = TaskTable(config.daemon.finished_task_retention)
+        self.tasks = TaskTable(config.daemon.finished_task_retention, config.daemon.finished_task_bytes)
         self.pools = {
             name: Pool(name, TOOLS[section.tool], section, config.pool_options(name))
             for name, section in config.pools.items()
@@ -134,9 +134,10 @@ class Supervisor:
         self.control = make_socket(self.ctx, zmq.ROUTER)
         # The daemon answers oversized requests itself; this hard cap only stops abuse.
         self.control.setsockopt(zmq.MAXMSGSIZE, 4 * d.max_message_size)
-        # A ROUTER silently drops what exceeds a peer's HWM; results must never
-        # be dropped, so queue without bound (a disconnected client's queue is freed).
-        self.control.setsockopt(zmq.SNDHWM, 0)
+        # A short queue per client, and a full one refuses a send instead of
+        # dropping it: what a client does not read waits, counted, in outbox.py.
+        self.control.setsockopt(zmq.SNDHWM, outbox.SNDHWM)
+        self.control.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.control.bind(self.endpoints.control)
         self.events = EventPublisher(make_socket(self.ctx, zmq.XPUB))
         self.events.sock.bind(self.endpoints.events)
@@ -179,7 +180,7 @@ class Supervisor:
         if self.metrics_server is not None:
             poller.register(self.metrics_server.fileno(), zmq.POLLIN)
         while not (self.stopping and not self._all_workers()):
-            ready = dict(poller.poll(self.timers.timeout_ms()))
+            ready = dict(poller.poll(self.timers.timeout_ms(self.clients.outbox.wait_cap())))
             if self.signals.fileno() in ready:
                 self._on_signals()
             if self.forkserver.fileno() in ready:
@@ -192,8 +193,8 @@ class Supervisor:
             if self.metrics_server is not None and self.metrics_server.fileno() in ready:
                 self.metrics_server.on_readable()
             self.timers.run_due()
+            self.clients.flush()  # first: a client it drains may free queued tasks to dispatch
             self.dispatcher.run_pending()
-            self.clients.flush()
 
     def _drain(self, sock: zmq.Socket, handler: Any, limit: int | None = 0) -> None:
         """Handle waiting messages: a bounded batch per turn (limit 0), or all of them (None)."""
@@ -372,7 +373,7 @@ class Supervisor:
             if isinstance(msg, m.Chunk):
                 record = self.tasks.live.get(msg.task_id)
                 if record is not None and record.owner is not None:
-                    self.clients.send(record.owner, part)
+                    self.clients.outbox.chunk(record.owner, msg.task_id, record.worker, part)
             else:
                 self._on_result(msg.result, part)
 
@@ -508,7 +509,8 @@ class Supervisor:
             "sandbox": {"host": self.host.summary(),
                         "pools": {name: p.summary() for name, p in self.isolation.items()}},
             "pools": [pool.summary() for pool in self.pools.values()],
-            "tasks": {"live": len(self.tasks.live), **dict(self.tasks.counts)},
+            "tasks": {"live": len(self.tasks.live), **dict(self.tasks.counts), **self.tasks.retained()},
+            "output": self.clients.outbox.summary(),
         }
 
     def worker_list(self) -> list[dict[str, Any]]:

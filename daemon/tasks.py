@@ -1,7 +1,9 @@
 """Tasks as the supervisor tracks them, and the table that holds them.
 
 The table is in memory; it is the seam where the SQLite journal (durability)
-attaches: every state change goes through `TaskTable` methods.
+attaches: every state change goes through `TaskTable` methods. Finished
+results are retained up to a count and a total size in bytes (their encoded
+size), oldest dropped first (`_retain`/`_evict`: where the journal will take them).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class TaskRecord:
     parent: str | None = None      # nested tasks: the task whose command submitted this one
     depth: int = 0
     children: set[str] = field(default_factory=set)  # live children
+    size: int = 0                  # bytes of its encoded result, once finished
 
     def summary(self) -> dict:
         now = time.monotonic()
@@ -47,12 +50,14 @@ class TaskRecord:
 
 
 class TaskTable:
-    """Live tasks by id, plus the last `retention` finished ones."""
+    """Live tasks by id, plus the last finished ones: at most `retention` of them and `max_bytes` of results."""
 
-    def __init__(self, retention: int) -> None:
+    def __init__(self, retention: int, max_bytes: int) -> None:
         self.live: dict[str, TaskRecord] = {}
         self.finished: collections.OrderedDict[str, TaskRecord] = collections.OrderedDict()
         self.retention = retention
+        self.max_bytes = max_bytes
+        self.finished_bytes = 0
         self.counts: collections.Counter[str] = collections.Counter()
         self.by_pool: collections.Counter[tuple[str, str]] = collections.Counter()
         self.limits: collections.Counter[tuple[str, str]] = collections.Counter()  # (pool, limit) that ended commands
@@ -63,15 +68,29 @@ class TaskTable:
     def add(self, record: TaskRecord) -> None:
         self.live[record.spec.id] = record
 
-    def finish(self, record: TaskRecord, result: m.TaskResult) -> None:
+    def finish(self, record: TaskRecord, result: m.TaskResult, size: int) -> None:
+        """`record` ended with `result`, whose encoded size is `size` bytes."""
         record.state = result.status
         record.result = result
+        record.size = size
         self.live.pop(record.spec.id, None)
         self.counts[result.status] += 1
         self.by_pool[record.pool, result.status] += 1
         if result.limit:
             self.limits[record.pool, result.limit] += 1
-        if self.retention:
-            self.finished[record.spec.id] = record
-            while len(self.finished) > self.retention:
-                self.finished.popitem(last=False)
+        self._retain(record)
+
+    def _retain(self, record: TaskRecord) -> None:
+        if not self.retention or not self.max_bytes:
+            return
+        self.finished[record.spec.id] = record
+        self.finished_bytes += record.size
+        while self.finished and (len(self.finished) > self.retention or self.finished_bytes > self.max_bytes):
+            self._evict()
+
+    def _evict(self) -> None:
+        _, oldest = self.finished.popitem(last=False)
+        self.finished_bytes -= oldest.size
+
+    def retained(self) -> dict[str, int]:
+        return {"retained": len(self.finished), "retained_bytes": self.finished_bytes}

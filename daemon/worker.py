@@ -6,6 +6,8 @@ metrics channel every `heartbeat_interval` from that same loop, so a silent
 worker is a hung worker. Output flow control: when the data channel is full,
 the loop stops reading the command's pipes (the command blocks on write)
 instead of buffering without bound, while heartbeats and cancels go on.
+The supervisor does the same per task (PauseOutput/ResumeOutput) when the
+client that owns a task's output is not reading it.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class Worker:
         self.current: m.Assign | None = None
         self.running: Command | None = None
         self.data_backlog: collections.deque[bytes] = collections.deque()
+        self.paused: set[str] = set()   # tasks whose output the supervisor asked us not to read for now
         self.events: list[bytes] = []
         self._poll = zmq.Poller()
         self._poll.register(self.command, zmq.POLLIN)
@@ -164,6 +167,24 @@ class Worker:
                     self.stopping = True
                 elif isinstance(msg, m.Relay) and self.relay is not None:
                     self.relay.deliver(msg)
+                elif isinstance(msg, (m.PauseOutput, m.ResumeOutput)):
+                    self._pause(msg.task_id, isinstance(msg, m.PauseOutput))
+
+    def _pause(self, task_id: str, pause: bool) -> None:
+        # Remembered for a task not started yet; a running command stops or resumes reading its pipes.
+        # A task no longer held (its result crossed this message) is not remembered.
+        held = (self.current is not None and self.current.task.id == task_id) or any(
+            a.task.id == task_id for a in self.pending)
+        if pause and held:
+            self.paused.add(task_id)
+        else:
+            self.paused.discard(task_id)
+        if self.running is None or self.current.task.id != task_id:
+            return
+        if pause:
+            self.running.pause_output()
+        else:
+            self.running.resume_output()
 
     def _cancel(self, task_id: str) -> None:
         if self.current is not None and self.current.task.id == task_id:
@@ -173,6 +194,7 @@ class Worker:
         for assign in list(self.pending):
             if assign.task.id == task_id:
                 self.pending.remove(assign)
+                self.paused.discard(task_id)
                 self._send_result(assign, m.TaskResult(task_id, assign.task.tool, m.CANCELLED, error="cancelled before it started"), started=time.monotonic())
 
     # ---- running a task ----------------------------------------------------
@@ -206,6 +228,8 @@ class Worker:
             step.spec.env = {**(step.spec.env or {}), **self.relay.env()}
         try:
             self.running = Command(step.spec, on_output, held=self.held)
+            if task.id in self.paused:
+                self.running.pause_output()
         except Exception as exc:  # OSError, or ValueError for a NUL byte in argv/env/cwd
             detail = exc.strerror if isinstance(exc, OSError) else str(exc)
             self._finish(Finished(error=f"cannot start {step.spec.argv[0]}: {detail}"), None)
@@ -247,6 +271,7 @@ class Worker:
         if outcome is not None and outcome.limit:
             self._send("error", m.ErrorReport(self.id, assign.task.id, "limit", f"{outcome.limit} limit ended the command"))
         self._send_result(assign, result, self.started)
+        self.paused.discard(assign.task.id)
         self.current = None
         if self.relay is not None:
             self.relay.forget_clients()

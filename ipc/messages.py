@@ -227,6 +227,18 @@ class Stop:
 
 
 @dataclass(slots=True)
+class PauseOutput:
+    """command channel, daemon -> worker: stop reading task `task_id`'s output (its owner is over budget)."""
+    task_id: str
+
+
+@dataclass(slots=True)
+class ResumeOutput:
+    """command channel, daemon -> worker: read task `task_id`'s output again."""
+    task_id: str
+
+
+@dataclass(slots=True)
 class Ready:
     """command channel, worker -> daemon: alive, and able to take `credit` tasks."""
     worker: str
@@ -295,4 +307,5 @@ WIRE_TAGS: dict[type, int] = {
     Chunk: 13, TaskResult: 14, Done: 15, Assign: 16, CancelTask: 17,
     Stop: 18, Ready: 19, TaskEvent: 20, ErrorReport: 21, Heartbeat: 22,
     Spawn: 23, Spawned: 24, Exited: 25, SubmitBatch: 26, Scale: 27, Relay: 28, Relayed: 29,
+    PauseOutput: 30, ResumeOutput: 31,
 }

@@ -3,7 +3,9 @@
 The owner (a para worker) polls `fds()`, calls `on_readable(fd)` when one is
 readable and `on_timer(now)` at `next_deadline()`. The command moves through
 running -> (terminating) -> draining -> done; when `done`, `outcome()` tells
-how it ended and which limit, if any, ended it.
+how it ended and which limit, if any, ended it. `pause_output()` takes the
+pipes out of `fds()` until `resume_output()`: the command blocks on a full
+pipe, which is how a reader that does not keep up slows it down.
 """
 
 from __future__ import annotations
@@ -131,6 +133,7 @@ class Command:
         self._sweep_at: float | None = None
         self._sweep_since: float | None = None
         self.unkillable: list[int] = []  # what outlived SWEEP_GIVE_UP seconds of kills
+        self.paused = False              # its output is not read for now (see pause_output)
         self.started = time.monotonic()
         self._ended: float | None = None
         # Inherited: the worker holds the rlimits, so the child needs no setup
@@ -178,7 +181,7 @@ class Command:
     # ---- what the owner polls ------------------------------------------------
 
     def fds(self) -> list[int]:
-        fds = list(self._pipes)
+        fds = [] if self.paused else list(self._pipes)
         if self._status is None:
             fds.append(self._pidfd)
         return fds
@@ -188,8 +191,25 @@ class Command:
         return self._status is not None and not self._pipes and self._sweep_at is None
 
     def next_deadline(self) -> float | None:
-        timers = (self._deadline, self._silent_until, self._kill_at, self._drain_until, self._next_sample, self._sweep_at)
+        timers = (self._deadline, self._kill_at, self._next_sample, self._sweep_at)
+        if not self.paused:
+            timers += (self._silent_until, self._drain_until)
         return min((t for t in timers if t), default=None)
+
+    def pause_output(self) -> None:
+        """Stop reading the pipes until resume_output(); a paused command is not silent, nor done writing."""
+        self.paused = True
+
+    def resume_output(self) -> None:
+        if not self.paused:
+            return
+        self.paused = False
+        # The silence and drain clocks start again: while paused, nobody read.
+        now = time.monotonic()
+        if self._silent_until is not None:
+            self._silent_until = now + self.spec.no_output_timeout
+        if self._drain_until is not None:
+            self._drain_until = now + self.spec.drain_timeout
 
     def on_readable(self, fd: int) -> None:
         if fd == self._pidfd:
@@ -227,14 +247,14 @@ class Command:
             self._deadline = self._silent_until = None
             self._limit = self._limit or "timeout"
             self._terminate(now)
-        if self._silent_until and now >= self._silent_until and self._status is None:
+        if self._silent_until and now >= self._silent_until and self._status is None and not self.paused:
             self._deadline = self._silent_until = None
             self._limit = self._limit or "no_output"
             self._terminate(now)
         if self._kill_at and now >= self._kill_at:
             self._kill_at = None
             self._kill_everything()
-        if self._drain_until and now >= self._drain_until:
+        if self._drain_until and now >= self._drain_until and not self.paused:
             # Something (a grandchild) still holds the pipes: end it and stop reading.
             self._drain_until = None
             self._kill_everything()
@@ -252,11 +272,13 @@ class Command:
     def _limit_reached(self, limit: str) -> None:
         # No grace: a command past its memory, process or output limit gets no time to grow further.
         self._limit = self._limit or limit
+        self.paused = False  # a command being ended is drained, whoever reads its output
         self._next_sample = self._deadline = self._silent_until = None
         self._kill_everything()
         self._kill_at = None
 
     def _terminate(self, now: float) -> None:
+        self.paused = False  # a command being ended is drained, whoever reads its output
         # Bounded: the SIGKILL sweep after the grace finds whatever this walk missed.
         pids = [self.pid] + tree.subtree(os.getpid(), until=now + SWEEP_SLICE)
         tree.signal_pids(pids, signal.SIGTERM)

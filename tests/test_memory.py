@@ -1,0 +1,127 @@
+"""parad's memory is bounded by bytes: a client that does not read stops its
+own commands (backpressure) instead of growing parad, and finished results
+are retained up to a byte cap."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psutil
+import pytest
+import zmq
+
+from para.client import InvalidRequest
+from para.ipc import codec
+from para.ipc import messages as m
+from tests.conftest import wait_until
+
+MB = 1_000_000
+TASKS = 200
+RSS_CAP = 200 << 20
+
+
+class RssSampler:
+    """Samples a process's resident memory every 20 ms on a thread; `peak` is the highest seen."""
+
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, self.proc.memory_info().rss)
+            except psutil.NoSuchProcess:
+                return
+            self._stop.wait(0.02)
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _metric(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and line[len(name)] in " {")
+
+
+def _finished(c) -> int:
+    return int(_metric(c.metrics(), 'para_tasks_total{pool="bash",status="succeeded"}'))
+
+
+def test_a_client_that_does_not_read_stops_its_commands_not_parad(start_daemon) -> None:
+    d = start_daemon()
+    ctx = zmq.Context()
+    slow = ctx.socket(zmq.DEALER)
+    slow.setsockopt(zmq.LINGER, 0)
+    # A client that has stopped reading: its own side takes in one message and no more.
+    slow.setsockopt(zmq.RCVHWM, 1)
+    slow.connect(f"ipc://{d.runtime_dir}/control.sock")
+    ids = [f"slow-{i}" for i in range(TASKS)]
+    tasks = [m.TaskSpec(i, "bash", {"command": f"head -c {MB} /dev/zero"}, stream=True) for i in ids]
+    try:
+        with RssSampler(d.pid) as rss, d.client(timeout=30) as c:
+            base = rss.proc.memory_info().rss
+            slow.send(codec.encode(m.Submit(1, tasks)))
+            # Today's parad runs all 200 and holds their 400 MB of output; a bounded
+            # one pauses the slow client's commands with its budget full.
+            wait_until(lambda: _finished(c) == TASKS or _metric(c.metrics(), "para_clients_over_budget") > 0,
+                       60, "every task to finish, or the slow client to be over its output budget")
+            held_while_paused = _finished(c)
+            # Another client's calls go on meanwhile.
+            for i in range(50):
+                assert c.run("echo", i=i, timeout=10).value == {"i": i}
+            finished_while_paused = _finished(c)
+            peak_while_paused = rss.peak
+            backlog = _metric(c.metrics(), "para_client_backlog_bytes")
+            # Now the slow client reads: every result comes, complete.
+            chunks = {i: 0 for i in ids}
+            done: dict[str, m.TaskResult] = {}
+            deadline = time.monotonic() + 60
+            while len(done) < TASKS:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the slow client received {len(done)} of {TASKS} results within 60s")
+                if not slow.poll(1000):
+                    continue
+                for part in codec.split(slow.recv()):
+                    msg = codec.decode(part)
+                    if isinstance(msg, m.Chunk):
+                        chunks[msg.task_id] += len(msg.data)
+                    elif isinstance(msg, m.Done):
+                        done[msg.result.id] = msg.result
+            peak = rss.peak
+    finally:
+        slow.close()
+        ctx.term()
+    print(f"parad RSS: {base / 2**20:.0f} MiB at start, peak {peak_while_paused / 2**20:.0f} MiB "
+          f"while the slow client did not read, {peak / 2**20:.0f} MiB in all")
+    assert peak < RSS_CAP, f"parad's RSS peaked at {peak / 2**20:.0f} MiB"
+    assert finished_while_paused < TASKS, "parad ran every task for a client that reads nothing"
+    # Only the tasks already running (credit 1 on each of 4 bash workers) may finish.
+    assert finished_while_paused - held_while_paused <= 4, "tasks went on starting for an over-budget client"
+    assert 0 < backlog < 64 << 20
+    assert all(r.status == "succeeded" and r.stdout_bytes == MB and len(r.stdout) == MB for r in done.values())
+    assert chunks == {i: MB for i in ids}, "streamed output was lost"
+
+
+def test_finished_results_are_retained_up_to_a_byte_cap(start_daemon) -> None:
+    cap = 1 << 20
+    d = start_daemon(daemon={"finished_task_bytes": cap})
+    blob = "x" * 100_000
+    with d.client() as c:
+        futures = [c.submit("echo", n=i, blob=blob) for i in range(40)]
+        for f in futures:
+            assert f.result(timeout=30).value["n"] == futures.index(f)
+        tasks = c.status()["tasks"]
+        assert 0 < tasks["retained_bytes"] <= cap
+        assert c.task(futures[-1].id)["result"].value["n"] == 39   # the newest stay queryable
+        with pytest.raises(InvalidRequest, match="finished_task_bytes") as refused:
+            c.task(futures[0].id)                                     # the oldest are not
+        assert refused.value.code == "not_found"
