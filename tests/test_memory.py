@@ -125,3 +125,26 @@ def test_finished_results_are_retained_up_to_a_byte_cap(start_daemon) -> None:
         with pytest.raises(InvalidRequest, match="finished_task_bytes") as refused:
             c.task(futures[0].id)                                     # the oldest are not
         assert refused.value.code == "not_found"
+
+
+def test_a_client_that_leaves_frees_what_was_held_and_its_commands_finish(start_daemon) -> None:
+    d = start_daemon()
+    ctx = zmq.Context()
+    slow = ctx.socket(zmq.DEALER)
+    slow.setsockopt(zmq.LINGER, 0)
+    slow.setsockopt(zmq.RCVHWM, 1)
+    slow.connect(f"ipc://{d.runtime_dir}/control.sock")
+    tasks = [m.TaskSpec(f"gone-{i}", "bash", {"command": f"head -c {MB} /dev/zero"}, stream=True) for i in range(40)]
+    try:
+        slow.send(codec.encode(m.Submit(1, tasks)))
+        with d.client() as c:
+            wait_until(lambda: c.status()["output"]["clients_over_budget"], 30, "the slow client to be over budget")
+            slow.close()
+            # Its paused commands resume and its queued tasks run; their output has nobody to go to.
+            wait_until(lambda: _finished(c) == len(tasks), 60, "every task of the departed client to finish")
+            wait_until(lambda: c.status()["output"] == {"backlog_bytes": 0, "clients_over_budget": 0, "paused_tasks": 0},
+                       10, "what was held for the departed client to be freed")
+            assert c.task("gone-39")["result"].stdout_bytes == MB   # results stay queryable by id
+    finally:
+        slow.close()
+        ctx.term()

@@ -368,3 +368,47 @@ def test_a_directory_holding_denied_paths_is_sealed_unless_writable(tmp_path: Pa
     # A read-write root seals nothing: a writable directory replaced by a tmpfs would lose what is written to it.
     rw = SandboxPolicy.model_validate({"filesystem": {**policy.filesystem.model_dump(), "read_only_root": False}})
     assert str(home) not in _pairs(namespaces.mount_args(rw), "--tmpfs")
+
+
+PAUSE_DRIVER = r"""
+import json, select, time
+from para.sandbox import prctl
+from para.sandbox.command import Command, CommandSpec
+
+prctl.set_child_subreaper()
+streamed = []
+cmd = Command(CommandSpec(argv=["head", "-c", "1000000", "/dev/zero"], no_output_timeout=0.5, drain_timeout=0.5),
+              on_output=lambda stream, data: streamed.append(len(data)))
+cmd.pause_output()
+report = {"paused_fds": cmd.fds(), "pidfd": cmd._pidfd}
+# Long past the silence and drain clocks: a paused command is not silent, nor done writing.
+later = time.monotonic() + 60
+report["deadline_ignores_silence"] = (cmd.next_deadline() or later) >= later
+cmd.on_timer(later)
+report["ended_while_paused"] = cmd._limit
+cmd.resume_output()
+end = time.monotonic() + 30
+while not cmd.done and time.monotonic() < end:
+    timeout = max(0.0, (cmd.next_deadline() or time.monotonic() + 0.1) - time.monotonic())
+    for fd in select.select(cmd.fds(), [], [], timeout)[0]:
+        cmd.on_readable(fd)
+    cmd.on_timer(time.monotonic())
+outcome = cmd.outcome()
+cmd.close()
+report.update(limit=outcome.limit, exit_code=outcome.exit_code, streamed=sum(streamed))
+print(json.dumps(report))
+"""
+
+
+def test_a_paused_command_is_not_read_nor_ended_as_silent_and_resumes_whole() -> None:
+    """Backpressure from a client that does not read: the worker stops reading a command's
+    pipes (it blocks on write); the no-output and drain clocks wait, and nothing is lost."""
+    import json
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", PAUSE_DRIVER], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["paused_fds"] == [report["pidfd"]], report
+    assert report["deadline_ignores_silence"] and report["ended_while_paused"] is None, report
+    assert report["limit"] is None and report["exit_code"] == 0 and report["streamed"] == 1_000_000, report
