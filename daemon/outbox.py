@@ -105,6 +105,15 @@ class Outbox:
                 self._flush_box(owner, box)
         self._dirty.clear()
 
+    def drain(self, seconds: float) -> None:
+        """At exit: go on sending, for at most `seconds`, to clients that still read."""
+        end = time.monotonic() + seconds
+        while self._boxes and time.monotonic() < end:
+            self._dirty.update(self._boxes)
+            self.flush()
+            if self._boxes:
+                time.sleep(RETRY_FIRST)
+
     def wait_cap(self) -> float:
         """Longest the loop may sleep before a full client queue is tried again."""
         if not self._stalled:

@@ -8,6 +8,8 @@
         worker channels first (metrics, command, error, event, data), then clients,
         a bounded batch per socket so a flood on one never starves another
         fire due timers (heartbeat checks, respawns, scaling, shutdown deadline)
+        send clients what they take (outbox.py: bounded by bytes, with backpressure)
+        hand queued tasks to workers with credit
       remove sockets, stop the fork server, release the runtime dir
 
 Signals, worker exits and timers all arrive as loop events; there are no
@@ -195,6 +197,7 @@ class Supervisor:
             self.timers.run_due()
             self.clients.flush()  # first: a client it drains may free queued tasks to dispatch
             self.dispatcher.run_pending()
+        self.clients.outbox.drain(1.0)  # the last results, to clients that still read
 
     def _drain(self, sock: zmq.Socket, handler: Any, limit: int | None = 0) -> None:
         """Handle waiting messages: a bounded batch per turn (limit 0), or all of them (None)."""
