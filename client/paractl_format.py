@@ -25,6 +25,13 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+def size(n: int) -> str:
+    """Bytes for people: 512 B, 3.2 MiB."""
+    if n < 1024:
+        return f"{n} B"
+    return f"{n / 1024:.1f} KiB" if n < MIB else f"{n / MIB:.1f} MiB"
+
+
 def duration(seconds: float | None) -> str:
     """1.5s, 3m12s, 2h05m, 3d4h: short and still exact enough to compare."""
     if seconds is None:
@@ -79,7 +86,21 @@ def status(body: dict[str, Any]) -> str:
     lines += [f"  {p['name']}: last crash: {p['last_crash']}" for p in pools if p.get("last_crash")]
     lines += sandbox(body.get("sandbox", {}))
     lines += ["", "tasks: " + task_counts(body.get("tasks", {}))]
+    lines += memory(body)
     return "\n".join(lines)
+
+
+def memory(body: dict[str, Any]) -> list[str]:
+    """What parad holds: finished results kept for queries, output not yet read by its clients."""
+    lines = []
+    if "retained" in body:
+        kept = body["retained"]
+        lines.append(f"kept: {kept['results']} finished results, {size(kept['bytes'])}")
+    if "output" in body:
+        out = body["output"]
+        lines.append(f"held for clients: {size(out['backlog_bytes'])}, {out['clients_over_budget']} over budget, "
+                     f"{out['paused_tasks']} commands paused")
+    return lines
 
 
 def sandbox(body: dict[str, Any]) -> list[str]:

@@ -512,8 +512,8 @@ class Supervisor:
             "sandbox": {"host": self.host.summary(),
                         "pools": {name: p.summary() for name, p in self.isolation.items()}},
             "pools": [pool.summary() for pool in self.pools.values()],
-            "tasks": {"live": len(self.tasks.live), **dict(self.tasks.counts), **self.tasks.retained()},
-            "output": self.clients.outbox.summary(),
+            "tasks": {"live": len(self.tasks.live), **dict(self.tasks.counts)},
+            "retained": self.tasks.retained(), "output": self.clients.outbox.summary(),
         }
 
     def worker_list(self) -> list[dict[str, Any]]:

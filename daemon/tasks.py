@@ -93,4 +93,4 @@ class TaskTable:
         self.finished_bytes -= oldest.size
 
     def retained(self) -> dict[str, int]:
-        return {"retained": len(self.finished), "retained_bytes": self.finished_bytes}
+        return {"results": len(self.finished), "bytes": self.finished_bytes}

@@ -119,8 +119,8 @@ def test_finished_results_are_retained_up_to_a_byte_cap(start_daemon) -> None:
         futures = [c.submit("echo", n=i, blob=blob) for i in range(40)]
         for f in futures:
             assert f.result(timeout=30).value["n"] == futures.index(f)
-        tasks = c.status()["tasks"]
-        assert 0 < tasks["retained_bytes"] <= cap
+        kept = c.status()["retained"]
+        assert 0 < kept["bytes"] <= cap and kept["results"] < 40
         assert c.task(futures[-1].id)["result"].value["n"] == 39   # the newest stay queryable
         with pytest.raises(InvalidRequest, match="finished_task_bytes") as refused:
             c.task(futures[0].id)                                     # the oldest are not
