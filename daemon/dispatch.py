@@ -47,10 +47,9 @@ class Dispatcher:
         if not load:
             return
         batches: dict[str, list[TaskRecord]] = {}
-        blocked = self.sup.clients.outbox.blocked   # clients over their output budget: not now
         while load and pool.queue.depth:
             worker_id = min(load, key=load.__getitem__)
-            record = pool.queue.pop(blocked)
+            record = pool.queue.pop()
             if record is None:
                 break
             batches.setdefault(worker_id, []).append(record)

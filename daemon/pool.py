@@ -83,7 +83,7 @@ class Pool:
         credit for its work within bounds, but no growth while the host is pressed."""
         if self.pinned is not None:
             return self.pinned
-        work = self.in_flight() + self.queue.depth
+        work = self.in_flight() + self.queue.runnable
         needed = -(-work // self.credit)
         # A worker whose task waits on child tasks does not count: its children
         # may need this very pool, and waiting for a worker it holds would deadlock.

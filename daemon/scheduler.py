@@ -7,14 +7,15 @@ already running, not for the batch. Within a session, first in, first out.
 A task's session is the one it names, else the client that submitted it.
 
 Cancelled tasks are removed lazily (skipped when popped) so cancel is O(1).
-A client over its output budget (see outbox.py) has its sessions passed over
-until it reads.
+A session whose next task belongs to a client in `blocked` (over its output
+budget, see outbox.py) is passed over until that client reads; its tasks do
+not count toward the workers the pool wants (`runnable`).
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Container, Hashable, Iterator
+from collections.abc import Collection, Hashable, Iterator
 
 from para.daemon.tasks import TaskRecord
 from para.ipc import messages as m
@@ -35,6 +36,15 @@ class PoolQueue:
         self._levels: list[collections.OrderedDict[Hashable, collections.deque[TaskRecord]]] = [
             collections.OrderedDict() for _ in range(LEVELS)]
         self.depth = 0
+        self.blocked: Collection[Hashable] = ()  # owners whose tasks wait: the outbox's set
+        self._owners: collections.Counter[Hashable] = collections.Counter()  # queued tasks by owner
+
+    @property
+    def runnable(self) -> int:
+        """Queued tasks that may start now: those of blocked owners wait."""
+        if not self.blocked:
+            return self.depth
+        return self.depth - sum(self._owners[o] for o in self.blocked if o in self._owners)
 
     def full(self, adding: int = 1) -> bool:
         return self.depth + adding > self.max_depth
@@ -50,15 +60,17 @@ class PoolQueue:
     def push(self, record: TaskRecord) -> None:
         self._fifo(record).append(record)
         self.depth += 1
+        self._owners[record.owner] += 1
 
     def push_front(self, record: TaskRecord) -> None:
         """A task that goes back (a retry, an unroutable assignment) goes ahead of its session."""
         self._fifo(record).appendleft(record)
         self.depth += 1
+        self._owners[record.owner] += 1
 
-    def pop(self, blocked: Container[Hashable] = ()) -> TaskRecord | None:
-        """The next task to run; a session whose next task's owner is in `blocked` (over
-        its output budget, see outbox.py) is passed over, so it waits and others go ahead."""
+    def pop(self) -> TaskRecord | None:
+        """The next task to run, passing over sessions whose next task's owner is blocked."""
+        blocked = self.blocked
         for level in self._levels:
             turns = len(level)
             while turns:
@@ -77,13 +89,21 @@ class PoolQueue:
                     level.move_to_end(key)  # this session's turn is over
                 else:
                     del level[key]
-                self.depth -= 1
+                self._left(record)
                 return record
         return None
 
     def discard(self, record: TaskRecord) -> None:
         """Called when a queued task is cancelled; pop() will skip it."""
+        self._left(record)
+
+    def _left(self, record: TaskRecord) -> None:
         self.depth -= 1
+        n = self._owners[record.owner] - 1
+        if n:
+            self._owners[record.owner] = n
+        else:
+            del self._owners[record.owner]
 
     def queued(self) -> Iterator[TaskRecord]:
         for level in self._levels:
@@ -95,4 +115,5 @@ class PoolQueue:
         for level in self._levels:
             level.clear()
         self.depth = 0
+        self._owners.clear()
         return records

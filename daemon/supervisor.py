@@ -112,6 +112,8 @@ class Supervisor:
             self.dispatcher = Dispatcher(self)
             self.lifecycle = TaskLifecycle(self)
             self.clients = ClientRequests(self)
+            for pool in self.pools.values():
+                pool.queue.blocked = self.clients.outbox.blocked  # their tasks wait (outbox.py)
             self.batches = BatchRunner(self)
             self.dedup = dedup.Deduplicator(self.config.daemon.idempotency_window)
             for pool in self.pools.values():

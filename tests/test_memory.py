@@ -148,3 +148,27 @@ def test_a_client_that_leaves_frees_what_was_held_and_its_commands_finish(start_
     finally:
         slow.close()
         ctx.term()
+
+
+def test_tasks_of_an_over_budget_client_wait_without_holding_workers(start_daemon) -> None:
+    """Results alone (no streaming) fill a budget too; the client's queued tasks then wait,
+    and the pool does not keep workers for them: it shrinks to min_workers when idle."""
+    d = start_daemon(pools={"echo": {"min_workers": 1, "max_workers": 1},
+                            "bash": {"min_workers": 1, "max_workers": 4, "idle_timeout": 0.5}})
+    ctx = zmq.Context()
+    slow = ctx.socket(zmq.DEALER)
+    slow.setsockopt(zmq.LINGER, 0)
+    slow.setsockopt(zmq.RCVHWM, 1)
+    slow.connect(f"ipc://{d.runtime_dir}/control.sock")
+    tasks = [m.TaskSpec(f"r-{i}", "bash", {"command": f"head -c {MB} /dev/zero"}) for i in range(100)]
+    try:
+        slow.send(codec.encode(m.Submit(1, tasks)))
+        with d.client() as c:
+            bash = lambda: next(p for p in c.status()["pools"] if p["name"] == "bash")  # noqa: E731
+            wait_until(lambda: c.status()["output"]["clients_over_budget"] and bash()["running"] == 0, 30,
+                       "the slow client to be over budget with none of its tasks running")
+            wait_until(lambda: bash()["workers"] == 1, 20, "the bash pool to shrink to min_workers")
+            assert bash()["queued"] > 0 and c.run("bash", command="echo hi").stdout == "hi\n"
+    finally:
+        slow.close()
+        ctx.term()
