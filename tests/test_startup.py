@@ -65,8 +65,11 @@ def shadowing_project(root: Path) -> Path:
     return hits
 
 
-def test_code_in_the_callers_folder_never_runs_in_para(tmp_path: Path, own_home: dict[str, str]) -> None:
-    project = tmp_path / "project"
+def test_code_in_the_callers_folder_never_runs_in_para(own_home: dict[str, str]) -> None:
+    # Where the default run_as (nobody, as root) may read it: pytest's own temp dirs are root's alone.
+    home = Path(own_home["HOME"])
+    home.chmod(0o755)
+    project = home / "project"
     hits = shadowing_project(project)
 
     def paractl(*args: str) -> subprocess.CompletedProcess:
