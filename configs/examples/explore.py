@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import sys
 import time
 
-from para.client import Client
+from para.client import Client, ParaError
 
 PATTERNS = {
     "functions": r"^\s*(def|fn|func|function)\s+\w+",
@@ -52,14 +53,19 @@ def explore(client: Client, root: str) -> None:
     print(f"{tasks} tool calls in {time.perf_counter() - started:.2f}s through parad")
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", nargs="?", default=".")
     parser.add_argument("--runtime-dir", help="talk to the parad at this runtime directory")
     args = parser.parse_args()
-    with Client(args.runtime_dir, autostart=True, timeout=30) as client:
-        explore(client, os.path.abspath(args.root))
+    try:
+        with Client(args.runtime_dir, autostart=True, timeout=30) as client:
+            explore(client, os.path.abspath(args.root))
+    except ParaError as exc:  # every para error says what was wrong and what to do
+        print(f"explore: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
