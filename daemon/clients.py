@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("parad")
 
+BATCH = 1024   # frames per batch frame to one client (codec.MAX_BATCH_FRAMES is the receivers' bound)
+
 
 class ClientRequests:
     def __init__(self, supervisor: Supervisor) -> None:
@@ -46,7 +48,8 @@ class ClientRequests:
 
     def _relay(self, worker_id: str, identity: bytes, frames: list[bytes]) -> None:
         # A client inside a worker's command: its frames go through that worker.
-        self.sup.dispatcher.send(worker_id, m.Relay(identity, codec.encode_batch(frames)))
+        for start in range(0, len(frames), BATCH):
+            self.sup.dispatcher.send(worker_id, m.Relay(identity, codec.encode_batch(frames[start:start + BATCH])))
 
     def _drained(self) -> None:
         # A client is back under its output budget: its queued tasks may start.
@@ -59,21 +62,26 @@ class ClientRequests:
     def _error(self, identity: bytes, req: int, code: str, message: str, task_id: str | None = None) -> None:
         self._reply(identity, m.ErrorReply(req, code, message, task_id))
 
+    def _refuse(self, identity: bytes, req: int, code: str, message: str) -> None:
+        """A frame that is no request: answered, and counted as a bad frame of its socket."""
+        self.sup.intake.drop("relay" if self._parent is not None else "control", message)
+        self._error(identity, req, code, message)
+
     def on_frames(self, frames: list[bytes]) -> None:
         if len(frames) != 2:
             if frames:
-                self._error(frames[0], 0, m.E_PROTOCOL, f"expected one frame per request, got {len(frames) - 1}")
+                self._refuse(frames[0], 0, m.E_PROTOCOL, f"expected one frame per request, got {len(frames) - 1}")
             return
         identity, frame = frames
         if len(frame) > self.max_size:
-            self._error(identity, 0, m.E_TOO_LARGE,
-                        f"request of {len(frame)} bytes exceeds max_message_size ({self.max_size} bytes); "
-                        f"put large inputs in a file and pass its path")
+            self._refuse(identity, 0, m.E_TOO_LARGE,
+                         f"request of {len(frame)} bytes exceeds max_message_size ({self.max_size} bytes); "
+                         f"put large inputs in a file and pass its path")
             return
         try:
             msg = codec.decode(frame)
         except codec.ProtocolError as exc:
-            self._error(identity, 0, m.E_PROTOCOL, str(exc))
+            self._refuse(identity, 0, m.E_PROTOCOL, str(exc))
             return
         handler = getattr(self, f"_on_{type(msg).__name__.lower()}", None)
         if self._parent is not None and not isinstance(msg, children.REQUESTS):
@@ -81,7 +89,7 @@ class ClientRequests:
                         f"{type(msg).__name__} is not available inside a task: a nested client may submit, cancel and ping")
             return
         if handler is None:
-            self._error(identity, getattr(msg, "req", 0), m.E_PROTOCOL, f"{type(msg).__name__} is not a client request")
+            self._refuse(identity, getattr(msg, "req", 0), m.E_PROTOCOL, f"{type(msg).__name__} is not a client request")
             return
         try:
             handler(identity, msg)

@@ -25,7 +25,6 @@ import signal
 import socket
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import psutil
 
@@ -60,8 +59,8 @@ class ForkServer:
     def spawn(self, request: m.Spawn) -> None:
         self.sock.send(codec.encode(request))
 
-    def read(self) -> list[Any]:
-        """Every message waiting: Spawned and Exited reports."""
+    def read(self) -> list[bytes]:
+        """Every packet waiting: encoded Spawned and Exited reports, for the supervisor to decode."""
         out = []
         while True:
             try:
@@ -70,7 +69,7 @@ class ForkServer:
                 return out
             if not packet:
                 return out
-            out.append(codec.decode(packet))
+            out.append(packet)
 
     def close(self) -> None:
         """EOF tells the server to kill its workers and exit; then reap it."""

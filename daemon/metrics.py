@@ -35,6 +35,11 @@ class SupervisorCollector:
             tasks.add_metric([pool, status], n)
         yield tasks
         yield from self._output()
+        bad = CounterMetricFamily("para_bad_frames", "Frames refused or dropped (malformed, unexpected, wrong shape) "
+                                  "by the socket they came in on", labels=["socket"])
+        for socket_name, n in sorted(sup.intake.bad.items()):
+            bad.add_metric([socket_name], n)
+        yield bad
         yield from self._pools()
         yield from self._workers()
         yield from self._sandbox()

@@ -38,6 +38,7 @@ from para.daemon.config import Config
 from para.daemon.dispatch import Dispatcher
 from para.daemon.events import EventPublisher
 from para.daemon.forkserver import ForkServer
+from para.daemon.intake import Intake
 from para.daemon.lifecycle import TaskLifecycle
 from para.daemon.metrics import MetricsServer, make_registry
 from para.daemon.pool import BACKOFF, FAILED, OK, READY, SPAWNING, STOPPING, Pool, WorkerHandle
@@ -107,6 +108,7 @@ class Supervisor:
         self.signals = SignalPipe()
         try:
             self._bind()
+            self.intake = Intake()
             self.metrics = make_registry(self)
             self.metrics_server = self._metrics_server()
             self.dispatcher = Dispatcher(self)
@@ -169,11 +171,12 @@ class Supervisor:
         return server
 
     def _loop(self) -> None:
-        w = self.worker_socks
+        w, guard = self.worker_socks, self.intake.guard
         handlers = [
-            (w["metrics"], self._on_metrics), (w["command"], self._on_worker_command),
-            (w["error"], self._on_error), (w["event"], self._on_event),
-            (w["data"], self._on_data), (self.control, self.clients.on_frames),
+            (w["metrics"], guard("worker_metrics", self._on_metrics)),
+            (w["command"], guard("worker_command", self._on_worker_command)),
+            (w["error"], guard("worker_error", self._on_error)), (w["event"], guard("worker_event", self._on_event)),
+            (w["data"], guard("worker_data", self._on_data)), (self.control, self.clients.on_frames),
         ]
         self.poller = poller = zmq.Poller()
         for sock, _ in handlers:
@@ -275,8 +278,9 @@ class Supervisor:
     # ---- fork server reports -------------------------------------------------
 
     def _on_forkserver(self) -> None:
-        for report in self.forkserver.read():
-            worker = self._find_worker(report.worker)
+        for packet in self.forkserver.read():
+            report = self.intake.decode("forkserver", packet, (m.Spawned, m.Exited))
+            worker = self._find_worker(report.worker) if report is not None else None
             if worker is None:
                 continue
             if isinstance(report, m.Spawned):
@@ -308,7 +312,7 @@ class Supervisor:
 
     def _worker_gone(self, worker: WorkerHandle, code: int | None, sig: int | None) -> None:
         # Every result the worker sent before dying must be read before its tasks are called lost.
-        self._drain(self.worker_socks["data"], self._on_data, limit=None)
+        self._drain(self.worker_socks["data"], self.intake.guard("worker_data", self._on_data), limit=None)
         pool = self.pools[worker.pool]
         if worker.id not in pool.workers:
             return
@@ -325,14 +329,15 @@ class Supervisor:
     # ---- worker channels -----------------------------------------------------
 
     def _on_worker_command(self, frames: list[bytes]) -> None:
-        msg = codec.decode(frames[-1])
-        worker = self._find_worker(msg.worker)
+        msg = self.intake.decode("worker_command", frames[-1], (m.Ready, m.Relayed))
+        if msg is not None and frames[0] != msg.worker.encode():
+            self.intake.drop("worker_command", f"a {type(msg).__name__} for worker {msg.worker!r} from another peer")
+            return
+        worker = self._find_worker(msg.worker) if msg is not None else None
         if worker is None:
             return
         if isinstance(msg, m.Relayed):
             self.clients.on_relayed(worker.id, msg)
-            return
-        if not isinstance(msg, m.Ready):
             return
         if self.isolation[worker.pool].launch and worker.root_pid:
             # A sandboxed worker's own pid means something only inside its pid namespace.
@@ -347,8 +352,8 @@ class Supervisor:
         self.dispatcher.dispatch(pool)
 
     def _on_metrics(self, frames: list[bytes]) -> None:
-        beat = codec.decode(frames[0])
-        worker = self._find_worker(beat.worker)
+        beat = self.intake.decode("worker_metrics", frames[0], (m.Heartbeat,))
+        worker = self._find_worker(beat.worker) if beat is not None else None
         if worker is None:
             return
         worker.last_seen = time.monotonic()
@@ -361,20 +366,26 @@ class Supervisor:
         self.events.publish(b"metrics", lambda: beat)
 
     def _on_event(self, frames: list[bytes]) -> None:
-        if self.events.wanted(b"progress"):
-            for part in codec.split(frames[0]):
-                self.events.publish(b"progress", lambda: codec.decode(part))
+        # Workers send events only while someone watches, so decoding each costs nothing otherwise.
+        for part in self.intake.split("worker_event", frames[0]):
+            event = self.intake.decode("worker_event", part, (m.TaskEvent,))
+            if event is not None:
+                self.events.publish(b"progress", lambda: event)
 
     def _on_error(self, frames: list[bytes]) -> None:
-        report = codec.decode(frames[0])
+        report = self.intake.decode("worker_error", frames[0], (m.ErrorReport,))
+        if report is None:
+            return
         log.warning("worker %s, task %s: %s: %s", report.worker, report.task_id, report.kind, report.message)
         if report.detail:
             log.debug("%s", report.detail)
         self.events.publish(b"errors", lambda: report)
 
     def _on_data(self, frames: list[bytes]) -> None:
-        for part in codec.split(frames[0]):
-            msg = codec.decode(part)
+        for part in self.intake.split("worker_data", frames[0]):
+            msg = self.intake.decode("worker_data", part, (m.Chunk, m.Done))
+            if msg is None:
+                continue
             if isinstance(msg, m.Chunk):
                 record = self.tasks.live.get(msg.task_id)
                 if record is not None and record.owner is not None:

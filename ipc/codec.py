@@ -3,9 +3,15 @@
 A frame is a two-byte header (magic, protocol version) followed by msgpack.
 A batch frame (magic BATCH_MAGIC) carries a list of encoded single frames, so
 a busy peer pays one socket send for many messages and a relay can forward a
-message's bytes without encoding it again. Each message dataclass is a msgpack extension object whose payload is the list
-of its field values in declaration order, so nested messages (a TaskSpec inside
-a Submit) round-trip as the same types.
+message's bytes without encoding it again. Each message dataclass is a msgpack
+extension object whose payload is the list of its field values in declaration
+order, so nested messages (a TaskSpec inside a Submit) round-trip as the same
+types.
+
+Decoding is bounded, because frames come from peers nobody vouches for (any
+client, a command inside a task): messages nest at most MAX_DEPTH deep (each
+level is a recursive unpack on the C stack), every length is bounded by the
+bytes actually there, and a batch holds at most MAX_BATCH_FRAMES frames.
 """
 
 from __future__ import annotations
@@ -22,6 +28,10 @@ MAGIC = 0xA7
 BATCH_MAGIC = 0xA8
 _HEADER = bytes([MAGIC, PROTOCOL_VERSION])
 _BATCH_HEADER = bytes([BATCH_MAGIC, PROTOCOL_VERSION])
+# Real messages nest 2 deep (Submit > TaskSpec, Done > TaskResult, Reply >
+# TaskResult); the spare levels are for messages a caller puts in arguments.
+MAX_DEPTH = 8
+MAX_BATCH_FRAMES = 4096   # senders put at most 1024 in one batch
 
 _FIELDS: dict[type, tuple[str, ...]] = {
     cls: tuple(f.name for f in fields(cls)) for cls in WIRE_TAGS
@@ -48,17 +58,26 @@ def _default(obj: Any) -> msgpack.ExtType:
     return _ext(obj, msgpack.Packer(default=_default, use_bin_type=True))
 
 
-def _ext_hook(tag: int, payload: bytes) -> Any:
-    cls = _BY_TAG.get(tag)
-    if cls is None:
-        raise ProtocolError(f"unknown message type tag {tag}")
-    values = msgpack.unpackb(payload, ext_hook=_ext_hook, raw=False, strict_map_key=False)
-    if not isinstance(values, list):
-        raise ProtocolError(f"{cls.__name__}: body is not a list")
-    try:
-        return cls(*values)
-    except TypeError as exc:
-        raise ProtocolError(f"{cls.__name__}: {exc}") from None
+def _hook_at(depth: int) -> Any:
+    """The ext hook for a message `depth` levels inside the frame's outer one."""
+    def hook(tag: int, payload: bytes) -> Any:
+        cls = _BY_TAG.get(tag)
+        if cls is None:
+            raise ProtocolError(f"unknown message type tag {tag}")
+        if depth >= MAX_DEPTH:
+            raise ProtocolError(f"messages nested more than {MAX_DEPTH} deep")
+        values = msgpack.unpackb(payload, ext_hook=_HOOKS[depth + 1], raw=False, strict_map_key=False)
+        if not isinstance(values, list):
+            raise ProtocolError(f"{cls.__name__}: body is not a list")
+        try:
+            return cls(*values)
+        except TypeError as exc:
+            raise ProtocolError(f"{cls.__name__}: {exc}") from None
+    return hook
+
+
+# One hook per level, so the depth needs no shared counter (clients decode in several threads).
+_HOOKS = [_hook_at(depth) for depth in range(MAX_DEPTH + 1)]
 
 
 _packer = msgpack.Packer(default=_default, use_bin_type=True)
@@ -97,10 +116,13 @@ def split(frame: bytes) -> list[bytes]:
     if len(frame) < 2 or frame[0] != BATCH_MAGIC:
         return [frame]
     _check_version(frame)
+    body = frame[2:]
+    size = len(body)
     try:
-        frames = msgpack.unpackb(frame[2:], raw=False)
+        frames = msgpack.unpackb(body, raw=False, max_array_len=MAX_BATCH_FRAMES, max_bin_len=size,
+                                 max_str_len=0, max_map_len=0, max_ext_len=0)
     except Exception as exc:
-        raise ProtocolError(f"malformed batch frame: {exc}") from None
+        raise ProtocolError(f"malformed batch frame (at most {MAX_BATCH_FRAMES} frames): {exc}") from None
     if not isinstance(frames, list) or not all(isinstance(f, bytes) for f in frames):
         raise ProtocolError("batch frame must hold a list of frames")
     return frames
@@ -119,8 +141,15 @@ def decode(frame: bytes) -> Any:
     if len(frame) < 2 or frame[0] != MAGIC:
         raise ProtocolError("not a para frame (bad magic byte); is this a para client?")
     _check_version(frame)
+    body = frame[2:]
+    size = len(body)
     try:
-        message = msgpack.unpackb(frame[2:], ext_hook=_ext_hook, raw=False, strict_map_key=False)
+        # msgpack >= 1.0 derives these bounds from the buffer too; stated so that
+        # no version or default lets a 5-byte header claim 4 GiB. Nested payloads
+        # are slices of this body, so the same bounds hold for them.
+        message = msgpack.unpackb(body, ext_hook=_HOOKS[0], raw=False, strict_map_key=False,
+                                  max_str_len=size, max_bin_len=size, max_ext_len=size,
+                                  max_array_len=size, max_map_len=size // 2)
     except ProtocolError:
         raise
     except Exception as exc:  # msgpack raises several unrelated types

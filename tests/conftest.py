@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
@@ -225,3 +226,10 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
 def daemon(start_daemon: Callable[..., Daemon]) -> Daemon:
     """A daemon with the default test pools (echo, bash)."""
     return start_daemon()
+
+
+def bad_frames(d: Daemon) -> dict[str, float]:
+    """para_bad_frames_total by socket, as `paractl metrics` shows it."""
+    with d.client() as c:
+        text = c.metrics()
+    return {socket: float(n) for socket, n in re.findall(r'^para_bad_frames_total\{socket="([^"]+)"\} (\S+)$', text, re.M)}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import msgpack
 import pytest
 import zmq
@@ -9,6 +11,7 @@ import zmq
 from para.client import InvalidRequest
 from para.ipc import PROTOCOL_VERSION, codec
 from para.ipc import messages as m
+from tests.conftest import bad_frames
 
 
 @pytest.fixture
@@ -22,7 +25,12 @@ def raw(daemon):
     def exchange(*frames: bytes) -> list:
         sock.send_multipart(list(frames))
         replies = []
-        while sock.poll(10_000):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if daemon.proc.poll() is not None:  # say so now, not after the whole wait
+                pytest.fail(f"parad died (exit status {daemon.proc.returncode}) on this input")
+            if not sock.poll(100):
+                continue
             for part in codec.split(sock.recv()):
                 replies.append(codec.decode(part))
             if any(isinstance(r, (m.ErrorReply, m.Accepted, m.Reply, m.Welcome)) for r in replies):
@@ -45,6 +53,23 @@ def _error(replies: list) -> m.ErrorReply:
 def test_garbage_frame(raw) -> None:
     e = _error(raw(b"\x00\xffnot msgpack"))
     assert e.code == "protocol" and "not a para frame" in e.message
+
+
+def _nested(depth: int) -> bytes:
+    """A frame of Reply messages each inside the last one's body: 3-4 bytes a level."""
+    body = msgpack.packb(None)
+    for _ in range(depth):
+        body = msgpack.packb(msgpack.ExtType(m.WIRE_TAGS[m.Reply], body))
+    return bytes([codec.MAGIC, PROTOCOL_VERSION]) + body
+
+
+def test_a_small_deeply_nested_frame_is_refused_and_counted(raw, daemon) -> None:
+    frame = _nested(250)
+    assert len(frame) < 1024
+    before = bad_frames(daemon).get("control", 0)
+    e = _error(raw(frame))
+    assert e.code == "protocol" and f"messages nested more than {codec.MAX_DEPTH} deep" in e.message
+    assert bad_frames(daemon)["control"] == before + 1
 
 
 def test_truncated_msgpack(raw) -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
+from pathlib import Path
 
 import msgpack
 import pytest
 
-from para.ipc import PROTOCOL_VERSION, codec
+from para.ipc import PROTOCOL_VERSION, codec, shapes
 from para.ipc import messages as m
 from para.ipc.endpoints import WORKER_CHANNELS, Endpoints
 
@@ -23,6 +26,8 @@ def _sample(cls: type) -> object:
             values[f.name] = m.TaskResult("t-1", "bash", m.FAILED, 2, None, b"out\xff", b"err", True, {"k": [1]})
         elif f.name == "tasks":
             values[f.name] = [m.TaskSpec("a", "echo", {"x": 1}), m.TaskSpec("b", "echo", {})]
+        elif t.startswith("dict"):
+            values[f.name] = {"nested": {"deep": [1, 2.5, None]}}
         elif "bytes" in t:
             values[f.name] = b"\x00\x01data"
         elif "bool" in t:
@@ -79,6 +84,66 @@ def test_bad_batch_frames_are_refused() -> None:
         codec.split(bytes([codec.BATCH_MAGIC, PROTOCOL_VERSION]) + msgpack.packb([1, 2]))
     with pytest.raises(codec.ProtocolError, match="protocol version"):
         codec.split(bytes([codec.BATCH_MAGIC, 0]) + msgpack.packb([]))
+
+
+def _nested(depth: int) -> bytes:
+    """A frame of Reply messages each inside the last one's body."""
+    body = msgpack.packb(None)
+    for _ in range(depth):
+        body = msgpack.packb(msgpack.ExtType(m.WIRE_TAGS[m.Reply], body))
+    return bytes([codec.MAGIC, PROTOCOL_VERSION]) + body
+
+
+def test_messages_nest_up_to_the_bound() -> None:
+    def replies(depth: int) -> m.Reply:
+        return m.Reply(depth, replies(depth - 1) if depth > 1 else None)
+    assert codec.decode(codec.encode(replies(codec.MAX_DEPTH))) == replies(codec.MAX_DEPTH)
+    with pytest.raises(codec.ProtocolError, match=f"messages nested more than {codec.MAX_DEPTH} deep"):
+        codec.decode(codec.encode(replies(codec.MAX_DEPTH + 1)))
+
+
+def test_a_frame_nested_hundreds_deep_is_refused_not_recursed() -> None:
+    # In a child: unbounded, this overflows the C stack and the process dies of SIGSEGV.
+    code = ("import sys; from para.ipc import codec; from tests.test_ipc import _nested\n"
+            "try:\n    codec.decode(_nested(int(sys.argv[1])))\n"
+            "except codec.ProtocolError as exc:\n    print(exc)\n")
+    for depth in (300, 5000):
+        child = subprocess.run([sys.executable, "-c", code, str(depth)], capture_output=True, text=True,
+                               timeout=60, cwd=Path(__file__).parent.parent)
+        assert child.returncode == 0, f"decoding {depth} levels killed the process: {child}"
+        assert child.stdout == f"messages nested more than {codec.MAX_DEPTH} deep\n"
+
+
+def test_batch_frames_hold_a_bounded_number_of_frames() -> None:
+    ping = codec.encode(m.Ping(1))
+    assert len(codec.split(codec.encode_batch([ping] * codec.MAX_BATCH_FRAMES))) == codec.MAX_BATCH_FRAMES
+    with pytest.raises(codec.ProtocolError, match=f"at most {codec.MAX_BATCH_FRAMES} frames"):
+        codec.split(codec.encode_batch([ping] * (codec.MAX_BATCH_FRAMES + 1)))
+
+
+@pytest.mark.parametrize("header", [b"\xdd\xff\xff\xff\xff", b"\xdf\xff\xff\xff\xff", b"\xdb\xff\xff\xff\xff",
+                                    b"\xc6\xff\xff\xff\xff", b"\xc9\xff\xff\xff\xff\x04"],
+                         ids=["array", "map", "str", "bin", "ext"])
+def test_a_length_past_the_frame_is_refused(header: bytes) -> None:
+    with pytest.raises(codec.ProtocolError, match="malformed"):
+        codec.decode(bytes([codec.MAGIC, PROTOCOL_VERSION]) + header + b"\x00" * 64)
+
+
+@pytest.mark.parametrize("cls", list(m.WIRE_TAGS), ids=lambda c: c.__name__)
+def test_every_well_formed_message_passes_the_shape_check(cls: type) -> None:
+    shapes.check(codec.decode(codec.encode(_sample(cls))), (cls,))
+
+
+@pytest.mark.parametrize("message, expected, words", [
+    (m.Heartbeat("bash-1", 1, 1, "lots", 0.5), m.Heartbeat, "Heartbeat.rss is str, expected int"),
+    (m.Done(m.Ping(1)), m.Done, "Done.result is Ping, expected TaskResult"),
+    (m.Done(m.TaskResult("t", "bash", m.SUCCEEDED, stdout="text")), m.Done, "TaskResult.stdout is str, expected bytes"),
+    (m.Ready(["bash-1"], 1, 1), m.Ready, "Ready.worker is list, expected str"),
+    (m.Ping(1), m.Ready, "Ping is not expected here"),
+])
+def test_a_field_of_the_wrong_type_is_a_protocol_error(message: object, expected: type, words: str) -> None:
+    with pytest.raises(codec.ProtocolError, match=words):
+        shapes.check(codec.decode(codec.encode(message)), (expected,))
 
 
 def test_encoding_an_unknown_type_fails_loudly() -> None:
