@@ -47,7 +47,6 @@ from para.daemon.signals import SignalPipe
 from para.daemon.tasks import TaskTable
 from para.daemon.timers import Timers
 from para.daemon.tools import TOOLS
-from para.ipc import codec
 from para.ipc import messages as m
 from para.ipc.endpoints import WORKER_CHANNELS, Endpoints
 from para.ipc.sockets import make_socket
