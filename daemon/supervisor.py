@@ -170,13 +170,14 @@ class Supervisor:
         return server
 
     def _loop(self) -> None:
-        w, guard = self.worker_socks, self.intake.guard
-        handlers = [
-            (w["metrics"], guard("worker_metrics", self._on_metrics)),
-            (w["command"], guard("worker_command", self._on_worker_command)),
-            (w["error"], guard("worker_error", self._on_error)), (w["event"], guard("worker_event", self._on_event)),
-            (w["data"], guard("worker_data", self._on_data)), (self.control, self.clients.on_frames),
-        ]
+        w = self.worker_socks
+        # Each handler guarded: whatever one frame makes it raise costs that frame, not the loop.
+        handlers = [(sock, self.intake.guard(name, handler)) for sock, name, handler in (
+            (w["metrics"], "worker_metrics", self._on_metrics),
+            (w["command"], "worker_command", self._on_worker_command),
+            (w["error"], "worker_error", self._on_error), (w["event"], "worker_event", self._on_event),
+            (w["data"], "worker_data", self._on_data), (self.control, "control", self.clients.on_frames),
+        )]
         self.poller = poller = zmq.Poller()
         for sock, _ in handlers:
             poller.register(sock, zmq.POLLIN)
