@@ -2,7 +2,8 @@
 
 Random, truncated, bit-flipped, wrong-shape, wrong-version, deeply nested and
 near-maximum frames go to the control socket, to the nested-task relay (from a
-client inside a bash task) and to each worker channel (as a fake worker). After
+client inside a bash task; its first frame also before Hello, which the worker
+checks itself) and to each worker channel (as a fake worker). After
 each batch parad must be alive and run an echo task; para_bad_frames_total must
 have counted each frame it dropped. The figures per socket are printed (-s).
 
@@ -306,6 +307,8 @@ def until(done):
                 counts["answered"] += 1
     sys.exit("no answer through the relay in 30 s")
 
+sock.send(frames[0])   # before Hello, the worker itself checks the frame
+refused = until(lambda msg: isinstance(msg, m.ErrorReply))
 sock.send(codec.encode(m.Hello("fuzz", os.getpid(), os.environ["PARA_CHILD_TOKEN"])))
 until(lambda msg: isinstance(msg, m.Welcome))
 counts = {"errors": 0, "answered": 0}
@@ -316,7 +319,7 @@ until(lambda msg: isinstance(msg, m.Pong) and msg.req == 1 << 40)
 child = "fz-" + uuid.uuid4().hex
 sock.send(codec.encode(m.Submit(2, [m.TaskSpec(child, "echo", {"child": child})], ack=False)))
 done = until(lambda msg: isinstance(msg, m.Done) and msg.result.id == child)
-print(json.dumps({**counts, "echo": done.result.value == {"child": child}}))
+print(json.dumps({**counts, "echo": done.result.value == {"child": child}, "refused": refused.message}))
 '''
 
 
@@ -345,7 +348,7 @@ def test_nested_task_relay(fuzzed: Daemon, client: Client, relay, frames: list[b
     before = bad_frames(fuzzed)["relay"]
     counts = relay(frames)
     bad = sum(_decoded(f) is None for f in frames)
-    assert counts["echo"] and counts["errors"] >= bad, counts
+    assert counts["echo"] and counts["errors"] >= bad and counts.pop("refused"), counts
     dropped = bad_frames(fuzzed)["relay"] - before
     assert bad <= dropped <= len(frames)
     _tally("relay", sent=len(frames), errors=counts["errors"], answered=counts["answered"], dropped=int(dropped))
@@ -355,10 +358,11 @@ def test_nested_task_relay(fuzzed: Daemon, client: Client, relay, frames: list[b
 def test_nested_task_relay_near_maximum_frames(fuzzed: Daemon, client: Client, relay) -> None:
     frames = [NEAR_MAXIMUM["one byte over"], NEAR_MAXIMUM["junk of max_message_size"], _nested_messages(3000)]
     before = bad_frames(fuzzed)["relay"]
-    counts = relay(frames)
-    assert counts == {"errors": 3, "answered": 0, "echo": True}
-    assert bad_frames(fuzzed)["relay"] == before + 3
-    _tally("relay", sent=3, errors=3, dropped=3)
+    counts = relay([_nested_messages(3000)] + frames)
+    assert counts == {"errors": 4, "answered": 0, "echo": True,
+                      "refused": f"messages nested more than {codec.MAX_DEPTH} deep"}
+    assert bad_frames(fuzzed)["relay"] == before + 4
+    _tally("relay", sent=4, errors=4, dropped=4)
 
 
 # ---- the worker channels -----------------------------------------------------------
