@@ -17,7 +17,7 @@ from para.daemon.admission import Refusal, admit
 from para.daemon.batches import BatchError
 from para.daemon.dedup import copy_for
 from para.daemon.metrics import exposition
-from para.daemon.outbox import Outbox
+from para.daemon.outbox import BATCH_FRAMES, Outbox
 from para.daemon.tasks import TaskRecord
 from para.ipc import PROTOCOL_VERSION, codec
 from para.ipc import messages as m
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("parad")
 
-BATCH = 1024   # frames per batch frame to one client (codec.MAX_BATCH_FRAMES is the receivers' bound)
 
 
 class ClientRequests:
@@ -48,8 +47,9 @@ class ClientRequests:
 
     def _relay(self, worker_id: str, identity: bytes, frames: list[bytes]) -> None:
         # A client inside a worker's command: its frames go through that worker.
-        for start in range(0, len(frames), BATCH):
-            self.sup.dispatcher.send(worker_id, m.Relay(identity, codec.encode_batch(frames[start:start + BATCH])))
+        for start in range(0, len(frames), BATCH_FRAMES):
+            batch = frames[start:start + BATCH_FRAMES]
+            self.sup.dispatcher.send(worker_id, m.Relay(identity, codec.encode_batch(batch)))
 
     def _drained(self) -> None:
         # A client is back under its output budget: its queued tasks may start.

@@ -34,6 +34,7 @@ from para.ipc import codec
 from para.ipc import messages as m
 
 BATCH_BYTES = 1 << 20   # most bytes of frames sent to a client in one message
+BATCH_FRAMES = 1024     # and most frames (a client refuses more than codec.MAX_BATCH_FRAMES)
 SNDHWM = 4              # messages the control socket queues per client, so at most ~4 MiB in zmq
 RETRY_FIRST = 0.002     # seconds before a client whose queue was full is tried again; doubles
 RETRY_MAX = 0.1
@@ -121,7 +122,7 @@ class Outbox:
         return max(0.0, min(box.retry_at for box in self._stalled.values()) - time.monotonic())
 
     def _flush_box(self, owner: bytes, box: _Box) -> None:
-        if box.relay is not None:
+        if box.relay is not None:  # batched by the relay, BATCH_FRAMES at a time
             self._relay(*box.relay, list(box.frames))
             box.frames.clear()
             box.size = 0
@@ -129,7 +130,7 @@ class Outbox:
         while box.frames:
             batch, size = [], 0
             for frame in box.frames:
-                if batch and size + len(frame) > BATCH_BYTES:
+                if batch and (size + len(frame) > BATCH_BYTES or len(batch) >= BATCH_FRAMES):
                     break
                 batch.append(frame)
                 size += len(frame)

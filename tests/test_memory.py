@@ -172,3 +172,32 @@ def test_tasks_of_an_over_budget_client_wait_without_holding_workers(start_daemo
     finally:
         slow.close()
         ctx.term()
+
+
+def test_a_client_that_fell_behind_gets_its_many_small_answers_in_batches_it_can_decode(start_daemon) -> None:
+    """Thousands of small results held for one client go out in batches no larger than a
+    receiver accepts (codec.MAX_BATCH_FRAMES), however few bytes they are."""
+    d = start_daemon(pools={"echo": {"min_workers": 1, "max_workers": 2}})
+    count = codec.MAX_BATCH_FRAMES + 2000
+    ctx = zmq.Context()
+    late = ctx.socket(zmq.DEALER)
+    late.setsockopt(zmq.LINGER, 0)
+    late.setsockopt(zmq.RCVHWM, 1)   # it reads nothing until every result is held for it
+    late.connect(f"ipc://{d.runtime_dir}/control.sock")
+    try:
+        for start in range(0, count, 128):
+            late.send(codec.encode(m.Submit(start, [m.TaskSpec(f"small-{i}", "echo", {"i": i})
+                                                    for i in range(start, min(count, start + 128))], ack=False)))
+        with d.client() as c:
+            wait_until(lambda: _metric(c.metrics(), 'para_tasks_total{pool="echo",status="succeeded"}') >= count,
+                       120, f"{count} echo tasks to finish")
+        done = set()
+        while len(done) < count and late.poll(10_000):
+            for part in codec.split(late.recv()):   # raises ProtocolError on a batch over the bound
+                msg = codec.decode(part)
+                assert isinstance(msg, m.Done), msg
+                done.add(msg.result.id)
+        assert len(done) == count
+    finally:
+        late.close()
+        ctx.term()
