@@ -19,6 +19,7 @@ if __name__ == "__main__":  # first of all: no module may come from the caller's
     from para.daemon.safe_path import drop_caller_paths
     drop_caller_paths()
 
+import dataclasses
 import os
 import select
 import signal
@@ -131,7 +132,7 @@ def _serve_loop(sock: socket.socket, wake_r: int, wake_w: int, workers: dict[int
                 return
             request = codec.decode(packet)
             pid = _fork_worker(request, sock, wake_r, wake_w)
-            workers[pid] = (request.worker, bool(request.settings.get("launch")))
+            workers[pid] = (request.worker, bool(request.settings.launch))
             sock.send(codec.encode(m.Spawned(request.worker, pid)))
 
 
@@ -150,12 +151,13 @@ def _fork_worker(request: m.Spawn, sock: socket.socket, wake_r: int, wake_w: int
         os.setsid()
         prctl.set_parent_death_signal(signal.SIGKILL)
         prctl.set_child_subreaper()
-        if request.settings.get("cgroup_worker"):
-            cgroup.enter(Path(request.settings["cgroup_worker"]))
-        if request.settings.get("launch"):
+        settings = request.settings
+        if settings.cgroup_worker:
+            cgroup.enter(Path(settings.cgroup_worker))
+        if settings.launch:
             _exec_sandboxed(request)
         from para.daemon.worker import worker_main
-        worker_main(request.worker, request.tool, request.settings)
+        worker_main(request.worker, request.tool, settings)
     except BaseException:
         import traceback
         traceback.print_exc()
@@ -171,16 +173,17 @@ def _exec_sandboxed(request: m.Spawn) -> None:
     of the runtime directory (/proc/self/fd/N/...), which stays hidden from
     the commands it runs; its settings arrive in a memfd.
     """
-    runtime = os.open(request.settings["runtime_dir"], os.O_PATH | os.O_DIRECTORY)
+    settings = request.settings
+    runtime = os.open(settings.runtime_dir, os.O_PATH | os.O_DIRECTORY)
     inside = m.Spawn(request.worker, request.pool, request.tool,
-                     {**request.settings, "runtime_dir": f"/proc/self/fd/{runtime}", "launch": None})
+                     dataclasses.replace(settings, launch=None, runtime_fd=runtime))
     spawn_fd = os.memfd_create("para-spawn", 0)
     os.write(spawn_fd, codec.encode(inside))
     os.lseek(spawn_fd, 0, os.SEEK_SET)
     for fd in (runtime, spawn_fd):
         os.set_inheritable(fd, True)
-    launch = request.settings["launch"]
-    os.execve(launch[0], [*launch, sys.executable, "-P", "-m", "para.daemon.worker", str(spawn_fd)], request.settings["env"])
+    launch = settings.launch
+    os.execve(launch[0], [*launch, sys.executable, "-P", "-m", "para.daemon.worker", str(spawn_fd)], settings.env)
 
 
 def _kill_orphans(workers: dict[int, tuple[str, bool]]) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from para.ipc import messages as m
 from para.sandbox import cgroup, namespaces
 from para.sandbox.environment import build_env
 from para.sandbox.policy import ReadOnlySandbox, SandboxPolicy, resolve_path
@@ -45,18 +46,37 @@ class PoolIsolation:
     rebuild: tuple | None = None      # (bwrap, unshare_user, hide, keep): what launch_argv needs
     lend_ids: bool = False            # workers may lend run_as their real ids (see sandbox/spawn.py)
 
-    def launch_argv(self) -> list[str] | None:
+    def launch_argv(self, binds: list[str] = ()) -> list[str] | None:
         """The sandbox argv for a new worker, built now: paths to hide or protect that
-        appeared since parad started (a new credentials file, a .git/hooks) are covered too."""
+        appeared since parad started (a new credentials file, a .git/hooks) are covered too.
+        `binds` are the worker's own writable paths (its command cgroup leaf)."""
         if self.rebuild is None:
             return None
         bwrap, unshare_user, hide, keep = self.rebuild
-        self.launch = namespaces.worker_argv(bwrap, self.policy, unshare_user, hide, [], keep=keep)
+        self.launch = namespaces.worker_argv(bwrap, self.policy, unshare_user, hide, [], keep=keep, binds=binds)
         return self.launch
 
     def summary(self) -> dict[str, Any]:
         return {"requested": self.requested, "effective": self.effective, "limits": self.memory,
                 "degraded": self.degraded, "cgroup": str(self.cgroup) if self.cgroup else None}
+
+
+def worker_settings(plan: PoolIsolation, worker: str, *, runtime_dir: Path, heartbeat_interval: float,
+                    credit: int, options: dict[str, Any]) -> m.WorkerSettings:
+    """What worker `worker` of `plan`'s pool starts with: its sandbox argv and its cgroup leaves,
+    made now when parad owns a cgroup subtree."""
+    worker_leaf = command_leaf = None
+    if plan.cgroup is not None:
+        worker_leaf, command_leaf = cgroup.make_worker(plan.cgroup, worker)
+    # The worker moves each command into its leaf from inside the sandbox, so the leaf is bound in.
+    launch = plan.launch_argv(binds=[str(command_leaf)] if command_leaf is not None else [])
+    return m.WorkerSettings(
+        str(runtime_dir), heartbeat_interval, credit, options, launch=launch, env=plan.env, lend_ids=plan.lend_ids,
+        cgroup_worker=_str(worker_leaf), cgroup_command=_str(command_leaf))
+
+
+def _str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def policy_of(options: BaseModel) -> tuple[SandboxPolicy | None, bool]:

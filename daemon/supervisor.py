@@ -445,19 +445,9 @@ class Supervisor:
 
     def _spawn(self, pool: Pool) -> None:
         worker = pool.new_worker()
-        d = self.config.daemon
-        plan = self.isolation[pool.name]
-        settings = {
-            "runtime_dir": str(self.endpoints.runtime_dir), "heartbeat_interval": d.heartbeat_interval,
-            "credit": pool.credit, "options": pool.options, "launch": plan.launch_argv(), "env": plan.env,
-            "lend_ids": plan.lend_ids,
-        }
-        if plan.cgroup is not None:
-            leaf, command = cgroup.make_worker(plan.cgroup, worker.id)
-            settings |= {"cgroup_worker": str(leaf), "cgroup_command": str(command)}
-            if plan.launch:
-                # The worker moves each command into its leaf from inside the sandbox.
-                settings["launch"] = plan.launch[:-1] + ["--bind", str(command), str(command), "--"]
+        settings = isolation.worker_settings(
+            self.isolation[pool.name], worker.id, runtime_dir=self.endpoints.runtime_dir,
+            heartbeat_interval=self.config.daemon.heartbeat_interval, credit=pool.credit, options=pool.options)
         self.forkserver.spawn(m.Spawn(worker.id, pool.name, pool.tool.name, settings))
 
     def _stop_worker(self, worker: WorkerHandle, reason: str) -> None:

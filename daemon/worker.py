@@ -41,17 +41,17 @@ BATCH_BYTES = 1 << 20   # most bytes of output or results packed into one frame
 
 
 class Worker:
-    def __init__(self, worker_id: str, tool: str, settings: dict[str, Any]) -> None:
+    def __init__(self, worker_id: str, tool: str, settings: m.WorkerSettings) -> None:
         self.id = worker_id
         self.tool = TOOLS[tool]()
-        self.options = self.tool.Options.model_validate(settings["options"])
+        self.options = self.tool.Options.model_validate(settings.options)
         self.held = self.tool.held_limits(self.options)
         if self.held is not None:
             self.held.apply()
-        self.credit = settings["credit"]
-        self.command_cgroup = Path(settings["cgroup_command"]) if settings.get("cgroup_command") else None
-        self.heartbeat_interval = settings["heartbeat_interval"]
-        endpoints = Endpoints(Path(settings["runtime_dir"]))
+        self.credit = settings.credit
+        self.command_cgroup = Path(settings.cgroup_command) if settings.cgroup_command else None
+        self.heartbeat_interval = settings.heartbeat_interval
+        endpoints = Endpoints(_runtime_dir(settings))
         self.ctx = zmq.Context()
         self.command = make_socket(self.ctx, zmq.DEALER, identity=worker_id.encode())
         self.command.connect(endpoints.worker("command"))
@@ -83,7 +83,7 @@ class Worker:
             # root's file ids to reach parad's sockets; this thread reads as `reader`.
             identity.as_reader(*reader)
         user = self.tool.command_user(self.options)
-        if user is not None and settings.get("lend_ids"):
+        if user is not None and settings.lend_ids:
             # Commands as `user` can then start by posix_spawn, about 1.5 ms
             # cheaper than a fork. `user` may now signal the worker: parad
             # lends only where the worker is alone in its pid namespace and
@@ -360,7 +360,14 @@ def _result(task: m.TaskSpec, answer: Finished | None, outcome: Outcome | None) 
     return result
 
 
-def worker_main(worker_id: str, tool: str, settings: dict[str, Any]) -> None:
+def _runtime_dir(settings: m.WorkerSettings) -> Path:
+    """parad's runtime directory; inside a sandbox, which hides it, through our descriptor of it."""
+    if settings.runtime_fd is not None:
+        return Path(f"/proc/self/fd/{settings.runtime_fd}")
+    return Path(settings.runtime_dir)
+
+
+def worker_main(worker_id: str, tool: str, settings: m.WorkerSettings) -> None:
     """Entry point in a freshly forked child, or in a sandbox (see forkserver)."""
     # Nothing a command runs gains privileges, and none can reach into the worker.
     prctl.set_no_new_privs()
@@ -385,5 +392,5 @@ if __name__ == "__main__":
     with os.fdopen(int(sys.argv[1]), "rb") as spawn_file:
         request = codec.decode(spawn_file.read())
     # The descriptor of parad's runtime directory stays ours: no command may inherit it.
-    os.set_inheritable(int(request.settings["runtime_dir"].rsplit("/", 1)[1]), False)
+    os.set_inheritable(request.settings.runtime_fd, False)
     worker_main(request.worker, request.tool, request.settings)

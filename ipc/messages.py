@@ -279,11 +279,30 @@ class Heartbeat:
 # ---- supervisor <-> fork server (socketpair) ---------------------------
 
 @dataclass(slots=True)
+class WorkerSettings:
+    """How one worker starts: built by daemon/isolation.py, read by the fork server and the worker.
+
+    Inside a sandbox the worker gets them from a memfd, with `launch` cleared
+    and `runtime_fd` set: `runtime_dir` is hidden there.
+    """
+    runtime_dir: str                    # parad's runtime directory (the worker sockets), as parad sees it
+    heartbeat_interval: float
+    credit: int
+    options: dict[str, Any]             # the pool's tool options, as JSON
+    launch: list[str] | None = None     # bubblewrap's argv, ending in "--": exec the worker through it; None: fork only
+    env: dict[str, str] | None = None   # a sandboxed worker's whole environment
+    lend_ids: bool = False              # the worker may lend run_as its real ids (see sandbox/spawn.py)
+    cgroup_worker: str | None = None    # the worker's cgroup leaf, when parad owns a cgroup subtree
+    cgroup_command: str | None = None   # its commands' leaf
+    runtime_fd: int | None = None       # inside a sandbox: an O_PATH descriptor of runtime_dir (/proc/self/fd/N)
+
+
+@dataclass(slots=True)
 class Spawn:
     worker: str
     pool: str
     tool: str
-    settings: dict[str, Any]
+    settings: WorkerSettings
 
 
 @dataclass(slots=True)
@@ -307,5 +326,5 @@ WIRE_TAGS: dict[type, int] = {
     Chunk: 13, TaskResult: 14, Done: 15, Assign: 16, CancelTask: 17,
     Stop: 18, Ready: 19, TaskEvent: 20, ErrorReport: 21, Heartbeat: 22,
     Spawn: 23, Spawned: 24, Exited: 25, SubmitBatch: 26, Scale: 27, Relay: 28, Relayed: 29,
-    PauseOutput: 30, ResumeOutput: 31,
+    PauseOutput: 30, ResumeOutput: 31, WorkerSettings: 32,
 }

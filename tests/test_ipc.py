@@ -15,6 +15,9 @@ from para.ipc import messages as m
 from para.ipc.endpoints import WORKER_CHANNELS, Endpoints
 
 
+_MESSAGES = {cls.__name__: cls for cls in m.WIRE_TAGS}
+
+
 def _sample(cls: type) -> object:
     """An instance of `cls` with a non-default value in every field."""
     values = {}
@@ -26,6 +29,8 @@ def _sample(cls: type) -> object:
             values[f.name] = m.TaskResult("t-1", "bash", m.FAILED, 2, None, b"out\xff", b"err", True, {"k": [1]})
         elif f.name == "tasks":
             values[f.name] = [m.TaskSpec("a", "echo", {"x": 1}), m.TaskSpec("b", "echo", {})]
+        elif t in _MESSAGES:  # a field declared to hold one message (Spawn.settings)
+            values[f.name] = _sample(_MESSAGES[t])
         elif t.startswith("dict"):
             values[f.name] = {"nested": {"deep": [1, 2.5, None]}}
         elif "bytes" in t:
@@ -49,6 +54,19 @@ def _sample(cls: type) -> object:
 def test_every_message_round_trips(cls: type) -> None:
     message = _sample(cls)
     assert codec.decode(codec.encode(message)) == message
+
+
+def test_a_spawn_carries_typed_worker_settings() -> None:
+    settings = m.WorkerSettings("/run/para", 0.5, 4, {"sandbox": {"network": False}},
+                                launch=["/usr/bin/bwrap", "--unshare-pid", "--"], env={"PATH": "/usr/bin"},
+                                lend_ids=True, cgroup_worker="/cg/pool-bash/bash-1/worker",
+                                cgroup_command="/cg/pool-bash/bash-1/command", runtime_fd=5)
+    spawn = codec.decode(codec.encode(m.Spawn("bash-1", "bash", "bash", settings)))
+    assert spawn == m.Spawn("bash-1", "bash", "bash", settings)
+    assert type(spawn.settings) is m.WorkerSettings and spawn.settings.runtime_fd == 5
+    shapes.check(spawn, (m.Spawn,))
+    with pytest.raises(codec.ProtocolError, match="Spawn.settings is dict, expected WorkerSettings"):
+        shapes.check(m.Spawn("bash-1", "bash", "bash", {"credit": 4}), (m.Spawn,))
 
 
 def test_tags_are_unique() -> None:

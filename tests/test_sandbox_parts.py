@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from para.daemon import isolation
+from para.daemon.tools.bash import BashOptions
 from para.sandbox import cgroup, namespaces
 from para.sandbox.policy import PolicyError, SandboxPolicy, TaskPolicy, mounts_differ, tighten
-from para.sandbox.probe import probe
+from para.sandbox.probe import HostSupport, probe
 
 HOST = probe()
 
@@ -102,6 +104,27 @@ def test_worker_argv_runs_a_command_in_the_sandbox(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) < 10  # a fresh pid namespace
     assert (tmp_path / "w" / "f").read_text() == "in\n"
+
+
+def _plans(options: dict, cgroup_root: Path | None) -> dict:
+    host = HostSupport("/usr/bin/bwrap", True, False, None, True, cgroup_root, None, True)
+    return isolation.plan({"bash": BashOptions.model_validate(options)}, host, hide=[])
+
+
+def test_isolation_builds_the_worker_settings_and_binds_the_command_leaf(fake_cgroup: Path) -> None:
+    root = fake_cgroup / "user.slice" / "parad.service"
+    common = {"runtime_dir": Path("/run/para"), "heartbeat_interval": 0.5, "credit": 1, "options": {}}
+    settings = isolation.worker_settings(_plans({}, root)["bash"], "bash-1", **common)
+    leaf = root / "pool-bash" / "bash-1"
+    assert (settings.cgroup_worker, settings.cgroup_command) == (str(leaf / "worker"), str(leaf / "command"))
+    assert (leaf / "command").is_dir()
+    # The leaf is bound last, after every cover, so none can hide it from the worker.
+    assert settings.launch[-4:] == ["--bind", str(leaf / "command"), str(leaf / "command"), "--"]
+    plain = isolation.worker_settings(_plans({}, None)["bash"], "bash-1", **common)
+    assert plain.launch == settings.launch[:-4] + ["--"] and plain.cgroup_command is None
+    assert plain.launch[0] == "/usr/bin/bwrap" and plain.runtime_dir == "/run/para" and plain.runtime_fd is None
+    none = isolation.worker_settings(_plans({"sandbox": {"isolation": "none"}}, root)["bash"], "bash-2", **common)
+    assert none.launch is None and none.cgroup_command == str(root / "pool-bash" / "bash-2" / "command")
 
 
 # ---- cgroups, against a directory laid out like cgroup2 --------------------------------------
