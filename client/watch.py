@@ -12,10 +12,10 @@ from typing import Any
 
 import zmq
 
-from para.ipc import codec
+from para.ipc import channels
 from para.ipc.endpoints import Endpoints, default_runtime_dir
 
-TOPICS = ("progress", "results", "errors", "metrics")
+TOPICS = channels.TOPIC_NAMES
 
 
 def watch(runtime_dir: str | Path | None = None, topics: tuple[str, ...] = TOPICS,
@@ -25,17 +25,11 @@ def watch(runtime_dir: str | Path | None = None, topics: tuple[str, ...] = TOPIC
     if unknown:
         raise ValueError(f"unknown topic(s) {', '.join(sorted(unknown))}; topics: {', '.join(TOPICS)}")
     endpoints = Endpoints(Path(runtime_dir or default_runtime_dir()).absolute())
-    ctx = zmq.Context.instance()
-    sock = ctx.socket(zmq.SUB)
-    sock.linger = 0
+    sock = channels.subscribe(zmq.Context.instance(), endpoints, topics)
     try:
-        for topic in topics:
-            sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        sock.connect(endpoints.events)
         while True:
             if not sock.poll(None if timeout is None else int(timeout * 1000)):
                 return
-            topic, payload = sock.recv_multipart()
-            yield topic.decode(), codec.decode(payload)
+            yield channels.receive_event(sock)
     finally:
         sock.close()

@@ -22,8 +22,8 @@ from para.daemon.admission import Refusal
 from para.daemon.scheduler import session_key
 from para.daemon.tasks import TaskRecord
 from para.ipc import messages as m
+from para.ipc.channels import CHILD_PREFIX as CHILD
 
-CHILD = b"\x00child\x00"   # ZeroMQ's own identities are 5 bytes: no clash
 REQUESTS = (m.Hello, m.Ping, m.Submit, m.Cancel)
 
 

@@ -14,7 +14,7 @@ import zmq
 
 from para.daemon.pool import Pool, WorkerHandle
 from para.daemon.tasks import TaskRecord
-from para.ipc import codec
+from para.ipc import channels
 from para.ipc import messages as m
 
 if TYPE_CHECKING:
@@ -61,15 +61,15 @@ class Dispatcher:
 
     def _assign(self, pool: Pool, worker: WorkerHandle, records: list[TaskRecord]) -> None:
         now = time.monotonic()
-        frames = []
+        assigns = []
         events = self.sup.events.wanted(b"progress")
         for record in records:
             record.state, record.worker, record.started = m.RUNNING, worker.id, now
             record.attempts += 1
             worker.tasks[record.spec.id] = record
-            frames.append(codec.encode(m.Assign(record.spec, record.attempts, events)))
+            assigns.append(m.Assign(record.spec, record.attempts, events))
         worker.credit -= len(records)
-        if not self.send_frame(worker.id, codec.encode_batch(frames)):
+        if not channels.send_to_worker(self.sock, worker.id, assigns):
             # Unroutable: the worker is going away. Its exit report would count
             # these as attempts; they never ran, so put them back instead.
             for record in reversed(records):
@@ -82,11 +82,4 @@ class Dispatcher:
 
     def send(self, worker_id: str, msg: Any) -> bool:
         """Send one message to a worker on its command channel; False if it cannot be routed."""
-        return self.send_frame(worker_id, codec.encode(msg))
-
-    def send_frame(self, worker_id: str, frame: bytes) -> bool:
-        try:
-            self.sock.send_multipart([worker_id.encode(), frame], zmq.NOBLOCK)
-            return True
-        except zmq.ZMQError:
-            return False
+        return channels.send_to_worker(self.sock, worker_id, [msg])

@@ -2,7 +2,7 @@
 
 Encoding an event for nobody would cost the hot path for nothing, so events
 are built and sent only when some subscription matches their topic.
-Topics: progress, results, errors, metrics.
+Topics (ipc/channels.py): progress, results, errors, metrics.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from typing import Any
 
 import zmq
 
-from para.ipc import codec
-
-TOPICS = (b"progress", b"results", b"errors", b"metrics")
+from para.ipc import channels
+from para.ipc.channels import TOPICS  # noqa: F401  (the topics `publish` takes)
 
 
 class EventPublisher:
@@ -48,7 +47,4 @@ class EventPublisher:
 
     def publish(self, topic: bytes, make: Callable[[], Any]) -> None:
         if self._subscriptions and self.wanted(topic):
-            try:
-                self.sock.send_multipart([topic, codec.encode(make())], zmq.NOBLOCK)
-            except zmq.Again:
-                pass  # a slow watcher loses events; it never slows the daemon
+            channels.publish(self.sock, topic, make())  # a slow watcher loses events; it never slows the daemon

@@ -47,9 +47,9 @@ from para.daemon.signals import SignalPipe
 from para.daemon.tasks import TaskTable
 from para.daemon.timers import Timers
 from para.daemon.tools import TOOLS
+from para.ipc import channels
 from para.ipc import messages as m
-from para.ipc.endpoints import WORKER_CHANNELS, Endpoints
-from para.ipc.sockets import make_socket
+from para.ipc.endpoints import Endpoints
 from para.sandbox import cgroup, namespaces, prctl, probe, tree
 
 log = logging.getLogger("parad")
@@ -136,23 +136,11 @@ class Supervisor:
 
     def _bind(self) -> None:
         d = self.config.daemon
-        self.control = make_socket(self.ctx, zmq.ROUTER)
-        # The daemon answers oversized requests itself; this hard cap only stops abuse.
-        self.control.setsockopt(zmq.MAXMSGSIZE, 4 * d.max_message_size)
-        # A short queue per client, and a full one refuses a send instead of
-        # dropping it: what a client does not read waits, counted, in outbox.py.
-        self.control.setsockopt(zmq.SNDHWM, outbox.SNDHWM)
-        self.control.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        self.control.bind(self.endpoints.control)
-        self.events = EventPublisher(make_socket(self.ctx, zmq.XPUB))
-        self.events.sock.bind(self.endpoints.events)
-        self.worker_socks: dict[str, zmq.Socket] = {}
-        for channel in WORKER_CHANNELS:
-            sock = make_socket(self.ctx, zmq.ROUTER if channel == "command" else zmq.PULL)
-            if channel == "command":
-                sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-            sock.bind(self.endpoints.worker(channel))
-            self.worker_socks[channel] = sock
+        # The daemon answers oversized requests itself; the hard cap (4x) only stops abuse.
+        # A short queue per client: what a client does not read waits, counted, in outbox.py.
+        self.control = channels.bind_control(self.ctx, self.endpoints, 4 * d.max_message_size, outbox.SNDHWM)
+        self.events = EventPublisher(channels.bind_events(self.ctx, self.endpoints))
+        self.worker_socks = channels.bind_worker_channels(self.ctx, self.endpoints)
         self.sockets = [self.control, self.events.sock, *self.worker_socks.values()]
         for path in self.endpoints.socket_paths():
             os.chmod(path, 0o600)
@@ -329,7 +317,7 @@ class Supervisor:
     # ---- worker channels -----------------------------------------------------
 
     def _on_worker_command(self, frames: list[bytes]) -> None:
-        msg = self.intake.decode("worker_command", frames[-1], (m.Ready, m.Relayed))
+        msg = self.intake.decode("worker_command", frames[-1], channels.COMMAND.up)
         if msg is not None and frames[0] != msg.worker.encode():
             self.intake.drop("worker_command", f"a {type(msg).__name__} for worker {msg.worker!r} from another peer")
             return
@@ -352,7 +340,7 @@ class Supervisor:
         self.dispatcher.dispatch(pool)
 
     def _on_metrics(self, frames: list[bytes]) -> None:
-        beat = self.intake.decode("worker_metrics", frames[0], (m.Heartbeat,))
+        beat = self.intake.decode("worker_metrics", frames[0], channels.METRICS.up)
         worker = self._find_worker(beat.worker) if beat is not None else None
         if worker is None:
             return
@@ -368,12 +356,12 @@ class Supervisor:
     def _on_event(self, frames: list[bytes]) -> None:
         # Workers send events only while someone watches, so decoding each costs nothing otherwise.
         for part in self.intake.split("worker_event", frames[0]):
-            event = self.intake.decode("worker_event", part, (m.TaskEvent,))
+            event = self.intake.decode("worker_event", part, channels.EVENT.up)
             if event is not None:
                 self.events.publish(b"progress", lambda: event)
 
     def _on_error(self, frames: list[bytes]) -> None:
-        report = self.intake.decode("worker_error", frames[0], (m.ErrorReport,))
+        report = self.intake.decode("worker_error", frames[0], channels.ERROR.up)
         if report is None:
             return
         log.warning("worker %s, task %s: %s: %s", report.worker, report.task_id, report.kind, report.message)
@@ -383,7 +371,7 @@ class Supervisor:
 
     def _on_data(self, frames: list[bytes]) -> None:
         for part in self.intake.split("worker_data", frames[0]):
-            msg = self.intake.decode("worker_data", part, (m.Chunk, m.Done))
+            msg = self.intake.decode("worker_data", part, channels.DATA.up)
             if msg is None:
                 continue
             if isinstance(msg, m.Chunk):

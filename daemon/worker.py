@@ -20,6 +20,7 @@ import collections
 import os
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +30,13 @@ import zmq
 from para.daemon.child_relay import ChildRelay
 from para.daemon.tools import TOOLS
 from para.daemon.tools.base import Finished, RunCommand, TaskContext, ToolFailure
-from para.ipc import codec
+from para.ipc import channels, codec
 from para.ipc import messages as m
+from para.ipc.channels import DATA_HWM
 from para.ipc.endpoints import Endpoints
-from para.ipc.sockets import make_socket
 from para.sandbox import identity, prctl, spawn
 from para.sandbox.command import Command, Outcome
 
-DATA_HWM = 64           # frames queued toward the supervisor before backpressure
 BATCH_BYTES = 1 << 20   # most bytes of output or results packed into one frame
 
 
@@ -53,13 +53,9 @@ class Worker:
         self.heartbeat_interval = settings.heartbeat_interval
         endpoints = Endpoints(_runtime_dir(settings))
         self.ctx = zmq.Context()
-        self.command = make_socket(self.ctx, zmq.DEALER, identity=worker_id.encode())
-        self.command.connect(endpoints.worker("command"))
-        self.out = {}
-        for channel in ("event", "data", "error", "metrics"):
-            sock = make_socket(self.ctx, zmq.PUSH, hwm=DATA_HWM if channel == "data" else None)
-            sock.connect(endpoints.worker(channel))
-            self.out[channel] = sock
+        self.channels = channels.WorkerEnd(self.ctx, endpoints, worker_id)
+        self.command, self.data = self.channels.command, self.channels.sockets["data"]
+        self.on_command = self._command_handlers()
         self.pending: collections.deque[m.Assign] = collections.deque()
         self.current: m.Assign | None = None
         self.running: Command | None = None
@@ -93,7 +89,7 @@ class Worker:
     # ---- main loop ---------------------------------------------------------
 
     def run(self) -> None:
-        self.command.send(codec.encode(m.Ready(self.id, os.getpid(), self.credit)))
+        self.channels.send("command", m.Ready(self.id, os.getpid(), self.credit))
         next_heartbeat = time.monotonic()
         while not (self.stopping and self.current is None and not self.pending):
             now = time.monotonic()
@@ -115,8 +111,8 @@ class Worker:
                 elif self.relay is not None and sock is self.relay.sock:
                     current = self.current.task.id if self.current else None
                     for relayed in self.relay.on_readable(current):
-                        self.command.send(codec.encode(relayed))
-                elif sock is self.out["data"]:
+                        self.channels.send("command", relayed)
+                elif sock is self.data:
                     self._flush_data()
                 elif self.running is not None:
                     self.running.on_readable(sock)
@@ -145,30 +141,36 @@ class Worker:
             if fd not in old_pipes:
                 self._poll.register(fd, zmq.POLLIN)
         if key[0] and not backlog:
-            self._poll.register(self.out["data"], zmq.POLLOUT)
+            self._poll.register(self.data, zmq.POLLOUT)
         elif backlog and not key[0]:
-            self._poll.unregister(self.out["data"])
+            self._poll.unregister(self.data)
         self._poll_key = key
         return self._poll
 
+    def _command_handlers(self) -> dict[type, Callable[[Any], None]]:
+        """What each message parad sends on the command channel does here."""
+        return {
+            m.Assign: self._queue, m.CancelTask: lambda msg: self._cancel(msg.task_id),
+            m.Stop: self._stop, m.Relay: self._relay_down,
+            m.PauseOutput: lambda msg: self._pause(msg.task_id, True),
+            m.ResumeOutput: lambda msg: self._pause(msg.task_id, False),
+        }
+
     def _on_command(self) -> None:
-        while True:
-            try:
-                frame = self.command.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            for part in codec.split(frame):
-                msg = codec.decode(part)
-                if isinstance(msg, m.Assign):
-                    self.pending.append(msg)
-                elif isinstance(msg, m.CancelTask):
-                    self._cancel(msg.task_id)
-                elif isinstance(msg, m.Stop):
-                    self.stopping = True
-                elif isinstance(msg, m.Relay) and self.relay is not None:
-                    self.relay.deliver(msg)
-                elif isinstance(msg, (m.PauseOutput, m.ResumeOutput)):
-                    self._pause(msg.task_id, isinstance(msg, m.PauseOutput))
+        for msg in self.channels.commands():
+            handler = self.on_command.get(type(msg))
+            if handler is not None:
+                handler(msg)
+
+    def _queue(self, msg: m.Assign) -> None:
+        self.pending.append(msg)
+
+    def _stop(self, msg: m.Stop) -> None:
+        self.stopping = True
+
+    def _relay_down(self, msg: m.Relay) -> None:
+        if self.relay is not None:
+            self.relay.deliver(msg)
 
     def _pause(self, task_id: str, pause: bool) -> None:
         # Remembered for a task not started yet; a running command stops or resumes reading its pipes.
@@ -289,16 +291,15 @@ class Worker:
     # ---- channels ----------------------------------------------------------
 
     def _send(self, channel: str, msg: Any) -> None:
-        self.out[channel].send(codec.encode(msg))
+        self.channels.send(channel, msg)
 
     def _flush_events(self) -> None:
         if self.events:
-            self.out["event"].send(codec.encode_batch(self.events))
+            self.channels.send_encoded("event", self.events)
             self.events = []
 
     def _flush_data(self, block: bool = False) -> None:
         """Send waiting output and results, many per frame; stop when the channel is full."""
-        sock = self.out["data"]
         backlog = self.data_backlog
         while backlog:
             batch, size = [], 0
@@ -307,9 +308,7 @@ class Worker:
                     break
                 batch.append(frame)
                 size += len(frame)
-            try:
-                sock.send(codec.encode_batch(batch), 0 if block else zmq.NOBLOCK)
-            except zmq.Again:
+            if not self.channels.send_encoded("data", batch, block):
                 return
             for _ in batch:
                 backlog.popleft()
@@ -325,8 +324,7 @@ class Worker:
             self.running.close()
         if self.relay is not None:
             self.relay.close()
-        for sock in [self.command, *self.out.values()]:
-            sock.close(linger=1000)
+        self.channels.close(linger=1000)
         self.ctx.term()
 
 

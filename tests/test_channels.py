@@ -1,7 +1,19 @@
-"""Separate channels: a 50 MB output flood delays neither heartbeats nor a cancel."""
+"""Separate channels: a 50 MB output flood delays neither heartbeats nor a cancel; and
+both ends of each socket, as ipc/channels.py sets them up, exchanging messages."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
+import zmq
+
+from para.client import watch
+from para.daemon import children, events
+from para.daemon.worker import Worker
+from para.ipc import channels, codec
+from para.ipc import messages as m
+from para.ipc.endpoints import Endpoints
 from tests.conftest import wait_until
 
 MB = 1 << 20
@@ -40,3 +52,106 @@ def test_flood_does_not_delay_heartbeats_or_cancel(start_daemon) -> None:
     assert received == 50 * MB and result.stdout_bytes == 50 * MB and not result.truncated
     assert "sent no heartbeat" not in d.log()
     assert {w["id"] for w in d.workers("bash")} >= {flooder["id"]}  # never declared hung
+
+
+# ---- ipc/channels.py: both ends of each socket, as parad and a worker set them up ----
+
+WAIT_MS = 10_000   # a bound, not a pace: each wait returns as soon as the frame is there
+UP = {"command": m.Ready("bash-1", 42, 4), "event": m.TaskEvent("t1", "bash-1", "started", {"attempt": 1}),
+      "data": m.Done(m.TaskResult("t1", "bash", m.SUCCEEDED, stdout=b"hi")),
+      "error": m.ErrorReport("bash-1", "t1", "limit", "output limit"),
+      "metrics": m.Heartbeat("bash-1", 42, 1, 1 << 20, 0.5)}
+
+
+@pytest.fixture
+def wire(tmp_path) -> Iterator[tuple[zmq.Context, Endpoints]]:
+    endpoints = Endpoints(tmp_path)
+    endpoints.worker_dir.mkdir()
+    ctx = zmq.Context()
+    try:
+        yield ctx, endpoints
+    finally:
+        ctx.destroy(linger=0)
+
+
+def _recv(sock: zmq.Socket) -> list[bytes]:
+    assert sock.poll(WAIT_MS), "nothing arrived"
+    return sock.recv_multipart()
+
+
+def test_every_worker_channel_carries_its_messages_both_ways(wire) -> None:
+    ctx, endpoints = wire
+    parad = channels.bind_worker_channels(ctx, endpoints)
+    worker = channels.WorkerEnd(ctx, endpoints, "bash-1")
+    assert set(parad) == set(channels.CHANNELS) == set(worker.sockets)
+    for name, channel in channels.CHANNELS.items():
+        assert parad[name].type == channel.parad_kind and worker.sockets[name].type == channel.worker_kind
+        assert isinstance(UP[name], channel.up)
+        worker.send(name, UP[name])
+        frames = _recv(parad[name])
+        assert codec.decode(frames[-1]) == UP[name]
+        if name == "command":
+            assert frames[0] == b"bash-1"   # the worker's identity routes parad's answers
+    assert worker.sockets["data"].getsockopt(zmq.SNDHWM) == channels.DATA_HWM
+    # Down the command channel, many messages in one frame, decoded in order.
+    down = [m.Assign(m.TaskSpec("t1", "bash", {"command": "true"}), 1), m.CancelTask("t1"), m.PauseOutput("t1"),
+            m.ResumeOutput("t1"), m.Relay(b"id", b"frame"), m.Stop(2.0)]
+    assert {type(msg) for msg in down} == set(channels.COMMAND.down)
+    assert channels.send_to_worker(parad["command"], "bash-1", down)
+    assert worker.command.poll(WAIT_MS)
+    assert list(worker.commands()) == down
+    # Batched frames up, as the worker's data and event loops send them.
+    assert worker.send_encoded("data", [codec.encode(UP["data"]), codec.encode(UP["data"])])
+    assert [codec.decode(f) for f in codec.split(_recv(parad["data"])[0])] == [UP["data"]] * 2
+    # A worker that is not there: the send says so instead of vanishing.
+    assert not channels.send_to_worker(parad["command"], "bash-9", [m.Stop(1.0)])
+    worker.close(linger=0)
+    for sock in parad.values():
+        sock.close()
+
+
+def test_the_control_socket_routes_replies_and_refuses_unknown_clients(wire) -> None:
+    ctx, endpoints = wire
+    control = channels.bind_control(ctx, endpoints, max_message_size=1 << 16, sndhwm=4)
+    assert control.getsockopt(zmq.SNDHWM) == 4 and control.getsockopt(zmq.MAXMSGSIZE) == 1 << 16
+    client = ctx.socket(zmq.DEALER)
+    client.connect(endpoints.control)
+    client.send(codec.encode(m.Ping(7)))
+    identity, frame = _recv(control)
+    assert codec.decode(frame) == m.Ping(7)
+    control.send_multipart([identity, codec.encode(m.Pong(7))])
+    assert codec.decode(_recv(client)[0]) == m.Pong(7)
+    with pytest.raises(zmq.ZMQError):   # ROUTER_MANDATORY: the outbox counts on a refusal, not a silent drop
+        control.send_multipart([b"nobody", codec.encode(m.Pong(8))], zmq.NOBLOCK)
+    client.close()
+    control.close()
+
+
+def test_events_reach_a_watcher_by_topic_name(wire) -> None:
+    ctx, endpoints = wire
+    publisher = channels.bind_events(ctx, endpoints)
+    watcher = channels.subscribe(ctx, endpoints, ["errors"])
+    assert _recv(publisher) == [b"\x01errors"]   # XPUB tells parad who listens
+    report = m.ErrorReport("bash-1", None, "exception", "boom")
+    assert channels.publish(publisher, b"progress", m.TaskEvent("t1", "bash-1", "started"))
+    assert channels.publish(publisher, b"errors", report)
+    assert watcher.poll(WAIT_MS)
+    assert channels.receive_event(watcher) == ("errors", report)   # progress was never subscribed to
+    watcher.close()
+    publisher.close()
+
+
+def test_wire_names_are_defined_once_in_ipc() -> None:
+    assert channels.TOPIC_NAMES == tuple(t.decode() for t in channels.TOPICS)
+    assert events.TOPICS is channels.TOPICS and watch.TOPICS is channels.TOPIC_NAMES
+    assert children.CHILD is channels.CHILD_PREFIX
+    assert children.split_owner(children.owner_for("bash-1", b"abc")) == ("bash-1", b"abc")
+
+
+def _handlers(cls: type) -> dict[type, object]:
+    # The tables are built from bound methods alone, so a bare instance shows them.
+    return cls._command_handlers(object.__new__(cls))
+
+
+def test_every_command_a_worker_takes_has_its_handler() -> None:
+    assert set(_handlers(Worker)) == set(channels.COMMAND.down)

@@ -1,0 +1,186 @@
+"""Both ends of parad's sockets: kinds, options, topics, identities, send and receive.
+
+parad binds every socket in its runtime directory (endpoints.py):
+
+    control   ROUTER  <- each client's DEALER: requests up, replies down (CLIENT_REQUESTS)
+    events    XPUB    -> watchers' SUB, by topic (TOPICS)
+    command   ROUTER <-> each worker's DEALER, whose identity is the worker id
+    event     PULL    <- workers' PUSH: TaskEvent batches
+    data      PULL    <- workers' PUSH: Chunk and Done batches, bounded (DATA_HWM)
+    error     PULL    <- workers' PUSH: ErrorReport
+    metrics   PULL    <- workers' PUSH: Heartbeat
+
+Five worker channels, not one, so a flood of output never delays a heartbeat
+or a cancel. Each channel names the messages that may cross it, each way:
+parad's intake checks what arrives against them. What to send and when is
+the daemon's business; only what makes the wire work lives here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from para.ipc import codec
+from para.ipc import messages as m
+from para.ipc.endpoints import WORKER_CHANNELS, Endpoints
+from para.ipc.sockets import make_socket
+
+DATA_HWM = 64   # data frames a worker queues toward parad before its output backs up
+
+# Event topics: the wire form (bytes) and the form people type (str).
+TOPICS = (b"progress", b"results", b"errors", b"metrics")
+TOPIC_NAMES = tuple(t.decode() for t in TOPICS)
+
+# The control socket's identity of a client inside a worker's command (nested
+# tasks) starts with this; ZeroMQ's own identities are 5 bytes: no clash.
+CHILD_PREFIX = b"\x00child\x00"
+
+# What a client may ask on the control socket.
+CLIENT_REQUESTS: tuple[type, ...] = (m.Hello, m.Ping, m.Submit, m.SubmitBatch, m.Scale, m.Cancel, m.Query, m.Shutdown)
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One worker channel: the socket kind at each end, and what crosses it each way."""
+    name: str
+    parad_kind: int
+    worker_kind: int
+    up: tuple[type, ...]            # worker -> parad
+    down: tuple[type, ...] = ()     # parad -> worker
+    worker_hwm: int | None = None
+
+
+COMMAND = Channel("command", zmq.ROUTER, zmq.DEALER, up=(m.Ready, m.Relayed),
+                  down=(m.Assign, m.CancelTask, m.Stop, m.Relay, m.PauseOutput, m.ResumeOutput))
+EVENT = Channel("event", zmq.PULL, zmq.PUSH, up=(m.TaskEvent,))
+DATA = Channel("data", zmq.PULL, zmq.PUSH, up=(m.Chunk, m.Done), worker_hwm=DATA_HWM)
+ERROR = Channel("error", zmq.PULL, zmq.PUSH, up=(m.ErrorReport,))
+METRICS = Channel("metrics", zmq.PULL, zmq.PUSH, up=(m.Heartbeat,))
+CHANNELS = {c.name: c for c in (COMMAND, EVENT, DATA, ERROR, METRICS)}
+assert tuple(CHANNELS) == WORKER_CHANNELS
+
+
+# ---- parad's end -----------------------------------------------------------
+
+def bind_control(ctx: zmq.Context, endpoints: Endpoints, max_message_size: int, sndhwm: int) -> zmq.Socket:
+    """The clients' socket: frames over `max_message_size` are dropped by ZeroMQ, and a
+    client's queue holds `sndhwm` messages; when it is full a send raises instead of dropping."""
+    sock = make_socket(ctx, zmq.ROUTER)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_message_size)
+    sock.setsockopt(zmq.SNDHWM, sndhwm)
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    sock.bind(endpoints.control)
+    return sock
+
+
+def bind_events(ctx: zmq.Context, endpoints: Endpoints) -> zmq.Socket:
+    """The watchers' socket; XPUB, so parad reads who subscribes to what."""
+    sock = make_socket(ctx, zmq.XPUB)
+    sock.bind(endpoints.events)
+    return sock
+
+
+def bind_worker_channels(ctx: zmq.Context, endpoints: Endpoints) -> dict[str, zmq.Socket]:
+    """parad's socket of each worker channel, by name, bound."""
+    socks: dict[str, zmq.Socket] = {}
+    try:
+        for channel in CHANNELS.values():
+            sock = socks[channel.name] = make_socket(ctx, channel.parad_kind)
+            if channel.parad_kind == zmq.ROUTER:
+                # A send to a worker that is gone raises instead of vanishing,
+                # so what was meant for it can go elsewhere.
+                sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            sock.bind(endpoints.worker(channel.name))
+    except BaseException:
+        for sock in socks.values():
+            sock.close()
+        raise
+    return socks
+
+
+def send_to_worker(sock: zmq.Socket, worker_id: str, messages: Iterable[Any]) -> bool:
+    """Send `messages` to one worker on the command channel, as one frame, never blocking.
+
+    False if it cannot be routed: the worker is gone, or not connected yet.
+    """
+    frame = codec.encode_batch([codec.encode(msg) for msg in messages])
+    try:
+        sock.send_multipart([worker_id.encode(), frame], zmq.NOBLOCK)
+        return True
+    except zmq.ZMQError:
+        return False
+
+
+def publish(sock: zmq.Socket, topic: bytes, message: Any) -> bool:
+    """Publish an event on `topic`, never blocking; False if a slow watcher's queue is full."""
+    try:
+        sock.send_multipart([topic, codec.encode(message)], zmq.NOBLOCK)
+        return True
+    except zmq.Again:
+        return False
+
+
+# ---- a worker's end --------------------------------------------------------
+
+class WorkerEnd:
+    """A worker's side of the five channels, connected to parad's."""
+
+    def __init__(self, ctx: zmq.Context, endpoints: Endpoints, worker_id: str) -> None:
+        self.sockets: dict[str, zmq.Socket] = {}
+        for channel in CHANNELS.values():
+            identity = worker_id.encode() if channel.worker_kind == zmq.DEALER else None
+            sock = self.sockets[channel.name] = make_socket(ctx, channel.worker_kind, hwm=channel.worker_hwm,
+                                                            identity=identity)
+            sock.connect(endpoints.worker(channel.name))
+        self.command = self.sockets["command"]
+
+    def send(self, channel: str, message: Any) -> None:
+        """Send one message up `channel`."""
+        self.sockets[channel].send(codec.encode(message))
+
+    def send_encoded(self, channel: str, frames: list[bytes], block: bool = True) -> bool:
+        """Send already encoded messages up `channel` as one frame; False if it is full (block=False)."""
+        try:
+            self.sockets[channel].send(codec.encode_batch(frames), 0 if block else zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            return False
+
+    def commands(self) -> Iterator[Any]:
+        """Every command parad has sent that is waiting, decoded, in order."""
+        while True:
+            try:
+                frame = self.command.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            for part in codec.split(frame):
+                yield codec.decode(part)
+
+    def close(self, linger: int = 1000) -> None:
+        for sock in self.sockets.values():
+            sock.close(linger=linger)
+
+
+# ---- a watcher's end -------------------------------------------------------
+
+def subscribe(ctx: zmq.Context, endpoints: Endpoints, topics: Iterable[str]) -> zmq.Socket:
+    """A socket that receives parad's events of `topics` (names from TOPIC_NAMES)."""
+    sock = make_socket(ctx, zmq.SUB)
+    try:
+        for topic in topics:
+            sock.setsockopt(zmq.SUBSCRIBE, topic.encode())
+        sock.connect(endpoints.events)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def receive_event(sock: zmq.Socket) -> tuple[str, Any]:
+    """The next event on a subscribed socket: (topic name, message)."""
+    topic, payload = sock.recv_multipart()
+    return topic.decode(), codec.decode(payload)
