@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import zmq
@@ -37,6 +38,15 @@ class ClientRequests:
         self.outbox = Outbox(self.sock, supervisor.config.daemon.client_output_budget, supervisor.dispatcher.send,
                              self._relay, self._drained)
         self._parent: TaskRecord | None = None   # set while serving a child client (nested tasks)
+        self.handlers = self._handlers()
+
+    def _handlers(self) -> dict[type, Callable[[bytes, Any], None]]:
+        """Which method serves each request (ipc.channels.CLIENT_REQUESTS)."""
+        return {
+            m.Hello: self._on_hello, m.Ping: self._on_ping, m.Submit: self._on_submit,
+            m.SubmitBatch: self._on_submitbatch, m.Scale: self._on_scale, m.Cancel: self._on_cancel,
+            m.Query: self._on_query, m.Shutdown: self._on_shutdown,
+        }
 
     def send(self, identity: bytes, frame: bytes) -> None:
         """Queue a frame for a client; flush() sends it (see outbox.py)."""
@@ -83,7 +93,7 @@ class ClientRequests:
         except codec.ProtocolError as exc:
             self._refuse(identity, 0, m.E_PROTOCOL, str(exc))
             return
-        handler = getattr(self, f"_on_{type(msg).__name__.lower()}", None)
+        handler = self.handlers.get(type(msg))
         if self._parent is not None and not isinstance(msg, children.REQUESTS):
             self._error(identity, getattr(msg, "req", 0), m.E_INVALID,
                         f"{type(msg).__name__} is not available inside a task: a nested client may submit, cancel and ping")

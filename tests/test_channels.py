@@ -10,6 +10,7 @@ import zmq
 
 from para.client import watch
 from para.daemon import children, events
+from para.daemon.clients import ClientRequests
 from para.daemon.worker import Worker
 from para.ipc import channels, codec
 from para.ipc import messages as m
@@ -150,7 +151,13 @@ def test_wire_names_are_defined_once_in_ipc() -> None:
 
 def _handlers(cls: type) -> dict[type, object]:
     # The tables are built from bound methods alone, so a bare instance shows them.
-    return cls._command_handlers(object.__new__(cls))
+    return (cls._handlers if cls is ClientRequests else cls._command_handlers)(object.__new__(cls))
+
+
+def test_every_client_request_has_its_handler() -> None:
+    table = _handlers(ClientRequests)
+    assert set(table) == set(channels.CLIENT_REQUESTS)
+    assert len({handler.__func__ for handler in table.values()}) == len(table)   # one method each
 
 
 def test_every_command_a_worker_takes_has_its_handler() -> None:
