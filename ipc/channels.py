@@ -67,8 +67,9 @@ assert tuple(CHANNELS) == WORKER_CHANNELS
 # ---- parad's end -----------------------------------------------------------
 
 def bind_control(ctx: zmq.Context, endpoints: Endpoints, max_message_size: int, sndhwm: int) -> zmq.Socket:
-    """The clients' socket: frames over `max_message_size` are dropped by ZeroMQ, and a
-    client's queue holds `sndhwm` messages; when it is full a send raises instead of dropping."""
+    """The clients' socket. ZeroMQ disconnects a peer whose frame passes `max_message_size`;
+    each client's queue holds `sndhwm` messages, and a send to a full one (or to a client
+    that is gone) raises instead of dropping the message."""
     sock = make_socket(ctx, zmq.ROUTER)
     sock.setsockopt(zmq.MAXMSGSIZE, max_message_size)
     sock.setsockopt(zmq.SNDHWM, sndhwm)
