@@ -28,13 +28,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from para.client.errors import InvalidRequest
 from para.client.result import Result
 from para.ipc import messages as m
+from para.ipc.options import options_except
 
 if TYPE_CHECKING:
     from para.client.client import Client, TaskFuture
 
 T = TypeVar("T")
 
-BATCH_TASK_OPTIONS = ("timeout", "priority", "retries", "retry_on", "retry_backoff")
+# A batch task has no stream (its output reaches the client as its result), no session (the
+# batch is one: its tasks take turns with other sessions as one) and no idempotency_key.
+BATCH_TASK_OPTIONS = options_except("stream", "session", "idempotency_key")
 TASK_KEYS = {"id", "tool", "args", "after", *BATCH_TASK_OPTIONS}
 
 

@@ -34,7 +34,7 @@ from para.ipc.endpoints import CHILD_ENDPOINT_ENV, CHILD_TOKEN_ENV, Endpoints, d
 from para.ipc.sockets import make_socket
 
 # Task options a caller may pass beside a tool's own arguments.
-TASK_OPTIONS = ("timeout", "priority", "session", "retries", "stream", "retry_on", "retry_backoff", "idempotency_key")
+from para.ipc.options import TASK_OPTIONS  # (derived from TaskSpec, in ipc)
 MAP_WINDOW = 2048    # tasks in flight during map()
 MAP_BATCH = 128      # tasks per Submit message during map()
 

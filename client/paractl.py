@@ -35,10 +35,13 @@ from para.client.errors import (
 )
 from para.client.result import Result
 from para.ipc import messages as m
+from para.ipc.options import options_except
 
 EX_TOOL, EX_USAGE, EX_UNAVAILABLE, EX_TEMPFAIL = 1, 2, 69, 75
 EX_TIMEOUT, EX_INTERRUPTED = 124, 130
-RUN_OPTIONS = ("timeout", "priority", "session", "retries")
+# Task options `paractl run` takes as key=value; any other key is the tool's argument. Not these:
+# run prints a result when it ends (no stream), and retries are asked for by count alone.
+RUN_OPTIONS = options_except("stream", "retry_on", "retry_backoff", "idempotency_key")
 NO_AUTOSTART = ("shutdown", "cancel", "task", "scale", "drain")  # starting a daemon to ask these is pointless
 
 
