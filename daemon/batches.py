@@ -33,8 +33,9 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from para.daemon import retries
 from para.daemon.admission import Refusal, admit, refuse_if_drained
+from para.daemon.enqueue import enqueue, release, wake
+from para.daemon.pool import Pool
 from para.daemon.tasks import TaskRecord
 from para.ipc import messages as m
 
@@ -200,24 +201,25 @@ class BatchRunner:
         if isinstance(msg.cwd, str):
             for spec in specs:
                 spec.args = substitute_cwd(spec.args, msg.cwd)
-        roots = [s for s in specs if not after.get(s.id)]
-        records = {}
-        for spec in specs:
-            records[spec.id] = self._record(owner, spec, after.get(spec.id, []), msg.batch, roots)
-        batch = Batch(msg.batch, owner, msg.on_failure, after, {}, {}, records)
-        for spec in specs:
+        roots = sum(1 for s in specs if not after.get(s.id))
+        pools = [self._admit(spec, after.get(spec.id, []), msg.batch, roots) for spec in specs]
+        batch = Batch(msg.batch, owner, msg.on_failure, after, {}, {}, {})
+        for spec, pool in zip(specs, pools):
             deps = set(after.get(spec.id, []))
             batch.waiting[spec.id] = len(deps)
             for d in deps:
                 batch.dependents.setdefault(d, []).append(spec.id)
+            batch.records[spec.id] = enqueue(self.sup.tasks, spec, pool, owner, batch=batch.id, pending=bool(deps))
         self.batches[batch.id] = batch
-        for record in records.values():
-            self.sup.tasks.add(record)
-        for spec in roots:
-            self._release(batch, records[spec.id])
+        wake({pool for spec, pool in zip(specs, pools) if not after.get(spec.id)}, self.sup.dispatcher.dispatch,
+             self.sup.maintain)
         return ids
 
-    def _record(self, owner: bytes, spec: m.TaskSpec, deps: list[str], batch_id: str, roots: list) -> TaskRecord:
+    def _admit(self, spec: m.TaskSpec, deps: list[str], batch_id: str, roots: int) -> Pool:
+        """A batch task's pool; BatchError or Refusal (naming the task) if it may not run.
+
+        A task whose arguments refer to other tasks' results is admitted in full when
+        it is released; until then only its tool and its pool's drain are checked."""
         names = {d.split(":", 1)[1] for d in deps}
         unknown = references(spec.args) - names
         if unknown:
@@ -231,16 +233,13 @@ class BatchRunner:
                     raise Refusal(m.E_UNKNOWN_TOOL, f"unknown tool {spec.tool!r}")
                 refuse_if_drained(pool)
             else:
-                pool = admit(spec, self.sup.pools, adding=len(roots))
+                pool = admit(spec, self.sup.pools, adding=roots)
         except Refusal as refusal:
             raise Refusal(refusal.code, f"task {spec.id.split(':', 1)[1]}: {refusal.message}") from None
-        attempts, retry_on = retries.policy_for(spec, pool.tool.retry_safe)
-        record = TaskRecord(spec, pool.name, owner, attempts, state=m.PENDING, retry_on=retry_on)
-        record.batch = batch_id
-        return record
+        return pool
 
-    def _release(self, batch: Batch, record: TaskRecord) -> None:
-        """All dependencies succeeded: resolve references and queue the task."""
+    def _release(self, batch: Batch, record: TaskRecord) -> Pool | None:
+        """All dependencies succeeded: resolve references and queue the task; its pool, or None if it cannot start."""
         spec = record.spec
         try:
             deps = {batch.name(d): self.results[d] for d in batch.after.get(spec.id, [])}
@@ -250,13 +249,9 @@ class BatchRunner:
             message = exc.message if isinstance(exc, Refusal) else str(exc)
             self.sup.lifecycle.complete(record, m.TaskResult(spec.id, spec.tool, m.FAILED, error=f"cannot start: {message}",
                                                              error_code=m.E_INVALID))
-            return
-        if spec.timeout is None:
-            spec.timeout = pool.config.default_timeout
-        record.state = m.QUEUED
-        pool.queue.push(record)
-        self.sup.dispatcher.dispatch(pool)
-        self.sup.maintain(pool)
+            return None
+        release(record, pool)
+        return pool
 
     def on_complete(self, record: TaskRecord, result: m.TaskResult) -> None:
         """A batch task finished (or was skipped): release, skip or settle what depends on it."""
@@ -266,10 +261,13 @@ class BatchRunner:
         batch.finished[record.spec.id] = result.status
         self.results[record.spec.id] = result
         if result.status == m.SUCCEEDED:
+            released = set()
             for j in batch.dependents.get(record.spec.id, []):
                 batch.waiting[j] -= 1
                 if batch.waiting[j] == 0 and batch.records[j].state == m.PENDING:
-                    self._release(batch, batch.records[j])
+                    released.add(self._release(batch, batch.records[j]))
+            released.discard(None)
+            wake(released, self.sup.dispatcher.dispatch, self.sup.maintain)
         elif result.status == m.CANCELLED:
             # Not a failure of the plan: only what needed this task cannot run.
             self._skip(batch, self._dependents_of(batch, record), f"skipped: it depends on {batch.name(record.spec.id)} cancelled")

@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from para.daemon import children, retries
+from para.daemon import children
 from para.daemon.admission import Refusal, admit
 from para.daemon.batches import BatchError
 from para.daemon.dedup import copy_for
+from para.daemon.enqueue import enqueue, wake
 from para.daemon.metrics import exposition
 from para.daemon.outbox import BATCH_FRAMES, Outbox
+from para.daemon.pool import Pool
 from para.daemon.tasks import TaskRecord
 from para.ipc import PROTOCOL_VERSION, codec
 from para.ipc import messages as m
@@ -121,42 +123,35 @@ class ClientRequests:
         if not isinstance(msg.tasks, list):
             self._error(identity, msg.req, m.E_INVALID, "Submit.tasks must be a list of tasks")
             return
-        accepted = []
+        accepted, woken = [], set()
         for spec in msg.tasks:
             task_id = getattr(spec, "id", None)
             try:
-                if self.sup.stopping:
-                    raise Refusal(m.E_SHUTTING_DOWN, "parad is shutting down; start it again and resubmit")
-                pool = admit(spec, self.sup.pools)
-                if task_id in self.sup.tasks.live:
-                    raise Refusal(m.E_INVALID, f"task id {task_id!r} is already in use; ids must be unique")
-                original = self.sup.dedup.original(spec)
-                if self._parent is not None:
-                    children.adopt(self._parent, spec, pool.config.default_timeout,
-                                   self.sup.config.daemon.nested_max_depth)
+                pool, original = self._admit(spec)
             except Refusal as refusal:
                 self._error(identity, msg.req, refusal.code, refusal.message, task_id if isinstance(task_id, str) else None)
                 continue
             if original is not None:
                 self._repeat(identity, spec.id, original)
-                accepted.append(spec.id)
-                continue
-            if spec.timeout is None:
-                spec.timeout = pool.config.default_timeout
-            attempts, retry_on = retries.policy_for(spec, pool.tool.retry_safe)
-            record = TaskRecord(spec, pool.name, identity, attempts, retry_on=retry_on)
-            if self._parent is not None:
-                children.link(self._parent, record)
-            self.sup.dedup.remember(spec, record)
-            self.sup.lifecycle.accept(record, pool)
+            else:
+                enqueue(self.sup.tasks, spec, pool, identity, dedup=self.sup.dedup, parent=self._parent)
+                woken.add(pool)
             accepted.append(spec.id)
         if msg.ack:
             self._reply(identity, m.Accepted(msg.req, accepted))
-        for name in {self.sup.tasks.live[i].pool for i in accepted if i in self.sup.tasks.live}:
-            pool = self.sup.pools[name]
-            self.sup.dispatcher.dispatch(pool)
-            if pool.wanted() > pool.live_count():
-                self.sup.maintain(pool)  # grow toward the new queue depth
+        wake(woken, self.sup.dispatcher.dispatch, self.sup.maintain)
+
+    def _admit(self, spec: m.TaskSpec) -> tuple[Pool, TaskRecord | None]:
+        """A single task's pool, and the task it repeats (same idempotency key) if any; Refusal if it may not run."""
+        if self.sup.stopping:
+            raise Refusal(m.E_SHUTTING_DOWN, "parad is shutting down; start it again and resubmit")
+        pool = admit(spec, self.sup.pools)
+        if spec.id in self.sup.tasks.live:
+            raise Refusal(m.E_INVALID, f"task id {spec.id!r} is already in use; ids must be unique")
+        original = self.sup.dedup.original(spec)
+        if self._parent is not None:
+            children.adopt(self._parent, spec, pool.config.default_timeout, self.sup.config.daemon.nested_max_depth)
+        return pool, original
 
     def on_relayed(self, worker_id: str, msg: m.Relayed) -> None:
         """A request from a client inside the command of task `msg.task_id` (nested tasks)."""
