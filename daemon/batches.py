@@ -30,6 +30,7 @@ import collections
 import json
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -216,10 +217,8 @@ class BatchRunner:
         return ids
 
     def _admit(self, spec: m.TaskSpec, deps: list[str], batch_id: str, roots: int) -> Pool:
-        """A batch task's pool; BatchError or Refusal (naming the task) if it may not run.
-
-        A task whose arguments refer to other tasks' results is admitted in full when
-        it is released; until then only its tool and its pool's drain are checked."""
+        """A batch task's pool, or BatchError or Refusal naming the task. One that refers to others'
+        results is admitted in full at its release; until then only its tool and drain are checked."""
         names = {d.split(":", 1)[1] for d in deps}
         unknown = references(spec.args) - names
         if unknown:
@@ -261,13 +260,8 @@ class BatchRunner:
         batch.finished[record.spec.id] = result.status
         self.results[record.spec.id] = result
         if result.status == m.SUCCEEDED:
-            released = set()
-            for j in batch.dependents.get(record.spec.id, []):
-                batch.waiting[j] -= 1
-                if batch.waiting[j] == 0 and batch.records[j].state == m.PENDING:
-                    released.add(self._release(batch, batch.records[j]))
-            released.discard(None)
-            wake(released, self.sup.dispatcher.dispatch, self.sup.maintain)
+            released = {self._release(batch, ready) for ready in self._unblocked(batch, record)}
+            wake(released - {None}, self.sup.dispatcher.dispatch, self.sup.maintain)
         elif result.status == m.CANCELLED:
             # Not a failure of the plan: only what needed this task cannot run.
             self._skip(batch, self._dependents_of(batch, record), f"skipped: it depends on {batch.name(record.spec.id)} cancelled")
@@ -277,6 +271,14 @@ class BatchRunner:
         self.sup.events.publish(b"progress", lambda: m.TaskEvent(batch.id, "", "batch", batch.status()))
         if len(batch.finished) == len(batch.records):
             self._forget(batch)
+
+    @staticmethod
+    def _unblocked(batch: Batch, succeeded: TaskRecord) -> Iterator[TaskRecord]:
+        """Pending tasks whose last dependency was `succeeded`; lazily, as a release that fails may skip the next."""
+        for j in batch.dependents.get(succeeded.spec.id, []):
+            batch.waiting[j] -= 1
+            if batch.waiting[j] == 0 and batch.records[j].state == m.PENDING:
+                yield batch.records[j]
 
     def _after_failure(self, batch: Batch, failed: TaskRecord) -> None:
         why = f"{batch.name(failed.spec.id)} {failed.result.status if failed.result else 'failed'}"
