@@ -122,5 +122,4 @@ class BatchHandle:
         return self._client.cancel(session=self.id)
 
     def close(self) -> None:
-        for future in self.futures.values():
-            self._client._futures.pop(future.id, None)
+        self._client._forget(self.futures.values())

@@ -14,46 +14,31 @@ the socket path) if the ping goes unanswered.
 from __future__ import annotations
 
 import collections
-import itertools
-import os
-import secrets
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import zmq
 
-from para.client.autostart import daemon_running, start_daemon
-from para.client.batch import BatchHandle, batch_message, track_tasks
-from para.client.errors import DaemonUnavailable, InvalidRequest, ParaError, TaskTimeout, error_for, refusal
+from para.client.autostart import start_daemon
+from para.client.batch import BatchHandle, track_tasks
+from para.client.core import MAP_BATCH, MAP_WINDOW, TASK_OPTIONS, BaseClient, ReplySlot, Silence, TaskState, split_options
+from para.client.errors import ParaError, TaskTimeout
 from para.client.result import Chunk, Result
-from para.ipc import codec
 from para.ipc import messages as m
-from para.ipc.endpoints import CHILD_ENDPOINT_ENV, CHILD_TOKEN_ENV, Endpoints, default_runtime_dir
 from para.ipc.sockets import make_socket
 
-# Task options a caller may pass beside a tool's own arguments.
-from para.ipc.options import TASK_OPTIONS  # (derived from TaskSpec, in ipc)
-MAP_WINDOW = 2048    # tasks in flight during map()
-MAP_BATCH = 128      # tasks per Submit message during map()
+__all__ = ["Client", "TaskFuture", "TASK_OPTIONS", "MAP_WINDOW", "MAP_BATCH"]
 
 
-class TaskFuture:
+class TaskFuture(TaskState):
     """A submitted task. `result()` waits for it; `id` names it to the daemon."""
 
     def __init__(self, client: "Client", spec: m.TaskSpec) -> None:
-        self.id = spec.id
-        self.tool = spec.tool
-        self._spec = spec
-        self.streaming = spec.stream
+        super().__init__(spec)
         self._client = client
-        self._result: Result | None = None
-        self._error: ParaError | None = None
         self.chunks: collections.deque[Chunk] = collections.deque()
-
-    def done(self) -> bool:
-        return self._result is not None or self._error is not None
 
     def result(self, timeout: float | None = None) -> Result:
         """Wait for the task; raise its error, or TaskTimeout if `timeout` seconds pass first."""
@@ -62,65 +47,41 @@ class TaskFuture:
             raise self._error
         return self._result
 
-    def cancel(self) -> None:
-        self._client.cancel(self)
+    def cancel(self) -> dict[str, list[str]]:
+        """Cancel this task; the daemon's answer as Client.cancel gives it."""
+        return self._client.cancel(self)
 
-    def outcome(self) -> Result:
-        """The finished task's Result, whatever its status (result() raises for failures); for a
-        refused task, a Result with status 'failed' and the refusal as its error."""
-        if self._result is not None:
-            return self._result
-        if self._error is not None:
-            return Result(self.id, self.tool, m.FAILED, error=str(self._error), error_code=getattr(self._error, "code", None))
-        raise RuntimeError(f"task {self.id} has not finished")
-
-    def _set_result(self, wire: m.TaskResult) -> None:
-        result = Result.from_wire(wire)
-        self._error = error_for(result)
-        self._result = result
+    def _put_chunk(self, chunk: Chunk) -> None:
+        self.chunks.append(chunk)
 
 
-class Client:
+class Client(BaseClient):
     """A connection to parad. Use as a context manager, or call close()."""
 
     def __init__(self, runtime_dir: str | Path | None = None, *, timeout: float = 10.0,
                  autostart: bool = False, name: str = "para-client") -> None:
-        self.endpoints = Endpoints(Path(runtime_dir or default_runtime_dir()).absolute())
-        self.path = str(self.endpoints.control_path)
-        self.timeout = timeout
-        # Inside a para bash command: tasks submitted here are the running task's children.
-        nested = runtime_dir is None and os.environ.get(CHILD_ENDPOINT_ENV)
-        self._address = os.environ[CHILD_ENDPOINT_ENV] if nested else f"ipc://{self.path}"
-        self._token = os.environ.get(CHILD_TOKEN_ENV) if nested else None
-        self._prefix = secrets.token_hex(4)
-        self._ids = itertools.count(1)
-        self._reqs = itertools.count(1)
-        self._futures: dict[str, TaskFuture] = {}
-        self._replies: dict[Any, Any] = {}
-        self._awaiting: set[Any] = {m.Welcome}
+        super().__init__(runtime_dir, timeout, autostart, name)
         self._ctx = zmq.Context()
         self._sock: zmq.Socket | None = None
-        self.max_message_size = 1 << 20  # until the daemon says its own
-        if nested:
-            self.path = self._address
-        elif not daemon_running(self.endpoints):
-            if not autostart:
-                raise DaemonUnavailable(f"no para daemon at {self.path}: start one with `parad`, or use autostart", self.path)
-            start_daemon(self.endpoints)
-        self._connect(name)
+        self.connect()
 
-    def _connect(self, name: str) -> None:
+    def connect(self) -> "Client":
+        """Connect and greet the daemon (the constructor does it; a connected client is returned as is)."""
+        if self._sock is not None:
+            return self
+        if self._needs_start():
+            start_daemon(self.endpoints)
         self._sock = make_socket(self._ctx, zmq.DEALER)
         self._sock.connect(self._address)
         self._poller = zmq.Poller()  # one for every wait: Socket.poll() builds a new one per call
         self._poller.register(self._sock, zmq.POLLIN)
-        welcome = self._request(m.Hello(name, os.getpid(), self._token), reply_type=m.Welcome)
-        self.daemon = welcome
-        self.max_message_size = welcome.max_message_size
+        self._welcomed(self._request(self._hello()))
+        return self
 
     # ---- lifecycle ------------------------------------------------------------
 
     def close(self) -> None:
+        """Close the socket; unfinished tasks go on in the daemon."""
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
@@ -137,67 +98,38 @@ class Client:
     def run(self, tool: str, /, **kwargs: Any) -> Result:
         """Run one task and wait for it. `timeout`, `priority`, `session`, `retries` are task options;
         everything else is the tool's arguments."""
-        options = {k: kwargs.pop(k) for k in TASK_OPTIONS if k in kwargs}
-        future = TaskFuture(self, self._spec(tool, kwargs, options))
-        self._futures[future.id] = future
+        future = self._track(TaskFuture(self, self._spec(tool, *split_options(kwargs))))
         # No Accepted round trip: a refusal arrives as an ErrorReply naming the task.
-        self._send(m.Submit(next(self._reqs), [future._spec], ack=False))
+        self._send(self._submit([future.spec]))
         try:
             return future.result()
         finally:
-            self._futures.pop(future.id, None)
+            self._tasks.pop(future.id, None)
 
     def submit(self, tool: str, /, **kwargs: Any) -> TaskFuture:
         """Send one task; returns once the daemon accepted it (or raises why not)."""
-        options = {k: kwargs.pop(k) for k in TASK_OPTIONS if k in kwargs}
-        spec = self._spec(tool, kwargs, options)
-        future = TaskFuture(self, spec)
-        self._futures[spec.id] = future
-        req = next(self._reqs)
-        self._awaiting.add(req)
-        self._send(m.Submit(req, [spec]))
-        self._wait_for(lambda: req in self._replies, self.timeout, "the daemon's answer", ping=False)
-        self._awaiting.discard(req)
-        self._replies.pop(req)
-        if future._error is not None and future._result is None:
-            self._futures.pop(spec.id, None)
-            raise future._error
+        future = self._track(TaskFuture(self, self._spec(tool, *split_options(kwargs))))
+        self._request(self._submit([future.spec], ack=True))
+        self._accepted(future)
         return future
 
     def map(self, tool: str, args_iter: Iterable[dict[str, Any]], *, return_exceptions: bool = False,
             **options: Any) -> Iterator[Result | ParaError]:
         """Run one task per args dict, pipelined, yielding results in input order.
 
+        `options` are task options for every task (a misspelt one is InvalidRequest).
         With return_exceptions=True a failed task yields its exception instead of raising it.
         """
         pending: collections.deque[TaskFuture] = collections.deque()
+        make = lambda spec: TaskFuture(self, spec)  # noqa: E731
         try:
-            yield from self._map(tool, args_iter, pending, return_exceptions, options)
+            for step in self._map_plan(tool, args_iter, options, pending, make):
+                if isinstance(step, bytes):
+                    self._sock.send(step)
+                else:
+                    yield self._collect(step, return_exceptions)
         finally:
-            for future in pending:  # stopped early: forget what was never collected
-                self._futures.pop(future.id, None)
-
-    def _map(self, tool: str, args_iter: Iterable[dict[str, Any]], pending: collections.deque[TaskFuture],
-             return_exceptions: bool, options: dict[str, Any]) -> Iterator[Result | ParaError]:
-        batch: list[m.TaskSpec] = []
-        for args in args_iter:
-            spec = self._spec(tool, dict(args), options)
-            future = TaskFuture(self, spec)
-            self._futures[spec.id] = future
-            pending.append(future)
-            batch.append(spec)
-            if len(batch) >= MAP_BATCH:
-                self._send(m.Submit(next(self._reqs), batch, ack=False))
-                batch = []
-            while len(pending) > MAP_WINDOW or (pending and pending[0].done()):
-                if batch:
-                    self._send(m.Submit(next(self._reqs), batch, ack=False))
-                    batch = []
-                yield self._collect(pending.popleft(), return_exceptions)
-        if batch:
-            self._send(m.Submit(next(self._reqs), batch, ack=False))
-        while pending:
-            yield self._collect(pending.popleft(), return_exceptions)
+            self._forget(pending)  # stopped early: forget what was never collected
 
     def _collect(self, future: TaskFuture, return_exceptions: bool) -> Result | ParaError:
         try:
@@ -207,7 +139,7 @@ class Client:
                 return exc
             raise
         finally:
-            self._futures.pop(future.id, None)
+            self._tasks.pop(future.id, None)
 
     def stream(self, future: TaskFuture) -> Iterator[Chunk]:
         """Yield a streaming task's output chunks as they arrive, until it ends."""
@@ -226,8 +158,7 @@ class Client:
 
         Returns {"cancelled": ids, "not_running": ids given that were no longer live}.
         """
-        ids = [t.id if isinstance(t, TaskFuture) else t for t in tasks]
-        return self._request(m.Cancel(next(self._reqs), ids, session, everything)).body
+        return self._request(self._cancel(tasks, session, everything)).body
 
     def batch(self, spec: dict[str, Any]) -> BatchHandle:
         """Start a batch of tasks with dependencies (see para.client.batch for the spec).
@@ -235,30 +166,31 @@ class Client:
         The daemon checks the whole batch first: duplicate or unknown ids and
         cycles raise InvalidRequest naming them, and nothing runs.
         """
-        batch_id = f"{self._prefix}-b{next(self._ids)}"
-        msg = batch_message(next(self._reqs), batch_id, spec)
-        futures = track_tasks(msg, lambda task: TaskFuture(self, task), self._futures)
+        batch_id, msg = self._batch(spec)
+        futures = track_tasks(msg, lambda task: TaskFuture(self, task), self._tasks)
         try:
-            self._request(msg, m.Accepted)
+            self._request(msg)
         except ParaError:
-            for future in futures.values():
-                self._futures.pop(future.id, None)
+            self._forget(futures.values())
             raise
         return BatchHandle(self, batch_id, futures)
 
     def scale(self, pool: str, workers: int | None) -> dict[str, Any]:
         """Pin `pool` to `workers` (0 drains it: running tasks finish, queued ones wait, new ones are refused), or None for automatic."""
-        return self._request(m.Scale(next(self._reqs), pool, workers)).body
+        return self._request(self._scale(pool, workers)).body
 
     # ---- daemon queries -----------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
+        """The daemon's state: its pid and version, pools, queues, clients."""
         return self._query("status")
 
     def workers(self) -> list[dict[str, Any]]:
+        """One dict per worker process."""
         return self._query("workers")
 
     def ps(self) -> list[dict[str, Any]]:
+        """One dict per live task."""
         return self._query("ps")
 
     def metrics(self) -> str:
@@ -266,79 +198,46 @@ class Client:
         return self._query("metrics")
 
     def task(self, task_id: str) -> dict[str, Any]:
-        body = self._query("task", task_id)
-        if body.get("result") is not None:
-            body["result"] = Result.from_wire(body["result"])
-        return body
+        """What the daemon knows of task `task_id`; a finished one's `result` as a Result."""
+        return self._task_body(self._query("task", task_id))
 
     def shutdown(self) -> dict[str, Any]:
-        return self._request(m.Shutdown(next(self._reqs))).body
+        """Ask the daemon to shut down (running tasks finish, queued ones are failed)."""
+        return self._request(self._shutdown()).body
 
     def _query(self, what: str, arg: str | None = None) -> Any:
-        return self._request(m.Query(next(self._reqs), what, arg)).body
+        return self._request(self._query_msg(what, arg)).body
 
-    # ---- plumbing --------------------------------------------------------------
-
-    def _spec(self, tool: str, args: dict[str, Any], options: dict[str, Any]) -> m.TaskSpec:
-        unknown = set(options) - set(TASK_OPTIONS)
-        if unknown:
-            raise TypeError(f"unknown task option(s): {', '.join(sorted(unknown))}")
-        return m.TaskSpec(f"{self._prefix}-{next(self._ids)}", tool, args, **options)
+    # ---- I/O ------------------------------------------------------------------------
 
     def _send(self, msg: Any) -> None:
-        frame = codec.encode(msg)
-        if len(frame) > self.max_message_size:
-            raise InvalidRequest(
-                f"request of {len(frame)} bytes exceeds the daemon's max_message_size "
-                f"({self.max_message_size}); pass large inputs as a file path", m.E_TOO_LARGE)
-        self._sock.send(frame)
+        self._sock.send(self._frame(msg))
 
-    def _request(self, msg: Any, reply_type: type = m.Reply) -> Any:
-        key = getattr(msg, "req", None) or reply_type
-        self._awaiting.add(key)
-        self._send(msg)
-        self._wait_for(lambda: key in self._replies, self.timeout, "the daemon's answer", ping=False)
-        self._awaiting.discard(key)
-        reply = self._replies.pop(key)
-        if isinstance(reply, m.ErrorReply):
-            raise refusal(reply.code, reply.message)
-        return reply
+    def _request(self, msg: Any) -> Any:
+        key = self._expect(msg, slot := ReplySlot())
+        try:
+            self._send(msg)
+            self._wait_for(slot.done, self.timeout, "the daemon's answer", ping=False)
+        finally:
+            self._replies.pop(key, None)
+        return self._answer(slot.value)
 
-    def _wait_for(self, condition: Any, timeout: float | None, what: str, ping: bool = True) -> None:
+    def _wait_for(self, condition: Callable[[], bool], timeout: float | None, what: str, ping: bool = True) -> None:
         """Read messages until condition() holds. A silent daemon is pinged, then given up on."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        silent_since = time.monotonic()
-        pinged = False
+        self._silence.reset()
         while not condition():
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
                 if ping:
                     raise TaskTimeout(f"gave up waiting for {what} after {timeout:g}s")
-                raise DaemonUnavailable(f"para daemon not answering at {self.path} (waited {timeout:g}s for {what})", self.path)
-            wait = self.timeout if deadline is None else min(self.timeout, deadline - now)
+                raise self._no_answer(what)
+            wait = self._silence.remaining() if left is None else min(self._silence.remaining(), left)
             if self._poller.poll(int(wait * 1000) + 1):
-                for part in codec.split(self._sock.recv()):
-                    self._dispatch(codec.decode(part))
-                silent_since, pinged = time.monotonic(), False
-            elif time.monotonic() - silent_since >= self.timeout:
-                if pinged or not ping:
-                    raise DaemonUnavailable(f"para daemon not answering at {self.path} (silent for {self.timeout:g}s)", self.path)
-                self._sock.send(codec.encode(m.Ping(next(self._reqs))))
-                silent_since, pinged = time.monotonic(), True
-
-    def _dispatch(self, msg: Any) -> None:
-        if isinstance(msg, m.Done):
-            future = self._futures.get(msg.result.id)
-            if future is not None:
-                future._set_result(msg.result)
-        elif isinstance(msg, m.Chunk):
-            future = self._futures.get(msg.task_id)
-            if future is not None:
-                future.chunks.append(Chunk(msg.stream, msg.data))
-        elif isinstance(msg, m.ErrorReply) and msg.task_id is not None and msg.task_id in self._futures:
-            self._futures[msg.task_id]._error = refusal(msg.code, msg.message)
-        elif isinstance(msg, m.Welcome) or (isinstance(msg, m.ErrorReply) and msg.req == 0 and m.Welcome in self._awaiting):
-            self._replies[m.Welcome] = msg  # an ErrorReply with no request number answers the Hello
-        elif isinstance(msg, (m.Accepted, m.Reply, m.ErrorReply)) and msg.req in self._awaiting:
-            self._replies[msg.req] = msg
-        # Pong: any message resets the silence clock; nothing else to do.
+                self._receive(self._sock.recv())
+                continue
+            step = self._silence.step(may_ping=ping)
+            if step == Silence.PING:
+                self._sock.send(self._ping())
+            elif step == Silence.GIVE_UP:
+                raise self._silent()

@@ -1,0 +1,297 @@
+"""What `Client` and `AsyncClient` share, with no sockets and no waiting.
+
+The way httpx's BaseClient holds everything that needs no I/O, `BaseClient`
+here builds requests (task ids, Submit frames of up to MAP_BATCH tasks, the
+split of task options from tool arguments), routes every frame the daemon
+sends (results and refusals to their task's handle, chunks to its stream,
+answers to the request awaiting them), keeps the tasks in flight, and decides
+when a quiet daemon is pinged or given up on (`Silence`). `Client` and
+`AsyncClient` add only the socket and the waiting, so both behave the same.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import os
+import secrets
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from para.client.autostart import daemon_running
+from para.client.batch import batch_message
+from para.client.errors import DaemonUnavailable, InvalidRequest, ParaError, error_for, refusal
+from para.client.result import Chunk, Result
+from para.ipc import codec
+from para.ipc import messages as m
+from para.ipc.endpoints import CHILD_ENDPOINT_ENV, CHILD_TOKEN_ENV, Endpoints, default_runtime_dir
+from para.ipc.options import TASK_OPTIONS  # task options a caller may pass beside a tool's own arguments
+
+MAP_WINDOW = 2048    # tasks in flight during map()
+MAP_BATCH = 128      # tasks per Submit message during map()
+
+
+def split_options(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(tool arguments, task options) from one call's keyword arguments."""
+    options = {k: kwargs.pop(k) for k in TASK_OPTIONS if k in kwargs}
+    return kwargs, options
+
+
+def check_options(options: dict[str, Any]) -> None:
+    """InvalidRequest naming any option that is not a task option (map's options cannot be tool arguments)."""
+    unknown = set(options) - set(TASK_OPTIONS)
+    if unknown:
+        raise InvalidRequest(f"unknown task option(s): {', '.join(sorted(unknown))}; task options are "
+                             f"{', '.join(TASK_OPTIONS)}: put tool arguments in the args dicts", m.E_INVALID)
+
+
+class ReplySlot:
+    """Where a synchronous wait finds its answer (AsyncClient uses an asyncio future in its place)."""
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: Any = None
+
+    def done(self) -> bool:
+        return self.value is not None
+
+    def set_result(self, value: Any) -> None:
+        self.value = value
+
+
+class Slot(Protocol):
+    def done(self) -> bool: ...
+    def set_result(self, value: Any) -> None: ...
+
+
+class TaskState:
+    """What a task handle knows, whichever client made it: its spec, and once finished its Result or error."""
+
+    def __init__(self, spec: m.TaskSpec) -> None:
+        self.id, self.tool, self.spec, self.streaming = spec.id, spec.tool, spec, spec.stream
+        self._result: Result | None = None
+        self._error: ParaError | None = None
+
+    def done(self) -> bool:
+        """Whether the task has finished (or was refused)."""
+        return self._result is not None or self._error is not None
+
+    def outcome(self) -> Result:
+        """The finished task's Result, whatever its status (result() raises for failures); for a
+        refused task, a Result with status 'failed' and the refusal as its error."""
+        if self._result is not None:
+            return self._result
+        if self._error is not None:
+            return Result(self.id, self.tool, m.FAILED, error=str(self._error), error_code=getattr(self._error, "code", None))
+        raise RuntimeError(f"task {self.id} has not finished")
+
+    def _settle(self, result: Result | None, error: ParaError | None) -> None:
+        self._result, self._error = result, error
+
+    def _put_chunk(self, chunk: Chunk) -> None:
+        raise NotImplementedError
+
+
+class Silence:
+    """When to ping a quiet daemon and when to give up on it: a ping after `timeout` seconds
+    without a message, DaemonUnavailable after `timeout` more."""
+    PING, GIVE_UP = "ping", "give up"
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.reset()
+
+    def reset(self) -> None:
+        """Something was heard (or a wait begins): the clock starts again."""
+        self.quiet_since = self.since = time.monotonic()
+        self.pinged = False
+
+    def remaining(self) -> float:
+        """Seconds until step() has something to do."""
+        return max(0.0, self.since + self.timeout - time.monotonic())
+
+    def step(self, may_ping: bool = True) -> str | None:
+        """PING (sent now), GIVE_UP, or None while the daemon is not yet quiet for long enough."""
+        now = time.monotonic()
+        if now - self.since < self.timeout:
+            return None
+        if self.pinged or not may_ping:
+            return self.GIVE_UP
+        self.since, self.pinged = now, True
+        return self.PING
+
+    def quiet_for(self) -> float:
+        return time.monotonic() - self.quiet_since
+
+
+class BaseClient:
+    """Everything of a para client but its socket: requests, routing of replies, tasks in flight."""
+
+    def __init__(self, runtime_dir: str | Path | None, timeout: float, autostart: bool, name: str) -> None:
+        self.endpoints = Endpoints(Path(runtime_dir or default_runtime_dir()).absolute())
+        self.path = str(self.endpoints.control_path)
+        self.timeout, self.autostart, self.name = timeout, autostart, name
+        # Inside a para bash command: tasks submitted here are the running task's children.
+        self._nested = runtime_dir is None and bool(os.environ.get(CHILD_ENDPOINT_ENV))
+        self._address = os.environ[CHILD_ENDPOINT_ENV] if self._nested else f"ipc://{self.path}"
+        if self._nested:
+            self.path = self._address
+        self._prefix = secrets.token_hex(4)
+        self._ids, self._reqs = itertools.count(1), itertools.count(1)
+        self._tasks: dict[str, Any] = {}          # task id -> its handle, until collected or forgotten
+        self._replies: dict[Any, Slot] = {}       # request number (Welcome for Hello) -> where its answer goes
+        self._silence = Silence(timeout)
+        self.daemon: m.Welcome | None = None
+        self.max_message_size = 1 << 20  # until the daemon says its own
+
+    # ---- requests ---------------------------------------------------------------
+
+    def _needs_start(self) -> bool:
+        """Whether a daemon must be started first; DaemonUnavailable if none runs and autostart is off."""
+        if self._nested or daemon_running(self.endpoints):
+            return False
+        if not self.autostart:
+            raise DaemonUnavailable(f"no para daemon at {self.path}: start one with `parad`, or use autostart", self.path)
+        return True
+
+    def _hello(self) -> m.Hello:
+        return m.Hello(self.name, os.getpid(), os.environ.get(CHILD_TOKEN_ENV) if self._nested else None)
+
+    def _welcomed(self, welcome: m.Welcome) -> None:
+        self.daemon, self.max_message_size = welcome, welcome.max_message_size
+
+    def _spec(self, tool: str, args: dict[str, Any], options: dict[str, Any]) -> m.TaskSpec:
+        """A TaskSpec with a fresh id; `options` already split out (split_options) or checked (check_options)."""
+        return m.TaskSpec(f"{self._prefix}-{next(self._ids)}", tool, args, **options)
+
+    def _track(self, handle: Any) -> Any:
+        self._tasks[handle.id] = handle
+        return handle
+
+    def _forget(self, handles: Iterable[Any]) -> None:
+        for handle in handles:
+            self._tasks.pop(handle.id, None)
+
+    def _submit(self, specs: list[m.TaskSpec], ack: bool = False) -> m.Submit:
+        return m.Submit(next(self._reqs), specs, ack=ack)
+
+    def _cancel(self, tasks: tuple[Any, ...], session: str | None, everything: bool) -> m.Cancel:
+        ids = [t if isinstance(t, str) else t.id for t in tasks]
+        return m.Cancel(next(self._reqs), ids, session, everything)
+
+    def _scale(self, pool: str, workers: int | None) -> m.Scale:
+        return m.Scale(next(self._reqs), pool, workers)
+
+    def _query_msg(self, what: str, arg: str | None = None) -> m.Query:
+        return m.Query(next(self._reqs), what, arg)
+
+    def _shutdown(self) -> m.Shutdown:
+        return m.Shutdown(next(self._reqs))
+
+    def _ping(self) -> bytes:
+        return codec.encode(m.Ping(next(self._reqs)))
+
+    def _batch(self, spec: dict[str, Any]) -> tuple[str, m.SubmitBatch]:
+        batch_id = f"{self._prefix}-b{next(self._ids)}"
+        return batch_id, batch_message(next(self._reqs), batch_id, spec)
+
+    def _frame(self, msg: Any) -> bytes:
+        """`msg` encoded; InvalidRequest if the daemon would refuse it for its size."""
+        frame = codec.encode(msg)
+        if len(frame) > self.max_message_size:
+            raise InvalidRequest(
+                f"request of {len(frame)} bytes exceeds the daemon's max_message_size "
+                f"({self.max_message_size}); pass large inputs as a file path", m.E_TOO_LARGE)
+        return frame
+
+    def _expect(self, msg: Any, slot: Slot) -> Any:
+        """Register `slot` for the answer to `msg`; the key to drop it by."""
+        key = m.Welcome if isinstance(msg, m.Hello) else msg.req
+        self._replies[key] = slot
+        return key
+
+    def _map_plan(self, tool: str, args_iter: Iterable[dict[str, Any]], options: dict[str, Any],
+                  pending: collections.deque, make: Any) -> Iterator[Any]:
+        """map() as steps: a frame (bytes) to send, or a handle to collect next, in input order.
+
+        Tasks go out MAP_BATCH to a Submit, at most MAP_WINDOW in flight; what has
+        been batched is sent before any wait.
+        """
+        check_options(options)
+        batch: list[m.TaskSpec] = []
+        for args in args_iter:
+            handle = self._track(make(self._spec(tool, dict(args), options)))
+            pending.append(handle)
+            batch.append(handle.spec)
+            if len(batch) >= MAP_BATCH:
+                yield self._frame(self._submit(batch))
+                batch = []
+            while len(pending) > MAP_WINDOW or (pending and pending[0].done()):
+                if batch:
+                    yield self._frame(self._submit(batch))
+                    batch = []
+                yield pending.popleft()
+        if batch:
+            yield self._frame(self._submit(batch))
+        while pending:
+            yield pending.popleft()
+
+    # ---- answers ---------------------------------------------------------------
+
+    def _answer(self, reply: Any) -> Any:
+        """A request's answer; the refusal's exception if it was refused."""
+        if isinstance(reply, m.ErrorReply):
+            raise refusal(reply.code, reply.message)
+        return reply
+
+    def _accepted(self, handle: TaskState) -> None:
+        """After a Submit's answer: raise (and forget the task) if the daemon refused it."""
+        if handle._error is not None and handle._result is None:
+            self._tasks.pop(handle.id, None)
+            raise handle._error
+
+    @staticmethod
+    def _task_body(body: dict[str, Any]) -> dict[str, Any]:
+        if body.get("result") is not None:
+            body["result"] = Result.from_wire(body["result"])
+        return body
+
+    def _no_answer(self, what: str) -> DaemonUnavailable:
+        return DaemonUnavailable(f"para daemon not answering at {self.path} (waited {self.timeout:g}s for {what})", self.path)
+
+    def _silent(self) -> DaemonUnavailable:
+        return DaemonUnavailable(
+            f"para daemon not answering at {self.path} (silent for {self._silence.quiet_for():.1f}s)", self.path)
+
+    def _receive(self, frame: bytes) -> None:
+        """Route every message of one frame from the daemon."""
+        self._silence.reset()
+        for part in codec.split(frame):
+            self._dispatch(codec.decode(part))
+
+    def _dispatch(self, msg: Any) -> None:
+        if isinstance(msg, m.Done):
+            handle = self._tasks.get(msg.result.id)
+            if handle is not None and not handle.done():
+                result = Result.from_wire(msg.result)
+                handle._settle(result, error_for(result))
+        elif isinstance(msg, m.Chunk):
+            handle = self._tasks.get(msg.task_id)
+            if handle is not None:
+                handle._put_chunk(Chunk(msg.stream, msg.data))
+        elif isinstance(msg, m.ErrorReply) and msg.task_id is not None and msg.task_id in self._tasks:
+            handle = self._tasks[msg.task_id]
+            if not handle.done():
+                handle._settle(None, refusal(msg.code, msg.message))
+        elif isinstance(msg, m.Welcome) or (isinstance(msg, m.ErrorReply) and msg.req == 0 and m.Welcome in self._replies):
+            self._resolve(m.Welcome, msg)  # an ErrorReply with no request number answers the Hello
+        elif isinstance(msg, (m.Accepted, m.Reply, m.ErrorReply)):
+            self._resolve(msg.req, msg)
+        # Pong: any message resets the silence clock; nothing else to do.
+
+    def _resolve(self, key: Any, msg: Any) -> None:
+        slot = self._replies.get(key)
+        if slot is not None and not slot.done():
+            slot.set_result(msg)
