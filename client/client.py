@@ -236,7 +236,9 @@ class Client(BaseClient):
             if self._poller.poll(int(wait * 1000) + 1):
                 self._receive(self._sock.recv())
                 continue
-            step = self._silence.step(may_ping=ping)
+            if not ping:
+                continue  # a request's own deadline (self.timeout) decides
+            step = self._silence.step()
             if step == Silence.PING:
                 self._sock.send(self._ping())
             elif step == Silence.GIVE_UP:

@@ -112,12 +112,12 @@ class Silence:
         """Seconds until step() has something to do."""
         return max(0.0, self.since + self.timeout - time.monotonic())
 
-    def step(self, may_ping: bool = True) -> str | None:
-        """PING (sent now), GIVE_UP, or None while the daemon is not yet quiet for long enough."""
+    def step(self) -> str | None:
+        """PING (the caller sends one now), GIVE_UP, or None while the daemon is not yet quiet for long enough."""
         now = time.monotonic()
         if now - self.since < self.timeout:
             return None
-        if self.pinged or not may_ping:
+        if self.pinged:
             return self.GIVE_UP
         self.since, self.pinged = now, True
         return self.PING

@@ -1,0 +1,197 @@
+"""Client and AsyncClient, one scenario each, against a real daemon: same calls, same answers.
+
+Each scenario is a coroutine that reads a client's answers through `settle`
+and `items`, so the same lines drive Client (plain values, iterators) and
+AsyncClient (awaitables, async iterators).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from para.client import (
+    AsyncBatchHandle, AsyncClient, AsyncTask, BatchHandle, Client, DaemonUnavailable, InvalidRequest, Result,
+    TaskFuture, ToolError,
+)
+
+KINDS = ["sync", "async"]
+
+
+async def settle(value: Any) -> Any:
+    """A sync client's answer as is; an async client's awaited."""
+    return await value if inspect.isawaitable(value) else value
+
+
+async def items(iterable: Any) -> list[Any]:
+    """Every item of an iterator or an async iterator."""
+    if hasattr(iterable, "__aiter__"):
+        return [x async for x in iterable]
+    return list(iterable)
+
+
+def drive(kind: str, runtime_dir: Any, scenario: Callable[[Any], Awaitable[Any]], **kwargs: Any) -> Any:
+    """Run `scenario(client)` with a connected Client or AsyncClient."""
+    async def main() -> Any:
+        if kind == "sync":
+            with Client(runtime_dir, **kwargs) as c:
+                return await scenario(c)
+        async with AsyncClient(runtime_dir, **kwargs) as c:
+            return await scenario(c)
+    return asyncio.run(asyncio.wait_for(main(), 120))
+
+
+def public(cls: type) -> set[str]:
+    return {name for name in dir(cls) if not name.startswith("_") and callable(getattr(cls, name))}
+
+
+def test_both_clients_and_their_handles_have_the_same_public_methods() -> None:
+    assert public(Client) == public(AsyncClient)
+    assert public(TaskFuture) == public(AsyncTask)
+    assert public(BatchHandle) == public(AsyncBatchHandle)
+    assert {"metrics", "task", "shutdown", "connect"} <= public(AsyncClient)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_run_submit_and_map_in_order(kind, shared_daemon) -> None:
+    async def scenario(c):
+        echoed = await settle(c.run("echo", greeting="hi", priority=1))
+        task = await settle(c.submit("bash", command="echo from submit", timeout=30))
+        submitted = await settle(task.result())
+        # More than one Submit frame's worth (128), with task options for every task.
+        mapped = await items(c.map("echo", ({"i": i} for i in range(300)), priority=1, timeout=30))
+        return echoed, task.done(), submitted, mapped
+
+    echoed, done, submitted, mapped = drive(kind, shared_daemon.runtime_dir, scenario)
+    assert echoed.value == {"greeting": "hi"}
+    assert done and submitted.stdout == "from submit\n"
+    assert [r.value for r in mapped] == [{"i": i} for i in range(300)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_stream_yields_chunks_then_ends(kind, shared_daemon) -> None:
+    async def scenario(c):
+        task = await settle(c.submit("bash", command="for i in 1 2 3; do echo $i; done", stream=True))
+        chunks = await items(c.stream(task))
+        plain = await settle(c.submit("echo", x=1))
+        with pytest.raises(ValueError, match="stream=True"):
+            await items(c.stream(plain))
+        return chunks, await settle(task.result())
+
+    chunks, result = drive(kind, shared_daemon.runtime_dir, scenario)
+    assert b"".join(ch.data for ch in chunks if ch.stream == "stdout") == b"1\n2\n3\n"
+    assert result.ok
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_cancel_a_task_a_session_and_everything(kind, shared_daemon) -> None:
+    async def scenario(c):
+        one = await settle(c.submit("bash", command="sleep 300"))
+        by_task = await settle(c.cancel(one))
+        s1 = await settle(c.submit("bash", command="sleep 300", session="s-cancel"))
+        s2 = await settle(c.submit("bash", command="sleep 300", session="s-cancel"))
+        by_session = await settle(c.cancel(session="s-cancel"))
+        e1 = await settle(c.submit("bash", command="sleep 300"))
+        by_all = await settle(c.cancel(everything=True))
+        ends = [(await settle(t.result())).status for t in (one, s1, s2, e1)]
+        again = await settle(c.cancel(one.id))
+        return by_task, by_session, by_all, ends, again, one.id, {s1.id, s2.id}, e1.id
+
+    by_task, by_session, by_all, ends, again, one, session, every = drive(kind, shared_daemon.runtime_dir, scenario)
+    assert by_task["cancelled"] == [one]
+    assert set(by_session["cancelled"]) == session
+    assert every in by_all["cancelled"]
+    assert ends == ["cancelled"] * 4
+    assert again["not_running"] == [one]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_batch_runs_in_dependency_order(kind, shared_daemon) -> None:
+    async def scenario(c):
+        batch = await settle(c.batch({"on_failure": "continue", "tasks": [
+            {"id": "a", "tool": "bash", "args": {"command": "echo one"}},
+            {"id": "b", "tool": "echo", "after": ["a"], "args": {"got": "${a.stdout}"}},
+            {"id": "bad", "tool": "bash", "args": {"command": "exit 1"}},
+            {"id": "never", "tool": "bash", "after": ["bad"], "args": {"command": "echo no"}},
+        ]}))
+        order = [name for name, _ in await items(batch.as_completed(timeout=60))]
+        results = await settle(batch.results(timeout=60))
+        progress = await settle(batch.progress())
+        with pytest.raises(InvalidRequest, match="unknown batch key"):
+            await settle(c.batch({"tasks": [], "nope": 1}))
+        return order, results, progress, batch.done(), batch.ok
+
+    order, results, progress, done, ok = drive(kind, shared_daemon.runtime_dir, scenario)
+    assert order.index("a") < order.index("b") and order.index("bad") < order.index("never")
+    assert results["b"].value == {"got": "one"}
+    assert results["bad"].status == "failed" and results["never"].status == "skipped"
+    assert progress["complete"] is True
+    assert done and not ok
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_errors_are_the_same_exceptions(kind, shared_daemon) -> None:
+    async def scenario(c):
+        with pytest.raises(InvalidRequest, match="unknown tool 'nope'"):
+            await settle(c.submit("nope"))
+        with pytest.raises(InvalidRequest, match="unknown tool 'nope'"):
+            await settle(c.run("nope"))
+        with pytest.raises(ToolError, match="is not a directory"):
+            await settle(c.run("bash", command="true", cwd="/nonexistent-dir"))
+        # A misspelt task option of map() must not become a tool argument of every task.
+        with pytest.raises(InvalidRequest, match="unknown task option.*priorty"):
+            await items(c.map("echo", [{"x": 1}], priorty=1))
+        mixed = await items(c.map("bash", [{"command": "true"}, {"command": 3}], return_exceptions=True))
+        failed = await settle(c.run("bash", command="exit 5"))
+        return mixed, failed
+
+    mixed, failed = drive(kind, shared_daemon.runtime_dir, scenario)
+    assert mixed[0].ok and isinstance(mixed[1], InvalidRequest)
+    assert failed.status == "failed" and failed.exit_code == 5
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_queries_metrics_task_and_shutdown(kind, start_daemon) -> None:
+    d = start_daemon()
+
+    async def scenario(c):
+        done = await settle(c.run("echo", x=1))
+        status = await settle(c.status())
+        ps, workers = await settle(c.ps()), await settle(c.workers())
+        metrics = await settle(c.metrics())
+        task = await settle(c.task(done.id))
+        scaled = await settle(c.scale("echo", 1))
+        return status, ps, workers, metrics, task, scaled, await settle(c.shutdown())
+
+    status, ps, workers, metrics, task, scaled, stopping = drive(kind, d.runtime_dir, scenario)
+    assert status["daemon"]["pid"] == d.pid
+    assert ps == [] and len(workers) == 3
+    assert "para_" in metrics
+    assert isinstance(task["result"], Result) and task["result"].value == {"x": 1}
+    assert scaled
+    assert stopping["stopping"] is True
+    assert d.proc.wait(timeout=30) == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_hung_daemon_is_given_up_on_the_same_way(kind, start_daemon) -> None:
+    d = start_daemon()
+
+    async def scenario(c):
+        os.kill(d.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(DaemonUnavailable, match=f"not answering at {d.runtime_dir}.*silent for"):
+                await settle(c.run("echo", x=1))
+            with pytest.raises(DaemonUnavailable, match="not answering.*waited 1s for the daemon's answer"):
+                await settle(c.status())
+        finally:
+            os.kill(d.pid, signal.SIGCONT)
+        return await settle(c.status())
+
+    assert drive(kind, d.runtime_dir, scenario, timeout=1.0)["daemon"]["pid"] == d.pid
