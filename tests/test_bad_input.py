@@ -11,7 +11,7 @@ import zmq
 from para.client import InvalidRequest
 from para.ipc import PROTOCOL_VERSION, codec
 from para.ipc import messages as m
-from tests.conftest import bad_frames
+from para.testing import bad_frames
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from para.client import TaskTimeout, ToolError
-from tests.conftest import marked, wait_until
+from para.testing import marked, wait_until
 
 
 def test_200_parallel_commands_all_correct(daemon) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from para.client import InvalidRequest
-from tests.conftest import wait_until
+from para.testing import wait_running, wait_until
 
 ONE_BASH = {"bash": {"min_workers": 1, "max_workers": 1}, "echo": {"min_workers": 1, "max_workers": 1},
             "glob": {"min_workers": 1, "max_workers": 1}}
@@ -92,7 +92,7 @@ def test_cancelling_a_running_batch_leaves_nothing_running(start_daemon, tmp_pat
             *({"id": f"sleep{i}", "tool": "bash", "args": {"command": f"exec -a para-batch-{i} sleep 300"}} for i in range(4)),
             {"id": "last", "tool": "bash", "after": ["sleep0", "sleep1"], "args": {"command": "echo done"}},
         ]})
-        wait_until(lambda: len([t for t in c.ps() if t["state"] == "running"]) == 2, what="two sleeps to run")
+        wait_running(c, count=2, what="two sleeps to run")
         body = h.cancel()
         results = h.results(timeout=30)
         assert len(body["cancelled"]) == 5

@@ -15,7 +15,7 @@ from para.daemon.worker import Worker
 from para.ipc import channels, codec
 from para.ipc import messages as m
 from para.ipc.endpoints import Endpoints
-from tests.conftest import wait_until
+from para.testing import wait_running, wait_until
 
 MB = 1 << 20
 
@@ -27,7 +27,7 @@ def test_flood_does_not_delay_heartbeats_or_cancel(start_daemon) -> None:
     )
     with d.client(timeout=30) as c:
         sleeper = c.submit("bash", command="sleep 300")
-        wait_until(lambda: [t for t in c.ps() if t["state"] == "running"], what="the sleeper to run")
+        wait_running(c, what="the sleeper to run")
         # 50 MiB in 1 MiB bursts: at least 2.5 s of flood, so the cancel below happens mid-flood.
         flood = c.submit("bash", stream=True,
                          command="for i in $(seq 50); do head -c 1048576 /dev/zero; sleep 0.05; done")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import wait_until
+from para.testing import wait_until
 
 
 def test_a_task_never_waits_behind_a_long_one_while_a_worker_is_idle(start_daemon) -> None:

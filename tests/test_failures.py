@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from para.client import PoolUnavailable, ToolError
-from tests.conftest import wait_until
+from para.testing import wait_until
 
 
 def _busy_worker(daemon, client, pool: str = "bash") -> dict:

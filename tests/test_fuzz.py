@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from para.client import Client
 from para.ipc import PROTOCOL_VERSION, codec, shapes
 from para.ipc import messages as m
-from tests.conftest import FAST, Daemon, bad_frames, stop_and_check, wait_until
+from para.testing import FAST, Daemon, bad_frames, stop_and_check, wait_until
 
 HEADER = bytes([codec.MAGIC, PROTOCOL_VERSION])
 BATCH_HEADER = bytes([codec.BATCH_MAGIC, PROTOCOL_VERSION])
@@ -154,14 +154,13 @@ def _tally(socket: str, **counts: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    # The relay's client script lives under pytest's temp dir: bash commands must see it. (Said here,
-    # because this module's Daemon comes from tests.conftest, whose TEST_SANDBOX no fixture fills in.)
+def fuzzed(tmp_path_factory: pytest.TempPathFactory, make_daemon) -> Iterator[Daemon]:
+    # The relay's client script lives under pytest's temp dir: bash commands must see it.
     sandbox = {"filesystem": {"writable": [str(tmp_path_factory.getbasetemp())]}}
-    d = Daemon({"daemon": {**FAST, "log_level": "info", "max_message_size": MAX_SIZE},
-                "pools": {"echo": {"min_workers": 1, "max_workers": 1},
-                          "bash": {"min_workers": 1, "max_workers": 2, "options": {"sandbox": sandbox}}}},
-               tmp_path_factory.mktemp("fuzz"))
+    d = make_daemon({"daemon": {**FAST, "log_level": "info", "max_message_size": MAX_SIZE},
+                     "pools": {"echo": {"min_workers": 1, "max_workers": 1},
+                               "bash": {"min_workers": 1, "max_workers": 2, "options": {"sandbox": sandbox}}}},
+                    tmp_path_factory.mktemp("fuzz"))
     yield d
     print("\nfuzz figures (frames sent; answered with an error; answered otherwise; dropped and counted,"
           " each frame of a batch frame on its own):")

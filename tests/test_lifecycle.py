@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from para.client import Client, DaemonUnavailable, ToolError
-from tests.conftest import wait_until
+from para.testing import wait_running, wait_until
 
 
 def test_start_status_shutdown_leaves_nothing_behind(start_daemon) -> None:
@@ -49,7 +49,7 @@ def test_second_daemon_on_the_same_runtime_dir_is_refused(daemon) -> None:
 def test_sigterm_lets_a_running_task_finish_within_the_grace(daemon) -> None:
     with daemon.client() as c:
         future = c.submit("bash", command="sleep 0.5; echo finished")
-        wait_until(lambda: any(t["state"] == "running" for t in c.ps()), what="task to start")
+        wait_running(c, what="task to start")
         daemon.proc.send_signal(signal.SIGTERM)
         result = future.result(timeout=30)
     assert result.status == "succeeded" and result.stdout == "finished\n"
@@ -60,7 +60,7 @@ def test_grace_over_kills_the_worker_tree(start_daemon) -> None:
     d = start_daemon(daemon={"shutdown_grace": 0.5})
     with d.client() as c:
         future = c.submit("bash", command="sleep 60")
-        wait_until(lambda: any(t["state"] == "running" for t in c.ps()), what="task to start")
+        wait_running(c, what="task to start")
         sleeper = wait_until(lambda: [p for p in d.tree() if p.name() == "sleep"], what="sleep to run")[0]
         d.proc.send_signal(signal.SIGINT)
         with pytest.raises(ToolError) as info:

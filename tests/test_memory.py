@@ -14,7 +14,7 @@ import zmq
 from para.client import InvalidRequest
 from para.ipc import codec
 from para.ipc import messages as m
-from tests.conftest import wait_until
+from para.testing import wait_until
 
 MB = 1_000_000
 TASKS = 200

@@ -7,7 +7,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from tests.conftest import marked, wait_until
+from para.testing import marked, wait_running, wait_until
 
 PARACTL = f"{sys.executable} -m para.client.paractl"
 
@@ -57,8 +57,7 @@ def test_cancelling_a_parent_cancels_its_children(start_daemon) -> None:
     tag = f"para-child-{uuid.uuid4().hex[:8]}"
     with d.client() as c:
         parent = c.submit("bash", command=f"{PARACTL} bash -- exec -a {tag} sleep 300")
-        child = wait_until(lambda: next((t for t in c.ps() if t["parent"] == parent.id and t["state"] == "running"), None),
-                           30, "the child to run")
+        child = wait_running(c, parent=parent.id, timeout=30, what="the child to run")[0]
         c.cancel(parent)
         assert parent.result(timeout=30).status == "cancelled"
         wait_until(lambda: c.task(child["id"])["task"]["state"] == "cancelled", 30, "the child to be cancelled")

@@ -13,15 +13,14 @@ import tempfile
 import time
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
 
-import psutil
 import pytest
 
 from para.client import Client
 from para.client.paractl import parse_value, split_globals
 from para.daemon.tools import TOOLS
-from tests.conftest import Daemon, wait_until
+from para.testing import Daemon, paractl, paractl_argv, wait_running, wait_until
+from para.testing import alive as _alive, daemons_serving as _daemons_serving
 
 FS_TOOLS = ("read", "glob", "grep")
 needs_fs_tools = pytest.mark.skipif(not all(t in TOOLS for t in FS_TOOLS), reason="read/glob/grep tools not built yet")
@@ -32,20 +31,9 @@ def parad(shared_daemon: Daemon) -> Daemon:
     return shared_daemon
 
 
-def paractl_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "para.client.paractl", *args]
-
-
-def paractl(parad: Daemon | None, *args: str, timeout: float = 60, **kwargs: Any) -> subprocess.CompletedProcess:
-    """Run paractl against `parad` (never autostarting one there), or bare when parad is None."""
-    prefix = ["--runtime-dir", str(parad.runtime_dir), "--no-autostart"] if parad is not None else []
-    return subprocess.run(paractl_argv(*prefix, *args), capture_output=True, text=True, timeout=timeout, **kwargs)
-
-
 def running_task(parad: Daemon, client: Client, command: str = "sleep 30"):
     future = client.submit("bash", command=command)
-    wait_until(lambda: any(t["id"] == future.id and t["state"] == "running" for t in client.ps()),
-             10, f"task {future.id} to run")
+    wait_running(client, future.id, timeout=10)
     return future
 
 
@@ -363,23 +351,6 @@ def test_autostart_then_shutdown(tmp_path: Path) -> None:
             if _alive(leftover):
                 os.kill(leftover, signal.SIGKILL)
         shutil.rmtree(rt, ignore_errors=True)
-
-
-def _daemons_serving(rt: Path) -> list[int]:
-    """The parad this test autostarted, found by its unique runtime dir when status failed."""
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        cmdline = proc.info["cmdline"] or []
-        if "para.daemon" in cmdline and str(rt) in cmdline:
-            found.append(proc.info["pid"])
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def test_watch_follows_results_and_progress(parad: Daemon) -> None:

@@ -20,7 +20,7 @@ import pytest
 
 from para.client import InvalidRequest, ToolError
 from para.sandbox.probe import probe
-from tests.conftest import marked, wait_until
+from para.testing import marked, wait_until
 
 HOST = probe()
 needs_namespaces = pytest.mark.skipif(not HOST.namespaces, reason=f"no namespace isolation here: {HOST.namespaces_error}")

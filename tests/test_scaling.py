@@ -12,8 +12,7 @@ from para.daemon.pool import Pool
 from para.daemon.tasks import TaskRecord
 from para.daemon.tools import TOOLS
 from para.ipc import messages as m
-from tests.conftest import wait_until
-from tests.test_paractl import paractl as paractl_run
+from para.testing import paractl as paractl_run, wait_running, wait_until
 
 
 def test_a_pool_grows_under_load_and_shrinks_when_idle(start_daemon, tmp_path: Path) -> None:
@@ -73,7 +72,7 @@ def test_a_drained_pool_refuses_new_tasks_at_once_while_queued_ones_wait(start_d
     flag = tmp_path / "go"
     with d.client() as c:
         running = c.submit("bash", command=f"while [ ! -e {flag} ]; do sleep 0.01; done")
-        wait_until(lambda: any(t["id"] == running.id and t["state"] == "running" for t in c.ps()), 20, "the task to run")
+        wait_running(c, running.id, what="the task to run")
         queued = c.submit("bash", command="echo queued")
         assert paractl_run(d, "drain", "bash").returncode == 0
         # A new task has no worker coming: refused now, naming the way out (bounded waits, not forever).

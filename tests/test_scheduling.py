@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from para.client import InvalidRequest, QueueFull, ToolError
-from tests.conftest import wait_until
+from para.testing import wait_running, wait_until
 
 ONE_WORKER = {"bash": {"min_workers": 1, "max_workers": 1}}
 
@@ -21,7 +21,7 @@ def gate(c, tmp_path: Path):
     """A running task that ends when the test calls the returned function."""
     flag = tmp_path / "open"
     c.submit("bash", command=f"while [ ! -e {flag} ]; do sleep 0.01; done")
-    wait_until(lambda: [t for t in c.ps() if t["state"] == "running"], what="the gate to run")
+    wait_running(c, what="the gate to run")
     return lambda: flag.touch()
 
 
@@ -123,8 +123,7 @@ def test_cancel_a_whole_session(start_daemon) -> None:
     with d.client() as c:
         doomed = [c.submit("bash", command="sleep 300", session="doomed") for _ in range(6)]
         kept = c.submit("bash", command="echo kept", session="other")
-        wait_until(lambda: len([t for t in c.ps() if t["session"] == "doomed" and t["state"] == "running"]) == 2,
-                   what="two doomed tasks to run")
+        wait_running(c, count=2, session="doomed", what="two doomed tasks to run")
         body = c.cancel(session="doomed")
         assert sorted(body["cancelled"]) == sorted(f.id for f in doomed)
         assert all(f.result(timeout=30).status == "cancelled" for f in doomed)

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_until
-from tests.test_paractl import _alive, _daemons_serving
+from para.testing import alive as _alive, daemons_serving as _daemons_serving, wait_until
 
 MARKER = "SHADOWED-BY-THE-PROJECT"
 # Modules para or its dependencies import, as a project folder might hold them.

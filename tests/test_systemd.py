@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import FAST
+from para.testing import FAST
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,0 +1,16 @@
+"""para.testing: start a real parad for tests and benchmarks, and wait for conditions with deadlines.
+
+No pytest here (benchmarks use it too): a wait that times out raises
+WaitTimeout, a parad that fails to start or stop cleanly raises DaemonError.
+"""
+
+from para.testing.daemon import (
+    ALL_POOLS, FAST, Daemon, DaemonError, bad_frames, paractl, paractl_argv, stop_and_check,
+)
+from para.testing.processes import alive, daemons_serving, marked
+from para.testing.wait import WaitTimeout, running, wait_running, wait_until
+
+__all__ = [
+    "ALL_POOLS", "FAST", "Daemon", "DaemonError", "WaitTimeout", "alive", "bad_frames", "daemons_serving", "marked",
+    "paractl", "paractl_argv", "running", "stop_and_check", "wait_running", "wait_until",
+]
