@@ -39,7 +39,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 from collections.abc import Iterator
@@ -47,6 +46,8 @@ from typing import Any
 
 import msgpack
 import zmq
+
+from para.testing import Daemon, DaemonError
 
 from floor import SpawnFloor
 from peers import Peers
@@ -100,83 +101,29 @@ def git_describe() -> str:
 
 # ---- the daemon ------------------------------------------------------------------
 
-class Daemon:
-    """A parad of our own, in a temp dir, stopped on exit whatever happens."""
+def start_daemon(tmp: Path, bash_workers: int) -> Daemon:
+    """A parad of our own in `tmp` (sockets in tmp/r), every pool ok and at strength; python -P, as users run it."""
+    config = {"daemon": {"log_level": "warning"}, "pools": {
+        "echo": {"min_workers": 2, "max_workers": 2},
+        # The default sandbox: bubblewrap per worker and, as root, commands as nobody (see bench/README.md).
+        "bash": {"min_workers": bash_workers, "max_workers": bash_workers},
+    }}
+    return Daemon(config, tmp, runtime_dir=tmp / "r", python_flags=("-P",), ready_timeout=READY_DEADLINE,
+                  require_ok=True)
 
-    def __init__(self, tmp: Path, bash_workers: int) -> None:
-        self.tmp = tmp
-        self.runtime_dir = tmp / "r"
-        self.config = tmp / "parad.yaml"
-        self.config.write_text(textwrap.dedent(f"""\
-            daemon:
-              log_level: warning
-            pools:
-              echo:
-                min_workers: 2
-                max_workers: 2
-              bash:
-                min_workers: {bash_workers}
-                max_workers: {bash_workers}
-                # The default sandbox: bubblewrap per worker and, as root,
-                # commands as nobody (see bench/README.md).
-            """))
-        self.stderr_path = tmp / "parad.stderr"
-        self.proc: subprocess.Popen | None = None
-        self._stderr = None
-        self.exit_note = ""
 
-    def start(self) -> None:
-        cmd = [sys.executable, "-P", "-m", "para.daemon", "--config", str(self.config),
-               "--runtime-dir", str(self.runtime_dir), "--state-dir", str(self.tmp / "s")]
-        self._stderr = open(self.stderr_path, "wb")
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=self._stderr)
+def stop_daemon(daemon: Daemon) -> str:
+    """SIGTERM parad (SIGKILL after STOP_DEADLINE); a note if it did not exit 0, else ""."""
+    try:
+        rc = daemon.stop(STOP_DEADLINE)
+    except DaemonError as exc:
+        return str(exc)
+    return f"parad exited with {rc}" if rc != 0 else ""
 
-    def stderr_tail(self, n: int = 20) -> str:
-        try:
-            return "\n".join(self.stderr_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
 
-    def wait_ready(self) -> float:
-        """Poll Client.status() until every pool has all its workers ready; seconds it took."""
-        from para.client import Client
-        from para.client.errors import ParaError
-
-        t0 = time.perf_counter()
-        deadline = time.monotonic() + READY_DEADLINE
-        last = "no answer yet"
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"parad exited with {self.proc.returncode} during startup:\n{self.stderr_tail()}")
-            try:
-                with Client(self.runtime_dir, timeout=2.0) as c:
-                    status = c.status()
-                pools = status.get("pools", [])
-                if pools and all(p["state"] == "ok" and p["ready"] >= p["min_workers"] for p in pools):
-                    return time.perf_counter() - t0
-                last = ", ".join(f"{p['name']}: {p['state']} {p['ready']}/{p['min_workers']} ready" for p in pools)
-            except ParaError as exc:
-                last = str(exc)
-            time.sleep(0.1)
-        raise RuntimeError(f"parad not ready after {READY_DEADLINE:g}s ({last}):\n{self.stderr_tail()}")
-
-    def stop(self) -> None:
-        if self.proc is None:
-            if self._stderr is not None:
-                self._stderr.close()
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_DEADLINE)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                self.exit_note = f"parad did not exit within {STOP_DEADLINE:g}s of SIGTERM; killed"
-        rc = self.proc.returncode
-        if rc != 0 and not self.exit_note:
-            self.exit_note = f"parad exited with {rc}"
-        self._stderr.close()
+def log_tail(daemon: Daemon, n: int = 20) -> str:
+    """The last `n` lines parad wrote."""
+    return "\n".join(daemon.log().splitlines()[-n:])
 
 
 class RawPeers:
@@ -632,24 +579,28 @@ def main(argv: list[str] | None = None) -> int:
         "notes": [],
     }
     tmp = Path(tempfile.mkdtemp(prefix="pb", dir="/tmp"))
-    daemon = Daemon(tmp, args.workers)
-    peers = None
+    daemon = peers = None
     ok = False
+    exit_note = ""
     try:
         log(f"starting parad in {tmp}")
-        daemon.start()
-        res["meta"]["ready_s"] = daemon.wait_ready()
+        daemon = start_daemon(tmp, args.workers)
+        res["meta"]["ready_s"] = daemon.ready_s
         peers = RawPeers(tmp)
         measure(res, daemon, peers, p, args.workers)
         ok = True
+    except DaemonError as exc:  # it did not come up: it is stopped already, and its log is in the message
+        exit_note = f"parad did not start: {exc}"
+        print(f"bench: {exit_note}", file=sys.stderr)
     finally:
         if peers is not None:
             peers.stop()
-        log("stopping parad")
-        daemon.stop()
-        if daemon.exit_note:
-            res["notes"].append(daemon.exit_note)
-            print(f"bench: {daemon.exit_note}\n{daemon.stderr_tail()}", file=sys.stderr)
+        if daemon is not None:
+            log("stopping parad")
+            exit_note = stop_daemon(daemon)
+            if exit_note:
+                res["notes"].append(exit_note)
+                print(f"bench: {exit_note}\n{log_tail(daemon)}", file=sys.stderr)
         shutil.rmtree(tmp, ignore_errors=True)
     wall = time.perf_counter() - wall0
     res["meta"]["wall_s"] = wall
@@ -670,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
             print(f"\nJSON written to {args.json}")
     # Targets are reported, not enforced: exit 0 when the bench ran and parad stopped cleanly.
-    return 0 if ok and not daemon.exit_note else 1
+    return 0 if ok and not exit_note else 1
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -31,21 +30,22 @@ from para.client import Client
 from para.sandbox import namespaces
 from para.sandbox.policy import SandboxPolicy
 from para.sandbox.probe import probe
+from para.testing import Daemon
 
 TARGET_VS_NONE, TARGET_VS_PER_COMMAND = 0.8, 3.0
 
 
-def start_parad(tmp: Path, workers: int, policy: dict) -> subprocess.Popen:
+def start_parad(tmp: Path, workers: int, policy: dict) -> Daemon:
     pool = {"tool": "bash", "min_workers": workers, "max_workers": workers}
-    proc, status = local_parad.start(tmp, {"daemon": {"log_level": "warning"}, "pools": {
+    daemon = local_parad.start(tmp, {"daemon": {"log_level": "warning"}, "pools": {
         "plain": {**pool, "options": {"sandbox": {**policy, "isolation": "none"}}},
         "isolated": {**pool, "options": {"sandbox": {**policy, "isolation": "namespaces"}}},
     }})
-    effective = status["sandbox"]["pools"]["isolated"]["effective"]
+    effective = daemon.status["sandbox"]["pools"]["isolated"]["effective"]
     if effective != "namespaces":
-        proc.terminate()
+        local_parad.stop(daemon, 30)
         raise SystemExit(f"the isolated pool runs with isolation {effective}, not namespaces")
-    return proc
+    return daemon
 
 
 def para_round(client: Client, pool: str, n: int) -> float:
@@ -82,7 +82,7 @@ def main() -> int:
                                           ["bash", "-c", "{}"])]
     xargs = ["xargs", "-P", str(args.workers), "-I{}", *per_command]
     tmp = Path(tempfile.mkdtemp(prefix="pbs", dir="/tmp"))
-    proc = start_parad(tmp, args.workers, policy)
+    daemon = start_parad(tmp, args.workers, policy)
     times: dict[str, list[float]] = {"none": [], "namespaces": [], "per_command": []}
     try:
         with Client(tmp / "r", timeout=60) as c:
@@ -94,8 +94,7 @@ def main() -> int:
                 print(f"round {i + 1}/{args.rounds}: " + ", ".join(
                     f"{k} {args.tasks / v[-1]:,.0f}/s" for k, v in times.items()), file=sys.stderr)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
+        local_parad.stop(daemon, 30)
         shutil.rmtree(tmp, ignore_errors=True)
     rate = {k: args.tasks / statistics.median(v) for k, v in times.items()}
     vs_none, vs_per_command = rate["namespaces"] / rate["none"], rate["namespaces"] / rate["per_command"]

@@ -23,9 +23,7 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,17 +32,18 @@ from pathlib import Path
 import local_parad
 
 from para.client import Client
+from para.testing import Daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 LATENCY_TARGET = 5.0
 
 
-def start_parad(tmp: Path, workers: int) -> subprocess.Popen:
+def start_parad(tmp: Path, workers: int) -> Daemon:
     pool = {"min_workers": workers, "max_workers": workers}
     return local_parad.start(tmp, {"daemon": {"log_level": "warning"}, "pools": {
         "echo": dict(pool), "grep": dict(pool),
         "bash": {**pool, "max_queue": 20000, "options": {"sandbox": {"run_as": None, "isolation": "none"}}},
-    }})[0]
+    }})
 
 
 def timed_batch(c: Client, tasks: list[dict]) -> float:
@@ -90,7 +89,7 @@ def main() -> int:
     args = ap.parse_args()
     n = args.tasks
     tmp = Path(tempfile.mkdtemp(prefix="pbq", dir="/tmp"))
-    proc = start_parad(tmp, args.workers)
+    daemon = start_parad(tmp, args.workers)
     f: dict = {"tasks": n, "workers": args.workers}
     try:
         with Client(tmp / "r", timeout=60) as c, Client(tmp / "r", timeout=60) as urgent:
@@ -120,8 +119,7 @@ def main() -> int:
             f["urgent_p99_ratio"] = pct(busy, 0.99) / pct(idle, 0.99)
             f["bash_batch_done_when_measured"] = left["done"]
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
+        local_parad.stop(daemon, 60)
         shutil.rmtree(tmp, ignore_errors=True)
     if args.json:
         print(json.dumps(f, indent=2))
