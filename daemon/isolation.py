@@ -147,6 +147,7 @@ def _plan_pool(name: str, policy: SandboxPolicy, host: HostSupport, hide: list[s
             p.degraded.append(f"no namespaces: {host.namespaces_error}")
     if "/" in (resolve_path(w) for w in policy.filesystem.writable):
         p.degraded.append("a writable root is '/' (is parad's working directory '/'?): the whole filesystem is writable")
+    p.degraded.extend(denied_in_writable(policy))
     if cg_root is not None:
         p.cgroup = cgroup.make_pool(cg_root, name, policy.cgroup.cpu_weight)
         p.memory = "cgroup v2 (memory.max, pids.max, cpu.max), rlimits"
@@ -159,6 +160,30 @@ def _plan_pool(name: str, policy: SandboxPolicy, host: HostSupport, hide: list[s
             f"pool {name!r}: the sandbox policy cannot be met on this host: {'; '.join(p.degraded)}. "
             f"Fix the host, or set pools.{name}.options.sandbox.allow_degraded: true to run without it")
     return p
+
+
+def denied_in_writable(policy: SandboxPolicy) -> list[str]:
+    """One reason per writable root that holds deny_read paths (parad started in ~, say).
+
+    sandbox/seal.py never seals inside a writable root: a tmpfs there would
+    swallow what commands write. A denied path there is covered only if it
+    exists when a worker starts; one created (or saved over by rename) later
+    shows through, and nothing safe can hide it in advance: bubblewrap would
+    have to create its mount point in the user's directory on the host.
+    """
+    fs = policy.filesystem
+    if not fs.read_only_root:
+        return ["read_only_root is off: deny_read paths created after a worker started are not hidden"] \
+            if fs.deny_read else []
+    denied = [Path(os.path.realpath(resolve_path(entry))) for entry in fs.deny_read]
+    reasons = []
+    for root in dict.fromkeys(Path(os.path.realpath(resolve_path(w))) for w in fs.writable):
+        inside = [str(d.relative_to(root)) for d in denied if d == root or root in d.parents]
+        if inside and root != Path("/") and root.exists():  # '/' has a reason of its own; a missing root is not bound
+            reasons.append(f"writable root {root} holds denied paths ({', '.join(inside)}): those created or saved "
+                           f"over after a worker started are not hidden from commands (a writable directory cannot "
+                           f"be sealed); start parad in a project directory, not {root}, or narrow filesystem.writable")
+    return reasons
 
 
 def code_paths() -> list[str]:

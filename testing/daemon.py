@@ -38,12 +38,13 @@ class Daemon:
     Its config, log and state live under `tmp`; its sockets in `runtime_dir`
     (by default a fresh short dir under /tmp: Unix socket paths are limited
     to 107 bytes). `python_flags` go before `-m para.daemon` (benchmarks pass
-    `-P`); `require_ok` also waits for every pool's state to be "ok".
+    `-P`); `require_ok` also waits for every pool's state to be "ok"; `cwd` is
+    parad's working directory (the sandbox's writable root '.').
     """
 
     def __init__(self, config: dict[str, Any], tmp: Path, env: dict[str, str] | None = None,
                  runtime_dir: Path | None = None, *, python_flags: Sequence[str] = (),
-                 ready_timeout: float = 30.0, require_ok: bool = False) -> None:
+                 ready_timeout: float = 30.0, require_ok: bool = False, cwd: Path | None = None) -> None:
         self.config = config
         self.tmp = tmp
         self.runtime_dir = runtime_dir or Path(tempfile.mkdtemp(prefix="pt", dir="/tmp"))
@@ -56,7 +57,7 @@ class Daemon:
         self.proc = subprocess.Popen(
             [sys.executable, *python_flags, "-m", "para.daemon", "--config", str(self.config_path),
              "--runtime-dir", str(self.runtime_dir), "--state-dir", str(self.state_dir)],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
         )
         self.pid = self.proc.pid
         self.seen: set[int] = set()

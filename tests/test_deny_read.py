@@ -51,6 +51,31 @@ def test_credentials_created_or_replaced_after_the_workers_started_stay_hidden(s
     assert notes == ["public words"]
 
 
+def test_a_writable_root_holding_denied_paths_is_reported_degraded(make_daemon, tmp_path: Path) -> None:
+    """parad started in ~: '.' (the home) is writable, so credentials created there later cannot be
+    sealed away; status, the log and the metric say so, naming the root and the paths."""
+    from para.testing import FAST, stop_and_check
+    home = tmp_path / "home"
+    (home / "project").mkdir(parents=True)
+    bash = {"min_workers": 1, "max_workers": 1}
+    pools = {"bash": {**bash, "options": {"sandbox": {"filesystem": {"writable": ["."]}}}},
+             "project": {**bash, "tool": "bash", "options": {"sandbox": {"filesystem": {"writable": [str(home / "project")]}}}}}
+    d = make_daemon({"daemon": FAST, "pools": pools}, tmp_path / "d", {**os.environ, "HOME": str(home)}, cwd=home)
+    try:
+        with d.client() as c:
+            status = c.status()
+            metrics = c.metrics()
+    finally:
+        stop_and_check(d)
+    reasons = status["sandbox"]["pools"]["bash"]["degraded"]
+    held = [r for r in reasons if f"writable root {home} holds denied paths" in r]
+    assert held and ".kube" in held[0] and ".ssh" in held[0] and "not hidden" in held[0], reasons
+    assert not any("holds denied paths" in r for r in status["sandbox"]["pools"]["project"]["degraded"])
+    assert "(degraded)" in status["daemon"]["isolation"]
+    assert 'para_sandbox_degraded{pool="bash"} 1.0' in metrics
+    assert f"writable root {home} holds denied paths" in d.log()
+
+
 def read_only_pools(sandbox: dict) -> dict:
     return {tool: {"min_workers": 1, "max_workers": 1, "options": {"sandbox": sandbox}} for tool in ("read", "glob", "grep")}
 
