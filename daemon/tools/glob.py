@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from para.daemon.tools.base import Finished, RunCommand, StrictModel, TaskContext, ToolFailure
+from para.daemon.tools.base import Finished, RunCommand, StrictModel, TaskContext
 from para.daemon.tools.globmatch import compile_globs
-from para.daemon.tools.reader import ReadOnlyTool
-from para.daemon.tools import ripgrep
-from para.daemon.tools.ripgrep import absolute_dir, rg_fds, rg_path
-from para.sandbox.command import CommandSpec, Outcome
+from para.daemon.tools.ripgrep import RipgrepTool, absolute_dir
+from para.sandbox.command import Outcome
 from para.sandbox.policy import ReadOnlySandbox
 
 
@@ -28,18 +26,15 @@ class GlobOptions(BaseModel):
     sandbox: ReadOnlySandbox = Field(default_factory=ReadOnlySandbox)
 
 
-class Glob(ReadOnlyTool):
+class Glob(RipgrepTool):
     name = "glob"
     Args = GlobArgs
     Options = GlobOptions
 
-    def warm_up(self) -> None:
-        ripgrep.warm_up()
-
     def run(self, args: GlobArgs, options: GlobOptions, ctx: TaskContext) -> RunCommand:
         user = self.identity(options)
         root = absolute_dir(args.root or options.default_root, "root", self.denied_hint(options))
-        argv = [rg_path(user), "--files", "--no-require-git"]
+        argv = self.rg_argv(user, "--files", "--no-require-git")
         matches = compile_globs(args.patterns)
         if args.hidden:
             argv.append("--hidden")
@@ -55,9 +50,7 @@ class Glob(ReadOnlyTool):
             return Finished(value={"root": str(root), "files": files[:limit], "count": len(files),
                                    "truncated": len(files) > limit})
 
-        return RunCommand(CommandSpec(argv=argv, cwd=str(root), timeout=ctx.timeout, output_cap=256 << 20, user=user,
-                                      pass_fds=rg_fds(user)),
-                          finish)
+        return self.rg_command(argv, root, user, ctx, finish)
 
 
 def _in_git_dir(path: str) -> bool:

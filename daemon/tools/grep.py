@@ -9,12 +9,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from para.daemon.tools.base import Finished, RunCommand, StrictModel, TaskContext, ToolFailure
+from para.daemon.tools.base import Finished, RunCommand, StrictModel, TaskContext
 from para.daemon.tools.globmatch import compile_globs
-from para.daemon.tools.reader import ReadOnlyTool
-from para.daemon.tools import ripgrep
-from para.daemon.tools.ripgrep import absolute_dir, rg_fds, rg_path
-from para.sandbox.command import CommandSpec, Outcome
+from para.daemon.tools.ripgrep import RipgrepTool, absolute_dir
+from para.sandbox.command import Outcome
 from para.sandbox.policy import ReadOnlySandbox
 
 CASE_FLAGS = {"smart": "--smart-case", "sensitive": "--case-sensitive", "insensitive": "--ignore-case"}
@@ -38,19 +36,16 @@ class GrepOptions(BaseModel):
     sandbox: ReadOnlySandbox = Field(default_factory=ReadOnlySandbox)
 
 
-class Grep(ReadOnlyTool):
+class Grep(RipgrepTool):
     name = "grep"
     Args = GrepArgs
     Options = GrepOptions
-
-    def warm_up(self) -> None:
-        ripgrep.warm_up()
 
     def run(self, args: GrepArgs, options: GrepOptions, ctx: TaskContext) -> RunCommand:
         user = self.identity(options)
         target = absolute_dir(args.path or options.default_root, "path", self.denied_hint(options))
         cwd, where = (target, []) if target.is_dir() else (target.parent, [target.name])
-        argv = [rg_path(user), "--json", "--no-require-git", CASE_FLAGS[args.case]]
+        argv = self.rg_argv(user, "--json", "--no-require-git", CASE_FLAGS[args.case])
         if args.context:
             argv += ["--context", str(args.context)]
         if args.fixed_strings:
@@ -70,9 +65,7 @@ class Grep(ReadOnlyTool):
                 return Finished(error=f"grep failed: {message}")
             return Finished(value=parse_rg_json(outcome.stdout, limit, wanted, args.context))
 
-        return RunCommand(CommandSpec(argv=argv, cwd=str(cwd), timeout=ctx.timeout, output_cap=256 << 20, user=user,
-                                      pass_fds=rg_fds(user)),
-                          finish)
+        return self.rg_command(argv, cwd, user, ctx, finish)
 
 
 def _glob_flags(globs: list[str]) -> list[str]:

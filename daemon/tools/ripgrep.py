@@ -1,4 +1,4 @@
-"""What the glob and grep tools share: finding rg and checking the path they search."""
+"""What the glob and grep tools share: their base class, finding rg and checking the path they search."""
 
 from __future__ import annotations
 
@@ -7,9 +7,36 @@ import os
 import shutil
 import stat
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from para.daemon.tools.base import ToolFailure
+from para.daemon.tools.base import Finished, RunCommand, TaskContext, ToolFailure
+from para.daemon.tools.reader import ReadOnlyTool
+from para.sandbox.command import CommandSpec, Outcome
+
+OUTPUT_CAP = 256 << 20  # rg's whole output is parsed, not streamed to the client
+
+
+class RipgrepTool(ReadOnlyTool):
+    """A read-only tool that answers by running rg as the user its pool reads as (glob, grep)."""
+
+    def warm_up(self) -> None:
+        """Find rg and open its descriptor while the worker still reads as root; a missing rg is each task's error."""
+        try:
+            _rg_fd()
+        except (ToolFailure, OSError):
+            pass
+
+    def rg_argv(self, user: tuple[int, int] | None, *flags: str) -> list[str]:
+        """rg's argv head as `user` runs it; ToolFailure when rg is missing or `user` may not execute it."""
+        return [rg_path(user), *flags]
+
+    def rg_command(self, argv: list[str], cwd: Path, user: tuple[int, int] | None, ctx: TaskContext,
+                   finish: Callable[[Outcome], Finished]) -> RunCommand:
+        """Run `argv` (from rg_argv) in `cwd` as `user`, handing it the descriptor rg is exec'd through."""
+        return RunCommand(CommandSpec(argv=argv, cwd=str(cwd), timeout=ctx.timeout, output_cap=OUTPUT_CAP, user=user,
+                                      pass_fds=rg_fds(user)),
+                          finish)
 
 
 def rg_path(user: tuple[int, int] | None = None) -> str:
@@ -42,14 +69,6 @@ def executable_by(fd: int, user: tuple[int, int]) -> bool:
 def rg_fds(user: tuple[int, int] | None) -> tuple[int, ...]:
     """The descriptors a child needs to exec `rg_path(user)`."""
     return () if user is None else (_rg_fd(),)
-
-
-def warm_up() -> None:
-    """Find rg and open its descriptor while the worker still reads as root; a missing rg is each task's error."""
-    try:
-        _rg_fd()
-    except (ToolFailure, OSError):
-        pass
 
 
 @functools.cache
