@@ -37,8 +37,9 @@ class ClientRequests:
         self.sup = supervisor
         self.sock: zmq.Socket = supervisor.control
         self.max_size = supervisor.config.daemon.max_message_size
-        self.outbox = Outbox(self.sock, supervisor.config.daemon.client_output_budget, supervisor.dispatcher.send,
-                             self._relay, self._drained)
+        d = supervisor.config.daemon
+        self.outbox = Outbox(self.sock, d.client_output_budget, supervisor.dispatcher.send,
+                             self._relay, self._drained, d.output_budget_total)
         self._parent: TaskRecord | None = None   # set while serving a child client (nested tasks)
         self.handlers = self._handlers()
 
@@ -85,6 +86,8 @@ class ClientRequests:
                 self._refuse(frames[0], 0, m.E_PROTOCOL, f"expected one frame per request, got {len(frames) - 1}")
             return
         identity, frame = frames
+        if self.outbox.refusing(identity):
+            return  # it reads nothing: another answer would only grow what parad holds for it (outbox.py)
         if len(frame) > self.max_size:
             self._refuse(identity, 0, m.E_TOO_LARGE,
                          f"request of {len(frame)} bytes exceeds max_message_size ({self.max_size} bytes); "

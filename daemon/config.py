@@ -31,6 +31,7 @@ class DaemonSection(BaseModel):
     finished_task_retention: int = Field(10000, ge=0, description="finished results kept in memory for status queries")
     finished_task_bytes: ByteSize = Field(64 << 20, ge=0, description="and at most this many bytes of them (as encoded); past either, the oldest are dropped")
     client_output_budget: ByteSize = Field(16 << 20, ge=1 << 20, description="bytes of results and output parad holds for a client that reads slower than its tasks produce; past it the client's streaming commands pause and its queued tasks wait, until it has read half of it")
+    output_budget_total: ByteSize = Field(128 << 20, ge=1 << 20, description="bytes of results and output parad holds for all clients together; past it every client holding more than its share (this over the number of clients held for, at most client_output_budget) is over budget, until the total is down to half")
     metrics_listen: str | None = Field(None, pattern=r"^[^:]*:\d+$", description="serve Prometheus /metrics on HOST:PORT (e.g. 127.0.0.1:9464); null: off (`paractl metrics` still works)")
     scale_cpu_percent: float = Field(90.0, gt=0, le=100, description="pools do not grow while host CPU use is above this percentage (100: never hold back)")
     scale_memory_percent: float = Field(85.0, gt=0, le=100, description="pools do not grow while host memory use is above this percentage")
@@ -44,6 +45,10 @@ class DaemonSection(BaseModel):
                 f"failure_detection_timeout ({self.failure_detection_timeout:g}s) must be at least twice "
                 f"heartbeat_interval ({self.heartbeat_interval:g}s), or every healthy worker is killed as hung; "
                 f"raise failure_detection_timeout or lower heartbeat_interval")
+        if self.output_budget_total < self.client_output_budget:
+            raise ValueError(
+                f"output_budget_total ({self.output_budget_total} bytes) is below client_output_budget "
+                f"({self.client_output_budget} bytes): one client could never reach its own budget; raise output_budget_total")
         return self
 
 

@@ -54,7 +54,10 @@ class SupervisorCollector:
         paused.add_metric([], out["paused_tasks"])
         retained = GaugeMetricFamily("para_finished_retained_bytes", "Bytes of finished results kept for queries")
         retained.add_metric([], self.sup.tasks.finished_bytes)
-        yield from (backlog, over, paused, retained)
+        dropped = CounterMetricFamily("para_client_requests_dropped", "Requests not answered: their client held more "
+                                      "than twice its output budget unread")
+        dropped.add_metric([], self.sup.clients.outbox.dropped)
+        yield from (backlog, over, paused, retained, dropped)
 
     def _sandbox(self) -> Iterator[Metric]:
         mode = GaugeMetricFamily("para_sandbox_isolation", "1 for the isolation each pool runs under", labels=["pool", "isolation"])

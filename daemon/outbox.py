@@ -15,13 +15,29 @@ the scheduler); other clients' tasks go ahead. Results of its tasks already
 running still arrive and are held: at most a worker's credit times a
 result's size each. Once drained, its paused commands resume.
 
-Nothing is dropped, except for a client that is gone (the socket no longer
-routes to it): its outbox is freed, and its results stay queryable by id.
+Budgets are per client and for all of them together: while the outboxes
+hold more than `total_budget` bytes in all (`squeezed`, until they are down to
+half of it), a client's budget is its fair share of the total (`total_budget`
+over the number of clients held for, if that is less), and while the total is
+past `total_budget` no client may hold more than one message (BATCH_BYTES): so
+many clients that do not read hold about `total_budget` plus a message each,
+not their number times `budget`.
+
+A client holding more than twice its budget is not served (`refusing`): its
+requests are dropped unanswered, counted in `dropped`, until it reads. Past
+the budget only results of its running tasks still arrive, which its credit
+bounds; a reply is what a client could otherwise multiply without bound
+(a thousand queries for one large result). Twice, so that a client that
+is merely slow, over budget by its running tasks' results, is still served.
+
+Nothing accepted is dropped, except for a client that is gone (the socket no
+longer routes to it): its outbox is freed, and its results stay queryable by id.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +54,10 @@ BATCH_FRAMES = 1024     # and most frames (a client refuses more than codec.MAX_
 SNDHWM = 4              # messages the control socket queues per client, so at most ~4 MiB in zmq
 RETRY_FIRST = 0.002     # seconds before a client whose queue was full is tried again; doubles
 RETRY_MAX = 0.1
+HARD_CAP = 2            # times its budget a client may hold before its requests are dropped
+WARN_EVERY = 10.0       # seconds between warnings about dropped requests
+
+log = logging.getLogger("parad")
 
 
 @dataclass(slots=True)
@@ -55,9 +75,15 @@ class Outbox:
     """Per-client outboxes on the control socket; see the module docstring."""
 
     def __init__(self, sock: zmq.Socket, budget: int, to_worker: Callable[[str, Any], bool],
-                 relay: Callable[[str, bytes, list[bytes]], None], on_drained: Callable[[], None]) -> None:
+                 relay: Callable[[str, bytes, list[bytes]], None], on_drained: Callable[[], None],
+                 total_budget: int | None = None) -> None:
         self.sock = sock
         self.budget = budget
+        self.total_budget = max(budget, total_budget or budget)
+        self.total = 0                      # bytes held for every client
+        self.squeezed = False               # total past total_budget, until drained to half of it
+        self.dropped = 0                    # requests not served: their client held past HARD_CAP
+        self._warned = -WARN_EVERY
         self.blocked: set[bytes] = set()    # clients over budget: their queued tasks wait
         self._to_worker = to_worker
         self._relay = relay
@@ -75,7 +101,12 @@ class Outbox:
             box = self._boxes[owner] = _Box(children.split_owner(owner))
         box.frames.append(frame)
         box.size += len(frame)
-        if box.size > self.budget and not box.over:
+        self.total += len(frame)
+        if self.total > self.total_budget and not self.squeezed:
+            self.squeezed = True
+            log.warning("clients have %d bytes of results and output unread (output_budget_total %d): "
+                        "each now gets its share of it", self.total, self.total_budget)
+        if box.size > self._budget() and not box.over:
             box.over = True
             self.blocked.add(owner)
         if not box.retry_at:
@@ -93,6 +124,32 @@ class Outbox:
         """A task's Done: queued; its command, if paused, has ended."""
         self.send(owner, frame).paused.pop(task_id, None)
 
+    def refusing(self, owner: bytes) -> bool:
+        """Whether `owner` holds so much unread that its requests are dropped; counted and logged if so."""
+        box = self._boxes.get(owner)
+        if box is None or box.size <= HARD_CAP * self._share():
+            return False
+        self.dropped += 1
+        now = time.monotonic()
+        if now - self._warned >= WARN_EVERY:
+            self._warned = now
+            log.warning("a client holds %d bytes it has not read, over %d times its output budget: its requests "
+                        "are dropped until it reads (%d dropped so far)", box.size, HARD_CAP, self.dropped)
+        return True
+
+    def _share(self) -> int:
+        """A client's budget: its own, or while squeezed its share of total_budget if that is less."""
+        if not self.squeezed:
+            return self.budget
+        return min(self.budget, self.total_budget // max(1, len(self._boxes)))
+
+    def _budget(self) -> int:
+        # While the total is past total_budget no client grows past one message: clients
+        # that come later must not each add a share, or the total grows with their number.
+        if self.total > self.total_budget:
+            return min(self._share(), BATCH_BYTES)
+        return self._share()
+
     # ---- sending ------------------------------------------------------------
 
     def flush(self) -> None:
@@ -105,6 +162,17 @@ class Outbox:
             if box is not None:
                 self._flush_box(owner, box)
         self._dirty.clear()
+        if self.squeezed and self.total <= self.total_budget // 2:
+            self._unsqueeze()
+
+    def _unsqueeze(self) -> None:
+        # Back to each client's own budget: those held to a share but under half their own go on.
+        self.squeezed = False
+        for owner, box in list(self._boxes.items()):
+            if box.over and box.size <= self.budget // 2:
+                self._drained(owner, box)
+                if not box.frames:
+                    del self._boxes[owner]
 
     def drain(self, seconds: float) -> None:
         """At exit: go on sending, for at most `seconds`, to clients that still read."""
@@ -125,6 +193,7 @@ class Outbox:
         if box.relay is not None:  # batched by the relay, BATCH_FRAMES at a time
             self._relay(*box.relay, list(box.frames))
             box.frames.clear()
+            self.total -= box.size
             box.size = 0
         sent = False
         while box.frames:
@@ -145,11 +214,12 @@ class Outbox:
             for _ in batch:
                 box.frames.popleft()
             box.size -= size
+            self.total -= size
             sent = True
         else:
             box.retry_at = box.delay = 0.0
             self._stalled.pop(owner, None)
-        if box.over and box.size <= self.budget // 2:
+        if box.over and box.size <= self._budget() // 2:
             self._drained(owner, box)
         if not box.frames and not box.over:
             del self._boxes[owner]
@@ -171,6 +241,7 @@ class Outbox:
         # The client disconnected: zmq freed its queue, and so do we. Its
         # paused commands go on (their output has nobody to go to).
         box.frames.clear()
+        self.total -= box.size
         box.size = 0
         self._stalled.pop(owner, None)
         if box.over:
@@ -181,5 +252,5 @@ class Outbox:
 
     def summary(self) -> dict[str, int]:
         boxes = self._boxes.values()
-        return {"backlog_bytes": sum(b.size for b in boxes), "clients_over_budget": len(self.blocked),
+        return {"backlog_bytes": self.total, "clients_over_budget": len(self.blocked),
                 "paused_tasks": sum(len(b.paused) for b in boxes)}

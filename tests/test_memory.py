@@ -202,3 +202,82 @@ def test_a_client_that_fell_behind_gets_its_many_small_answers_in_batches_it_can
     finally:
         late.close()
         ctx.term()
+
+
+def _silent(ctx: zmq.Context, d) -> zmq.Socket:
+    """A client that has stopped reading: its own side takes in one message and no more."""
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVHWM, 1)
+    sock.connect(f"ipc://{d.runtime_dir}/control.sock")
+    return sock
+
+
+def test_a_client_that_does_not_read_is_not_answered_past_twice_its_budget(start_daemon) -> None:
+    """Replies are the one thing a client multiplies at will: 300 queries for one finished
+    1 MB result would hold 300 MB for it. Past twice its budget its requests are dropped."""
+    d = start_daemon(pools={"echo": {"min_workers": 1, "max_workers": 1}, "bash": {"min_workers": 1, "max_workers": 1}})
+    ctx = zmq.Context()
+    slow = _silent(ctx, d)
+    queries = 300
+    try:
+        with RssSampler(d.pid) as rss, d.client(timeout=30) as c:
+            big = c.run("bash", command=f"head -c {MB} /dev/zero")
+            assert big.stdout_bytes == MB
+            base = rss.proc.memory_info().rss
+            for i in range(queries):
+                slow.send(codec.encode(m.Query(i + 1, "task", big.id)))
+            dropped = lambda: _metric(c.metrics(), "para_client_requests_dropped_total")  # noqa: E731
+            # Today's parad answers all 300 into the slow client's outbox; a bounded one stops at ~32 MB.
+            wait_until(lambda: dropped() >= queries - 64 or _metric(c.metrics(), "para_client_backlog_bytes") > 128 * MB,
+                       30, "the slow client's queries to be dropped, or answered")
+            assert c.run("echo", i=1, timeout=10).value == {"i": 1}   # others are served meanwhile
+            backlog = _metric(c.metrics(), "para_client_backlog_bytes")
+            grown = rss.peak - base
+        answered = 0
+        while slow.poll(2000):   # it reads now: what was answered arrives, then it is served again
+            answered += sum(isinstance(codec.decode(p), m.Reply) for p in codec.split(slow.recv()))
+        slow.send(codec.encode(m.Ping(queries + 1)))
+        assert slow.poll(10_000), "a client that has read what it was owed is not served again"
+        assert [type(codec.decode(p)) for p in codec.split(slow.recv())] == [m.Pong]
+    finally:
+        slow.close()
+        ctx.term()
+    print(f"parad RSS grew {grown / 2**20:.0f} MiB; backlog {backlog / 2**20:.0f} MiB; {answered} of {queries} answered")
+    assert backlog <= 2 * (16 << 20) + 2 * MB
+    assert grown < 64 << 20, f"parad's RSS grew by {grown / 2**20:.0f} MiB for a client that reads nothing"
+    assert 0 < answered < queries - 200
+
+
+def test_many_clients_that_do_not_read_hold_about_the_total_budget_not_one_budget_each(start_daemon) -> None:
+    total = 32 << 20
+    d = start_daemon(daemon={"client_output_budget": 8 << 20, "output_budget_total": total},
+                     pools={"echo": {"min_workers": 1, "max_workers": 1}, "bash": {"min_workers": 4, "max_workers": 4}})
+    ctx = zmq.Context()
+    clients, tasks = 16, 6
+    socks = [_silent(ctx, d) for _ in range(clients)]
+    try:
+        with d.client(timeout=30) as c:
+            for n, sock in enumerate(socks):
+                sock.send(codec.encode(m.Submit(1, [m.TaskSpec(f"c{n}-{k}", "bash", {"command": f"head -c {3 * MB} /dev/zero"},
+                                                               stream=True) for k in range(tasks)])))
+            # Each is owed 18 MB. Without a total, a dozen of them hold their own 8 MiB budget
+            # (about 130 MiB); with one, those that come after the total passed 32 MiB hold
+            # about a message each. It settles when every bash worker holds a paused command.
+            seen: list[dict] = []
+
+            def settled() -> bool:
+                seen.append(c.status()["output"])
+                return len(seen) > 1 and seen[-1] == seen[-2] and seen[-1]["paused_tasks"] == 4
+            wait_until(lambda: settled() or _finished(c) == clients * tasks, 60,
+                       "every bash worker to hold a paused command, and the backlog to settle")
+            assert c.run("echo", i=1, timeout=10).value == {"i": 1}
+            held = c.status()["output"]
+    finally:
+        for sock in socks:
+            sock.close()
+        ctx.term()
+    print(f"held for {clients} silent clients: {held}")
+    # The total, and a message and what was in flight when its commands paused for each client.
+    assert held["backlog_bytes"] < 2 * total, f"{held['backlog_bytes'] / 2**20:.0f} MiB held"
+
