@@ -49,11 +49,12 @@ def _describe(exc: ValidationError, prefix: str) -> str:
     return "; ".join(parts)
 
 
-def admit(spec: m.TaskSpec, pools: dict[str, Pool], adding: int = 1, accepted: bool = False) -> Pool:
+def admit(spec: m.TaskSpec, pools: dict[str, Pool], adding: int = 1, accepted: bool = False, size: int = 0) -> Pool:
     """Check one task; return its pool or raise Refusal with a clear message.
 
     `accepted`: the task was taken before (a batch task whose dependencies just
-    finished), so a drain since then does not refuse it: it waits, like queued work.
+    finished), so a drain since then does not refuse it: it waits, like queued work,
+    and its bytes are in the queue's count already. `size`: the bytes it adds to the queue.
     """
     if not isinstance(spec, m.TaskSpec):
         raise Refusal(m.E_INVALID, "Submit.tasks must hold TaskSpec messages")
@@ -85,7 +86,20 @@ def admit(spec: m.TaskSpec, pools: dict[str, Pool], adding: int = 1, accepted: b
             f"queue full: pool {pool.name!r} holds {pool.queue.depth} queued tasks (max_queue "
             f"{pool.queue.max_depth}); wait for results and submit again",
         )
+    if not accepted:
+        refuse_if_full_bytes(pool, size)
     return pool
+
+
+def refuse_if_full_bytes(pool: Pool, size: int) -> None:
+    """Queued tasks are bounded by bytes too: their arguments are parad's memory until they run."""
+    if pool.queue.too_big(size):
+        raise Refusal(
+            m.E_QUEUE_FULL,
+            f"queue full: pool {pool.name!r} holds {pool.queue.bytes_held / 2**20:.1f} MiB of queued tasks (max_queue_bytes "
+            f"{pool.queue.max_bytes / 2**20:.1f} MiB); wait for results and submit again, or put large inputs in a "
+            f"file and pass its path",
+        )
 
 
 def refuse_if_drained(pool: Pool) -> None:

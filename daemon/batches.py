@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from para.daemon.admission import Refusal, admit, refuse_if_drained
+from para.daemon.admission import Refusal, admit, refuse_if_drained, refuse_if_full_bytes
 from para.daemon.enqueue import enqueue, release, wake
 from para.daemon.pool import Pool
 from para.daemon.tasks import TaskRecord
@@ -184,8 +184,8 @@ class BatchRunner:
         self.results: dict[str, m.TaskResult] = {}   # finished results of live batches, by task id
         self.done: dict[str, dict[str, Any]] = {}     # final status of the last finished batches
 
-    def submit(self, owner: bytes, msg: m.SubmitBatch) -> list[str]:
-        """Check and start a batch; returns its task ids. Raises BatchError or Refusal."""
+    def submit(self, owner: bytes, msg: m.SubmitBatch, size: int = 0) -> list[str]:
+        """Check and start a batch of `size` bytes (its frame); returns its task ids. Raises BatchError or Refusal."""
         if msg.on_failure not in POLICIES:
             raise BatchError(f"on_failure must be one of {', '.join(POLICIES)}, not {msg.on_failure!r}")
         if msg.batch in self.batches:
@@ -203,20 +203,22 @@ class BatchRunner:
             for spec in specs:
                 spec.args = substitute_cwd(spec.args, msg.cwd)
         roots = sum(1 for s in specs if not after.get(s.id))
-        pools = [self._admit(spec, after.get(spec.id, []), msg.batch, roots) for spec in specs]
+        # Every pool it uses must have room for the whole batch's bytes: simple, and a batch is one frame.
+        pools = [self._admit(spec, after.get(spec.id, []), msg.batch, roots, size) for spec in specs]
         batch = Batch(msg.batch, owner, msg.on_failure, after, {}, {}, {})
         for spec, pool in zip(specs, pools):
             deps = set(after.get(spec.id, []))
             batch.waiting[spec.id] = len(deps)
             for d in deps:
                 batch.dependents.setdefault(d, []).append(spec.id)
-            batch.records[spec.id] = enqueue(self.sup.tasks, spec, pool, owner, batch=batch.id, pending=bool(deps))
+            batch.records[spec.id] = enqueue(self.sup.tasks, spec, pool, owner, batch=batch.id, pending=bool(deps),
+                                             size=size // len(specs))
         self.batches[batch.id] = batch
         wake({pool for spec, pool in zip(specs, pools) if not after.get(spec.id)}, self.sup.dispatcher.dispatch,
              self.sup.maintain)
         return ids
 
-    def _admit(self, spec: m.TaskSpec, deps: list[str], batch_id: str, roots: int) -> Pool:
+    def _admit(self, spec: m.TaskSpec, deps: list[str], batch_id: str, roots: int, size: int) -> Pool:
         """A batch task's pool, or BatchError or Refusal naming the task. One that refers to others'
         results is admitted in full at its release; until then only its tool and drain are checked."""
         names = {d.split(":", 1)[1] for d in deps}
@@ -231,8 +233,9 @@ class BatchRunner:
                 if pool is None:
                     raise Refusal(m.E_UNKNOWN_TOOL, f"unknown tool {spec.tool!r}")
                 refuse_if_drained(pool)
+                refuse_if_full_bytes(pool, size)
             else:
-                pool = admit(spec, self.sup.pools, adding=roots)
+                pool = admit(spec, self.sup.pools, adding=roots, size=size)
         except Refusal as refusal:
             raise Refusal(refusal.code, f"task {spec.id.split(':', 1)[1]}: {refusal.message}") from None
         return pool

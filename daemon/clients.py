@@ -41,6 +41,7 @@ class ClientRequests:
         self.outbox = Outbox(self.sock, d.client_output_budget, supervisor.dispatcher.send,
                              self._relay, self._drained, d.output_budget_total)
         self._parent: TaskRecord | None = None   # set while serving a child client (nested tasks)
+        self._frame_size = 0                     # bytes of the request being served: what its tasks hold queued
         self.handlers = self._handlers()
 
     def _handlers(self) -> dict[type, Callable[[bytes, Any], None]]:
@@ -106,6 +107,7 @@ class ClientRequests:
         if handler is None:
             self._refuse(identity, getattr(msg, "req", 0), m.E_PROTOCOL, f"{type(msg).__name__} is not a client request")
             return
+        self._frame_size = len(frame)
         try:
             handler(identity, msg)
         except Exception as exc:  # a bug must cost one request, not the daemon
@@ -127,28 +129,29 @@ class ClientRequests:
             self._error(identity, msg.req, m.E_INVALID, "Submit.tasks must be a list of tasks")
             return
         accepted, woken = [], set()
+        size = self._frame_size // max(1, len(msg.tasks))   # each task's share of the frame: no second encoding
         for spec in msg.tasks:
             task_id = getattr(spec, "id", None)
             try:
-                pool, original = self._admit(spec)
+                pool, original = self._admit(spec, size)
             except Refusal as refusal:
                 self._error(identity, msg.req, refusal.code, refusal.message, task_id if isinstance(task_id, str) else None)
                 continue
             if original is not None:
                 self._repeat(identity, spec.id, original)
             else:
-                enqueue(self.sup.tasks, spec, pool, identity, dedup=self.sup.dedup, parent=self._parent)
+                enqueue(self.sup.tasks, spec, pool, identity, dedup=self.sup.dedup, parent=self._parent, size=size)
                 woken.add(pool)
             accepted.append(spec.id)
         if msg.ack:
             self._reply(identity, m.Accepted(msg.req, accepted))
         wake(woken, self.sup.dispatcher.dispatch, self.sup.maintain)
 
-    def _admit(self, spec: m.TaskSpec) -> tuple[Pool, TaskRecord | None]:
+    def _admit(self, spec: m.TaskSpec, size: int) -> tuple[Pool, TaskRecord | None]:
         """A single task's pool, and the task it repeats (same idempotency key) if any; Refusal if it may not run."""
         if self.sup.stopping:
             raise Refusal(m.E_SHUTTING_DOWN, "parad is shutting down; start it again and resubmit")
-        pool = admit(spec, self.sup.pools)
+        pool = admit(spec, self.sup.pools, size=size)
         if spec.id in self.sup.tasks.live:
             raise Refusal(m.E_INVALID, f"task id {spec.id!r} is already in use; ids must be unique")
         original = self.sup.dedup.original(spec)
@@ -181,7 +184,7 @@ class ClientRequests:
             self._error(identity, msg.req, m.E_SHUTTING_DOWN, "parad is shutting down; start it again and resubmit")
             return
         try:
-            ids = self.sup.batches.submit(identity, msg)
+            ids = self.sup.batches.submit(identity, msg, self._frame_size)
         except BatchError as exc:
             self._error(identity, msg.req, m.E_INVALID, str(exc))
             return

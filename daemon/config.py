@@ -59,6 +59,7 @@ class PoolSection(BaseModel):
     max_workers: int = Field(4, ge=1, description="workers at most, grown toward queue depth")
     credit: int | None = Field(None, ge=1, description="tasks a worker may hold at once; default: the tool's")
     max_queue: int = Field(10000, ge=1, description="queued tasks at most; past it submissions fail with queue_full")
+    max_queue_bytes: ByteSize = Field(64 << 20, ge=1 << 20, description="and at most this many bytes of them, as they came on the wire (batch tasks waiting for dependencies count too); past it submissions fail with queue_full")
     default_timeout: float | None = Field(None, gt=0, description="seconds, for tasks that name none (null: no limit)")
     max_timeout: float | None = Field(None, gt=0, description="a task may not ask for more seconds")
     idle_timeout: float = Field(60.0, gt=0, description="seconds a worker above min_workers may sit idle before it is stopped")
@@ -107,6 +108,9 @@ class Config(BaseModel):
                 TOOLS[tool].Options.model_validate(pool.options)
             except ValidationError as exc:
                 raise ValueError(f"pools.{name}.options: {_first_error(exc)}") from None
+            if pool.max_queue_bytes < self.daemon.max_message_size:
+                raise ValueError(f"pools.{name}.max_queue_bytes ({pool.max_queue_bytes} bytes) is below daemon.max_message_size "
+                                 f"({self.daemon.max_message_size} bytes): the largest request could never be queued; raise it")
         return self
 
     def pool_options(self, name: str) -> BaseModel:

@@ -22,20 +22,24 @@ from para.ipc import messages as m
 
 
 def enqueue(tasks: TaskTable, spec: m.TaskSpec, pool: Pool, owner: bytes, *, dedup: Deduplicator | None = None,
-            parent: TaskRecord | None = None, batch: str | None = None, pending: bool = False) -> TaskRecord:
+            parent: TaskRecord | None = None, batch: str | None = None, pending: bool = False,
+            size: int = 0) -> TaskRecord:
     """The record of an admitted task, in the table: queued in `pool`, or pending (a batch task that waits).
 
     `dedup` remembers its idempotency key; `parent` makes it a nested task's child (children.adopt
-    fitted the spec before); `batch` names the batch it belongs to.
+    fitted the spec before); `batch` names the batch it belongs to; `size` is its bytes (max_queue_bytes).
     """
     attempts, retry_on = retries.policy_for(spec, pool.tool.retry_safe)
-    record = TaskRecord(spec, pool.name, owner, attempts, state=m.PENDING, retry_on=retry_on, batch=batch)
+    record = TaskRecord(spec, pool.name, owner, attempts, state=m.PENDING, retry_on=retry_on, batch=batch,
+                        arg_bytes=size)
     if parent is not None:
         children.link(parent, record)
     if dedup is not None:
         dedup.remember(spec, record)
     tasks.add(record)
-    if not pending:
+    if pending:
+        pool.queue.hold(record)
+    else:
         release(record, pool)
     return record
 
@@ -45,6 +49,7 @@ def release(record: TaskRecord, pool: Pool) -> None:
     if record.spec.timeout is None:
         record.spec.timeout = pool.config.default_timeout
     record.state = m.QUEUED
+    pool.queue.unhold(record)
     pool.queue.push(record)
 
 

@@ -44,6 +44,8 @@ class TaskLifecycle:
         if wire is None or result.attempts != record.attempts:
             result.attempts = max(result.attempts, record.attempts)
             wire = codec.encode(m.Done(result))
+        if record.batch is not None:  # a pending batch task's bytes stop counting in its queue
+            sup.pools[record.pool].queue.unhold(record)
         sup.tasks.finish(record, result, len(wire))
         if record.owner is not None:
             sup.clients.outbox.result(record.owner, record.spec.id, wire)

@@ -62,7 +62,7 @@ class Pool:
         self.options_model = options
         self.options = options.model_dump(mode="json")
         self.credit = config.credit or tool.default_credit
-        self.queue = PoolQueue(config.max_queue)
+        self.queue = PoolQueue(config.max_queue, config.max_queue_bytes)
         self.workers: dict[str, WorkerHandle] = {}
         self.state = OK
         self.crashes = 0

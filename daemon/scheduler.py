@@ -6,6 +6,10 @@ another session's single call does, so the call waits for at most the tasks
 already running, not for the batch. Within a session, first in, first out.
 A task's session is the one it names, else the client that submitted it.
 
+The queue is bounded by count (`max_depth`) and by bytes (`max_bytes`): each
+task counts its share of the request frame it came in (`TaskRecord.arg_bytes`),
+queued or `held` (a batch task waiting for its dependencies, not yet queued).
+
 Cancelled tasks are removed lazily (skipped when popped) so cancel is O(1).
 A session whose next task belongs to a client in `blocked` (over its output
 budget, see outbox.py) is passed over until that client reads; its tasks do
@@ -30,8 +34,12 @@ def session_key(record: TaskRecord) -> Hashable:
 
 
 class PoolQueue:
-    def __init__(self, max_depth: int) -> None:
+    def __init__(self, max_depth: int, max_bytes: int) -> None:
         self.max_depth = max_depth
+        self.max_bytes = max_bytes
+        self.bytes = 0                  # arg_bytes of queued tasks
+        self._held: dict[str, int] = {}  # pending batch tasks of this pool: id -> arg_bytes
+        self._held_bytes = 0
         # One rotation of sessions per priority; each session a FIFO.
         self._levels: list[collections.OrderedDict[Hashable, collections.deque[TaskRecord]]] = [
             collections.OrderedDict() for _ in range(LEVELS)]
@@ -49,6 +57,22 @@ class PoolQueue:
     def full(self, adding: int = 1) -> bool:
         return self.depth + adding > self.max_depth
 
+    @property
+    def bytes_held(self) -> int:
+        """Bytes of tasks queued here or waiting to be (pending batch tasks)."""
+        return self.bytes + self._held_bytes
+
+    def too_big(self, adding: int) -> bool:
+        return self.bytes_held + adding > self.max_bytes
+
+    def hold(self, record: TaskRecord) -> None:
+        """A batch task that waits for its dependencies: its bytes count until it is queued or ends."""
+        self._held[record.spec.id] = record.arg_bytes
+        self._held_bytes += record.arg_bytes
+
+    def unhold(self, record: TaskRecord) -> None:
+        self._held_bytes -= self._held.pop(record.spec.id, 0)
+
     def _fifo(self, record: TaskRecord) -> collections.deque[TaskRecord]:
         level = self._levels[record.spec.priority]
         key = session_key(record)
@@ -60,12 +84,14 @@ class PoolQueue:
     def push(self, record: TaskRecord) -> None:
         self._fifo(record).append(record)
         self.depth += 1
+        self.bytes += record.arg_bytes
         self._owners[record.owner] += 1
 
     def push_front(self, record: TaskRecord) -> None:
         """A task that goes back (a retry, an unroutable assignment) goes ahead of its session."""
         self._fifo(record).appendleft(record)
         self.depth += 1
+        self.bytes += record.arg_bytes
         self._owners[record.owner] += 1
 
     def pop(self) -> TaskRecord | None:
@@ -99,6 +125,7 @@ class PoolQueue:
 
     def _left(self, record: TaskRecord) -> None:
         self.depth -= 1
+        self.bytes -= record.arg_bytes
         n = self._owners[record.owner] - 1
         if n:
             self._owners[record.owner] = n
@@ -114,6 +141,6 @@ class PoolQueue:
         records = list(self.queued())
         for level in self._levels:
             level.clear()
-        self.depth = 0
+        self.depth = self.bytes = 0
         self._owners.clear()
         return records

@@ -37,6 +37,7 @@ class TaskRecord:
     depth: int = 0
     children: set[str] = field(default_factory=set)  # live children
     size: int = 0                  # bytes of its encoded result, once finished
+    arg_bytes: int = 0             # its share of the request it came in: what it holds queued (max_queue_bytes)
 
     def summary(self) -> dict:
         now = time.monotonic()

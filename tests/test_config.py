@@ -59,6 +59,8 @@ def test_every_field_is_described() -> None:
     ({"pools": {"bash": {"default_timeout": 600, "max_timeout": 60}}}, "default_timeout (600s) exceeds max_timeout (60s)"),
     ({"daemon": {"client_output_budget": "64MiB", "output_budget_total": "32MiB"}},
      "output_budget_total (33554432 bytes) is below client_output_budget (67108864 bytes)"),
+    ({"pools": {"bash": {"max_queue_bytes": "4MiB"}}},
+     "pools.bash.max_queue_bytes (4194304 bytes) is below daemon.max_message_size (8388608 bytes)"),
 ])
 def test_bad_config_names_file_key_and_reason(tmp_path: Path, content, words: str) -> None:
     path = tmp_path / "bad.yaml"

@@ -11,7 +11,7 @@ import psutil
 import pytest
 import zmq
 
-from para.client import InvalidRequest
+from para.client import InvalidRequest, QueueFull
 from para.ipc import codec
 from para.ipc import messages as m
 from para.testing import wait_until
@@ -281,3 +281,42 @@ def test_many_clients_that_do_not_read_hold_about_the_total_budget_not_one_budge
     # The total, and a message and what was in flight when its commands paused for each client.
     assert held["backlog_bytes"] < 2 * total, f"{held['backlog_bytes'] / 2**20:.0f} MiB held"
 
+
+def test_queued_tasks_are_bounded_by_bytes(start_daemon) -> None:
+    d = start_daemon(pools={"echo": {"min_workers": 1, "max_workers": 1},
+                            "bash": {"min_workers": 1, "max_workers": 1, "max_queue_bytes": 16 << 20}})
+    pad = "#" + "x" * MB
+    with RssSampler(d.pid) as rss, d.client(timeout=30) as c:
+        base = rss.proc.memory_info().rss
+        blocker = c.submit("bash", command="sleep 60")
+        wait_until(lambda: c.task(blocker.id)["task"]["state"] == "running", 20, "the blocking task to run")
+        accepted, refused = [], []
+        for _ in range(100):
+            try:
+                accepted.append(c.submit("bash", command="true " + pad))
+            except QueueFull as exc:
+                refused.append(str(exc))
+        grown = rss.peak - base
+        c.cancel(blocker, *accepted)
+    assert 10 <= len(accepted) <= 16, f"{len(accepted)} tasks of 1 MB queued against max_queue_bytes 16 MiB"
+    assert refused and "max_queue_bytes" in refused[0] and "put large inputs in a file" in refused[0]
+    assert grown < 64 << 20, f"parad's RSS grew by {grown / 2**20:.0f} MiB"
+
+
+def test_batch_tasks_waiting_for_dependencies_count_toward_the_queue_bytes(start_daemon) -> None:
+    d = start_daemon(pools={"echo": {"min_workers": 1, "max_workers": 1},
+                            "bash": {"min_workers": 1, "max_workers": 1, "max_queue_bytes": 8 << 20}})
+    pad = "#" + "x" * MB
+    with d.client(timeout=30) as c:
+        h = c.batch({"tasks": [{"id": "first", "tool": "bash", "args": {"command": "sleep 60"}}]
+                     + [{"id": f"then{i}", "tool": "bash", "after": ["first"], "args": {"command": "true " + pad}}
+                        for i in range(7)]})
+        with pytest.raises(QueueFull, match="max_queue_bytes"):
+            for _ in range(3):   # 7 MB of batch over 8 tasks: 6.1 MB pending, and room for 2 more of 1 MB
+                c.submit("bash", command="true " + pad)
+        h.cancel()   # its pending tasks end: their bytes no longer count
+        wait_until(lambda: h.progress()["complete"], 20, "the cancelled batch to settle")
+        blocker = c.submit("bash", command="sleep 60")
+        wait_until(lambda: c.task(blocker.id)["task"]["state"] == "running", 20, "the blocking task to run")
+        queued = [c.submit("bash", command="true " + pad) for _ in range(3)]
+        c.cancel(blocker, *queued)
