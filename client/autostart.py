@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from para.client.errors import DaemonUnavailable
+from para.daemon.safe_path import safe_pythonpath
 from para.ipc.endpoints import Endpoints
 
 
@@ -54,6 +55,15 @@ def _open_log(path: Path, endpoints: Endpoints) -> BinaryIO:
             f"writable directory or set XDG_STATE_HOME to one", str(endpoints.control_path)) from None
 
 
+def _daemon_env() -> dict[str, str]:
+    """Our environment, less the PYTHONPATH entries the caller's folder decides (a project's `src`)."""
+    env = dict(os.environ)
+    pythonpath = safe_pythonpath(env.pop("PYTHONPATH", None))
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    return env
+
+
 def start_daemon(endpoints: Endpoints, timeout: float = 20.0) -> None:
     """Launch `parad --runtime-dir DIR` detached and wait until its socket exists.
 
@@ -66,7 +76,7 @@ def start_daemon(endpoints: Endpoints, timeout: float = 20.0) -> None:
             # -P: the caller's folder (our cwd, which parad keeps as its own) is not
             # on parad's sys.path, so no project file can stand in for a module.
             [sys.executable, "-P", "-m", "para.daemon", "--runtime-dir", str(endpoints.runtime_dir)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=_daemon_env(),
             start_new_session=True, close_fds=True,
         )
     deadline = time.monotonic() + timeout

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from para.daemon.safe_path import safe_pythonpath
 from para.ipc import messages as m
 from para.sandbox import cgroup, namespaces
 from para.sandbox.environment import build_env
@@ -211,7 +212,11 @@ def worker_env(policy: SandboxPolicy) -> dict[str, str]:
     """
     keep = [*policy.env.allow, "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"]
     named = {k: os.environ[k] for k in policy.env.secrets if k in os.environ}
-    return build_env(os.environ, keep, named)
+    env = build_env(os.environ, keep, named)
+    pythonpath = safe_pythonpath(env.pop("PYTHONPATH", None))   # not the caller's project dirs
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    return env
 
 
 def log_plans(plans: dict[str, PoolIsolation]) -> None:

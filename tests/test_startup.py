@@ -48,10 +48,20 @@ def own_home() -> Iterator[dict[str, str]]:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def shadowing_project(root: Path) -> Path:
+def _startup_modules() -> set[str]:
+    """What this interpreter has imported before running any code (site, .pth files: e.g. certifi's random)."""
+    r = subprocess.run([sys.executable, "-c", "import sys; print(' '.join(sys.modules))"], capture_output=True,
+                       text=True, timeout=60, check=True)
+    return set(r.stdout.split())
+
+
+SHADOWS_AFTER_STARTUP = tuple(n for n in SHADOWS if n.split("/")[0] not in _startup_modules())
+
+
+def shadowing_project(root: Path, shadows: tuple[str, ...] = SHADOWS) -> Path:
     """A folder whose modules announce themselves if anything imports them."""
     hits = root / "hits"
-    for name in SHADOWS:
+    for name in shadows:
         path = root / f"{name}.py"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(
@@ -64,23 +74,35 @@ def shadowing_project(root: Path) -> Path:
     return hits
 
 
-def test_code_in_the_callers_folder_never_runs_in_para(own_home: dict[str, str]) -> None:
+@pytest.mark.parametrize("layout", ["flat", "src on PYTHONPATH"])
+def test_code_in_the_callers_folder_never_runs_in_para(own_home: dict[str, str], layout: str) -> None:
+    """Neither the folder itself nor a PYTHONPATH entry inside it (`PYTHONPATH=src`) is imported by para."""
     # Where the default run_as (nobody, as root) may read it: pytest's own temp dirs are root's alone.
     home = Path(own_home["HOME"])
     home.chmod(0o755)
     project = home / "project"
-    hits = shadowing_project(project)
+    starter = paractl_command()
+    if layout == "flat":
+        hits = shadowing_project(project)
+    else:
+        hits = shadowing_project(project / "src", SHADOWS_AFTER_STARTUP)
+        # paractl with PYTHONPATH=src in its environment, which it hands the parad it autostarts. The
+        # variable is set once paractl runs: paractl is the caller's own process, and a .pth file may
+        # import modules before any of para's code runs; what is checked is that parad never sees src.
+        starter = [sys.executable, "-P", "-c",
+                   "import os, sys; os.environ['PYTHONPATH'] = 'src'\n"
+                   "from para.client.paractl import main; sys.exit(main())"]
 
-    def paractl(*args: str) -> subprocess.CompletedProcess:
-        r = subprocess.run([*paractl_command(), *args], env=own_home, cwd=project, capture_output=True, text=True,
+    def paractl(*args: str, command: list[str] = paractl_command()) -> subprocess.CompletedProcess:
+        r = subprocess.run([*command, *args], env=own_home, cwd=project, capture_output=True, text=True,
                            timeout=120)
         assert MARKER not in r.stdout + r.stderr, f"project code ran in para: {r.stdout}{r.stderr}"
         return r
 
-    found = paractl("glob", "*.py", str(project))   # autostarts parad from the project folder
+    found = paractl("glob", "*.py", str(project), command=starter)   # autostarts parad from the project folder
     assert found.returncode == 0, found.stderr
-    assert "random.py" in found.stdout
-    grep = paractl("grep", "needle", str(project / "notes.txt"))
+    assert "random.py" in found.stdout or "json.py" in found.stdout
+    grep = paractl("grep", "needle", str(hits.parent / "notes.txt"))
     assert grep.returncode == 0 and "needle in the project" in grep.stdout, grep.stderr
     bash = paractl("bash", "--", "echo from bash")
     assert bash.returncode == 0 and bash.stdout == "from bash\n", bash.stderr
@@ -89,17 +111,23 @@ def test_code_in_the_callers_folder_never_runs_in_para(own_home: dict[str, str])
     assert MARKER not in log.read_text(errors="replace")
 
 
+@pytest.mark.parametrize("layout", ["flat", "src on PYTHONPATH"])
 @pytest.mark.parametrize("module", ["para.daemon", "para.daemon.forkserver", "para.daemon.worker"])
-def test_each_entry_point_drops_the_callers_folder_from_sys_path(tmp_path: Path, module: str) -> None:
+def test_each_entry_point_drops_the_callers_folder_from_sys_path(tmp_path: Path, module: str, layout: str) -> None:
     """Even started without -P, from a project folder, no entry point imports the project's modules.
 
     The argument is no descriptor: the process stops right after its imports,
     which is all this checks.
     """
     project = tmp_path / "project"
-    hits = shadowing_project(project)
+    env = dict(os.environ)
+    if layout == "flat":
+        hits = shadowing_project(project)
+    else:   # what the interpreter imported before para's code ran is out of the entry point's hands
+        hits = shadowing_project(project / "src", SHADOWS_AFTER_STARTUP)
+        env["PYTHONPATH"] = "src"
     r = subprocess.run([sys.executable, "-m", module, "--version" if module == "para.daemon" else "no-fd"],
-                       cwd=project, capture_output=True, text=True, timeout=60)
+                       cwd=project, env=env, capture_output=True, text=True, timeout=60)
     assert MARKER not in r.stdout + r.stderr
     assert not hits.exists(), f"{module} imported the project's modules: {hits.read_text()}"
 
