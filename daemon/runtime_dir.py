@@ -10,6 +10,10 @@ from pathlib import Path
 from para.ipc.endpoints import Endpoints
 
 
+# sun_path holds 108 bytes on Linux, the last one a NUL.
+MAX_SOCKET_PATH = 107
+
+
 class RuntimeDirError(Exception):
     """This runtime directory cannot be parad's: the message says why and what to do."""
 
@@ -27,6 +31,7 @@ class RuntimeDir:
 
     def acquire(self) -> None:
         path = self.endpoints.runtime_dir
+        _check_socket_paths(self.endpoints)
         try:
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
@@ -67,6 +72,16 @@ class RuntimeDir:
             os.close(self._lock_fd)
             self._lock_fd = None
         _rmdir_quiet(self.endpoints.runtime_dir)
+
+
+def _check_socket_paths(endpoints: Endpoints) -> None:
+    """Refuse a runtime dir whose socket paths do not fit a Unix socket address, before anything is made."""
+    longest = max(endpoints.socket_paths(), key=lambda p: len(os.fsencode(p)))
+    if len(os.fsencode(longest)) > MAX_SOCKET_PATH:
+        raise RuntimeDirError(
+            f"the runtime dir {endpoints.runtime_dir} is too deep: its socket path {longest} is "
+            f"{len(os.fsencode(longest))} bytes, past the {MAX_SOCKET_PATH}-byte limit of Unix sockets; "
+            f"pick a shorter one with --runtime-dir DIR")
 
 
 def _rmdir_quiet(path: Path) -> None:

@@ -42,7 +42,7 @@ from para.daemon.intake import Intake
 from para.daemon.lifecycle import TaskLifecycle
 from para.daemon.metrics import MetricsServer, make_registry
 from para.daemon.pool import BACKOFF, FAILED, OK, READY, SPAWNING, STOPPING, Pool, WorkerHandle
-from para.daemon.runtime_dir import RuntimeDir
+from para.daemon.runtime_dir import RuntimeDir, RuntimeDirError
 from para.daemon.signals import SignalPipe
 from para.daemon.tasks import TaskTable
 from para.daemon.timers import Timers
@@ -105,8 +105,13 @@ class Supervisor:
     def _serve(self) -> None:
         self.ctx = zmq.Context()
         self.signals = SignalPipe()
+        self.metrics_server, self.sockets = None, []   # what cleanup closes, even when _bind fails half-way
         try:
-            self._bind()
+            try:
+                self._bind()
+            except zmq.ZMQError as exc:
+                raise RuntimeDirError(f"cannot listen in the runtime dir {self.endpoints.runtime_dir}: {exc}; "
+                                      f"pick another with --runtime-dir DIR") from None
             self.intake = Intake()
             self.metrics = make_registry(self)
             self.metrics_server = self._metrics_server()
@@ -132,16 +137,18 @@ class Supervisor:
             for sock in self.sockets:
                 # The control socket may still hold the last results for clients.
                 sock.close(linger=1000 if sock is self.control else 0)
-            self.ctx.term()
+            self.ctx.destroy(linger=0)   # and any socket a failed _bind made but did not list
 
     def _bind(self) -> None:
         d = self.config.daemon
         # The daemon answers oversized requests itself; the hard cap (4x) only stops abuse.
         # A short queue per client: what a client does not read waits, counted, in outbox.py.
         self.control = channels.bind_control(self.ctx, self.endpoints, 4 * d.max_message_size, outbox.SNDHWM)
+        self.sockets.append(self.control)
         self.events = EventPublisher(channels.bind_events(self.ctx, self.endpoints))
+        self.sockets.append(self.events.sock)
         self.worker_socks = channels.bind_worker_channels(self.ctx, self.endpoints)
-        self.sockets = [self.control, self.events.sock, *self.worker_socks.values()]
+        self.sockets.extend(self.worker_socks.values())
         for path in self.endpoints.socket_paths():
             os.chmod(path, 0o600)
 

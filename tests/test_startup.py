@@ -186,3 +186,29 @@ def test_autostart_names_a_log_file_it_cannot_create(tmp_path: Path, where: str)
         assert not _daemons_serving(rt / "para")  # nothing was started
     finally:
         shutil.rmtree(rt, ignore_errors=True)
+
+
+def test_parad_names_a_runtime_dir_too_deep_for_unix_sockets(tmp_path: Path) -> None:
+    rt = tmp_path / ("d" * 60) / ("r" * 60)   # each part fits a file name; its socket paths exceed 107 bytes
+    r = subprocess.run([sys.executable, "-m", "para.daemon", "--runtime-dir", str(rt), "--state-dir", str(tmp_path / "s")],
+                       env=dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "config")),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    line = one_line_error(r, rt)
+    assert "107" in line and "--runtime-dir" in line
+    assert not rt.exists()   # refused before anything was made
+
+
+def test_parad_names_a_socket_it_cannot_bind_and_cleans_up(tmp_path: Path) -> None:
+    """The worker sockets cannot be bound after the control socket was: one line, nothing left listening."""
+    rt = tmp_path / "rt"
+    rt.mkdir(mode=0o700)
+    (rt / "workers").symlink_to("/proc")   # a directory no socket can be made in
+    r = subprocess.run([sys.executable, "-m", "para.daemon", "--runtime-dir", str(rt), "--state-dir", str(tmp_path / "s")],
+                       env=dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "config")),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    last = r.stderr.strip().splitlines()[-1]   # after the usual log lines
+    assert last.startswith("parad: ") and str(rt) in last and "--runtime-dir" in last, r.stderr
+    assert not (rt / "control.sock").exists() and not (rt / "parad.lock").exists()
