@@ -11,9 +11,10 @@ task counts its share of the request frame it came in (`TaskRecord.arg_bytes`),
 queued or `held` (a batch task waiting for its dependencies, not yet queued).
 
 Cancelled tasks are removed lazily (skipped when popped) so cancel is O(1).
-A session whose next task belongs to a client in `blocked` (over its output
-budget, see outbox.py) is passed over until that client reads; its tasks do
-not count toward the workers the pool wants (`runnable`).
+The tasks of a client in `blocked` (over its output budget, see outbox.py)
+wait until that client reads: they are skipped, and a session shared with
+other clients serves theirs meanwhile, in order. They do not count toward
+the workers the pool wants (`runnable`).
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ class PoolQueue:
         self._owners[record.owner] += 1
 
     def pop(self) -> TaskRecord | None:
-        """The next task to run, passing over sessions whose next task's owner is blocked."""
+        """The next task to run, passing over the tasks of blocked owners."""
         blocked = self.blocked
         for level in self._levels:
             turns = len(level)
@@ -107,10 +108,10 @@ class PoolQueue:
                 if not fifo:
                     del level[key]
                     continue
-                if blocked and fifo[0].owner in blocked:
+                record = _first_unblocked(fifo, blocked)
+                if record is None:
                     level.move_to_end(key)
                     continue
-                record = fifo.popleft()
                 if fifo:
                     level.move_to_end(key)  # this session's turn is over
                 else:
@@ -144,3 +145,14 @@ class PoolQueue:
         self.depth = self.bytes = 0
         self._owners.clear()
         return records
+
+
+def _first_unblocked(fifo: collections.deque[TaskRecord], blocked: Collection[Hashable]) -> TaskRecord | None:
+    """Take the session's first queued task whose owner is not blocked; None when every one is."""
+    if not blocked or fifo[0].owner not in blocked:
+        return fifo.popleft()
+    for i, record in enumerate(fifo):
+        if record.state == m.QUEUED and record.owner not in blocked:
+            del fifo[i]
+            return record
+    return None

@@ -10,8 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import zmq
 
 from para.client import InvalidRequest, QueueFull, ToolError
+from para.ipc import codec
+from para.ipc import messages as m
 from para.testing import wait_running, wait_until
 
 ONE_WORKER = {"bash": {"min_workers": 1, "max_workers": 1}}
@@ -158,3 +161,29 @@ def test_a_repeated_idempotency_key_gets_the_first_result(daemon, tmp_path: Path
     assert first.stdout == again.stdout == "1\n" and again.id != first.id
     assert r1.stdout == r2.stdout == "2\n" and r2.id == f2.id
     assert runs.read_text().split() == ["run", "run"]  # ran twice, for four requests
+
+
+def test_a_client_over_its_output_budget_does_not_hold_up_a_shared_session(start_daemon) -> None:
+    """Client X stops reading and goes over budget with a task queued in session "s"; client Y's
+    task in "s", queued behind it, runs: X's tasks wait, the session's others keep their order."""
+    d = start_daemon(pools={"echo": {"min_workers": 1, "max_workers": 1},
+                            "bash": {"min_workers": 1, "max_workers": 2}})
+    ctx = zmq.Context()
+    x = ctx.socket(zmq.DEALER)
+    x.setsockopt(zmq.LINGER, 0)
+    x.setsockopt(zmq.RCVHWM, 1)
+    x.connect(f"ipc://{d.runtime_dir}/control.sock")
+    try:
+        # Results of 1 MB that X never reads fill its budget; its remaining tasks then wait.
+        x.send(codec.encode(m.Submit(1, [m.TaskSpec(f"x-{i}", "bash", {"command": "head -c 1000000 /dev/zero"})
+                                         for i in range(60)])))
+        with d.client() as c:
+            wait_until(lambda: c.status()["output"]["clients_over_budget"], 60, "client X to be over its budget")
+            x.send(codec.encode(m.Submit(2, [m.TaskSpec("x-in-s", "bash", {"command": "true"}, session="s")])))
+            wait_until(lambda: c.task("x-in-s")["task"]["state"] == "queued", 30, "X's task in session s to queue")
+            mine = [c.submit("bash", command=f"echo y{i}", session="s") for i in range(3)]
+            assert [f.result(timeout=60).stdout for f in mine] == ["y0\n", "y1\n", "y2\n"]
+            assert c.task("x-in-s")["task"]["state"] == "queued"   # X's still waits for X to read
+    finally:
+        x.close()
+        ctx.term()
