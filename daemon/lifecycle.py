@@ -11,7 +11,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from para.daemon import dedup, retries
-from para.daemon.pool import Pool
+from para.daemon.pool import FAILED, Pool
 from para.daemon.tasks import TaskRecord
 from para.ipc import codec
 from para.ipc import messages as m
@@ -76,6 +76,20 @@ class TaskLifecycle:
             self.complete(record, m.TaskResult(record.spec.id, record.spec.tool, m.CANCELLED, attempts=record.attempts,
                                                error=f"cancelled while {record.state.replace('_', ' ')}"))
 
+    def fail_queued(self, pool: Pool) -> None:
+        """The pool's circuit opened: its queued tasks end now, naming why, instead of waiting in silence.
+
+        None of them had started, so nothing is lost; the client may submit
+        them again once the pool recovers.
+        """
+        reason = pool.failure_message()
+        for record in pool.queue.drain():
+            self._fail_unstarted(record, reason)
+
+    def _fail_unstarted(self, record: TaskRecord, reason: str, what: str = "not started") -> None:
+        self.complete(record, m.TaskResult(record.spec.id, record.spec.tool, m.FAILED, attempts=record.attempts,
+                                           error=f"{what}: {reason}", error_code=m.E_POOL_FAILED))
+
     def lost(self, pool: Pool, record: TaskRecord, reason: str) -> None:
         """Its worker died holding it: cancelled, poison, retried or lost, by the task's and the tool's rules."""
         record.worker_deaths += 1
@@ -106,6 +120,9 @@ class TaskLifecycle:
     def _requeue(self, pool: Pool, record: TaskRecord) -> None:
         if record.state != m.RETRY_WAIT:
             return  # cancelled, or settled by a shutdown, while it waited
+        if pool.state == FAILED:   # its circuit opened meanwhile: queued, it would wait in silence
+            self._fail_unstarted(record, pool.failure_message(), "not retried")
+            return
         record.state = m.QUEUED
         pool.queue.push_front(record)
         self.sup.dispatcher.dispatch(pool)

@@ -293,6 +293,7 @@ class Supervisor:
             pool.record_crash(worker, self._exit_reason(worker, code, sig))
             if pool.state == FAILED:
                 log.error("%s", pool.failure_message())
+                self.lifecycle.fail_queued(pool)
         if worker.tasks:
             # Results it sent just before exiting may still be in flight on the data channel.
             self.timers.call_later(EXIT_SETTLE, lambda: self._worker_gone(worker, code, sig))

@@ -135,3 +135,25 @@ def test_exit_codes_above_128_are_not_blamed_on_unset_limits(daemon) -> None:
     with daemon.client() as c:
         r = c.run("bash", command="exit 152")  # 128 + SIGXCPU, but no CPU limit is set
     assert r.status == "failed" and r.exit_code == 152 and r.limit is None
+
+
+def test_tasks_queued_when_the_circuit_opens_end_at_once_naming_the_crash(start_daemon) -> None:
+    """They never started, so nothing is lost: they fail with pool_failed instead of waiting in silence."""
+    d = start_daemon(pools={"echo": {"min_workers": 1},
+                            "bash": {"min_workers": 1, "max_workers": 1, "credit": 1, "crash_limit": 3,
+                                     "respawn_backoff": 0.05, "respawn_backoff_max": 60}})
+    with d.client() as c:
+        killers = [c.submit("bash", command="kill -9 $PPID") for _ in range(2)]   # each kills its worker
+        retried = c.submit("bash", command="kill -9 $PPID", retries=3)            # the third crash, to be retried
+        queued = [c.submit("bash", command=f"echo never {i}") for i in range(5)]
+        for f in killers:
+            with pytest.raises(ToolError, match="killed by SIGKILL"):
+                f.result(timeout=60)
+        wait_until(lambda: d.pool("bash")["state"] == "failed", 30, "the circuit to open")
+        # Its retry would have waited in the failed pool's queue: it ends instead.
+        again = retried.result(timeout=30)
+        assert (again.status, again.error_code) == ("failed", "pool_failed") and "not retried" in again.error
+        results = [f.result(timeout=30) for f in queued]
+        assert {(r.status, r.error_code) for r in results} == {("failed", "pool_failed")}
+        assert all("crashed 3 times" in r.error and "killed by SIGKILL" in r.error for r in results), results[0].error
+        assert d.pool("bash")["queued"] == 0
