@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 from para.client.errors import DaemonUnavailable
-from para.daemon.safe_path import safe_pythonpath
 from para.ipc.endpoints import Endpoints
 
 
@@ -57,6 +56,8 @@ def _open_log(path: Path, endpoints: Endpoints) -> BinaryIO:
 
 def _daemon_env() -> dict[str, str]:
     """Our environment, less the PYTHONPATH entries the caller's folder decides (a project's `src`)."""
+    from para.daemon.safe_path import safe_pythonpath   # here: importing para.client stays thin
+
     env = dict(os.environ)
     pythonpath = safe_pythonpath(env.pop("PYTHONPATH", None))
     if pythonpath:
