@@ -57,7 +57,8 @@ class PoolSection(BaseModel):
     tool: str | None = Field(None, description="built-in tool the pool runs; default: the pool's name")
     min_workers: int = Field(1, ge=0, description="workers kept warm")
     max_workers: int = Field(4, ge=1, description="workers at most, grown toward queue depth")
-    credit: int | None = Field(None, ge=1, description="tasks a worker may hold at once; default: the tool's")
+    # A worker holds its credit's tasks in memory, and past 1024 no pool runs faster.
+    credit: int | None = Field(None, ge=1, le=1024, description="tasks a worker may hold at once (at most 1024); default: the tool's")
     max_queue: int = Field(10000, ge=1, description="queued tasks at most; past it submissions fail with queue_full")
     max_queue_bytes: ByteSize = Field(64 << 20, ge=1 << 20, description="and at most this many bytes of them, as they came on the wire (batch tasks waiting for dependencies count too); past it submissions fail with queue_full")
     default_timeout: float | None = Field(None, gt=0, description="seconds, for tasks that name none (null: no limit)")

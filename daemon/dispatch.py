@@ -14,7 +14,7 @@ import zmq
 
 from para.daemon.pool import Pool, WorkerHandle
 from para.daemon.tasks import TaskRecord
-from para.ipc import channels
+from para.ipc import channels, codec
 from para.ipc import messages as m
 
 if TYPE_CHECKING:
@@ -60,25 +60,35 @@ class Dispatcher:
             self._assign(pool, pool.workers[worker_id], records)
 
     def _assign(self, pool: Pool, worker: WorkerHandle, records: list[TaskRecord]) -> None:
+        """Send `records` to `worker`, BATCH_FRAMES to a frame: a worker's credit may be larger."""
+        events = self.sup.events.wanted(b"progress")
+        chunks = codec.chunks(records)
+        for i, chunk in enumerate(chunks):
+            if not self._assign_chunk(worker, chunk, events):
+                # Unroutable: the worker is going away. Its exit report would count
+                # these as attempts; they never ran, so put them back instead.
+                for record in reversed([r for rest in chunks[i:] for r in rest]):
+                    record.state, record.worker = m.QUEUED, None
+                    pool.queue.push_front(record)
+                worker.credit = 0
+                self.dispatch(pool)
+                return
+
+    def _assign_chunk(self, worker: WorkerHandle, records: list[TaskRecord], events: bool) -> bool:
         now = time.monotonic()
         assigns = []
-        events = self.sup.events.wanted(b"progress")
+        for record in records:
+            record.attempts += 1
+            assigns.append(m.Assign(record.spec, record.attempts, events))
+        if not channels.send_to_worker(self.sock, worker.id, assigns):
+            for record in records:
+                record.attempts -= 1
+            return False
         for record in records:
             record.state, record.worker, record.started = m.RUNNING, worker.id, now
-            record.attempts += 1
             worker.tasks[record.spec.id] = record
-            assigns.append(m.Assign(record.spec, record.attempts, events))
         worker.credit -= len(records)
-        if not channels.send_to_worker(self.sock, worker.id, assigns):
-            # Unroutable: the worker is going away. Its exit report would count
-            # these as attempts; they never ran, so put them back instead.
-            for record in reversed(records):
-                worker.tasks.pop(record.spec.id)
-                record.state, record.worker = m.QUEUED, None
-                record.attempts -= 1
-                pool.queue.push_front(record)
-            worker.credit = 0
-            self.dispatch(pool)
+        return True
 
     def send(self, worker_id: str, msg: Any) -> bool:
         """Send one message to a worker on its command channel; False if it cannot be routed."""

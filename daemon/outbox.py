@@ -50,7 +50,7 @@ from para.ipc import codec
 from para.ipc import messages as m
 
 BATCH_BYTES = 1 << 20   # most bytes of frames sent to a client in one message
-BATCH_FRAMES = 1024     # and most frames (a client refuses more than codec.MAX_BATCH_FRAMES)
+BATCH_FRAMES = codec.BATCH_FRAMES   # and most frames
 SNDHWM = 4              # messages the control socket queues per client, so at most ~4 MiB in zmq
 RETRY_FIRST = 0.002     # seconds before a client whose queue was full is tried again; doubles
 RETRY_MAX = 0.1

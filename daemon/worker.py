@@ -294,9 +294,9 @@ class Worker:
         self.channels.send(channel, msg)
 
     def _flush_events(self) -> None:
-        if self.events:
-            self.channels.send_encoded("event", self.events)
-            self.events = []
+        for chunk in codec.chunks(self.events):
+            self.channels.send_encoded("event", chunk)
+        self.events = []
 
     def _flush_data(self, block: bool = False) -> None:
         """Send waiting output and results, many per frame; stop when the channel is full."""
@@ -304,7 +304,7 @@ class Worker:
         while backlog:
             batch, size = [], 0
             for frame in backlog:
-                if batch and size + len(frame) > BATCH_BYTES:
+                if batch and (size + len(frame) > BATCH_BYTES or len(batch) >= codec.BATCH_FRAMES):
                     break
                 batch.append(frame)
                 size += len(frame)

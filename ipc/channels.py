@@ -18,6 +18,7 @@ the daemon's business; only what makes the wire work lives here.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,8 @@ from para.ipc import codec
 from para.ipc import messages as m
 from para.ipc.endpoints import WORKER_CHANNELS, Endpoints
 from para.ipc.sockets import make_socket
+
+log = logging.getLogger("para.worker")
 
 DATA_HWM = 64   # data frames a worker queues toward parad before its output backs up
 
@@ -138,6 +141,7 @@ class WorkerEnd:
                                                             identity=identity)
             sock.connect(endpoints.worker(channel.name))
         self.command = self.sockets["command"]
+        self.refused = 0   # command frames that did not decode
 
     def send(self, channel: str, message: Any) -> None:
         """Send one message up `channel`."""
@@ -152,14 +156,30 @@ class WorkerEnd:
             return False
 
     def commands(self) -> Iterator[Any]:
-        """Every command parad has sent that is waiting, decoded, in order."""
+        """Every command parad has sent that is waiting, decoded, in order.
+
+        A frame that does not decode is logged, counted in `refused` and
+        skipped: one bad frame must not end a worker and the tasks it holds."""
         while True:
             try:
                 frame = self.command.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            for part in codec.split(frame):
-                yield codec.decode(part)
+            try:
+                parts = codec.split(frame)
+            except codec.ProtocolError as exc:
+                self._refuse(exc)
+                continue
+            for part in parts:
+                try:
+                    yield codec.decode(part)
+                except codec.ProtocolError as exc:
+                    self._refuse(exc)
+
+    def _refuse(self, exc: codec.ProtocolError) -> None:
+        self.refused += 1
+        if self.refused & (self.refused - 1) == 0:   # 1st, 2nd, 4th...: a flood does not flood the log
+            log.warning("ignored %d bad command frame(s) from parad, the last: %s", self.refused, exc)
 
     def close(self, linger: int = 1000) -> None:
         for sock in self.sockets.values():

@@ -31,7 +31,11 @@ _BATCH_HEADER = bytes([BATCH_MAGIC, PROTOCOL_VERSION])
 # Real messages nest 2 deep (Submit > TaskSpec, Done > TaskResult, Reply >
 # TaskResult); the spare levels are for messages a caller puts in arguments.
 MAX_DEPTH = 8
-MAX_BATCH_FRAMES = 4096   # senders put at most 1024 in one batch
+# Every sender puts at most BATCH_FRAMES frames in one batch (a batch of more
+# goes out as several); receivers refuse past MAX_BATCH_FRAMES, a margin that
+# lets a sender of an older release with a different batch size through.
+BATCH_FRAMES = 1024
+MAX_BATCH_FRAMES = 4 * BATCH_FRAMES
 
 _FIELDS: dict[type, tuple[str, ...]] = {
     cls: tuple(f.name for f in fields(cls)) for cls in WIRE_TAGS
@@ -105,10 +109,17 @@ def encode(message: Any) -> bytes:
 
 
 def encode_batch(frames: list[bytes]) -> bytes:
-    """Pack already-encoded frames into one; a single frame is returned as it is."""
+    """Pack already-encoded frames into one; a single frame is returned as it is.
+
+    At most BATCH_FRAMES of them: chunk longer lists with `chunks`."""
     if len(frames) == 1:
         return frames[0]
     return _BATCH_HEADER + msgpack.packb(frames, use_bin_type=True)
+
+
+def chunks(items: list[Any], size: int = BATCH_FRAMES) -> list[list[Any]]:
+    """`items` cut in runs of at most `size`, in order: one batch frame each."""
+    return [items[start:start + size] for start in range(0, len(items), size)]
 
 
 def split(frame: bytes) -> list[bytes]:

@@ -111,6 +111,26 @@ def test_every_worker_channel_carries_its_messages_both_ways(wire) -> None:
         sock.close()
 
 
+def test_a_bad_command_frame_does_not_end_the_worker(wire) -> None:
+    # A worker that raised on a frame it could not decode died with every task it held.
+    ctx, endpoints = wire
+    parad = channels.bind_worker_channels(ctx, endpoints)
+    worker = channels.WorkerEnd(ctx, endpoints, "bash-1")
+    worker.send("command", UP["command"])
+    _recv(parad["command"])   # now routable
+    bad = [b"\xa8\x01\xdd" + bytes(4) * 2, codec.encode_batch([b"junk", codec.encode(m.Stop(1.0))]),
+           codec.encode_batch([codec.encode(m.Stop(1.0))] * (codec.MAX_BATCH_FRAMES + 1)), b"\xa7\x01\xc1"]
+    for frame in bad:
+        parad["command"].send_multipart([b"bash-1", frame])
+    assert channels.send_to_worker(parad["command"], "bash-1", [m.CancelTask("t1")])
+    got: list = []
+    wait_until(lambda: got.extend(worker.commands()) or m.CancelTask("t1") in got, 10, "the good frame after the bad")
+    assert got == [m.Stop(1.0), m.CancelTask("t1")] and worker.refused == 4
+    worker.close(linger=0)
+    for sock in parad.values():
+        sock.close()
+
+
 def test_the_control_socket_routes_replies_and_refuses_unknown_clients(wire) -> None:
     ctx, endpoints = wire
     control = channels.bind_control(ctx, endpoints, max_message_size=1 << 16, sndhwm=4)

@@ -61,6 +61,8 @@ def test_every_field_is_described() -> None:
      "output_budget_total (33554432 bytes) is below client_output_budget (67108864 bytes)"),
     ({"pools": {"bash": {"max_queue_bytes": "4MiB"}}},
      "pools.bash.max_queue_bytes (4194304 bytes) is below daemon.max_message_size (8388608 bytes)"),
+    # A credit past what one batch frame may hold crashed the worker at the first big submit.
+    ({"pools": {"echo": {"credit": 5000}}}, "pools.echo.credit: Input should be less than or equal to 1024"),
 ])
 def test_bad_config_names_file_key_and_reason(tmp_path: Path, content, words: str) -> None:
     path = tmp_path / "bad.yaml"

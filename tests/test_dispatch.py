@@ -2,6 +2,18 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import zmq
+
+from para.daemon.config import PoolSection
+from para.daemon.dispatch import Dispatcher
+from para.daemon.pool import READY, Pool, WorkerHandle
+from para.daemon.tasks import TaskRecord
+from para.daemon.tools import TOOLS
+from para.ipc import channels, codec
+from para.ipc import messages as m
+from para.ipc.endpoints import Endpoints
 from para.testing import wait_until
 
 
@@ -24,3 +36,35 @@ def test_pipelined_tasks_spread_over_the_pool(start_daemon) -> None:
         results = list(c.map("echo", ({"i": i} for i in range(2000))))
     assert [r.value["i"] for r in results] == list(range(2000))
     assert {r.worker for r in results} == {"echo-1", "echo-2"}
+
+
+def test_a_large_credit_goes_out_in_frames_a_worker_accepts(tmp_path) -> None:
+    # A worker refuses a batch of more than codec.MAX_BATCH_FRAMES: parad must
+    # cut a worker's share into BATCH_FRAMES runs, whatever the credit.
+    endpoints = Endpoints(tmp_path)
+    endpoints.worker_dir.mkdir()
+    ctx = zmq.Context()
+    try:
+        socks = channels.bind_worker_channels(ctx, endpoints)
+        end = channels.WorkerEnd(ctx, endpoints, "echo-1")
+        end.send("command", m.Ready("echo-1", 1, 5000))
+        assert socks["command"].poll(10_000) and socks["command"].recv_multipart()  # now routable
+        sup = SimpleNamespace(worker_socks=socks, stopping=False, events=SimpleNamespace(wanted=lambda topic: False))
+        dispatcher = Dispatcher(sup)  # type: ignore[arg-type]
+        pool = Pool("echo", TOOLS["echo"], PoolSection(), TOOLS["echo"].Options())
+        worker = pool.workers["echo-1"] = WorkerHandle("echo-1", "echo", state=READY, credit=5000)
+        for i in range(3000):
+            pool.queue.push(TaskRecord(m.TaskSpec(f"t{i}", "echo", {}), "echo", None, 1))
+        dispatcher.dispatch(pool)
+        dispatcher.run_pending()
+        assert len(worker.tasks) == 3000 and worker.credit == 2000
+        sizes, ids = [], []
+        while len(ids) < 3000:
+            assert end.command.poll(10_000), f"only {len(ids)} of 3000 assignments arrived"
+            parts = codec.split(end.command.recv())
+            sizes.append(len(parts))
+            ids += [codec.decode(part).task.id for part in parts]
+        assert ids == [f"t{i}" for i in range(3000)]
+        assert max(sizes) <= codec.BATCH_FRAMES and len(sizes) == 3
+    finally:
+        ctx.destroy(linger=0)
