@@ -21,12 +21,20 @@ from para.ipc.endpoints import CHILD_ENDPOINT_ENV, CHILD_TOKEN_ENV
 from para.ipc.sockets import make_socket
 
 
+# Past a client's max_message_size, room for what the client adds around its
+# request; parad answers a frame in that room with too_large.
+RELAY_SLACK = 64 << 10
+
+
 class ChildRelay:
-    def __init__(self, ctx: zmq.Context, worker_id: str) -> None:
+    def __init__(self, ctx: zmq.Context, worker_id: str, max_message_size: int) -> None:
         self.worker_id = worker_id
         self.token = secrets.token_hex(16)
         self.endpoint = f"ipc://@para-child-{secrets.token_hex(8)}"
         self.sock = make_socket(ctx, zmq.ROUTER)
+        # ZeroMQ drops a client whose frame passes this as its size arrives:
+        # neither this worker nor parad ever holds a bigger one.
+        self.sock.setsockopt(zmq.MAXMSGSIZE, max_message_size + RELAY_SLACK)
         self.sock.bind(self.endpoint)
         self._trusted: set[bytes] = set()
 

@@ -63,7 +63,7 @@ class PoolIsolation:
 
 
 def worker_settings(plan: PoolIsolation, worker: str, *, runtime_dir: Path, heartbeat_interval: float,
-                    credit: int, options: dict[str, Any]) -> m.WorkerSettings:
+                    credit: int, options: dict[str, Any], max_message_size: int) -> m.WorkerSettings:
     """What worker `worker` of `plan`'s pool starts with: its sandbox argv and its cgroup leaves,
     made now when parad owns a cgroup subtree."""
     worker_leaf = command_leaf = None
@@ -73,7 +73,7 @@ def worker_settings(plan: PoolIsolation, worker: str, *, runtime_dir: Path, hear
     launch = plan.launch_argv(binds=[str(command_leaf)] if command_leaf is not None else [])
     return m.WorkerSettings(
         str(runtime_dir), heartbeat_interval, credit, options, launch=launch, env=plan.env, lend_ids=plan.lend_ids,
-        cgroup_worker=_str(worker_leaf), cgroup_command=_str(command_leaf))
+        cgroup_worker=_str(worker_leaf), cgroup_command=_str(command_leaf), max_message_size=max_message_size)
 
 
 def _str(path: Path | None) -> str | None:

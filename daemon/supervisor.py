@@ -37,6 +37,7 @@ from para.daemon.clients import ClientRequests
 from para.daemon.config import Config
 from para.daemon.dispatch import Dispatcher
 from para.daemon.events import EventPublisher
+from para.daemon.frame_limits import worker_frame_limits
 from para.daemon.forkserver import ForkServer
 from para.daemon.intake import Intake
 from para.daemon.lifecycle import TaskLifecycle
@@ -147,7 +148,7 @@ class Supervisor:
         self.sockets.append(self.control)
         self.events = EventPublisher(channels.bind_events(self.ctx, self.endpoints))
         self.sockets.append(self.events.sock)
-        self.worker_socks = channels.bind_worker_channels(self.ctx, self.endpoints)
+        self.worker_socks = channels.bind_worker_channels(self.ctx, self.endpoints, worker_frame_limits(self.config))
         self.sockets.extend(self.worker_socks.values())
         for path in self.endpoints.socket_paths():
             os.chmod(path, 0o600)
@@ -443,7 +444,8 @@ class Supervisor:
         worker = pool.new_worker()
         settings = isolation.worker_settings(
             self.isolation[pool.name], worker.id, runtime_dir=self.endpoints.runtime_dir,
-            heartbeat_interval=self.config.daemon.heartbeat_interval, credit=pool.credit, options=pool.options)
+            heartbeat_interval=self.config.daemon.heartbeat_interval, credit=pool.credit, options=pool.options,
+            max_message_size=self.config.daemon.max_message_size)
         self.forkserver.spawn(m.Spawn(worker.id, pool.name, pool.tool.name, settings))
 
     def _stop_worker(self, worker: WorkerHandle, reason: str) -> None:

@@ -70,7 +70,7 @@ class Worker:
         self.hb_seq = 0
         self.proc = psutil.Process()
         # Commands that may submit child tasks get a socket to do it through.
-        self.relay = ChildRelay(self.ctx, worker_id) if self.tool.runs_commands else None
+        self.relay = ChildRelay(self.ctx, worker_id, settings.max_message_size) if self.tool.runs_commands else None
         if self.relay is not None:
             self._poll.register(self.relay.sock, zmq.POLLIN)
         reader = self.tool.reads_as(self.options)

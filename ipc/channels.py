@@ -88,12 +88,16 @@ def bind_events(ctx: zmq.Context, endpoints: Endpoints) -> zmq.Socket:
     return sock
 
 
-def bind_worker_channels(ctx: zmq.Context, endpoints: Endpoints) -> dict[str, zmq.Socket]:
-    """parad's socket of each worker channel, by name, bound."""
+def bind_worker_channels(ctx: zmq.Context, endpoints: Endpoints,
+                         max_sizes: dict[str, int] | None = None) -> dict[str, zmq.Socket]:
+    """parad's socket of each worker channel, by name, bound; ZeroMQ drops a worker
+    whose frame on a channel passes its `max_sizes` entry (none: no bound)."""
     socks: dict[str, zmq.Socket] = {}
     try:
         for channel in CHANNELS.values():
             sock = socks[channel.name] = make_socket(ctx, channel.parad_kind)
+            if max_sizes and channel.name in max_sizes:
+                sock.setsockopt(zmq.MAXMSGSIZE, max_sizes[channel.name])
             if channel.parad_kind == zmq.ROUTER:
                 # A send to a worker that is gone raises instead of vanishing,
                 # so what was meant for it can go elsewhere.

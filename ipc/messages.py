@@ -295,6 +295,7 @@ class WorkerSettings:
     cgroup_worker: str | None = None    # the worker's cgroup leaf, when parad owns a cgroup subtree
     cgroup_command: str | None = None   # its commands' leaf
     runtime_fd: int | None = None       # inside a sandbox: an O_PATH descriptor of runtime_dir (/proc/self/fd/N)
+    max_message_size: int = 8 << 20     # parad's: the largest frame the worker relays from a client in its command
 
 
 @dataclass(slots=True)

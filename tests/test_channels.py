@@ -10,7 +10,11 @@ import zmq
 
 from para.client import watch
 from para.daemon import children, events
+from para.daemon.child_relay import RELAY_SLACK
 from para.daemon.clients import ClientRequests
+from para.daemon.config import Config
+from para.daemon.frame_limits import worker_frame_limits
+from para.daemon.tools.ripgrep import RG_OUTPUT_CAP
 from para.daemon.worker import Worker
 from para.ipc import channels, codec
 from para.ipc import messages as m
@@ -129,6 +133,29 @@ def test_a_bad_command_frame_does_not_end_the_worker(wire) -> None:
     worker.close(linger=0)
     for sock in parad.values():
         sock.close()
+
+
+def test_parad_drops_a_worker_frame_past_its_channel_bound_and_takes_the_next(wire) -> None:
+    ctx, endpoints = wire
+    parad = channels.bind_worker_channels(ctx, endpoints, {"command": 1 << 16})
+    worker = channels.WorkerEnd(ctx, endpoints, "bash-1")
+    worker.command.send(bytes(1 << 20))
+    worker.send("command", UP["command"])   # on a new connection: ZeroMQ reconnects the worker
+    assert codec.decode(_recv(parad["command"])[-1]) == UP["command"]
+    worker.close(linger=0)
+    for sock in parad.values():
+        sock.close()
+
+
+def test_worker_frame_bounds_hold_the_largest_legit_frames() -> None:
+    config = Config.model_validate({"pools": {"bash": {"options": {"sandbox": {"limits": {"output_bytes": 4 << 20}}}}}})
+    limits = worker_frame_limits(config)
+    size = config.daemon.max_message_size
+    relayed = m.Relayed("bash-1", "t" * size, b"\x00child\x00" + bytes(250), bytes(size + RELAY_SLACK))
+    assert len(codec.encode(relayed)) <= limits["command"]
+    done = m.Done(m.TaskResult("t1", "bash", m.SUCCEEDED, stdout=bytes(4 << 20), stderr=bytes(4 << 20),
+                               value={"files": ["x" * 250] * (RG_OUTPUT_CAP // 256)}))
+    assert len(codec.encode(done)) <= limits["data"] < 512 << 20
 
 
 def test_the_control_socket_routes_replies_and_refuses_unknown_clients(wire) -> None:

@@ -4,6 +4,7 @@ are retained up to a byte cap."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -320,3 +321,50 @@ def test_batch_tasks_waiting_for_dependencies_count_toward_the_queue_bytes(start
         wait_until(lambda: c.task(blocker.id)["task"]["state"] == "running", 20, "the blocking task to run")
         queued = [c.submit("bash", command="true " + pad) for _ in range(3)]
         c.cancel(blocker, *queued)
+
+
+NESTED_BIG = '''
+import os, zmq
+from para.ipc import codec, messages as m
+ctx = zmq.Context()
+def client():
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(os.environ["PARA_CHILD_ENDPOINT"])
+    sock.send(codec.encode(m.Hello("big", os.getpid(), os.environ["PARA_CHILD_TOKEN"])))
+    assert sock.poll(60_000), "no answer to Hello"
+    sock.recv()
+    return sock
+big = client()
+monitor = big.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+big.send(b"\\xa7\\x01" + bytes(64 << 20))
+poller = zmq.Poller()
+poller.register(big, zmq.POLLIN)
+poller.register(monitor, zmq.POLLIN)
+ready = dict(poller.poll(60_000))
+print("answered" if big in ready else "cut off" if monitor in ready else "nothing")
+again = client()   # the relay still serves a client that behaves
+again.send(codec.encode(m.Ping(7)))
+assert again.poll(60_000)
+print(type(codec.decode(again.recv())).__name__)
+big.disable_monitor()
+ctx.destroy(linger=0)
+'''
+
+
+def test_a_nested_client_frame_past_max_message_size_is_cut_off_at_the_relay(start_daemon, tmp_path) -> None:
+    # The worker's relay took a frame of any size and parad held it whole
+    # (1.2 GB for a 300 MB frame) before answering too_large.
+    d = start_daemon(pools={"bash": {"min_workers": 1, "max_workers": 1}})
+    script = tmp_path / "big.py"
+    script.write_text(NESTED_BIG)
+    with RssSampler(d.pid) as rss, d.client(timeout=30) as c:
+        base = rss.proc.memory_info().rss
+        r = c.run("bash", command=f"{sys.executable} {script}", timeout=120)
+        peak = rss.peak
+        after = c.run("bash", command="true", timeout=60)
+    print(f"parad RSS {base / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB around a 64 MiB nested frame")
+    assert r.ok, r.stderr
+    assert peak - base < 32 << 20, f"parad grew by {(peak - base) / 2**20:.0f} MiB for one 64 MiB frame"
+    assert r.stdout.split() == ["cut", "off", "Pong"], r.stdout
+    assert after.ok and after.worker == r.worker, "the worker that relayed was replaced"

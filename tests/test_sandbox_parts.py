@@ -113,7 +113,8 @@ def _plans(options: dict, cgroup_root: Path | None) -> dict:
 
 def test_isolation_builds_the_worker_settings_and_binds_the_command_leaf(fake_cgroup: Path) -> None:
     root = fake_cgroup / "user.slice" / "parad.service"
-    common = {"runtime_dir": Path("/run/para"), "heartbeat_interval": 0.5, "credit": 1, "options": {}}
+    common = {"runtime_dir": Path("/run/para"), "heartbeat_interval": 0.5, "credit": 1, "options": {},
+              "max_message_size": 1 << 20}
     settings = isolation.worker_settings(_plans({}, root)["bash"], "bash-1", **common)
     leaf = root / "pool-bash" / "bash-1"
     assert (settings.cgroup_worker, settings.cgroup_command) == (str(leaf / "worker"), str(leaf / "command"))

@@ -14,7 +14,7 @@ from para.daemon.tools.base import Finished, RunCommand, TaskContext, ToolFailur
 from para.daemon.tools.reader import ReadOnlyTool
 from para.sandbox.command import CommandSpec, Outcome
 
-OUTPUT_CAP = 256 << 20  # rg's whole output is parsed, not streamed to the client
+RG_OUTPUT_CAP = 256 << 20  # bytes of rg's output glob and grep capture and parse (not streamed to the client)
 
 
 class RipgrepTool(ReadOnlyTool):
@@ -34,9 +34,10 @@ class RipgrepTool(ReadOnlyTool):
     def rg_command(self, argv: list[str], cwd: Path, user: tuple[int, int] | None, ctx: TaskContext,
                    finish: Callable[[Outcome], Finished]) -> RunCommand:
         """Run `argv` (from rg_argv) in `cwd` as `user`, handing it the descriptor rg is exec'd through."""
-        return RunCommand(CommandSpec(argv=argv, cwd=str(cwd), timeout=ctx.timeout, output_cap=OUTPUT_CAP, user=user,
+        return RunCommand(CommandSpec(argv=argv, cwd=str(cwd), timeout=ctx.timeout, output_cap=RG_OUTPUT_CAP, user=user,
                                       pass_fds=rg_fds(user)),
                           finish)
+
 
 
 def rg_path(user: tuple[int, int] | None = None) -> str:
