@@ -146,7 +146,7 @@ class Supervisor:
         # A short queue per client: what a client does not read waits, counted, in outbox.py.
         self.control = channels.bind_control(self.ctx, self.endpoints, 4 * d.max_message_size, outbox.SNDHWM)
         self.sockets.append(self.control)
-        self.events = EventPublisher(channels.bind_events(self.ctx, self.endpoints))
+        self.events = EventPublisher(channels.bind_events(self.ctx, self.endpoints), self.endpoints)
         self.sockets.append(self.events.sock)
         self.worker_socks = channels.bind_worker_channels(self.ctx, self.endpoints, worker_frame_limits(self.config))
         self.sockets.extend(self.worker_socks.values())
@@ -509,6 +509,7 @@ class Supervisor:
                 "runtime_dir": str(self.endpoints.runtime_dir), "state_dir": str(self.state_dir),
                 "config": self.config_source, "stopping": self.stopping,
                 "isolation": isolation.effective_label(self.isolation), "watchers": self.events.watchers,
+                "events_refused": self.events.refused,
             },
             "sandbox": {"host": self.host.summary(),
                         "pools": {name: p.summary() for name, p in self.isolation.items()}},

@@ -19,6 +19,7 @@ the daemon's business; only what makes the wire work lives here.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ from para.ipc.sockets import make_socket
 
 log = logging.getLogger("para.worker")
 
+EVENTS_MAX_MESSAGE = 64   # bytes: the largest frame a watcher sends (see bind_events)
 DATA_HWM = 64   # data frames a worker queues toward parad before its output backs up
 
 # Event topics: the wire form (bytes) and the form people type (str).
@@ -82,10 +84,41 @@ def bind_control(ctx: zmq.Context, endpoints: Endpoints, max_message_size: int, 
 
 
 def bind_events(ctx: zmq.Context, endpoints: Endpoints) -> zmq.Socket:
-    """The watchers' socket; XPUB, so parad reads who subscribes to what."""
+    """The watchers' socket; XPUB, so parad reads who subscribes to what.
+
+    Manual: libzmq keeps a subscription for matching only when parad calls
+    `keep_subscription` for it, so what a peer subscribes to cannot grow the
+    matching trie. libzmq still records every subscription a peer sends until
+    that peer goes, hence a small MAXMSGSIZE (a SUB's handshake is 25 bytes,
+    its longest subscription 9) and `drop_watchers` for a peer that sends many."""
     sock = make_socket(ctx, zmq.XPUB)
+    sock.setsockopt(zmq.XPUB_MANUAL, 1)
+    sock.setsockopt(zmq.MAXMSGSIZE, EVENTS_MAX_MESSAGE)
     sock.bind(endpoints.events)
     return sock
+
+
+def subscription(note: bytes) -> tuple[bool, bytes] | None:
+    """An XPUB's notice as (subscribe?, topic); None for anything else a peer sent."""
+    if not note or note[0] > 1:
+        return None
+    return note[0] == 1, note[1:]
+
+
+def keep_subscription(sock: zmq.Socket, subscribe: bool, topic: bytes) -> None:
+    """Apply (or drop) `topic` for the peer whose notice was read last (XPUB_MANUAL)."""
+    sock.setsockopt(zmq.SUBSCRIBE if subscribe else zmq.UNSUBSCRIBE, topic)
+
+
+def drop_watchers(sock: zmq.Socket, endpoints: Endpoints) -> None:
+    """Close every connection to the events socket, and all libzmq holds for them.
+
+    Unbinding ends the connections the listener accepted; a SUB reconnects on
+    its own and sends its subscriptions again, so watchers lose only the events
+    published meanwhile."""
+    sock.unbind(endpoints.events)
+    sock.bind(endpoints.events)
+    os.chmod(endpoints.events_path, 0o600)
 
 
 def bind_worker_channels(ctx: zmq.Context, endpoints: Endpoints,

@@ -3,8 +3,10 @@ both ends of each socket, as ipc/channels.py sets them up, exchanging messages."
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
+import psutil
 import pytest
 import zmq
 
@@ -177,16 +179,57 @@ def test_the_control_socket_routes_replies_and_refuses_unknown_clients(wire) -> 
 
 def test_events_reach_a_watcher_by_topic_name(wire) -> None:
     ctx, endpoints = wire
-    publisher = channels.bind_events(ctx, endpoints)
+    publisher = events.EventPublisher(channels.bind_events(ctx, endpoints), endpoints)
     watcher = channels.subscribe(ctx, endpoints, ["errors"])
-    assert _recv(publisher) == [b"\x01errors"]   # XPUB tells parad who listens
+    # A peer that subscribes to a prefix of every topic: never applied, only counted.
+    greedy = ctx.socket(zmq.XSUB)
+    greedy.connect(endpoints.events)
+    greedy.send(b"\x01")
+    wait_until(lambda: publisher.on_readable() or (publisher.wanted(b"errors") and publisher.refused == 1), 10,
+               "parad to read both subscriptions")
+    assert not publisher.wanted(b"progress") and publisher.watchers == 1
     report = m.ErrorReport("bash-1", None, "exception", "boom")
-    assert channels.publish(publisher, b"progress", m.TaskEvent("t1", "bash-1", "started"))
-    assert channels.publish(publisher, b"errors", report)
+    publisher.publish(b"progress", lambda: m.TaskEvent("t1", "bash-1", "started"))
+    publisher.publish(b"errors", lambda: report)
     assert watcher.poll(WAIT_MS)
     assert channels.receive_event(watcher) == ("errors", report)   # progress was never subscribed to
-    watcher.close()
-    publisher.close()
+    assert not greedy.poll(0)
+    for sock in (greedy, watcher, publisher.sock):
+        sock.close(linger=0)
+
+
+def test_subscriptions_cannot_grow_parad(start_daemon) -> None:
+    # 20,000 subscriptions to random prefixes grew parad by GBs (libzmq's trie
+    # and parad's table kept every one) and slowed every event publication.
+    d = start_daemon(daemon={"heartbeat_interval": 0.1, "failure_detection_timeout": 5.0})
+    ctx = zmq.Context()
+    endpoints = Endpoints(d.runtime_dir)
+    try:
+        watcher = channels.subscribe(ctx, endpoints, ["metrics"])
+        with d.client(timeout=30) as c:
+            wait_until(lambda: c.status()["daemon"]["watchers"] >= 1, 20, "the watcher to subscribe")
+            proc = psutil.Process(d.pid)
+            base = proc.memory_info().rss
+            flood = ctx.socket(zmq.XSUB)
+            flood.setsockopt(zmq.SNDHWM, 0)
+            flood.connect(endpoints.events)
+            for i in range(20_000):
+                flood.send(b"\x01" + i.to_bytes(4, "big") + os.urandom(50))
+            flood.send(b"\x01" + os.urandom(4096))   # past the socket's MAXMSGSIZE: cut off at once
+            wait_until(lambda: flood.poll(0) or c.status()["daemon"]["events_refused"] >= 4 * events.MAX_FOREIGN,
+                       60, "parad to read the flood")
+            flood.close(linger=0)
+            grown = proc.memory_info().rss - base
+            assert grown < 32 << 20, f"parad grew by {grown / 2**20:.0f} MiB"
+            assert c.run("echo", i=1).value == {"i": 1}
+            # The watcher, cut off with the flood, came back by itself.
+            while watcher.poll(0):
+                watcher.recv_multipart()
+            wait_until(lambda: watcher.poll(100) and channels.receive_event(watcher)[0] == "metrics", 30,
+                       "a heartbeat to reach the watcher again")
+            assert c.status()["daemon"]["watchers"] >= 1
+    finally:
+        ctx.destroy(linger=0)
 
 
 def test_wire_names_are_defined_once_in_ipc() -> None:
