@@ -26,6 +26,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from para.client import Client
+from para.daemon.config import Config
+from para.daemon.frame_limits import worker_frame_limits
 from para.ipc import PROTOCOL_VERSION, codec, shapes
 from para.ipc import messages as m
 from para.testing import FAST, Daemon, bad_frames, stop_and_check, wait_until
@@ -427,10 +429,21 @@ def test_worker_channel(fuzzed: Daemon, client: Client, fake_worker, channel: st
 @pytest.mark.parametrize("channel", list(EXPECTED))
 def test_worker_channel_near_maximum_frames(fuzzed: Daemon, client: Client, fake_worker, channel: str) -> None:
     frames = list(NEAR_MAXIMUM.values()) + [
-        HEADER + b"\xc1" * (4 * MAX_SIZE),   # worker channels have no size cap of the control socket's
+        HEADER + b"\xc1" * (2 * MAX_SIZE),   # under every worker channel's bound (frame_limits.py)
         codec.encode_batch([b"\xc1"] * codec.MAX_BATCH_FRAMES),   # a full batch of junk: each part counted
     ]
     _fuzz_worker_channel(fuzzed, client, fake_worker, channel, frames)
+
+
+def test_a_worker_frame_past_its_channel_bound_costs_the_connection(fuzzed: Daemon, client: Client,
+                                                                    fake_worker) -> None:
+    config = Config.model_validate({"daemon": {"max_message_size": MAX_SIZE}})
+    bound = worker_frame_limits(config)["command"]
+    fake_worker["command"].send(HEADER + b"\xc1" * bound)   # over MAXMSGSIZE: zmq drops the peer unread
+    _tally("worker_command", sent=1)
+    _still_serving(fuzzed, client)
+    # The DEALER reconnected: its next frame is read (and counted) again.
+    _fuzz_worker_channel(fuzzed, client, fake_worker, "command", [HEADER + b"\xc1"])
 
 
 WRONG_TYPES = {
