@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import stat
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from para.daemon.tools.base import RunCommand, StrictModel, TaskContext, Tool, T
 from para.sandbox import namespaces
 from para.sandbox.command import CommandSpec
 from para.sandbox.environment import build_env
+from para.sandbox.identity import run_as_ids
 from para.sandbox.limits import Limits
 from para.sandbox.policy import PolicyError, SandboxPolicy, TaskPolicy, mounts_differ, tighten
 
@@ -138,14 +138,10 @@ class Bash(Tool):
     @staticmethod
     def identity(options: BashOptions) -> tuple[int, int] | None:
         """(uid, gid) commands run as: run_as when parad is root, else parad's own user (None)."""
-        name = options.sandbox.run_as
-        if os.geteuid() != 0 or name is None:
-            return None
         try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            raise ToolFailure(f"sandbox.run_as user {name!r} does not exist; create it or change the pool's policy") from None
-        return entry.pw_uid, entry.pw_gid
+            return run_as_ids(options.sandbox.run_as)
+        except KeyError as exc:
+            raise ToolFailure(exc.args[0]) from None
 
     @staticmethod
     def limits(policy: SandboxPolicy, dedicated_user: bool) -> Limits:
