@@ -26,10 +26,6 @@ class TaskLifecycle:
     def __init__(self, supervisor: Supervisor) -> None:
         self.sup = supervisor
 
-    def accept(self, record: TaskRecord, pool: Pool) -> None:
-        self.sup.tasks.add(record)
-        pool.queue.push(record)
-
     def settle(self, pool: Pool, record: TaskRecord, result: m.TaskResult, wire: bytes) -> None:
         """A worker's answer: a retry if the task earns one, else the task's end."""
         record.worker_deaths = 0

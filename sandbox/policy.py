@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pwd
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, field_validator
@@ -184,12 +183,3 @@ def mounts_differ(a: SandboxPolicy, b: SandboxPolicy) -> bool:
     """Whether two policies need different sandboxes (a worker's cannot serve both)."""
     return a.network != b.network or a.filesystem != b.filesystem
 
-
-def existing(paths: list[str]) -> list[Path]:
-    """The resolved paths that exist now (a sandbox can only hide or bind what exists)."""
-    out = []
-    for p in paths:
-        path = Path(resolve_path(p))
-        if path.exists() or path.is_symlink():
-            out.append(path)
-    return out
