@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("parad")
 
+MAX_FOLLOWERS = 64   # repeats of one running task's idempotency key that may wait for its result
+
 
 
 class ClientRequests:
@@ -155,6 +157,11 @@ class ClientRequests:
         if spec.id in self.sup.tasks.live:
             raise Refusal(m.E_INVALID, f"task id {spec.id!r} is already in use; ids must be unique")
         original = self.sup.dedup.original(spec)
+        if original is not None and original.result is None and len(original.followers) >= MAX_FOLLOWERS:
+            # Each repeat gets its own copy of the result when it comes: unbounded, they would
+            # put that many copies in one outbox at once.
+            raise Refusal(m.E_QUEUE_FULL, f"{MAX_FOLLOWERS} repeats of idempotency key {spec.idempotency_key!r} already "
+                                          f"wait for task {original.spec.id}'s result; wait for it, then repeat")
         if self._parent is not None:
             children.adopt(self._parent, spec, pool.config.default_timeout, self.sup.config.daemon.nested_max_depth)
         return pool, original

@@ -163,6 +163,27 @@ def test_a_repeated_idempotency_key_gets_the_first_result(daemon, tmp_path: Path
     assert runs.read_text().split() == ["run", "run"]  # ran twice, for four requests
 
 
+def test_repeats_waiting_for_a_running_task_are_bounded(daemon, tmp_path: Path) -> None:
+    """Each waiting repeat of an idempotency key gets its own copy of the result when it
+    comes; past MAX_FOLLOWERS (64) more repeats are refused rather than multiplied."""
+    go = tmp_path / "go"
+    command = f"while [ ! -e {go} ]; do sleep 0.05; done; head -c 1000 /dev/zero"
+    with daemon.client() as c:
+        first = c.submit("bash", command=command, idempotency_key="many")
+        repeats, refused = [], 0
+        for _ in range(80):
+            try:
+                repeats.append(c.submit("bash", command=command, idempotency_key="many"))
+            except QueueFull as exc:
+                assert "repeats of idempotency key 'many' already wait" in str(exc)
+                refused += 1
+        go.touch()   # the first may finish now: every repeat that waited gets the result
+        results = [f.result(timeout=60) for f in repeats]
+        assert first.result(timeout=60).stdout_bytes == 1000
+    assert (len(repeats), refused) == (64, 16)
+    assert all(r.stdout_bytes == 1000 for r in results)
+
+
 def test_a_client_over_its_output_budget_does_not_hold_up_a_shared_session(start_daemon) -> None:
     """Client X stops reading and goes over budget with a task queued in session "s"; client Y's
     task in "s", queued behind it, runs: X's tasks wait, the session's others keep their order."""
