@@ -4,6 +4,7 @@ No pytest here (benchmarks use it too): a wait that times out raises
 WaitTimeout, a parad that fails to start or stop cleanly raises DaemonError.
 """
 
+from para.testing.clients import silent_client
 from para.testing.daemon import (
     ALL_POOLS, FAST, Daemon, DaemonError, bad_frames, paractl, paractl_argv, stop_and_check,
 )
@@ -12,5 +13,5 @@ from para.testing.wait import WaitTimeout, running, wait_running, wait_until
 
 __all__ = [
     "ALL_POOLS", "FAST", "Daemon", "DaemonError", "WaitTimeout", "alive", "bad_frames", "daemons_serving", "marked",
-    "paractl", "paractl_argv", "running", "stop_and_check", "wait_running", "wait_until",
+    "paractl", "paractl_argv", "running", "silent_client", "stop_and_check", "wait_running", "wait_until",
 ]

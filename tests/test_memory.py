@@ -15,7 +15,7 @@ import zmq
 from para.client import InvalidRequest, QueueFull
 from para.ipc import codec
 from para.ipc import messages as m
-from para.testing import wait_until
+from para.testing import silent_client, wait_until
 
 MB = 1_000_000
 TASKS = 200
@@ -60,11 +60,7 @@ def _finished(c) -> int:
 def test_a_client_that_does_not_read_stops_its_commands_not_parad(start_daemon) -> None:
     d = start_daemon()
     ctx = zmq.Context()
-    slow = ctx.socket(zmq.DEALER)
-    slow.setsockopt(zmq.LINGER, 0)
-    # A client that has stopped reading: its own side takes in one message and no more.
-    slow.setsockopt(zmq.RCVHWM, 1)
-    slow.connect(f"ipc://{d.runtime_dir}/control.sock")
+    slow = silent_client(ctx, d.runtime_dir)
     ids = [f"slow-{i}" for i in range(TASKS)]
     tasks = [m.TaskSpec(i, "bash", {"command": f"head -c {MB} /dev/zero"}, stream=True) for i in ids]
     try:
@@ -132,10 +128,7 @@ def test_finished_results_are_retained_up_to_a_byte_cap(start_daemon) -> None:
 def test_a_client_that_leaves_frees_what_was_held_and_its_commands_finish(start_daemon) -> None:
     d = start_daemon()
     ctx = zmq.Context()
-    slow = ctx.socket(zmq.DEALER)
-    slow.setsockopt(zmq.LINGER, 0)
-    slow.setsockopt(zmq.RCVHWM, 1)
-    slow.connect(f"ipc://{d.runtime_dir}/control.sock")
+    slow = silent_client(ctx, d.runtime_dir)
     tasks = [m.TaskSpec(f"gone-{i}", "bash", {"command": f"head -c {MB} /dev/zero"}, stream=True) for i in range(40)]
     try:
         slow.send(codec.encode(m.Submit(1, tasks)))
@@ -158,10 +151,7 @@ def test_tasks_of_an_over_budget_client_wait_without_holding_workers(start_daemo
     d = start_daemon(pools={"echo": {"min_workers": 1, "max_workers": 1},
                             "bash": {"min_workers": 1, "max_workers": 4, "idle_timeout": 0.5}})
     ctx = zmq.Context()
-    slow = ctx.socket(zmq.DEALER)
-    slow.setsockopt(zmq.LINGER, 0)
-    slow.setsockopt(zmq.RCVHWM, 1)
-    slow.connect(f"ipc://{d.runtime_dir}/control.sock")
+    slow = silent_client(ctx, d.runtime_dir)
     tasks = [m.TaskSpec(f"r-{i}", "bash", {"command": f"head -c {MB} /dev/zero"}) for i in range(100)]
     try:
         slow.send(codec.encode(m.Submit(1, tasks)))
@@ -182,10 +172,7 @@ def test_a_client_that_fell_behind_gets_its_many_small_answers_in_batches_it_can
     d = start_daemon(pools={"echo": {"min_workers": 1, "max_workers": 2}})
     count = codec.MAX_BATCH_FRAMES + 2000
     ctx = zmq.Context()
-    late = ctx.socket(zmq.DEALER)
-    late.setsockopt(zmq.LINGER, 0)
-    late.setsockopt(zmq.RCVHWM, 1)   # it reads nothing until every result is held for it
-    late.connect(f"ipc://{d.runtime_dir}/control.sock")
+    late = silent_client(ctx, d.runtime_dir)   # it reads nothing until every result is held for it
     try:
         for start in range(0, count, 128):
             late.send(codec.encode(m.Submit(start, [m.TaskSpec(f"small-{i}", "echo", {"i": i})
@@ -205,21 +192,12 @@ def test_a_client_that_fell_behind_gets_its_many_small_answers_in_batches_it_can
         ctx.term()
 
 
-def _silent(ctx: zmq.Context, d) -> zmq.Socket:
-    """A client that has stopped reading: its own side takes in one message and no more."""
-    sock = ctx.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.RCVHWM, 1)
-    sock.connect(f"ipc://{d.runtime_dir}/control.sock")
-    return sock
-
-
 def test_a_client_that_does_not_read_is_not_answered_past_twice_its_budget(start_daemon) -> None:
     """Replies are the one thing a client multiplies at will: 300 queries for one finished
     1 MB result would hold 300 MB for it. Past twice its budget its requests are dropped."""
     d = start_daemon(pools={"echo": {"min_workers": 1, "max_workers": 1}, "bash": {"min_workers": 1, "max_workers": 1}})
     ctx = zmq.Context()
-    slow = _silent(ctx, d)
+    slow = silent_client(ctx, d.runtime_dir)
     queries = 300
     try:
         with RssSampler(d.pid) as rss, d.client(timeout=30) as c:
@@ -256,7 +234,7 @@ def test_many_clients_that_do_not_read_hold_about_the_total_budget_not_one_budge
                      pools={"echo": {"min_workers": 1, "max_workers": 1}, "bash": {"min_workers": 4, "max_workers": 4}})
     ctx = zmq.Context()
     clients, tasks = 16, 6
-    socks = [_silent(ctx, d) for _ in range(clients)]
+    socks = [silent_client(ctx, d.runtime_dir) for _ in range(clients)]
     try:
         with d.client(timeout=30) as c:
             for n, sock in enumerate(socks):

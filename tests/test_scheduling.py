@@ -15,7 +15,7 @@ import zmq
 from para.client import InvalidRequest, QueueFull, ToolError
 from para.ipc import codec
 from para.ipc import messages as m
-from para.testing import wait_running, wait_until
+from para.testing import silent_client, wait_running, wait_until
 
 ONE_WORKER = {"bash": {"min_workers": 1, "max_workers": 1}}
 
@@ -190,10 +190,7 @@ def test_a_client_over_its_output_budget_does_not_hold_up_a_shared_session(start
     d = start_daemon(pools={"echo": {"min_workers": 1, "max_workers": 1},
                             "bash": {"min_workers": 1, "max_workers": 2}})
     ctx = zmq.Context()
-    x = ctx.socket(zmq.DEALER)
-    x.setsockopt(zmq.LINGER, 0)
-    x.setsockopt(zmq.RCVHWM, 1)
-    x.connect(f"ipc://{d.runtime_dir}/control.sock")
+    x = silent_client(ctx, d.runtime_dir)
     try:
         # Results of 1 MB that X never reads fill its budget; its remaining tasks then wait.
         x.send(codec.encode(m.Submit(1, [m.TaskSpec(f"x-{i}", "bash", {"command": "head -c 1000000 /dev/zero"})
