@@ -199,8 +199,10 @@ def test_events_reach_a_watcher_by_topic_name(wire) -> None:
 
 
 def test_subscriptions_cannot_grow_parad(start_daemon) -> None:
-    # 20,000 subscriptions to random prefixes grew parad by GBs (libzmq's trie
-    # and parad's table kept every one) and slowed every event publication.
+    # Subscriptions to random prefixes grew parad without bound (libzmq's trie and
+    # parad's table kept every one: 100,000 of 50 bytes cost ~414 MB) and slowed
+    # every event publication. Bounded, the same flood costs parad a few MiB
+    # (5-10 measured); the margin is for what a loaded machine adds meanwhile.
     d = start_daemon(daemon={"heartbeat_interval": 0.1, "failure_detection_timeout": 5.0})
     ctx = zmq.Context()
     endpoints = Endpoints(d.runtime_dir)
@@ -213,14 +215,14 @@ def test_subscriptions_cannot_grow_parad(start_daemon) -> None:
             flood = ctx.socket(zmq.XSUB)
             flood.setsockopt(zmq.SNDHWM, 0)
             flood.connect(endpoints.events)
-            for i in range(20_000):
+            for i in range(100_000):
                 flood.send(b"\x01" + i.to_bytes(4, "big") + os.urandom(50))
             flood.send(b"\x01" + os.urandom(4096))   # past the socket's MAXMSGSIZE: cut off at once
             wait_until(lambda: flood.poll(0) or c.status()["daemon"]["events_refused"] >= 4 * events.MAX_FOREIGN,
                        60, "parad to read the flood")
             flood.close(linger=0)
             grown = proc.memory_info().rss - base
-            assert grown < 32 << 20, f"parad grew by {grown / 2**20:.0f} MiB"
+            assert grown < 64 << 20, f"parad grew by {grown / 2**20:.0f} MiB"
             assert c.run("echo", i=1).value == {"i": 1}
             # The watcher, cut off with the flood, came back by itself.
             while watcher.poll(0):
