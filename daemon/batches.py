@@ -2,53 +2,35 @@
 
 A client sends every task of a batch at once, ids `BATCH:NAME`, with
 `after` naming what each waits for. Before anything runs the whole batch is
-checked: duplicate ids, unknown dependencies and cycles are refused with the
-offending ids named. Tasks with no dependencies are queued at once; the rest
-wait (state `pending`) and are queued when their last dependency succeeds.
+checked (batch_plan.py): duplicate ids, unknown dependencies and cycles are
+refused with the offending ids named. Tasks with no dependencies are queued
+at once; the rest wait (state `pending`) and are queued when their last
+dependency succeeds.
 
 When a task fails: `fail_fast` skips every task that has not started;
 `continue` skips only what depends on it (directly or not) and runs the rest.
 A skipped task gets a result with status `skipped` and the reason.
 
-References: a string argument may use an earlier task's output, if that task
-is in its `after` list:
-
-    ${NAME.stdout}   ${NAME.stderr}   ${NAME.exit_code}
-    ${NAME.value}    ${NAME.value.KEY.KEY}     (a field of a tool's answer)
-
-`${cwd}` is the directory the batch was submitted from (tools want absolute
-paths), substituted before anything is checked.
-
-A string that is one reference and nothing else becomes the referenced value
-itself (a list stays a list); inside a longer string it is interpolated
-(stdout with its trailing newline removed, other values as JSON).
+A string argument may refer to an earlier task's output (`${NAME.stdout}`,
+`${NAME.value.KEY}`, ...), resolved when the task is released (batch_plan.py).
 """
 
 from __future__ import annotations
 
-import collections
-import json
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from para.daemon.admission import Refusal, admit, refuse_if_drained, refuse_if_full_bytes
+from para.daemon.batch_plan import BatchError, check_graph, references, resolve, substitute_cwd
+from para.daemon.core import Ports
 from para.daemon.enqueue import enqueue, release, wake
 from para.daemon.pool import Pool
-from para.daemon.tasks import TaskRecord
+from para.daemon.tasks import Ending, TaskRecord, TaskTable
 from para.ipc import messages as m
 
-if TYPE_CHECKING:
-    from para.daemon.supervisor import Supervisor
-
-REFERENCE = re.compile(r"\$\{([A-Za-z0-9_.-]+?)\.(stdout|stderr|exit_code|value)((?:\.[A-Za-z0-9_-]+)*)\}")
 POLICIES = ("fail_fast", "continue")
-
-
-class BatchError(Exception):
-    """A batch refused before anything ran."""
 
 
 @dataclass(slots=True)
@@ -87,99 +69,25 @@ class Batch:
         }
 
 
-def check_graph(batch_id: str, ids: list[str], after: dict[str, list[str]]) -> None:
-    """BatchError naming the duplicate, unknown or cyclic ids, if any."""
-    dupes = sorted(i for i, n in collections.Counter(ids).items() if n > 1)
-    if dupes:
-        raise BatchError(f"batch {batch_id}: duplicate task ids {_names(dupes)}")
-    known = set(ids)
-    strangers = sorted({d for i in ids for d in after.get(i, []) if d not in known} | (set(after) - known))
-    if strangers:
-        raise BatchError(f"batch {batch_id}: 'after' names unknown task ids {_names(strangers)}")
-    indegree = {i: len(set(after.get(i, []))) for i in ids}
-    dependents: dict[str, list[str]] = {i: [] for i in ids}
-    for i in ids:
-        for d in set(after.get(i, [])):
-            dependents[d].append(i)
-    ready = [i for i, n in indegree.items() if n == 0]
-    while ready:
-        for j in dependents[ready.pop()]:
-            indegree[j] -= 1
-            if indegree[j] == 0:
-                ready.append(j)
-    cyclic = sorted(i for i, n in indegree.items() if n > 0)
-    if cyclic:
-        raise BatchError(f"batch {batch_id}: dependency cycle among {_names(cyclic)}")
+class BatchCore(Protocol):
+    tasks: TaskTable
+    pools: dict[str, Pool]
+    ports: Ports
 
+    def want_dispatch(self, pool: Pool) -> None: ...
 
-def _names(ids: list[str]) -> str:
-    return ", ".join(i.split(":", 1)[-1] for i in ids)
-
-
-def references(value: Any) -> set[str]:
-    """Names of the tasks that `value` (arguments, nested) refers to."""
-    if isinstance(value, str):
-        return {match.group(1) for match in REFERENCE.finditer(value)}
-    if isinstance(value, dict):
-        return set().union(*(references(v) for v in value.values())) if value else set()
-    if isinstance(value, list):
-        return set().union(*(references(v) for v in value)) if value else set()
-    return set()
-
-
-def substitute_cwd(value: Any, cwd: str) -> Any:
-    if isinstance(value, str):
-        return value.replace("${cwd}", cwd)
-    if isinstance(value, dict):
-        return {k: substitute_cwd(v, cwd) for k, v in value.items()}
-    if isinstance(value, list):
-        return [substitute_cwd(v, cwd) for v in value]
-    return value
-
-
-def resolve(value: Any, results: dict[str, m.TaskResult]) -> Any:
-    """`value` with every reference replaced by what it names (see the module docstring)."""
-    if isinstance(value, dict):
-        return {k: resolve(v, results) for k, v in value.items()}
-    if isinstance(value, list):
-        return [resolve(v, results) for v in value]
-    if not isinstance(value, str) or "${" not in value:
-        return value
-    whole = REFERENCE.fullmatch(value)
-    if whole:
-        return _lookup(whole, results)
-    return REFERENCE.sub(lambda match: _as_text(_lookup(match, results)), value)
-
-
-def _lookup(match: re.Match, results: dict[str, m.TaskResult]) -> Any:
-    name, what, path = match.group(1), match.group(2), match.group(3)
-    result = results[name]
-    if what in ("stdout", "stderr"):
-        data = getattr(result, what)
-        text = data.decode(errors="replace") if isinstance(data, bytes) else (data or "")
-        return text[:-1] if text.endswith("\n") else text
-    if what == "exit_code":
-        return result.exit_code
-    value = result.value
-    for key in filter(None, path.split(".")):
-        if isinstance(value, dict) and key in value:
-            value = value[key]
-        elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
-            value = value[int(key)]
-        else:
-            raise BatchError(f"{match.group(0)}: task {name}'s value has no {key!r}")
-    return value
-
-
-def _as_text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
+    def want_maintain(self, pool: Pool) -> None: ...
 
 
 class BatchRunner:
-    """The supervisor's batches: accepts them, releases tasks as dependencies finish, applies failure policy."""
+    """The daemon's batches: accepts them, releases tasks as dependencies finish, applies failure policy.
 
-    def __init__(self, supervisor: Supervisor) -> None:
-        self.sup = supervisor
+    It never ends a task itself: `on_end` returns the endings a task's end
+    brings about (skips, releases that cannot start), and lifecycle.py ends them.
+    """
+
+    def __init__(self, core: BatchCore) -> None:
+        self.core = core
         self.batches: dict[str, Batch] = {}
         self.results: dict[str, m.TaskResult] = {}   # finished results of live batches, by task id
         self.done: dict[str, dict[str, Any]] = {}     # final status of the last finished batches
@@ -211,11 +119,10 @@ class BatchRunner:
             batch.waiting[spec.id] = len(deps)
             for d in deps:
                 batch.dependents.setdefault(d, []).append(spec.id)
-            batch.records[spec.id] = enqueue(self.sup.tasks, spec, pool, owner, batch=batch.id, pending=bool(deps),
+            batch.records[spec.id] = enqueue(self.core.tasks, spec, pool, owner, batch=batch.id, pending=bool(deps),
                                              size=size // len(specs))
         self.batches[batch.id] = batch
-        wake({pool for spec, pool in zip(specs, pools) if not after.get(spec.id)}, self.sup.dispatcher.dispatch,
-             self.sup.maintain)
+        wake(self.core, {pool for spec, pool in zip(specs, pools) if not after.get(spec.id)})
         return ids
 
     def _admit(self, spec: m.TaskSpec, deps: list[str], batch_id: str, roots: int, size: int) -> Pool:
@@ -229,67 +136,76 @@ class BatchRunner:
         spec.session = batch_id  # a batch takes turns with other sessions as one
         try:
             if references(spec.args):
-                pool = self.sup.pools.get(spec.tool)
+                pool = self.core.pools.get(spec.tool)
                 if pool is None:
                     raise Refusal(m.E_UNKNOWN_TOOL, f"unknown tool {spec.tool!r}")
                 refuse_if_drained(pool)
                 refuse_if_full_bytes(pool, size)
             else:
-                pool = admit(spec, self.sup.pools, adding=roots, size=size)
+                pool = admit(spec, self.core.pools, adding=roots, size=size)
         except Refusal as refusal:
             raise Refusal(refusal.code, f"task {spec.id.split(':', 1)[1]}: {refusal.message}") from None
         return pool
 
-    def _release(self, batch: Batch, record: TaskRecord) -> Pool | None:
-        """All dependencies succeeded: resolve references and queue the task; its pool, or None if it cannot start."""
+    def _release(self, batch: Batch, record: TaskRecord) -> Pool | Ending:
+        """All dependencies succeeded: resolve references and queue the task. Its pool, or its ending if it cannot start."""
         spec = record.spec
         try:
             deps = {batch.name(d): self.results[d] for d in batch.after.get(spec.id, [])}
             spec.args = resolve(spec.args, deps)
-            pool = admit(spec, self.sup.pools, adding=0, accepted=True)
+            pool = admit(spec, self.core.pools, adding=0, accepted=True)
         except (BatchError, Refusal) as exc:
             message = exc.message if isinstance(exc, Refusal) else str(exc)
-            self.sup.lifecycle.complete(record, m.TaskResult(spec.id, spec.tool, m.FAILED, error=f"cannot start: {message}",
-                                                             error_code=m.E_INVALID))
-            return None
+            return record, m.TaskResult(spec.id, spec.tool, m.FAILED, error=f"cannot start: {message}",
+                                        error_code=m.E_INVALID), None
         release(record, pool)
         return pool
 
-    def on_complete(self, record: TaskRecord, result: m.TaskResult) -> None:
-        """A batch task finished (or was skipped): release, skip or settle what depends on it."""
+    def on_end(self, record: TaskRecord, result: m.TaskResult) -> list[Ending]:
+        """A batch task ended (or was skipped): release what waited for it, and return what its end ends."""
         batch = self.batches.get(record.batch)
         if batch is None:
-            return
+            return []
         batch.finished[record.spec.id] = result.status
         self.results[record.spec.id] = result
+        endings: list[Ending] = []
         if result.status == m.SUCCEEDED:
-            released = {self._release(batch, ready) for ready in self._unblocked(batch, record)}
-            wake(released - {None}, self.sup.dispatcher.dispatch, self.sup.maintain)
+            woken = set()
+            for ready in self._unblocked(batch, record):
+                released = self._release(batch, ready)
+                if isinstance(released, Pool):
+                    woken.add(released)
+                    continue
+                endings.append(released)
+                if batch.on_failure == "fail_fast":
+                    break   # that failure's end skips the rest: none of them starts
+            wake(self.core, woken)
         elif result.status == m.CANCELLED:
             # Not a failure of the plan: only what needed this task cannot run.
-            self._skip(batch, self._dependents_of(batch, record), f"skipped: it depends on {batch.name(record.spec.id)} cancelled")
+            endings = self._skip(self._dependents_of(batch, record),
+                                 f"skipped: it depends on {batch.name(record.spec.id)} cancelled")
         elif result.status != m.SKIPPED:
             batch.first_failure = batch.first_failure or f"{batch.name(record.spec.id)}: {result.status}"
-            self._after_failure(batch, record)
-        self.sup.events.publish(b"progress", lambda: m.TaskEvent(batch.id, "", "batch", batch.status()))
+            endings = self._after_failure(batch, record)
+        self.core.ports.publish(b"progress", lambda: m.TaskEvent(batch.id, "", "batch", batch.status()))
         if len(batch.finished) == len(batch.records):
             self._forget(batch)
+        return endings
 
     @staticmethod
     def _unblocked(batch: Batch, succeeded: TaskRecord) -> Iterator[TaskRecord]:
-        """Pending tasks whose last dependency was `succeeded`; lazily, as a release that fails may skip the next."""
+        """Pending tasks whose last dependency was `succeeded`; lazily, as a release that fails may stop the rest."""
         for j in batch.dependents.get(succeeded.spec.id, []):
             batch.waiting[j] -= 1
             if batch.waiting[j] == 0 and batch.records[j].state == m.PENDING:
                 yield batch.records[j]
 
-    def _after_failure(self, batch: Batch, failed: TaskRecord) -> None:
+    def _after_failure(self, batch: Batch, failed: TaskRecord) -> list[Ending]:
         why = f"{batch.name(failed.spec.id)} {failed.result.status if failed.result else 'failed'}"
         if batch.on_failure == "fail_fast":
             doomed = [r for r in batch.records.values() if r.state in (m.PENDING, m.QUEUED, m.RETRY_WAIT)]
-            self._skip(batch, doomed, f"skipped: fail_fast after {why}")
-        else:
-            self._skip(batch, self._dependents_of(batch, failed), f"skipped: it depends on {why}")
+            return self._skip(doomed, f"skipped: fail_fast after {why}")
+        return self._skip(self._dependents_of(batch, failed), f"skipped: it depends on {why}")
 
     @staticmethod
     def _dependents_of(batch: Batch, record: TaskRecord) -> list[TaskRecord]:
@@ -303,14 +219,10 @@ class BatchRunner:
                 stack.extend(batch.dependents.get(dependent.spec.id, []))
         return found
 
-    def _skip(self, batch: Batch, records: list[TaskRecord], reason: str) -> None:
-        for record in records:
-            if record.state in m.FINAL_STATES:
-                continue  # settled meanwhile (a skip inside a skip)
-            if record.state == m.QUEUED:
-                self.sup.pools[record.pool].queue.discard(record)
-            self.sup.lifecycle.complete(record, m.TaskResult(record.spec.id, record.spec.tool, m.SKIPPED,
-                                                             error=reason, error_code=m.E_SKIPPED))
+    @staticmethod
+    def _skip(records: list[TaskRecord], reason: str) -> list[Ending]:
+        return [(record, m.TaskResult(record.spec.id, record.spec.tool, m.SKIPPED, error=reason,
+                                      error_code=m.E_SKIPPED), None) for record in records]
 
     def _forget(self, batch: Batch) -> None:
         self.batches.pop(batch.id, None)

@@ -7,12 +7,14 @@ A batch task that waits for dependencies stays `pending` until `release`;
 its default timeout is filled in then, after its references are resolved and
 it is admitted again, as for a task submitted at that moment.
 
-Which pools to dispatch and grow is asked once per request (`wake`), not per task.
+Which pools to dispatch and grow is asked once per request (`wake`), not per task,
+and done once per loop turn (core.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+from typing import Protocol
 
 from para.daemon import children, retries
 from para.daemon.dedup import Deduplicator
@@ -53,9 +55,14 @@ def release(record: TaskRecord, pool: Pool) -> None:
     pool.queue.push(record)
 
 
-def wake(pools: Iterable[Pool], dispatch: Callable[[Pool], None], maintain: Callable[[Pool], None]) -> None:
+class Waker(Protocol):
+    def want_dispatch(self, pool: Pool) -> None: ...
+
+    def want_maintain(self, pool: Pool) -> None: ...
+
+
+def wake(core: Waker, pools: Iterable[Pool]) -> None:
     """New work in `pools`: each is dispatched at the end of the loop turn, and grown if it is short of workers."""
     for pool in pools:
-        dispatch(pool)
-        if pool.wanted() > pool.live_count():
-            maintain(pool)  # grow toward the new queue depth
+        core.want_dispatch(pool)
+        core.want_maintain(pool)

@@ -40,15 +40,27 @@ class ForkServer:
     """Supervisor side: start the server, ask for workers, read what it reports."""
 
     def __init__(self) -> None:
+        self.sock, self.proc = self._start()
+
+    @staticmethod
+    def _start() -> tuple[socket.socket, subprocess.Popen]:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.sock = mine
-        self.proc = subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-P", "-m", "para.daemon.forkserver", str(theirs.fileno())],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
         )
         theirs.close()
-        self.sock.setblocking(False)
+        mine.setblocking(False)
+        return mine, proc
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def restart(self) -> None:
+        """The server died: reap it and start another (its descriptor changes)."""
+        self.close()
+        self.sock, self.proc = self._start()
 
     @property
     def pid(self) -> int:

@@ -9,6 +9,7 @@ the `para_sandbox_degraded` metric.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import site
@@ -193,14 +194,11 @@ def code_paths() -> list[str]:
     They may live under /tmp (a checkout there, installed in editable mode),
     which the sandbox replaces with an empty one.
     """
-    import para.client
-    import para.daemon
-    import para.ipc
-    import para.sandbox
-
     paths = {sys.prefix, sys.exec_prefix, *site.getsitepackages()}
-    paths |= {str(Path(package.__path__[0]).resolve())
-              for package in (para.client, para.daemon, para.ipc, para.sandbox)}
+    for folder in ("client", "daemon", "ipc", "sandbox"):   # located, not imported: the daemon uses no client code
+        spec = importlib.util.find_spec(f"para.{folder}")
+        if spec is not None and spec.submodule_search_locations:
+            paths.add(str(Path(list(spec.submodule_search_locations)[0]).resolve()))
     return sorted(p for p in paths if os.path.isdir(p))
 
 

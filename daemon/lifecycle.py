@@ -3,83 +3,130 @@
 The supervisor decides when (a worker's Done, a worker's death, a client's
 cancel); this module decides what follows for the task, its owner, its
 followers, its parent and children, and its batch.
+
+A task's end is handled once. What that end ends in turn (its queued
+children, the tasks of its batch that can no longer run) comes back as more
+endings, handled one after another in `complete`'s own loop: nothing here
+calls back into an end already under way.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from para.daemon import dedup, retries
+from para.daemon.core import Ports
 from para.daemon.pool import FAILED, Pool
-from para.daemon.tasks import TaskRecord
+from para.daemon.tasks import Ending, TaskRecord, TaskTable
+from para.daemon.timers import Timers
 from para.ipc import codec
 from para.ipc import messages as m
 
-if TYPE_CHECKING:
-    from para.daemon.supervisor import Supervisor
-
 log = logging.getLogger("parad")
+
+class LifecycleCore(Protocol):
+    tasks: TaskTable
+    pools: dict[str, Pool]
+    timers: Timers
+    ports: Ports
+    stopping: bool
+
+    def want_dispatch(self, pool: Pool) -> None: ...
+
+
+class BatchReactions(Protocol):
+    def on_end(self, record: TaskRecord, result: m.TaskResult) -> list[Ending]:
+        """A batch task ended: what its batch releases, and the endings that follow (skips)."""
 
 
 class TaskLifecycle:
-    def __init__(self, supervisor: Supervisor) -> None:
-        self.sup = supervisor
+    def __init__(self, core: LifecycleCore, batches: BatchReactions) -> None:
+        self.core = core
+        self.batches = batches
 
     def settle(self, pool: Pool, record: TaskRecord, result: m.TaskResult, wire: bytes) -> None:
         """A worker's answer: a retry if the task earns one, else the task's end."""
         record.worker_deaths = 0
-        if result.status in (m.FAILED, m.TIMED_OUT) and retries.should_retry(record, result.status) and not self.sup.stopping:
+        if result.status in (m.FAILED, m.TIMED_OUT) and retries.should_retry(record, result.status) \
+                and not self.core.stopping:
             self.retry_later(pool, record, result.error or result.status)
         else:
             self.complete(record, result, wire)
 
     def complete(self, record: TaskRecord, result: m.TaskResult, wire: bytes | None = None) -> None:
-        """Finish a task and tell its owner; `wire` is the worker's encoded Done, forwarded as is."""
-        sup = self.sup
+        """End a task and tell its owner; then every task its end ends, each once, in turn.
+
+        `wire` is the worker's encoded Done, forwarded as is when it still says what happened.
+        """
+        endings: collections.deque[Ending] = collections.deque([(record, result, wire)])
+        while endings:
+            record, result, wire = endings.popleft()
+            if record.state not in m.FINAL_STATES:   # else ended meanwhile, by an earlier ending
+                endings.extend(self._end(record, result, wire))
+
+    def _end(self, record: TaskRecord, result: m.TaskResult, wire: bytes | None) -> list[Ending]:
+        core = self.core
         if wire is None or result.attempts != record.attempts:
             result.attempts = max(result.attempts, record.attempts)
             wire = codec.encode(m.Done(result))
+        queue = core.pools[record.pool].queue
+        if record.state == m.QUEUED:
+            queue.discard(record)
         if record.batch is not None:  # a pending batch task's bytes stop counting in its queue
-            sup.pools[record.pool].queue.unhold(record)
-        sup.tasks.finish(record, result, len(wire))
+            queue.unhold(record)
+        core.tasks.finish(record, result, len(wire))
         if record.owner is not None:
-            sup.clients.outbox.result(record.owner, record.spec.id, wire)
-        for child_id in list(record.children):  # a parent's end ends its children
-            child = sup.tasks.live.get(child_id)
-            if child is not None:
-                self.cancel(child)
-        parent = sup.tasks.live.get(record.parent) if record.parent else None
+            core.ports.result_to_client(record.owner, record.spec.id, wire)
+        for owner, task_id in record.followers:
+            core.ports.to_client(owner, codec.encode(m.Done(dedup.copy_for(result, task_id))))
+        parent = core.tasks.live.get(record.parent) if record.parent else None
         if parent is not None:
             parent.children.discard(record.spec.id)
-        for owner, task_id in record.followers:
-            sup.clients.send(owner, codec.encode(m.Done(dedup.copy_for(result, task_id))))
-        if record.batch is not None:
-            sup.batches.on_complete(record, result)
-        sup.events.publish(b"results", lambda: m.TaskEvent(
+        core.ports.publish(b"results", lambda: m.TaskEvent(
             result.id, result.worker or "", "result",
             {"status": result.status, "exit_code": result.exit_code, "duration": result.duration}))
+        # A parent's end ends its children.
+        children = (core.tasks.live.get(child_id) for child_id in record.children)
+        follow = [ending for child in children if child is not None and (ending := self._cancel(child))]
+        if record.batch is not None:
+            follow += self.batches.on_end(record, result)
+        return follow
 
     def cancel(self, record: TaskRecord) -> None:
+        """A client's cancel: a task that has not started ends now; a running one is told to stop."""
+        ending = self._cancel(record)
+        if ending is not None:
+            self.complete(*ending)
+
+    def _cancel(self, record: TaskRecord) -> Ending | None:
         record.cancel_requested = True
+        if record.state == m.RUNNING and record.worker:
+            self.core.ports.to_worker(record.worker, m.CancelTask(record.spec.id))
+            return None   # its result comes from the worker
         if record.state == m.QUEUED:
-            self.sup.pools[record.pool].queue.discard(record)
-            self.complete(record, m.TaskResult(record.spec.id, record.spec.tool, m.CANCELLED,
-                                               attempts=record.attempts, error="cancelled before it started"))
-        elif record.state == m.RUNNING and record.worker:
-            self.sup.dispatcher.send(record.worker, m.CancelTask(record.spec.id))
+            error = "cancelled before it started"
         elif record.state in (m.RETRY_WAIT, m.PENDING):
+            error = f"cancelled while {record.state.replace('_', ' ')}"
+        else:
+            return None
+        return record, m.TaskResult(record.spec.id, record.spec.tool, m.CANCELLED, attempts=record.attempts,
+                                    error=error), None
+
+    def cancel_unstarted(self, error: str) -> None:
+        """Every task that has not started (queued, pending, waiting to retry) ends cancelled, saying why.
+
+        None of them had started, so nothing is lost; the client may submit them again.
+        """
+        for record in [r for r in self.core.tasks.live.values() if r.state in (m.QUEUED, m.PENDING, m.RETRY_WAIT)]:
             self.complete(record, m.TaskResult(record.spec.id, record.spec.tool, m.CANCELLED, attempts=record.attempts,
-                                               error=f"cancelled while {record.state.replace('_', ' ')}"))
+                                               error=error, error_code=m.E_SHUTTING_DOWN))
 
     def fail_queued(self, pool: Pool) -> None:
-        """The pool's circuit opened: its queued tasks end now, naming why, instead of waiting in silence.
-
-        None of them had started, so nothing is lost; the client may submit
-        them again once the pool recovers.
-        """
+        """The pool's circuit opened: its queued tasks end now, naming why, instead of waiting in silence."""
         reason = pool.failure_message()
-        for record in pool.queue.drain():
+        for record in list(pool.queue.queued()):
             self._fail_unstarted(record, reason)
 
     def _fail_unstarted(self, record: TaskRecord, reason: str, what: str = "not started") -> None:
@@ -97,7 +144,7 @@ class TaskLifecycle:
                 record.spec.id, record.spec.tool, m.FAILED, attempts=record.attempts, worker=record.worker,
                 error=f"poison task: {record.worker_deaths} workers in a row died running it (last: {reason}); "
                       f"not retried", error_code=m.E_POISON))
-        elif retries.should_retry(record, m.LOST) and not self.sup.stopping:
+        elif retries.should_retry(record, m.LOST) and not self.core.stopping:
             self.retry_later(pool, record, reason)
         else:
             hint = "" if pool.tool.retry_safe else f"; {pool.tool.name} is not retry-safe, submit with retries=N to retry"
@@ -111,7 +158,7 @@ class TaskLifecycle:
         log.info("task %s: attempt %d of %d ended (%s); retrying in %.2fs",
                  record.spec.id, record.attempts, record.max_attempts, reason, delay)
         record.state, record.worker = m.RETRY_WAIT, None
-        self.sup.timers.call_later(delay, lambda: self._requeue(pool, record))
+        self.core.timers.call_later(delay, lambda: self._requeue(pool, record))
 
     def _requeue(self, pool: Pool, record: TaskRecord) -> None:
         if record.state != m.RETRY_WAIT:
@@ -121,4 +168,4 @@ class TaskLifecycle:
             return
         record.state = m.QUEUED
         pool.queue.push_front(record)
-        self.sup.dispatcher.dispatch(pool)
+        self.core.want_dispatch(pool)

@@ -87,11 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CANNOT_RUN
     from para.daemon.isolation import IsolationError
     from para.daemon.runtime_dir import RuntimeDirError
-    from para.daemon.supervisor import Supervisor
+    from para.daemon import startup
 
-    supervisor = Supervisor(config, Endpoints(runtime_dir.absolute()), state_dir, str(config_path or "built-in defaults"))
     try:
-        return supervisor.run()
+        return startup.run(config, Endpoints(runtime_dir.absolute()), state_dir, str(config_path or "built-in defaults"))
     except (RuntimeDirError, PermissionError, IsolationError) as exc:
         print(f"parad: {exc}", file=sys.stderr)
         return EXIT_CANNOT_RUN

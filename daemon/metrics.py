@@ -1,4 +1,4 @@
-"""Prometheus metrics, computed from the supervisor's state when scraped.
+"""Prometheus metrics, computed from the daemon's state when scraped.
 
 Nothing is counted on the hot path: a custom collector reads pools, workers
 and task counts at scrape time. The HTTP endpoint is served from the
@@ -10,34 +10,49 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterator, Mapping
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-if TYPE_CHECKING:
-    from para.daemon.supervisor import Supervisor
+from para.daemon.intake import Intake
+from para.daemon.isolation import PoolIsolation
+from para.daemon.outbox import Outbox
+from para.daemon.pool import Pool, WorkerHandle
+from para.daemon.tasks import TaskTable
 
 
-class SupervisorCollector:
-    def __init__(self, supervisor: Supervisor) -> None:
-        self.sup = supervisor
+class MetricsCore(Protocol):
+    started: float
+    tasks: TaskTable
+    pools: dict[str, Pool]
+
+    def workers(self) -> Iterator[WorkerHandle]: ...
+
+
+class DaemonCollector:
+    """Reads the daemon's state at scrape time: the core, bad frames, client outboxes, isolation plans."""
+
+    def __init__(self, core: MetricsCore, intake: Intake, outbox: Outbox, plans: Mapping[str, PoolIsolation]) -> None:
+        self.core = core
+        self.intake = intake
+        self.outbox = outbox
+        self.plans = plans
 
     def collect(self) -> Iterator[Metric]:
-        sup = self.sup
         up = GaugeMetricFamily("para_uptime_seconds", "Seconds since parad started")
-        up.add_metric([], time.monotonic() - sup.started)
+        up.add_metric([], time.monotonic() - self.core.started)
         yield up
         tasks = CounterMetricFamily("para_tasks", "Finished tasks by pool and final status", labels=["pool", "status"])
-        for (pool, status), n in sorted(sup.tasks.by_pool.items()):
+        for (pool, status), n in sorted(self.core.tasks.by_pool.items()):
             tasks.add_metric([pool, status], n)
         yield tasks
         yield from self._output()
         bad = CounterMetricFamily("para_bad_frames", "Frames refused or dropped (malformed, unexpected, wrong shape) "
                                   "by the socket they came in on", labels=["socket"])
-        for socket_name, n in sorted(sup.intake.bad.items()):
+        for socket_name, n in sorted(self.intake.bad.items()):
             bad.add_metric([socket_name], n)
         yield bad
         yield from self._pools()
@@ -45,7 +60,7 @@ class SupervisorCollector:
         yield from self._sandbox()
 
     def _output(self) -> Iterator[Metric]:
-        out = self.sup.clients.outbox.summary()
+        out = self.outbox.summary()
         backlog = GaugeMetricFamily("para_client_backlog_bytes", "Bytes of results and output held for clients that have not read them")
         backlog.add_metric([], out["backlog_bytes"])
         over = GaugeMetricFamily("para_clients_over_budget", "Clients past client_output_budget: their tasks wait")
@@ -53,20 +68,20 @@ class SupervisorCollector:
         paused = GaugeMetricFamily("para_tasks_paused", "Commands whose output is not read until their client reads")
         paused.add_metric([], out["paused_tasks"])
         retained = GaugeMetricFamily("para_finished_retained_bytes", "Bytes of finished results kept for queries")
-        retained.add_metric([], self.sup.tasks.finished_bytes)
+        retained.add_metric([], self.core.tasks.finished_bytes)
         dropped = CounterMetricFamily("para_client_requests_dropped", "Requests not answered: their client held more "
                                       "than twice its output budget unread")
-        dropped.add_metric([], self.sup.clients.outbox.dropped)
+        dropped.add_metric([], self.outbox.dropped)
         yield from (backlog, over, paused, retained, dropped)
 
     def _sandbox(self) -> Iterator[Metric]:
         mode = GaugeMetricFamily("para_sandbox_isolation", "1 for the isolation each pool runs under", labels=["pool", "isolation"])
         degraded = GaugeMetricFamily("para_sandbox_degraded", "1 when a pool runs with less isolation than its policy asks", labels=["pool"])
-        for name, plan in self.sup.isolation.items():
+        for name, plan in self.plans.items():
             mode.add_metric([name, plan.effective], 1)
             degraded.add_metric([name], 1 if plan.degraded else 0)
         limits = CounterMetricFamily("para_command_limits", "Commands ended by a sandbox limit", labels=["pool", "limit"])
-        for (pool, limit), n in sorted(self.sup.tasks.limits.items()):
+        for (pool, limit), n in sorted(self.core.tasks.limits.items()):
             limits.add_metric([pool, limit], n)
         yield from (mode, degraded, limits)
 
@@ -77,7 +92,7 @@ class SupervisorCollector:
         failed = GaugeMetricFamily("para_pool_failed", "1 when the pool's circuit is open", labels=["pool"])
         crashes = GaugeMetricFamily("para_pool_crashes", "Worker crashes in a row", labels=["pool"])
         spawned = CounterMetricFamily("para_worker_spawns", "Workers started", labels=["pool"])
-        for pool in self.sup.pools.values():
+        for pool in self.core.pools.values():
             summary = pool.summary()
             queued.add_metric([pool.name], summary["queued"])
             running.add_metric([pool.name], summary["running"])
@@ -94,16 +109,16 @@ class SupervisorCollector:
         cpu = CounterMetricFamily("para_worker_cpu_seconds", "CPU time of a worker (last heartbeat)", labels=labels)
         age = GaugeMetricFamily("para_worker_heartbeat_age_seconds", "Seconds since a worker's last heartbeat", labels=labels)
         now = time.monotonic()
-        for w in self.sup._all_workers():
+        for w in self.core.workers():
             rss.add_metric([w.pool, w.id], w.rss)
             cpu.add_metric([w.pool, w.id], w.cpu_seconds)
             age.add_metric([w.pool, w.id], now - w.last_seen)
         yield from (rss, cpu, age)
 
 
-def make_registry(supervisor: Supervisor) -> CollectorRegistry:
+def make_registry(collector: DaemonCollector) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SupervisorCollector(supervisor))
+    registry.register(collector)
     return registry
 
 

@@ -41,7 +41,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import zmq
 
@@ -74,9 +73,8 @@ class _Box:
 class Outbox:
     """Per-client outboxes on the control socket; see the module docstring."""
 
-    def __init__(self, sock: zmq.Socket, budget: int, to_worker: Callable[[str, Any], bool],
-                 relay: Callable[[str, bytes, list[bytes]], None], on_drained: Callable[[], None],
-                 total_budget: int | None = None) -> None:
+    def __init__(self, sock: zmq.Socket, budget: int, to_worker: Callable[..., bool],
+                 on_drained: Callable[[], None], total_budget: int | None = None) -> None:
         self.sock = sock
         self.budget = budget
         self.total_budget = max(budget, total_budget or budget)
@@ -85,8 +83,7 @@ class Outbox:
         self.dropped = 0                    # requests not served: their client held past HARD_CAP
         self._warned = -WARN_EVERY
         self.blocked: set[bytes] = set()    # clients over budget: their queued tasks wait
-        self._to_worker = to_worker
-        self._relay = relay
+        self._to_worker = to_worker         # (worker id, *messages): its command channel
         self._on_drained = on_drained
         self._boxes: dict[bytes, _Box] = {}
         self._dirty: set[bytes] = set()     # clients with new frames, sent at the next flush
@@ -223,6 +220,11 @@ class Outbox:
             self._drained(owner, box)
         if not box.frames and not box.over:
             del self._boxes[owner]
+
+    def _relay(self, worker_id: str, identity: bytes, frames: list[bytes]) -> None:
+        # A client inside a worker's command: its frames go through that worker.
+        for start in range(0, len(frames), BATCH_FRAMES):
+            self._to_worker(worker_id, m.Relay(identity, codec.encode_batch(frames[start:start + BATCH_FRAMES])))
 
     def _stall(self, owner: bytes, box: _Box, progressed: bool) -> None:
         box.delay = RETRY_FIRST if progressed else min(RETRY_MAX, box.delay * 2 or RETRY_FIRST)

@@ -6,6 +6,7 @@ No sockets here: the supervisor sends and receives; the pool decides.
 from __future__ import annotations
 
 import itertools
+import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,68 @@ class WorkerHandle:
     completed: int = 0
     kill_reason: str | None = None   # set when the supervisor killed or stopped it on purpose
     planned: bool = False            # stopped on purpose (idle, recycled, scaled down): not a crash
+
+    # ---- its state changes, each in one place -----------------------------
+
+    def spawned(self, pid: int) -> None:
+        """The fork server started it (or its sandbox) as `pid`."""
+        self.pid = self.root_pid = pid
+
+    def heard(self, now: float) -> None:
+        """A heartbeat or any message: it is alive."""
+        self.last_seen = now
+
+    def ready(self, credit: int, now: float, pid: int | None = None) -> bool:
+        """It said Ready with `credit` (and its `pid` as the host sees it, if known);
+        False if it was asked to stop while starting (tell it again)."""
+        self.pid = pid or self.pid
+        self.last_seen = self.idle_since = now
+        if self.state == STOPPING:
+            return False
+        self.credit, self.state = credit, READY
+        return True
+
+    def took(self, records: list[TaskRecord]) -> None:
+        """It was sent `records`: each uses a unit of its credit until its result comes."""
+        for record in records:
+            self.tasks[record.spec.id] = record
+        self.credit -= len(records)
+
+    def finished(self, task_id: str, now: float) -> None:
+        """A task's result came: the credit it used is back, unless the worker is stopping."""
+        self.tasks.pop(task_id, None)
+        self.completed += 1
+        if self.state == READY:
+            self.credit += 1
+        if not self.tasks:
+            self.idle_since = now
+
+    def stop(self, reason: str) -> bool:
+        """Stopped on purpose (idle, recycled, scaled, shutdown): no more tasks.
+        True if it must be told (it is serving; a starting one is told when it says Ready)."""
+        self.kill_reason = reason
+        self.planned = True
+        self.credit = 0
+        tell = self.state == READY
+        self.state = STOPPING
+        return tell
+
+    def killed(self, reason: str) -> None:
+        """Its process tree is being killed: no more tasks, and its exit says why."""
+        self.kill_reason = reason
+        self.credit = 0
+
+    def exited(self) -> None:
+        self.state = STOPPING
+
+    def exit_reason(self, code: int | None, sig: int | None) -> str:
+        how = f"killed by {signal.Signals(sig).name}" if sig else f"exited with code {code}"
+        reason = f"worker {self.id} (pid {self.pid}) {how}"
+        return f"{reason} ({self.kill_reason})" if self.kill_reason else reason
+
+    def unroutable(self) -> None:
+        """An assignment could not reach it: it is going away; give it nothing more."""
+        self.credit = 0
 
     def summary(self) -> dict[str, Any]:
         now = time.monotonic()

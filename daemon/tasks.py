@@ -50,6 +50,10 @@ class TaskRecord:
         }
 
 
+# A task to end, with its result and, when that result is a worker's Done as sent, its encoded frame.
+Ending = tuple[TaskRecord, m.TaskResult, "bytes | None"]
+
+
 class TaskTable:
     """Live tasks by id, plus the last finished ones: at most `retention` of them and `max_bytes` of results."""
 

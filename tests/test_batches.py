@@ -85,6 +85,33 @@ def test_continue_runs_everything_whose_dependencies_succeeded(start_daemon) -> 
     assert progress["failed"] == 1 and progress["skipped"] == 2 and progress["error_rate"] == 0.2
 
 
+@pytest.mark.parametrize("policy", ["fail_fast", "continue"])
+def test_releases_that_cannot_start_end_each_task_once(start_daemon, policy: str) -> None:
+    # One success releases four tasks; two of them cannot start (their reference names
+    # nothing). Each task must end once, and the pool's queue must count nothing left.
+    d = start_daemon(pools=ONE_BASH)
+    with d.client() as c:
+        h = c.batch({"on_failure": policy, "tasks": [
+            {"id": "a", "tool": "echo", "args": {"n": 1}},
+            {"id": "b", "tool": "echo", "after": ["a"], "args": {"x": "${a.value.nope}"}},
+            {"id": "c", "tool": "echo", "after": ["a"], "args": {"x": "${a.value.nope}"}},
+            {"id": "d", "tool": "echo", "after": ["a"], "args": {"n": "${a.value.n}"}},
+            {"id": "e", "tool": "echo", "after": ["d"], "args": {"n": 2}},
+        ]})
+        results = h.results(timeout=60)
+        status = {p["name"]: p for p in c.status()["pools"]}
+        counts = c.status()["tasks"]
+    statuses = {name: r.status for name, r in results.items()}
+    if policy == "fail_fast":
+        assert statuses == {"a": "succeeded", "b": "failed", "c": "skipped", "d": "skipped", "e": "skipped"}
+        assert "fail_fast after b failed" in results["c"].error
+    else:
+        assert statuses == {"a": "succeeded", "b": "failed", "c": "failed", "d": "succeeded", "e": "succeeded"}
+    assert "cannot start" in results["b"].error and "'nope'" in results["b"].error
+    assert status["echo"]["queued"] == 0 and counts["live"] == 0
+    assert sum(counts.get(s, 0) for s in ("succeeded", "failed", "skipped")) == 5
+
+
 def test_cancelling_a_running_batch_leaves_nothing_running(start_daemon, tmp_path: Path) -> None:
     d = start_daemon(pools={"bash": {"min_workers": 2, "max_workers": 2}})
     with d.client() as c:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import zmq
 
-from para.daemon.config import PoolSection
+from para.daemon.config import load_config
+from para.daemon.core import Core
 from para.daemon.dispatch import Dispatcher
-from para.daemon.pool import READY, Pool, WorkerHandle
+from para.daemon.pool import READY, WorkerHandle
 from para.daemon.tasks import TaskRecord
-from para.daemon.tools import TOOLS
 from para.ipc import channels, codec
 from para.ipc import messages as m
 from para.ipc.endpoints import Endpoints
@@ -38,6 +36,19 @@ def test_pipelined_tasks_spread_over_the_pool(start_daemon) -> None:
     assert {r.worker for r in results} == {"echo-1", "echo-2"}
 
 
+class CommandPort:
+    """The core's ports with only the worker command channel: what dispatch uses."""
+
+    def __init__(self, sock: zmq.Socket) -> None:
+        self.sock = sock
+
+    def to_worker(self, worker_id: str, *messages: object) -> bool:
+        return channels.send_to_worker(self.sock, worker_id, messages)
+
+    def watched(self, topic: bytes) -> bool:
+        return False
+
+
 def test_a_large_credit_goes_out_in_frames_a_worker_accepts(tmp_path) -> None:
     # A worker refuses a batch of more than codec.MAX_BATCH_FRAMES: parad must
     # cut a worker's share into BATCH_FRAMES runs, whatever the credit.
@@ -49,14 +60,12 @@ def test_a_large_credit_goes_out_in_frames_a_worker_accepts(tmp_path) -> None:
         end = channels.WorkerEnd(ctx, endpoints, "echo-1")
         end.send("command", m.Ready("echo-1", 1, 5000))
         assert socks["command"].poll(10_000) and socks["command"].recv_multipart()  # now routable
-        sup = SimpleNamespace(worker_socks=socks, stopping=False, events=SimpleNamespace(wanted=lambda topic: False))
-        dispatcher = Dispatcher(sup)  # type: ignore[arg-type]
-        pool = Pool("echo", TOOLS["echo"], PoolSection(), TOOLS["echo"].Options())
+        core = Core(load_config(None), ports=CommandPort(socks["command"]))
+        pool = core.pools["echo"]
         worker = pool.workers["echo-1"] = WorkerHandle("echo-1", "echo", state=READY, credit=5000)
         for i in range(3000):
             pool.queue.push(TaskRecord(m.TaskSpec(f"t{i}", "echo", {}), "echo", None, 1))
-        dispatcher.dispatch(pool)
-        dispatcher.run_pending()
+        Dispatcher(core).run(pool)
         assert len(worker.tasks) == 3000 and worker.credit == 2000
         sizes, ids = [], []
         while len(ids) < 3000:

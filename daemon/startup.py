@@ -1,0 +1,51 @@
+"""Bringing parad up and down, in this order, undone in reverse:
+
+    make parad not dumpable; lock the runtime dir; probe the host and plan
+    each pool's isolation; start the fork server (before any ZeroMQ state:
+    it forks the workers); bind the sockets; serve (supervisor.py).
+    Then close the sockets, stop the fork server (it kills what is left of
+    its workers), release the runtime dir.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from para.daemon import isolation
+from para.daemon.config import Config
+from para.daemon.forkserver import ForkServer
+from para.daemon.listeners import Listeners
+from para.daemon.runtime_dir import RuntimeDir
+from para.daemon.supervisor import Supervisor
+from para.ipc.endpoints import Endpoints
+from para.sandbox import prctl, probe
+
+log = logging.getLogger("parad")
+
+
+def run(config: Config, endpoints: Endpoints, state_dir: Path, config_source: str) -> int:
+    """Serve until stopped; 0 when parad stopped cleanly. Raises RuntimeDirError, IsolationError, PermissionError."""
+    # Commands run as parad's own user where there is no sandbox: they must
+    # not read parad's memory, environment or descriptors through /proc.
+    prctl.set_not_dumpable()
+    runtime = RuntimeDir(endpoints)
+    runtime.acquire()
+    try:
+        host = probe.probe()
+        hide = [str(endpoints.runtime_dir), str(state_dir)]
+        plans = isolation.plan({name: config.pool_options(name) for name in config.pools}, host, hide)
+        isolation.log_plans(plans)
+        forkserver = ForkServer()
+        try:
+            listeners = Listeners.bind(config, endpoints)
+            try:
+                Supervisor(config, endpoints, state_dir, config_source, host, plans, forkserver, listeners).serve()
+            finally:
+                listeners.close()
+        finally:
+            forkserver.close()
+    finally:
+        runtime.release()
+    log.info("parad stopped")
+    return 0
