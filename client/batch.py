@@ -15,7 +15,7 @@ A batch spec (a dict, as read from YAML or JSON):
 
 References in string arguments: `${NAME.stdout}`, `${NAME.stderr}`,
 `${NAME.exit_code}`, `${NAME.value.KEY}` (NAME must be in the task's `after`),
-and `${cwd}`, the directory the batch was sent from. See para.daemon.batches.
+and `${cwd}`, the directory the batch was sent from. See para.daemon.batch_plan.
 """
 
 from __future__ import annotations
@@ -23,15 +23,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Iterable
+from typing import Any, Protocol, TypeVar
 
 from para.client.errors import InvalidRequest
 from para.client.result import Result
 from para.ipc import messages as m
 from para.ipc.options import options_except
-
-if TYPE_CHECKING:
-    from para.client.client import Client, TaskFuture
 
 T = TypeVar("T")
 
@@ -77,10 +75,28 @@ def track_tasks(msg: m.SubmitBatch, make: Callable[[m.TaskSpec], T], registry: d
     return handles
 
 
+class TaskFuture(Protocol):
+    def done(self) -> bool: ...
+
+    def outcome(self) -> Result: ...
+
+
+class BatchClient(Protocol):
+    """What a BatchHandle asks of its Client."""
+
+    def _query(self, what: str, arg: Any = None) -> Any: ...
+
+    def _wait_for(self, condition: Callable[[], bool], timeout: float | None, what: str) -> None: ...
+
+    def cancel(self, *tasks: Any, session: str | None = None) -> dict[str, list[str]]: ...
+
+    def _forget(self, futures: Iterable[Any]) -> None: ...
+
+
 class BatchHandle:
     """A running batch: its tasks' futures by name, its progress, its results."""
 
-    def __init__(self, client: Client, batch_id: str, futures: dict[str, TaskFuture]) -> None:
+    def __init__(self, client: BatchClient, batch_id: str, futures: dict[str, TaskFuture]) -> None:
         self.id = batch_id
         self._client = client
         self.futures = futures
