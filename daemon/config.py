@@ -1,7 +1,8 @@
 """parad's configuration: pydantic models that hold every default and description.
 
 `configs/parad.yaml` is generated from these models (`parad --print-default-config`)
-and a test keeps the two identical, so there is one source of truth.
+and a test keeps the two identical, so there is one source of truth. A config
+file is merged over these defaults (`config_merge.py`) before it is validated.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
 
+from para.daemon.config_merge import OverlayError, overlay
 from para.daemon.tools import TOOLS
 
 
@@ -77,10 +79,17 @@ class PoolSection(BaseModel):
     @model_validator(mode="after")
     def _check(self) -> "PoolSection":
         if self.min_workers > self.max_workers:
-            raise ValueError(f"min_workers ({self.min_workers}) exceeds max_workers ({self.max_workers})")
+            raise ValueError(f"min_workers ({self.min_workers}) exceeds max_workers ({self.max_workers}); "
+                             f"raise max_workers or lower min_workers")
         if self.default_timeout and self.max_timeout and self.default_timeout > self.max_timeout:
-            raise ValueError(f"default_timeout ({self.default_timeout:g}s) exceeds max_timeout ({self.max_timeout:g}s)")
+            raise ValueError(f"default_timeout ({self.default_timeout:g}s) exceeds max_timeout ({self.max_timeout:g}s); "
+                             f"lower default_timeout or raise max_timeout")
         return self
+
+
+def builtin_pools() -> list[str]:
+    """The names of the pools parad runs unless a config file removes them."""
+    return list(_default_pools())
 
 
 def _default_pools() -> dict[str, PoolSection]:
@@ -132,7 +141,7 @@ def default_config_text() -> str:
 
 
 def load_config(path: Path | None) -> Config:
-    """Read and validate a config file (None: the packaged default)."""
+    """Read a config file (None: the packaged default), merge it over the built-in defaults and validate it."""
     where = str(path) if path else "packaged parad.yaml"
     try:
         text = path.read_text() if path else default_config_text()
@@ -145,6 +154,8 @@ def load_config(path: Path | None) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: top level must be a mapping with 'daemon' and 'pools'")
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(overlay(Config().model_dump(), data))
+    except OverlayError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     except ValidationError as exc:
         raise ConfigError(f"{where}: {_first_error(exc)}") from None

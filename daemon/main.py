@@ -40,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--system", action="store_true", help="system service: /etc/para, /run/para, /var/lib/para")
     p.add_argument("--check-config", type=Path, metavar="FILE", help="validate FILE and exit")
     p.add_argument("--print-default-config", action="store_true", help="print the commented default parad.yaml and exit")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the config parad would run with (its config file merged over the defaults) and exit")
     p.add_argument("--version", action="version", version=f"parad {version('para')}")
     return p
 
@@ -70,11 +72,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.check_config}: ok")
         return 0
     config_path, runtime_dir, state_dir = _resolve(args)
+    source = f"{config_path} over built-in defaults" if config_path else "built-in defaults"
     try:
         config = load_config(config_path)
     except ConfigError as exc:
         print(f"parad: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    if args.print_config:
+        from para.daemon.config_doc import render_config
+        sys.stdout.write(render_config(config, str(config_path) if config_path else None))
+        return 0
     logging.basicConfig(
         level=config.daemon.log_level.upper(), stream=sys.stderr,
         format="%(asctime)s parad[%(process)d] %(levelname)s %(message)s",
@@ -90,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     from para.daemon import startup
 
     try:
-        return startup.run(config, Endpoints(runtime_dir.absolute()), state_dir, str(config_path or "built-in defaults"))
+        return startup.run(config, Endpoints(runtime_dir.absolute()), state_dir, source)
     except (RuntimeDirError, PermissionError, IsolationError) as exc:
         print(f"parad: {exc}", file=sys.stderr)
         return EXIT_CANNOT_RUN

@@ -17,6 +17,7 @@ import psutil
 import yaml
 
 from para.client import Client, ParaError
+from para.daemon.config import builtin_pools as _builtin_pools
 from para.testing.processes import alive
 from para.testing.wait import WaitTimeout, wait_until
 
@@ -26,6 +27,12 @@ FAST = {"heartbeat_interval": 0.1, "failure_detection_timeout": 2.0, "shutdown_g
 
 ALL_POOLS = {name: {"min_workers": 1, "max_workers": 2} for name in ("echo", "read", "glob", "grep")} | {
     "bash": {"min_workers": 2, "max_workers": 4}}
+
+
+def only_pools(pools: dict[str, Any]) -> dict[str, Any]:
+    """`pools` for a config file that runs exactly them: parad merges a file over its built-in
+    pools, so the built-in ones not named are removed (`NAME: null`)."""
+    return {**{name: None for name in _builtin_pools() if name not in pools}, **pools}
 
 
 class DaemonError(RuntimeError):
@@ -39,19 +46,25 @@ class Daemon:
     (by default a fresh short dir under /tmp: Unix socket paths are limited
     to 107 bytes). `python_flags` go before `-m para.daemon` (benchmarks pass
     `-P`); `require_ok` also waits for every pool's state to be "ok"; `cwd` is
-    parad's working directory (the sandbox's writable root '.').
+    parad's working directory (the sandbox's writable root '.'). The daemon runs
+    exactly the pools in `config["pools"]` (see only_pools); with
+    `builtin_pools=True` the file is written as given, so parad keeps the
+    built-in pools it does not name, as it does for a user's file.
     """
 
     def __init__(self, config: dict[str, Any], tmp: Path, env: dict[str, str] | None = None,
                  runtime_dir: Path | None = None, *, python_flags: Sequence[str] = (),
-                 ready_timeout: float = 30.0, require_ok: bool = False, cwd: Path | None = None) -> None:
+                 ready_timeout: float = 30.0, require_ok: bool = False, cwd: Path | None = None,
+                 builtin_pools: bool = False) -> None:
         self.config = config
         self.tmp = tmp
         self.runtime_dir = runtime_dir or Path(tempfile.mkdtemp(prefix="pt", dir="/tmp"))
         tmp.mkdir(parents=True, exist_ok=True)
         self.state_dir = tmp / "state"
         self.config_path = tmp / "parad.yaml"
-        self.config_path.write_text(yaml.safe_dump(config))
+        self._builtin_pools = builtin_pools
+        written = config if builtin_pools else {**config, "pools": only_pools(config.get("pools", {}))}
+        self.config_path.write_text(yaml.safe_dump(written))
         self.log_path = tmp / "parad.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
@@ -112,8 +125,10 @@ class Daemon:
 
     @property
     def pools(self) -> list[str]:
-        """The names of the configured pools."""
-        return sorted(self.config["pools"])
+        """The names of the pools parad runs."""
+        named = self.config.get("pools", {})
+        kept = set(_builtin_pools()) if self._builtin_pools else set()
+        return sorted((kept | set(named)) - {name for name, pool in named.items() if pool is None})
 
     def workers(self, pool: str | None = None) -> list[dict[str, Any]]:
         """The workers parad reports, of `pool` only if given."""

@@ -38,6 +38,9 @@ def with_test_sandbox(config: dict[str, Any]) -> dict[str, Any]:
     every read, glob and grep pool's (the test's own settings win)."""
     pools = {}
     for name, pool in config.get("pools", {}).items():
+        if pool is None:  # a built-in pool removed
+            pools[name] = pool
+            continue
         tool = pool.get("tool") or name
         test_sandbox = TEST_SANDBOX if tool == "bash" else TEST_READ_SANDBOX if tool in ("read", "glob", "grep") else None
         if test_sandbox is not None:

@@ -137,7 +137,7 @@ def test_wrong_task_fields(raw, spec, words) -> None:
 
 
 def test_timeout_above_the_pool_maximum(start_daemon) -> None:
-    d = start_daemon(pools={"bash": {"min_workers": 1, "max_timeout": 10}})
+    d = start_daemon(pools={"bash": {"min_workers": 1, "default_timeout": 10, "max_timeout": 10}})
     with d.client() as c:
         with pytest.raises(InvalidRequest, match=r"timeout 11s exceeds the max_timeout of pool 'bash' \(10s\)"):
             c.run("bash", command="true", timeout=11)

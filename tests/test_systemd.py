@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from para.testing import FAST
+from para.testing import FAST, only_pools
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,7 +40,7 @@ def test_ready_watchdog_and_stopping_are_notified(tmp_path: Path) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(str(notify_path))
     config = tmp_path / "parad.yaml"
-    config.write_text(yaml.safe_dump({"daemon": FAST, "pools": {"echo": {"min_workers": 1}}}))
+    config.write_text(yaml.safe_dump({"daemon": FAST, "pools": only_pools({"echo": {"min_workers": 1}})}))
     env = dict(os.environ, NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="200000")
     proc = subprocess.Popen([sys.executable, "-m", "para.daemon", "--config", str(config),
                              "--runtime-dir", str(short / "rt"), "--state-dir", str(tmp_path / "st")], env=env)
