@@ -77,6 +77,8 @@ def status(body: dict[str, Any]) -> str:
                        ("config", "config"), ("isolation", "isolation")):
         if d.get(key) is not None:
             lines.append(f"  {label:<12} {d[key]}")
+    if "sandbox" in body:
+        lines.append(f"  {'bubblewrap':<12} {bubblewrap(body['sandbox'].get('host', {}))}")
     pools = body.get("pools", [])
     lines += ["", table(
         ["POOL", "TOOL", "STATE", "READY/WORKERS", "MIN..MAX", "QUEUED", "RUNNING", "CRASHES"],
@@ -101,6 +103,14 @@ def memory(body: dict[str, Any]) -> list[str]:
         lines.append(f"held for clients: {size(out['backlog_bytes'])}, {out['clients_over_budget']} over budget, "
                      f"{out['paused_tasks']} commands paused")
     return lines
+
+
+def bubblewrap(host: dict[str, Any]) -> str:
+    """Which bwrap sandboxes this daemon's workers: path, version and where it was found."""
+    if not host.get("bubblewrap"):
+        return "none found"
+    return f"{host['bubblewrap']} {host.get('bubblewrap_version') or '(version unknown)'} " \
+           f"(from {host.get('bubblewrap_source') or '?'})"
 
 
 def sandbox(body: dict[str, Any]) -> list[str]:

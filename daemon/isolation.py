@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from para.daemon.safe_path import safe_pythonpath
 from para.ipc import messages as m
-from para.sandbox import cgroup, namespaces
+from para.sandbox import bwrap, cgroup, namespaces
 from para.sandbox.environment import build_env
 from para.sandbox.policy import ReadOnlySandbox, SandboxPolicy, resolve_path
 from para.sandbox.probe import HostSupport
@@ -92,6 +92,8 @@ def policy_of(options: BaseModel) -> tuple[SandboxPolicy | None, bool]:
 def plan(pool_options: dict[str, BaseModel], host: HostSupport, hide: list[str]) -> dict[str, PoolIsolation]:
     """Decide every pool's isolation; IsolationError when a policy cannot be met and may not degrade."""
     plans = {}
+    if host.bwrap:
+        log.info("bubblewrap: %s %s (from %s)", host.bwrap, host.bwrap_version or "(version unknown)", host.bwrap_source)
     cg_root = _adopt_cgroup(host)
     for name, options in pool_options.items():
         policy, read_only = policy_of(options)
@@ -144,7 +146,8 @@ def _plan_pool(name: str, policy: SandboxPolicy, host: HostSupport, hide: list[s
             p.effective = "namespaces"
             p.policy, p.rebuild = policy, (host.bwrap, host.unshare_user, hide, code_paths())
             p.launch_argv()
-            p.env = worker_env(policy)
+            # The worker's nested sandboxes (bash.py) use the bwrap the probe tried, not one found again inside.
+            p.env = {**worker_env(policy), bwrap.ENV: host.bwrap}
         else:
             p.degraded.append(f"no namespaces: {host.namespaces_error}")
     if "/" in (resolve_path(w) for w in policy.filesystem.writable):

