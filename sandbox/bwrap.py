@@ -40,10 +40,9 @@ class Bwrap:
 
 def find() -> Bwrap | None:
     """The bubblewrap para uses on this host, in the order the module docstring gives; None when there is none."""
-    chosen = os.environ.get(ENV, "").strip()
-    if chosen:
-        path = os.path.abspath(os.path.expanduser(chosen)) if "/" in chosen else shutil.which(chosen) or chosen
-        return Bwrap(path, version(path), FROM_ENV)
+    named = _named()
+    if named:
+        return Bwrap(named, version(named), FROM_ENV)
     system = shutil.which("bwrap")
     if system is not None and _recent(version(system)):
         return Bwrap(system, version(system), FROM_PATH)
@@ -54,9 +53,26 @@ def find() -> Bwrap | None:
 
 
 def path() -> str | None:
-    """The path of `find()`'s bubblewrap, or None."""
+    """The path of `find()`'s bubblewrap, or None.
+
+    A sandboxed worker has parad's choice in PARA_BWRAP (daemon/isolation.py)
+    and must not choose again: a root worker that lends run_as its real uid
+    execs with real and effective uids apart, a secure exec in which the
+    loader ignores the wheel's $ORIGIN rpath, so the wheel's bwrap cannot
+    even load its libcap there (and `--version` fails on PATH's link to it).
+    """
+    named = _named()
+    if named:
+        return named
     found = find()
     return found.path if found else None
+
+
+def _named() -> str | None:
+    chosen = os.environ.get(ENV, "").strip()
+    if not chosen:
+        return None
+    return os.path.abspath(os.path.expanduser(chosen)) if "/" in chosen else shutil.which(chosen) or chosen
 
 
 def wheel_path() -> str | None:

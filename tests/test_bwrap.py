@@ -153,12 +153,14 @@ def test_a_daemon_with_no_system_bwrap_confines_commands_with_the_wheels(start_d
 @needs_wheel_sandbox
 def test_workers_nest_sandboxes_with_the_bwrap_parad_chose(start_daemon, bare_bin: Path,
                                                            var_tmp_dirs: list[Path]) -> None:
-    # PATH offers another bwrap, which the worker would find if parad did not hand it its own choice.
+    # Parad's choice is neither PATH's bwrap nor the wheel's, one of which a worker left to itself would find.
     (bare_bin / "bwrap").symlink_to(WHEEL)
+    chosen = var_tmp_dirs[1] / "chosen-bwrap"
+    chosen.symlink_to(WHEEL)
     project = var_tmp_dirs[0]
-    d = start_bash(start_daemon, bare_bin, project, PARA_BWRAP=WHEEL)
+    d = start_bash(start_daemon, bare_bin, project, PARA_BWRAP=str(chosen))
     with d.client() as c:
         host = c.status()["sandbox"]["host"]
         nested = c.run("bash", command=NESTED, policy={"writable": []}, cwd=str(project))
-    assert (host["bubblewrap"], host["bubblewrap_source"]) == (WHEEL, bwrap.FROM_ENV)
-    assert nested.stdout == f"{WHEEL}\n" and "Read-only file system" in nested.stderr
+    assert (host["bubblewrap"], host["bubblewrap_source"]) == (str(chosen), bwrap.FROM_ENV)
+    assert nested.stdout == f"{chosen}\n" and "Read-only file system" in nested.stderr
