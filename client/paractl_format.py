@@ -87,9 +87,22 @@ def status(body: dict[str, Any]) -> str:
           p.get("crashes")] for p in pools])]
     lines += [f"  {p['name']}: last crash: {p['last_crash']}" for p in pools if p.get("last_crash")]
     lines += sandbox(body.get("sandbox", {}))
+    lines += workspaces(body.get("workspaces", []))
     lines += ["", "tasks: " + task_counts(body.get("tasks", {}))]
     lines += memory(body)
     return "\n".join(lines)
+
+
+def workspaces(entries: list[dict[str, Any]]) -> list[str]:
+    """The workspaces tasks run in now, their workers and queued tasks, and what commands may write there."""
+    if not entries:
+        return []
+    lines = ["", "workspaces:"]
+    for w in entries:
+        counts = ", ".join(f"{pool} {p['workers']} workers, {p['queued']} queued" for pool, p in w["pools"].items())
+        lines.append(f"  {w['workspace']}  ({counts})")
+        lines.append(f"    writable: {', '.join(w['writable']) or 'nothing'}")
+    return lines
 
 
 def memory(body: dict[str, Any]) -> list[str]:

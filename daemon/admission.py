@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from para.daemon.pool import FAILED, Pool
 from para.daemon.tools.base import ToolFailure
+from para.daemon.workspaces import WorkspaceError, WorkspacePolicy
 from para.ipc import messages as m
 
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
@@ -31,6 +32,7 @@ class TaskEnvelope(BaseModel):
     retry_on: list[Literal["lost", "failed", "timed_out"]] | None = None
     retry_backoff: float | int | None = Field(None, ge=0, le=3600)
     idempotency_key: str | None = Field(None, min_length=1, max_length=256)
+    workspace: str | None = Field(None, min_length=1, max_length=4096)
 
 
 class Refusal(Exception):
@@ -49,12 +51,14 @@ def _describe(exc: ValidationError, prefix: str) -> str:
     return "; ".join(parts)
 
 
-def admit(spec: m.TaskSpec, pools: dict[str, Pool], adding: int = 1, accepted: bool = False, size: int = 0) -> Pool:
+def admit(spec: m.TaskSpec, pools: dict[str, Pool], workspaces: WorkspacePolicy, adding: int = 1,
+          accepted: bool = False, size: int = 0, inherited: str | None = None) -> Pool:
     """Check one task; return its pool or raise Refusal with a clear message.
 
     `accepted`: the task was taken before (a batch task whose dependencies just
     finished), so a drain since then does not refuse it: it waits, like queued work,
     and its bytes are in the queue's count already. `size`: the bytes it adds to the queue.
+    `workspaces` says which folders may be its workspace; `inherited` is its parent's (nested tasks).
     """
     if not isinstance(spec, m.TaskSpec):
         raise Refusal(m.E_INVALID, "Submit.tasks must hold TaskSpec messages")
@@ -62,9 +66,8 @@ def admit(spec: m.TaskSpec, pools: dict[str, Pool], adding: int = 1, accepted: b
         TaskEnvelope.model_validate(spec, from_attributes=True)
     except ValidationError as exc:
         raise Refusal(m.E_INVALID, _describe(exc, "task ")) from None
-    pool = pools.get(spec.tool)
-    if pool is None:
-        raise Refusal(m.E_UNKNOWN_TOOL, f"unknown tool {spec.tool!r}; this daemon runs: {', '.join(sorted(pools))}")
+    pool = pool_for(spec, pools)
+    place(spec, pool, workspaces, inherited)
     try:
         args = pool.tool.Args.model_validate(spec.args)
     except ValidationError as exc:
@@ -89,6 +92,27 @@ def admit(spec: m.TaskSpec, pools: dict[str, Pool], adding: int = 1, accepted: b
     if not accepted:
         refuse_if_full_bytes(pool, size)
     return pool
+
+
+def pool_for(spec: m.TaskSpec, pools: dict[str, Pool]) -> Pool:
+    pool = pools.get(spec.tool)
+    if pool is None:
+        raise Refusal(m.E_UNKNOWN_TOOL, f"unknown tool {spec.tool!r}; this daemon runs: {', '.join(sorted(pools))}")
+    return pool
+
+
+def place(spec: m.TaskSpec, pool: Pool, workspaces: WorkspacePolicy, inherited: str | None = None) -> None:
+    """Settle the task's workspace: checked, resolved, for a pool that runs commands (else none);
+    one that names none gets its parent's, else the pool's default (parad's working directory)."""
+    if not pool.uses_workspace:
+        spec.workspace = None
+    elif spec.workspace is None:
+        spec.workspace = inherited or pool.default_workspace
+    elif spec.workspace != pool.default_workspace:   # the operator's choice: parad was started there
+        try:
+            spec.workspace = workspaces.check(spec.workspace)
+        except WorkspaceError as exc:
+            raise Refusal(m.E_INVALID, str(exc)) from None
 
 
 def refuse_if_full_bytes(pool: Pool, size: int) -> None:

@@ -22,12 +22,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from para.daemon.admission import Refusal, admit, refuse_if_drained, refuse_if_full_bytes
+from para.daemon.admission import Refusal, admit, place, pool_for, refuse_if_drained, refuse_if_full_bytes
 from para.daemon.batch_plan import BatchError, check_graph, references, resolve, substitute_cwd
 from para.daemon.core import Ports
 from para.daemon.enqueue import enqueue, release, wake
 from para.daemon.pool import Pool
 from para.daemon.tasks import Ending, TaskRecord, TaskTable
+from para.daemon.workspaces import WorkspacePolicy
 from para.ipc import messages as m
 
 POLICIES = ("fail_fast", "continue")
@@ -72,6 +73,7 @@ class Batch:
 class BatchCore(Protocol):
     tasks: TaskTable
     pools: dict[str, Pool]
+    workspaces: WorkspacePolicy
     ports: Ports
 
     def want_dispatch(self, pool: Pool) -> None: ...
@@ -136,13 +138,12 @@ class BatchRunner:
         spec.session = batch_id  # a batch takes turns with other sessions as one
         try:
             if references(spec.args):
-                pool = self.core.pools.get(spec.tool)
-                if pool is None:
-                    raise Refusal(m.E_UNKNOWN_TOOL, f"unknown tool {spec.tool!r}")
+                pool = pool_for(spec, self.core.pools)
+                place(spec, pool, self.core.workspaces)
                 refuse_if_drained(pool)
                 refuse_if_full_bytes(pool, size)
             else:
-                pool = admit(spec, self.core.pools, adding=roots, size=size)
+                pool = admit(spec, self.core.pools, self.core.workspaces, adding=roots, size=size)
         except Refusal as refusal:
             raise Refusal(refusal.code, f"task {spec.id.split(':', 1)[1]}: {refusal.message}") from None
         return pool
@@ -153,7 +154,7 @@ class BatchRunner:
         try:
             deps = {batch.name(d): self.results[d] for d in batch.after.get(spec.id, [])}
             spec.args = resolve(spec.args, deps)
-            pool = admit(spec, self.core.pools, adding=0, accepted=True)
+            pool = admit(spec, self.core.pools, self.core.workspaces, adding=0, accepted=True)
         except (BatchError, Refusal) as exc:
             message = exc.message if isinstance(exc, Refusal) else str(exc)
             return record, m.TaskResult(spec.id, spec.tool, m.FAILED, error=f"cannot start: {message}",

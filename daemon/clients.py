@@ -28,6 +28,7 @@ from para.daemon.lifecycle import TaskLifecycle
 from para.daemon.outbox import Outbox
 from para.daemon.pool import Pool
 from para.daemon.tasks import TaskRecord, TaskTable
+from para.daemon.workspaces import WorkspacePolicy
 from para.ipc import PROTOCOL_VERSION, codec
 from para.ipc import messages as m
 
@@ -41,6 +42,7 @@ class ClientsCore(Protocol):
     version: str
     tasks: TaskTable
     pools: dict[str, Pool]
+    workspaces: WorkspacePolicy
     dedup: Deduplicator
     ports: Ports
     stopping: bool
@@ -156,8 +158,8 @@ class ClientRequests:
     # ---- requests ---------------------------------------------------------
 
     def _on_hello(self, req: Request, msg: m.Hello) -> None:
-        self._reply(req, m.Welcome(self.core.version, PROTOCOL_VERSION, os.getpid(),
-                                   sorted(self.core.pools), self.max_size))
+        self._reply(req, m.Welcome(self.core.version, PROTOCOL_VERSION, os.getpid(), sorted(self.core.pools),
+                                   self.max_size, sorted(n for n, p in self.core.pools.items() if p.uses_workspace)))
 
     def _on_ping(self, req: Request, msg: m.Ping) -> None:
         self._reply(req, m.Pong(msg.req))
@@ -190,7 +192,8 @@ class ClientRequests:
         core = self.core
         if core.stopping:
             raise Refusal(m.E_SHUTTING_DOWN, "parad is shutting down; start it again and resubmit")
-        pool = admit(spec, core.pools, size=size)
+        inherited = req.parent.spec.workspace if req.parent is not None else None
+        pool = admit(spec, core.pools, core.workspaces, size=size, inherited=inherited)
         if spec.id in core.tasks.live:
             raise Refusal(m.E_INVALID, f"task id {spec.id!r} is already in use; ids must be unique")
         original = core.dedup.original(spec)

@@ -22,6 +22,12 @@ class ConfigError(Exception):
     """A config file that cannot be used; the message names file, key and reason."""
 
 
+class WorkspacesSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    owned: bool | None = Field(None, description="any folder parad's user owns may be a workspace (not /, the home folder itself or system folders); null: yes, but no for `parad --system`")
+    roots: list[str] = Field(default_factory=list, description="folders under which any folder may be a workspace, whoever owns it")
+
+
 class DaemonSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
     heartbeat_interval: float = Field(5.0, ge=0.05, description="seconds between worker heartbeats")
@@ -38,6 +44,7 @@ class DaemonSection(BaseModel):
     scale_cpu_percent: float = Field(90.0, gt=0, le=100, description="pools do not grow while host CPU use is above this percentage (100: never hold back)")
     scale_memory_percent: float = Field(85.0, gt=0, le=100, description="pools do not grow while host memory use is above this percentage")
     log_level: str = Field("info", pattern="^(debug|info|warning|error)$", description="debug, info, warning or error")
+    workspaces: WorkspacesSection = Field(default_factory=WorkspacesSection, description="which folders tasks may work in (their writable root and default cwd)")
 
     @model_validator(mode="after")
     def _check(self) -> "DaemonSection":

@@ -16,6 +16,7 @@ uses; none of them knows the supervisor.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from importlib.metadata import version
@@ -27,6 +28,7 @@ from para.daemon.pool import Pool, WorkerHandle
 from para.daemon.tasks import TaskTable
 from para.daemon.timers import Timers
 from para.daemon.tools import TOOLS
+from para.daemon.workspaces import WorkspacePolicy
 
 
 class Ports(Protocol):
@@ -48,12 +50,20 @@ class Ports(Protocol):
         """Publish the event `make` builds, if anybody watches `topic`."""
 
 
+def workspace_policy(config: Config, system: bool) -> WorkspacePolicy:
+    """Which folders may be workspaces: config's daemon.workspaces; `owned` unset means yes but for the system service."""
+    section = config.daemon.workspaces
+    owned = section.owned if section.owned is not None else not system
+    return WorkspacePolicy(owned, tuple(os.path.realpath(os.path.expanduser(r)) for r in section.roots))
+
+
 class Core:
     """State and ports; see the module docstring."""
 
-    def __init__(self, config: Config, ports: Ports) -> None:
+    def __init__(self, config: Config, ports: Ports, workspaces: WorkspacePolicy | None = None) -> None:
         self.config = config
         self.ports = ports
+        self.workspaces = workspaces or workspace_policy(config, system=False)
         self.version = version("para")
         self.started = time.monotonic()
         self.timers = Timers()

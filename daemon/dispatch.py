@@ -33,22 +33,27 @@ class Dispatcher:
 
         Idle workers fill first, so a task never waits at a busy worker while
         another could run it; each worker's share then goes out as one frame.
+        A task of a workspace goes only to a worker made for that workspace.
         """
         if self.core.stopping or not pool.queue.depth:
             return
-        load = {w.id: len(w.tasks) for w in pool.with_credit()}
-        if not load:
-            return
+        loads: dict[str | None, dict[str, int]] = {}   # workspace -> worker id -> tasks it holds
+        for w in pool.with_credit():
+            loads.setdefault(w.workspace, {})[w.id] = len(w.tasks)
+        only = loads.keys() if pool.uses_workspace else None
         batches: dict[str, list[TaskRecord]] = {}
-        while load and pool.queue.depth:
-            worker_id = min(load, key=load.__getitem__)
-            record = pool.queue.pop()
+        while loads and pool.queue.depth:
+            record = pool.queue.pop(only)
             if record is None:
                 break
+            load = loads[record.spec.workspace]
+            worker_id = min(load, key=load.__getitem__)
             batches.setdefault(worker_id, []).append(record)
             load[worker_id] += 1
             if len(batches[worker_id]) >= pool.workers[worker_id].credit:
                 del load[worker_id]
+                if not load:
+                    del loads[record.spec.workspace]
         for worker_id, records in batches.items():
             self._assign(pool, pool.workers[worker_id], records)
 

@@ -164,6 +164,8 @@ def _fork_worker(request: m.Spawn, sock: socket.socket, wake_r: int, wake_w: int
         prctl.set_parent_death_signal(signal.SIGKILL)
         prctl.set_child_subreaper()
         settings = request.settings
+        if settings.workspace:
+            os.chdir(settings.workspace)   # '.' for the worker and its commands: its relative paths are the workspace's
         if settings.cgroup_worker:
             cgroup.enter(Path(settings.cgroup_worker))
         if settings.launch:

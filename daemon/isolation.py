@@ -48,14 +48,17 @@ class PoolIsolation:
     rebuild: tuple | None = None      # (bwrap, unshare_user, hide, keep): what launch_argv needs
     lend_ids: bool = False            # workers may lend run_as their real ids (see sandbox/spawn.py)
 
-    def launch_argv(self, binds: list[str] = ()) -> list[str] | None:
+    def launch_argv(self, binds: list[str] = (), workspace: str | None = None) -> list[str] | None:
         """The sandbox argv for a new worker, built now: paths to hide or protect that
         appeared since parad started (a new credentials file, a .git/hooks) are covered too.
-        `binds` are the worker's own writable paths (its command cgroup leaf)."""
+        `binds` are the worker's own writable paths (its command cgroup leaf); relative
+        writable roots ('.') are the `workspace`'s, and the worker starts in it."""
         if self.rebuild is None:
             return None
         bwrap, unshare_user, hide, keep = self.rebuild
-        self.launch = namespaces.worker_argv(bwrap, self.policy, unshare_user, hide, [], keep=keep, binds=binds)
+        policy = in_workspace(self.policy, workspace) if workspace else self.policy
+        self.launch = namespaces.worker_argv(bwrap, policy, unshare_user, hide, [], keep=keep, binds=binds,
+                                             cwd=workspace)
         return self.launch
 
     def summary(self) -> dict[str, Any]:
@@ -64,17 +67,34 @@ class PoolIsolation:
 
 
 def worker_settings(plan: PoolIsolation, worker: str, *, runtime_dir: Path, heartbeat_interval: float,
-                    credit: int, options: dict[str, Any], max_message_size: int) -> m.WorkerSettings:
-    """What worker `worker` of `plan`'s pool starts with: its sandbox argv and its cgroup leaves,
-    made now when parad owns a cgroup subtree."""
+                    credit: int, options: dict[str, Any], max_message_size: int,
+                    workspace: str | None = None) -> m.WorkerSettings:
+    """What worker `worker` of `plan`'s pool starts with: its sandbox argv (made for `workspace`,
+    if given) and its cgroup leaves, made now when parad owns a cgroup subtree."""
     worker_leaf = command_leaf = None
     if plan.cgroup is not None:
         worker_leaf, command_leaf = cgroup.make_worker(plan.cgroup, worker)
     # The worker moves each command into its leaf from inside the sandbox, so the leaf is bound in.
-    launch = plan.launch_argv(binds=[str(command_leaf)] if command_leaf is not None else [])
+    launch = plan.launch_argv(binds=[str(command_leaf)] if command_leaf is not None else [], workspace=workspace)
     return m.WorkerSettings(
         str(runtime_dir), heartbeat_interval, credit, options, launch=launch, env=plan.env, lend_ids=plan.lend_ids,
-        cgroup_worker=_str(worker_leaf), cgroup_command=_str(command_leaf), max_message_size=max_message_size)
+        cgroup_worker=_str(worker_leaf), cgroup_command=_str(command_leaf), max_message_size=max_message_size,
+        workspace=workspace)
+
+
+def writable_in(options: BaseModel, workspace: str) -> list[str]:
+    """What a command of a pool with these options may write in `workspace` (nothing without a sandbox policy)."""
+    policy, read_only = policy_of(options)
+    if policy is None or read_only:
+        return []
+    return in_workspace(policy, workspace).filesystem.writable
+
+
+def in_workspace(policy: SandboxPolicy, workspace: str) -> SandboxPolicy:
+    """`policy` with its relative writable roots ('.') made absolute in `workspace`."""
+    fs = policy.filesystem
+    writable = [resolve_path(w, workspace) for w in fs.writable]
+    return policy.model_copy(update={"filesystem": fs.model_copy(update={"writable": writable})})
 
 
 def _str(path: Path | None) -> str | None:

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     from para.daemon import startup
 
     try:
-        return startup.run(config, Endpoints(runtime_dir.absolute()), state_dir, source)
+        return startup.run(config, Endpoints(runtime_dir.absolute()), state_dir, source, system=args.system)
     except (RuntimeDirError, PermissionError, IsolationError) as exc:
         print(f"parad: {exc}", file=sys.stderr)
         return EXIT_CANNOT_RUN

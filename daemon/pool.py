@@ -5,7 +5,9 @@ No sockets here: the supervisor sends and receives; the pool decides.
 
 from __future__ import annotations
 
+import collections
 import itertools
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -42,6 +44,7 @@ class WorkerHandle:
     completed: int = 0
     kill_reason: str | None = None   # set when the supervisor killed or stopped it on purpose
     planned: bool = False            # stopped on purpose (idle, recycled, scaled down): not a crash
+    workspace: str | None = None     # the workspace its sandbox is made for (pools that run commands)
 
     # ---- its state changes, each in one place -----------------------------
 
@@ -108,7 +111,7 @@ class WorkerHandle:
     def summary(self) -> dict[str, Any]:
         now = time.monotonic()
         return {
-            "id": self.id, "pool": self.pool, "pid": self.pid, "state": self.state,
+            "id": self.id, "pool": self.pool, "pid": self.pid, "state": self.state, "workspace": self.workspace,
             "tasks": list(self.tasks), "completed": self.completed, "rss": self.rss,
             "cpu_seconds": round(self.cpu_seconds, 3), "heartbeats": self.heartbeats,
             "last_heartbeat_age": round(now - self.last_seen, 3),
@@ -134,6 +137,10 @@ class Pool:
         self.spawned = 0
         self.pinned: int | None = None   # workers an operator asked for (paractl scale/drain); None: automatic
         self.pressure = False            # the host is past its CPU or memory threshold: do not grow
+        # A tool that runs commands runs each in its task's workspace, with workers per workspace
+        # (workspaces.py); a task that names none runs in parad's working directory.
+        self.uses_workspace = tool.runs_commands
+        self.default_workspace = os.path.realpath(os.getcwd()) if self.uses_workspace else None
         self._ids = itertools.count(1)
 
     # ---- sizing ------------------------------------------------------------
@@ -146,8 +153,10 @@ class Pool:
         credit for its work within bounds, but no growth while the host is pressed."""
         if self.pinned is not None:
             return self.pinned
-        work = self.in_flight() + self.queue.runnable
-        needed = -(-work // self.credit)
+        if self.uses_workspace:
+            needed = sum(self.demand().values())
+        else:
+            needed = -(-(self.in_flight() + self.queue.runnable) // self.credit)
         # A worker whose task waits on child tasks does not count: its children
         # may need this very pool, and waiting for a worker it holds would deadlock.
         waiting = sum(1 for w in self.workers.values() if any(r.children for r in w.tasks.values()))
@@ -156,11 +165,28 @@ class Pool:
             target = min(target, max(self.config.min_workers, self.live_count()))
         return target
 
+    def demand(self) -> dict[str | None, int]:
+        """Workers each workspace's work (running and queued) needs, by credit; workspaces with none left out."""
+        work: collections.Counter[str | None] = collections.Counter(self.queue.by_workspace)
+        for w in self.workers.values():
+            work[w.workspace] += len(w.tasks)
+        return {ws: -(-n // self.credit) for ws, n in work.items() if n > 0}
+
+    def starved(self) -> list[str | None]:
+        """Workspaces with queued tasks and no live worker to run them."""
+        served = {w.workspace for w in self.workers.values() if w.state != STOPPING}
+        return [ws for ws, n in self.queue.by_workspace.items() if n > 0 and ws not in served]
+
+    def evictable(self, keep: set[str | None]) -> WorkerHandle | None:
+        """An idle ready worker of a workspace not in `keep` (none of its tasks wait), the longest idle first."""
+        idle = [w for w in self.workers.values() if w.state == READY and not w.tasks and w.workspace not in keep]
+        return min(idle, key=lambda w: w.idle_since, default=None)
+
     def live_count(self) -> int:
         return sum(1 for w in self.workers.values() if w.state != STOPPING)
 
-    def new_worker(self) -> WorkerHandle:
-        handle = WorkerHandle(f"{self.name}-{next(self._ids)}", self.name)
+    def new_worker(self, workspace: str | None = None) -> WorkerHandle:
+        handle = WorkerHandle(f"{self.name}-{next(self._ids)}", self.name, workspace=workspace)
         self.spawned += 1
         self.workers[handle.id] = handle
         return handle

@@ -133,6 +133,8 @@ class WorkerReports:
                 self._recycle(worker, f"recycled after {worker.completed} tasks")
         self.lifecycle.settle(pool, record, result, wire)
         self.core.want_dispatch(pool)
+        if pool.uses_workspace and pool.queue.depth:
+            self.core.want_maintain(pool)   # an idle worker may give way to a workspace that has none
 
     def _recycle(self, worker: WorkerHandle, reason: str) -> None:
         self.workforce.stop(worker, reason)

@@ -14,7 +14,9 @@ Cancelled tasks are removed lazily (skipped when popped) so cancel is O(1).
 The tasks of a client in `blocked` (over its output budget, see outbox.py)
 wait until that client reads: they are skipped, and a session shared with
 other clients serves theirs meanwhile, in order. They do not count toward
-the workers the pool wants (`runnable`).
+the workers the pool wants (`runnable`). Tasks of a pool that runs commands
+are counted by workspace too (`by_workspace`), and `pop` passes over those
+of workspaces with no worker free.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class PoolQueue:
         self.depth = 0
         self.blocked: Collection[Hashable] = ()  # owners whose tasks wait: the outbox's set
         self._owners: collections.Counter[Hashable] = collections.Counter()  # queued tasks by owner
+        self.by_workspace: collections.Counter[str | None] = collections.Counter()  # queued tasks by workspace
 
     @property
     def runnable(self) -> int:
@@ -84,19 +87,22 @@ class PoolQueue:
 
     def push(self, record: TaskRecord) -> None:
         self._fifo(record).append(record)
-        self.depth += 1
-        self.bytes += record.arg_bytes
-        self._owners[record.owner] += 1
+        self._entered(record)
 
     def push_front(self, record: TaskRecord) -> None:
         """A task that goes back (a retry, an unroutable assignment) goes ahead of its session."""
         self._fifo(record).appendleft(record)
+        self._entered(record)
+
+    def _entered(self, record: TaskRecord) -> None:
         self.depth += 1
         self.bytes += record.arg_bytes
         self._owners[record.owner] += 1
+        self.by_workspace[record.spec.workspace] += 1
 
-    def pop(self) -> TaskRecord | None:
-        """The next task to run, passing over the tasks of blocked owners."""
+    def pop(self, workspaces: Collection[str | None] | None = None) -> TaskRecord | None:
+        """The next task to run, passing over the tasks of blocked owners, and of workspaces
+        not in `workspaces` (those with no worker free) when it is given."""
         blocked = self.blocked
         for level in self._levels:
             turns = len(level)
@@ -108,7 +114,7 @@ class PoolQueue:
                 if not fifo:
                     del level[key]
                     continue
-                record = _first_unblocked(fifo, blocked)
+                record = _first_unblocked(fifo, blocked, workspaces)
                 if record is None:
                     level.move_to_end(key)
                     continue
@@ -127,11 +133,8 @@ class PoolQueue:
     def _left(self, record: TaskRecord) -> None:
         self.depth -= 1
         self.bytes -= record.arg_bytes
-        n = self._owners[record.owner] - 1
-        if n:
-            self._owners[record.owner] = n
-        else:
-            del self._owners[record.owner]
+        _decrement(self._owners, record.owner)
+        _decrement(self.by_workspace, record.spec.workspace)
 
     def queued(self) -> Iterator[TaskRecord]:
         for level in self._levels:
@@ -144,15 +147,27 @@ class PoolQueue:
             level.clear()
         self.depth = self.bytes = 0
         self._owners.clear()
+        self.by_workspace.clear()
         return records
 
 
-def _first_unblocked(fifo: collections.deque[TaskRecord], blocked: Collection[Hashable]) -> TaskRecord | None:
-    """Take the session's first queued task whose owner is not blocked; None when every one is."""
-    if not blocked or fifo[0].owner not in blocked:
+def _decrement(counter: collections.Counter, key: Hashable) -> None:
+    n = counter[key] - 1
+    if n:
+        counter[key] = n
+    else:
+        del counter[key]
+
+
+def _first_unblocked(fifo: collections.deque[TaskRecord], blocked: Collection[Hashable],
+                     workspaces: Collection[str | None] | None) -> TaskRecord | None:
+    """Take the session's first queued task that may start (owner not blocked, workspace served); None if none may."""
+    head = fifo[0]
+    if (not blocked or head.owner not in blocked) and (workspaces is None or head.spec.workspace in workspaces):
         return fifo.popleft()
     for i, record in enumerate(fifo):
-        if record.state == m.QUEUED and record.owner not in blocked:
+        if record.state == m.QUEUED and record.owner not in blocked and (
+                workspaces is None or record.spec.workspace in workspaces):
             del fifo[i]
             return record
     return None

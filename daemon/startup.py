@@ -14,6 +14,7 @@ from pathlib import Path
 
 from para.daemon import isolation
 from para.daemon.config import Config
+from para.daemon.core import workspace_policy
 from para.daemon.forkserver import ForkServer
 from para.daemon.listeners import Listeners
 from para.daemon.runtime_dir import RuntimeDir
@@ -24,7 +25,7 @@ from para.sandbox import prctl, probe
 log = logging.getLogger("parad")
 
 
-def run(config: Config, endpoints: Endpoints, state_dir: Path, config_source: str) -> int:
+def run(config: Config, endpoints: Endpoints, state_dir: Path, config_source: str, system: bool = False) -> int:
     """Serve until stopped; 0 when parad stopped cleanly. Raises RuntimeDirError, IsolationError, PermissionError."""
     # Commands run as parad's own user where there is no sandbox: they must
     # not read parad's memory, environment or descriptors through /proc.
@@ -40,7 +41,8 @@ def run(config: Config, endpoints: Endpoints, state_dir: Path, config_source: st
         try:
             listeners = Listeners.bind(config, endpoints)
             try:
-                Supervisor(config, endpoints, state_dir, config_source, host, plans, forkserver, listeners).serve()
+                Supervisor(config, endpoints, state_dir, config_source, host, plans, forkserver, listeners,
+                           workspace_policy(config, system)).serve()
             finally:
                 listeners.close()
         finally:

@@ -50,6 +50,7 @@ from para.daemon.pool import FAILED, WorkerHandle
 from para.daemon.reports import WorkerReports
 from para.daemon.signals import SignalPipe
 from para.daemon.workforce import Workforce
+from para.daemon.workspaces import WorkspacePolicy
 from para.ipc import channels
 from para.ipc import messages as m
 from para.ipc.endpoints import Endpoints
@@ -65,7 +66,7 @@ EXIT_SETTLE = 0.25     # seconds to let a dead worker's last results arrive
 class Supervisor:
     def __init__(self, config: Config, endpoints: Endpoints, state_dir: Path, config_source: str,
                  host: HostSupport, plans: Mapping[str, PoolIsolation], forkserver: ForkServer,
-                 listeners: Listeners) -> None:
+                 listeners: Listeners, workspaces: WorkspacePolicy) -> None:
         self.config = config
         self.endpoints = endpoints
         self.state_dir = state_dir
@@ -75,7 +76,7 @@ class Supervisor:
         self.forkserver = forkserver
         self.listeners = listeners
         d = config.daemon
-        self.core = core = Core(config, ports=self)
+        self.core = core = Core(config, ports=self, workspaces=workspaces)
         self.intake = Intake()
         self.events = EventPublisher(listeners.events, endpoints)
         self.outbox = Outbox(listeners.control, d.client_output_budget, self.to_worker, self._output_drained,
@@ -315,9 +316,24 @@ class Supervisor:
             "sandbox": {"host": self.host.summary(),
                         "pools": {name: p.summary() for name, p in self.plans.items()}},
             "pools": [pool.summary() for pool in core.pools.values()],
+            "workspaces": self._workspaces(),
             "tasks": {"live": len(core.tasks.live), **dict(core.tasks.counts)},
             "retained": core.tasks.retained(), "output": self.outbox.summary(),
         }
+
+    def _workspaces(self) -> list[dict[str, Any]]:
+        """The workspaces that have workers or queued tasks, and their writable roots."""
+        found: dict[str, dict[str, Any]] = {}
+        for pool in self.core.pools.values():
+            if not pool.uses_workspace:
+                continue
+            queued = pool.queue.by_workspace
+            for ws in sorted({w.workspace for w in pool.workers.values()} | set(queued)):
+                entry = found.setdefault(ws, {"workspace": ws, "writable": isolation.writable_in(pool.options_model, ws),
+                                              "pools": {}})
+                workers = sum(1 for w in pool.workers.values() if w.workspace == ws)
+                entry["pools"][pool.name] = {"workers": workers, "queued": queued.get(ws, 0)}
+        return list(found.values())
 
     def workers(self) -> list[dict[str, Any]]:
         return [w.summary() for w in self.core.workers()]

@@ -10,6 +10,7 @@ what fell silent; the pool is told of the exit by the fork server's report.
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -22,7 +23,7 @@ from para.daemon import isolation
 from para.daemon.config import Config
 from para.daemon.core import Ports
 from para.daemon.isolation import PoolIsolation
-from para.daemon.pool import BACKOFF, FAILED, OK, READY, SPAWNING, Pool, WorkerHandle
+from para.daemon.pool import BACKOFF, FAILED, OK, READY, SPAWNING, STOPPING, Pool, WorkerHandle
 from para.daemon.timers import Timers
 from para.ipc import messages as m
 from para.sandbox import cgroup, tree
@@ -64,6 +65,8 @@ class Workforce:
                 pool.record_ready()  # a healthy worker is serving: close the circuit
             for worker in pool.idle_surplus(time.monotonic()):
                 self.stop(worker, "idle")
+            if pool.uses_workspace and pool.pinned is None:
+                self._serve_starved(pool)
             return
         if pool.state in (BACKOFF, FAILED):
             if any(w.state == SPAWNING for w in pool.workers.values()):
@@ -71,20 +74,42 @@ class Workforce:
             delay = pool.config.respawn_backoff_max if pool.state == FAILED else pool.respawn_delay()
             pool.respawn_timer = self.core.timers.call_later(delay, lambda: self._respawn(pool))
             return
-        for _ in range(deficit):
-            self._spawn(pool)
+        for workspace in self._spawn_order(pool, deficit):
+            self._spawn(pool, workspace)
+
+    @staticmethod
+    def _spawn_order(pool: Pool, deficit: int) -> list[str | None]:
+        """The workspaces the next `deficit` workers are for: those short of workers first, then the default."""
+        if not pool.uses_workspace:
+            return [None] * deficit
+        live = collections.Counter(w.workspace for w in pool.workers.values() if w.state != STOPPING)
+        order = [ws for ws, n in pool.demand().items() for _ in range(max(0, n - live[ws]))]
+        return (order + [pool.default_workspace] * deficit)[:deficit]
+
+    def _serve_starved(self, pool: Pool) -> None:
+        """A workspace with queued tasks and no worker, in a pool at its size: a worker of a
+        workspace with nothing queued gives way (stopped while idle), and one for it starts."""
+        busy = set(pool.queue.by_workspace)
+        at_max = pool.live_count() >= pool.config.max_workers
+        for workspace in pool.starved():
+            if at_max:
+                idle = pool.evictable(busy)
+                if idle is None:
+                    return   # every worker is busy: the first to go idle gives way (maintain runs again then)
+                self.stop(idle, f"gives way to workspace {workspace}")
+            self._spawn(pool, workspace)
 
     def _respawn(self, pool: Pool) -> None:
         pool.respawn_timer = None
         if not self.core.stopping and pool.live_count() < pool.wanted():
-            self._spawn(pool)  # one at a time until a worker proves healthy
+            self._spawn(pool, self._spawn_order(pool, 1)[0])  # one at a time until a worker proves healthy
 
-    def _spawn(self, pool: Pool) -> None:
-        worker = pool.new_worker()
+    def _spawn(self, pool: Pool, workspace: str | None) -> None:
+        worker = pool.new_worker(workspace)
         d = self.core.config.daemon
         settings = isolation.worker_settings(
             self.plans[pool.name], worker.id, runtime_dir=self.runtime_dir, heartbeat_interval=d.heartbeat_interval,
-            credit=pool.credit, options=pool.options, max_message_size=d.max_message_size)
+            credit=pool.credit, options=pool.options, max_message_size=d.max_message_size, workspace=workspace)
         self._spawn_request(m.Spawn(worker.id, pool.name, pool.tool.name, settings))
 
     def stop(self, worker: WorkerHandle, reason: str) -> None:

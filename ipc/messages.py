@@ -57,6 +57,7 @@ class TaskSpec:
     retry_on: list[str] | None = None       # statuses that earn a retry: lost (default), failed, timed_out
     retry_backoff: float | None = None      # seconds before the first retry (default: the pool's)
     idempotency_key: str | None = None      # a repeat within the window gets the first task's result
+    workspace: str | None = None            # the project it works in (writable root, default cwd); None: the pool's
 
 
 @dataclass(slots=True)
@@ -73,6 +74,7 @@ class Welcome:
     pid: int
     tools: list[str]
     max_message_size: int
+    workspace_tools: list[str] = field(default_factory=list)   # pools whose tasks run in a workspace
 
 
 @dataclass(slots=True)
@@ -296,6 +298,7 @@ class WorkerSettings:
     cgroup_command: str | None = None   # its commands' leaf
     runtime_fd: int | None = None       # inside a sandbox: an O_PATH descriptor of runtime_dir (/proc/self/fd/N)
     max_message_size: int = 8 << 20     # parad's: the largest frame the worker relays from a client in its command
+    workspace: str | None = None        # the workspace it serves: its working directory, '.' of its writable roots
 
 
 @dataclass(slots=True)

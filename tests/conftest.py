@@ -75,17 +75,17 @@ def shared_daemon(tmp_path_factory: pytest.TempPathFactory, make_daemon: Callabl
 
 @pytest.fixture
 def start_daemon(tmp_path: Path, make_daemon: Callable[..., Daemon]) -> Iterator[Callable[..., Daemon]]:
-    """start_daemon(pools={...}, daemon={...}) -> a running Daemon; stopped and checked after the test."""
+    """start_daemon(pools={...}, daemon={...}, cwd=DIR) -> a running Daemon (started in DIR); stopped and checked after the test."""
     started: list[Daemon] = []
 
     def start(pools: dict[str, Any] | None = None, daemon: dict[str, Any] | None = None,
-              env: dict[str, str] | None = None, runtime_dir: Path | None = None) -> Daemon:
+              env: dict[str, str] | None = None, runtime_dir: Path | None = None, cwd: Path | None = None) -> Daemon:
         config = {
             "daemon": _merge(FAST, daemon or {}),
             "pools": pools or {"echo": {"min_workers": 1, "max_workers": 2},
                                "bash": {"min_workers": 2, "max_workers": 4}},
         }
-        d = make_daemon(config, tmp_path / f"d{len(started)}", env, runtime_dir)
+        d = make_daemon(config, tmp_path / f"d{len(started)}", env, runtime_dir, cwd=cwd)
         started.append(d)
         return d
 

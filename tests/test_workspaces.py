@@ -1,0 +1,129 @@
+"""Workspaces through a real daemon: a command writes in its own project and nowhere else,
+workers stay warm per workspace, and only folders the policy allows become workspaces."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from para.client import InvalidRequest
+from para.daemon.workspaces import WorkspaceError, WorkspacePolicy
+from para.sandbox.probe import probe
+from para.testing import paractl
+
+HOST = probe()
+needs_namespaces = pytest.mark.skipif(not HOST.namespaces, reason=f"no namespace isolation here: {HOST.namespaces_error}")
+
+
+def only_the_workspace(**pool) -> dict:
+    """A bash pool whose commands may write in their workspace ('.') alone."""
+    return {"bash": {"min_workers": 1, "max_workers": 2, **pool,
+                     "options": {"sandbox": {"filesystem": {"writable": ["."]}}}}}
+
+
+@pytest.fixture
+def projects(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """Two projects and the folder parad starts in, side by side under a fresh folder outside pytest's tree
+    (pytest's basetemp is writable to every test pool)."""
+    base = Path(tempfile.mkdtemp(prefix="para-ws-", dir="/var/tmp"))
+    folders = tuple(base / name for name in ("app", "lib", "start"))
+    for folder in folders:
+        folder.mkdir()
+    yield folders
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@needs_namespaces
+def test_a_command_writes_in_its_workspace_and_nowhere_else(start_daemon, projects) -> None:
+    app, lib, start = projects
+    d = start_daemon(pools=only_the_workspace(), cwd=start)
+    with d.client() as c:
+        home = c.run("bash", command="pwd && echo made > mine", workspace=str(app))
+        across = c.run("bash", command=f"echo bad > {lib}/theirs", workspace=str(app))
+        started = c.run("bash", command=f"echo bad > {start}/file", workspace=str(app))
+        default = c.run("bash", command="pwd && echo here > default")
+    assert home.ok and home.stdout == f"{app}\n"
+    assert (app / "mine").read_text() == "made\n"
+    assert across.exit_code != 0 and "Read-only file system" in across.stderr and not (lib / "theirs").exists()
+    assert started.exit_code != 0 and not (start / "file").exists()
+    # A task that names no workspace runs where parad started, as before workspaces.
+    assert default.ok and default.stdout == f"{start}\n" and (start / "default").read_text() == "here\n"
+
+
+@needs_namespaces
+def test_workers_stay_warm_per_workspace_and_status_lists_them(start_daemon, projects) -> None:
+    app, lib, start = projects
+    d = start_daemon(pools=only_the_workspace(), cwd=start)
+    with d.client() as c:
+        first = c.run("bash", command="echo 1 > one", workspace=str(app))
+        second = c.run("bash", command="cat one", workspace=str(app))
+        other = c.run("bash", command="pwd", workspace=str(lib))
+        status = c.status()
+    assert first.ok and second.ok and second.stdout == "1\n"
+    assert first.worker == second.worker          # the warm sandbox of app, reused
+    assert other.ok and other.stdout == f"{lib}\n" and other.worker != first.worker
+    listed = {w["workspace"]: w for w in status["workspaces"]}
+    assert {str(app), str(lib)} <= set(listed)
+    assert listed[str(app)]["writable"] == [str(app)] and listed[str(app)]["pools"]["bash"]["workers"] >= 1
+    out = paractl(d, "status").stdout
+    assert "workspaces:" in out and f"writable: {app}" in out
+
+
+@needs_namespaces
+def test_workspaces_take_turns_in_a_pool_at_its_size(start_daemon, projects) -> None:
+    # One worker for the pool: each new workspace's task waits for the other's idle worker to give way.
+    app, lib, start = projects
+    d = start_daemon(pools=only_the_workspace(min_workers=1, max_workers=1), cwd=start)
+    with d.client() as c:
+        tasks = [c.submit("bash", command="pwd", workspace=str(ws)) for ws in (app, lib, app, lib)]
+        results = [t.result(timeout=120) for t in tasks]
+        workers = c.workers()
+    assert [r.stdout for r in results] == [f"{ws}\n" for ws in (app, lib, app, lib)]
+    assert len([w for w in workers if w["state"] != "stopping"]) <= 1
+
+
+@pytest.mark.parametrize(("folder", "message"), [
+    ("/", "system folder"), ("/etc", "system folder"), ("/usr/lib", "system folder"), ("/tmp", "system folder"),
+    ("relative/path", "not an absolute path"), ("/nonexistent-para-ws", "No such file"),
+])
+def test_a_folder_that_may_not_be_a_workspace_is_refused(shared_daemon, folder: str, message: str) -> None:
+    with shared_daemon.client() as c:
+        with pytest.raises(InvalidRequest, match=message):
+            c.run("bash", command="true", workspace=folder)
+
+
+def test_the_home_folder_itself_is_no_workspace_but_a_project_in_it_is(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / "src" / "app").mkdir(parents=True)
+    policy = WorkspacePolicy(owned=True, home=str(home))
+    with pytest.raises(WorkspaceError, match="home folder"):
+        policy.check(str(home))
+    assert policy.check(str(home / "src" / "app")) == str(home / "src" / "app")
+    link = tmp_path / "link"
+    link.symlink_to(home / "src" / "app")
+    assert policy.check(str(link)) == str(home / "src" / "app")   # resolved: the sandbox binds the real path
+
+
+def test_a_folder_of_another_user_needs_a_root(tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    someone_else = WorkspacePolicy(owned=True, uid=os.geteuid() + 1)   # a parad of another user
+    with pytest.raises(WorkspaceError, match=f"belongs to uid {os.geteuid()}, not to parad's user"):
+        someone_else.check(str(mine))
+    assert WorkspacePolicy(owned=True, uid=os.geteuid() + 1, roots=(str(tmp_path),)).check(str(mine)) == str(mine)
+    # The system service takes none but under its roots.
+    with pytest.raises(WorkspaceError, match="daemon.workspaces.roots"):
+        WorkspacePolicy(owned=False).check(str(mine))
+
+
+def test_a_system_service_refuses_unlisted_workspaces(start_daemon, projects) -> None:
+    app, lib, start = projects
+    d = start_daemon(pools=only_the_workspace(), daemon={"workspaces": {"owned": False, "roots": [str(app)]}}, cwd=start)
+    with d.client() as c:
+        assert c.run("bash", command="pwd", workspace=str(app)).stdout == f"{app}\n"
+        with pytest.raises(InvalidRequest, match="not under daemon.workspaces.roots"):
+            c.run("bash", command="pwd", workspace=str(lib))
