@@ -7,6 +7,8 @@ sends (results and refusals to their task's handle, chunks to its stream,
 answers to the request awaiting them), keeps the tasks in flight, and decides
 when a quiet daemon is pinged or given up on (`Silence`). `Client` and
 `AsyncClient` add only the socket and the waiting, so both behave the same.
+A task of a tool that runs commands gets the caller's cwd and environment
+(`client/context.py`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any, Protocol
 
 from para.client.autostart import daemon_running
 from para.client.batch import batch_message
+from para.client.context import with_caller_context
 from para.client.errors import DaemonUnavailable, InvalidRequest, ParaError, error_for, refusal
 from para.client.result import Chunk, Result
 from para.ipc import codec
@@ -30,7 +33,7 @@ from para.ipc.endpoints import CHILD_ENDPOINT_ENV, CHILD_TOKEN_ENV, Endpoints, d
 from para.ipc.options import TASK_OPTIONS  # task options a caller may pass beside a tool's own arguments
 
 MAP_WINDOW = 2048    # tasks in flight during map()
-MAP_BATCH = 128      # tasks per Submit message during map()
+MAP_BATCH = 128      # tasks per Submit message during map() (fewer when they are large)
 
 
 def split_options(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -164,7 +167,7 @@ class BaseClient:
 
     def _spec(self, tool: str, args: dict[str, Any], options: dict[str, Any]) -> m.TaskSpec:
         """A TaskSpec with a fresh id; `options` already split out (split_options) or checked (check_options)."""
-        return m.TaskSpec(f"{self._prefix}-{next(self._ids)}", tool, args, **options)
+        return m.TaskSpec(f"{self._prefix}-{next(self._ids)}", tool, with_caller_context(tool, args), **options)
 
     def _track(self, handle: Any) -> Any:
         self._tasks[handle.id] = handle
@@ -176,6 +179,18 @@ class BaseClient:
 
     def _submit(self, specs: list[m.TaskSpec], ack: bool = False) -> m.Submit:
         return m.Submit(next(self._reqs), specs, ack=ack)
+
+    def _submit_frames(self, specs: list[m.TaskSpec]) -> Iterator[bytes]:
+        """Submit frames for `specs`, halved until each fits the daemon's max_message_size
+        (tasks that carry their caller's environment are a few KiB each)."""
+        try:
+            yield self._frame(self._submit(specs))
+        except InvalidRequest as exc:
+            if len(specs) == 1 or exc.code != m.E_TOO_LARGE:
+                raise
+            half = len(specs) // 2
+            yield from self._submit_frames(specs[:half])
+            yield from self._submit_frames(specs[half:])
 
     def _cancel(self, tasks: tuple[Any, ...], session: str | None, everything: bool) -> m.Cancel:
         ids = [t if isinstance(t, str) else t.id for t in tasks]
@@ -226,15 +241,15 @@ class BaseClient:
             pending.append(handle)
             batch.append(handle.spec)
             if len(batch) >= MAP_BATCH:
-                yield self._frame(self._submit(batch))
+                yield from self._submit_frames(batch)
                 batch = []
             while len(pending) > MAP_WINDOW or (pending and pending[0].done()):
                 if batch:
-                    yield self._frame(self._submit(batch))
+                    yield from self._submit_frames(batch)
                     batch = []
                 yield pending.popleft()
         if batch:
-            yield self._frame(self._submit(batch))
+            yield from self._submit_frames(batch)
         while pending:
             yield pending.popleft()
 

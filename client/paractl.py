@@ -1,7 +1,7 @@
 """paractl: the para daemon from the command line.
 
     paractl status | workers | ps | metrics | task ID | cancel ID... [--session S] | shutdown
-    paractl bash [--timeout S] [--cwd DIR] -- make test
+    paractl bash [--timeout S] [--cwd DIR] [--clean-env] -- make test   (or one shell string: -- 'a | b')
     paractl run TOOL key=value ...          (values are YAML scalars: 1, true, [a, b])
     paractl batch FILE.yaml                 (tasks with dependencies; '-' reads stdin)
     paractl scale TOOL N|auto | drain TOOL  (operators: pin or release a pool's size)
@@ -134,10 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run any tool: run TOOL key=value ...")
     run.add_argument("tool")
     run.add_argument("assignments", nargs="*", metavar="key=value")
-    bash = sub.add_parser("bash", help="run a shell command, streaming its output: bash -- CMD...")
+    bash = sub.add_parser("bash", help="run a command as typed, streaming its output: bash -- CMD [ARG...], or bash -- 'SHELL STRING'")
     bash.add_argument("--timeout", type=float, metavar="S", help="the command's time limit (exit 124)")
     bash.add_argument("--cwd", metavar="DIR", help="working directory (default: the current one)")
-    bash.add_argument("words", nargs="*", metavar="CMD")
+    bash.add_argument("--clean-env", action="store_true",
+                      help="the pool's environment instead of this one (which goes through the pool's filter)")
+    bash.add_argument("words", nargs="*", metavar="CMD",
+                      help="several words: a program and its arguments, exec'd as they are; one word: a shell string")
     grep = sub.add_parser("grep", help="search file contents: path:line:text")
     grep.add_argument("pattern")
     grep.add_argument("path", nargs="?")
@@ -346,13 +349,22 @@ def cmd_run(client: Client, g: Globals, args: argparse.Namespace) -> int:
     return code
 
 
+def bash_program(words: list[str]) -> dict[str, Any]:
+    """The bash tool's arguments for the words after `--`: several are an argv, quoted
+    exactly as given; one is a shell string, as typed at a prompt."""
+    if not words or (len(words) == 1 and not words[0].strip()):
+        raise UsageError("bash needs a command: paractl bash -- CMD [ARG...], or paractl bash -- 'SHELL STRING'")
+    return {"command": words[0]} if len(words) == 1 else {"argv": list(words)}
+
+
 def cmd_bash(client: Client, g: Globals, args: argparse.Namespace) -> int:
-    command = " ".join(args.words)
-    if not command.strip():
-        raise UsageError("bash needs a command: paractl bash -- CMD...")
-    options = {} if args.timeout is None else {"timeout": args.timeout}
+    task = bash_program(args.words)
+    if args.timeout is not None:
+        task["timeout"] = args.timeout
+    if args.clean_env:
+        task["caller_env"] = None
     cwd = os.path.abspath(args.cwd or os.getcwd())
-    future = client.submit("bash", command=command, cwd=cwd, stream=not g.json, **options)
+    future = client.submit("bash", **task, cwd=cwd, stream=not g.json)
     try:
         if not g.json:
             for chunk in client.stream(future):

@@ -1,17 +1,34 @@
-"""The environment a command sees: an allow-list of the daemon's, plus extras."""
+"""The environment a command sees: the caller's or an allow-list of the daemon's, never its secrets."""
 
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Iterable, Mapping
 
 DEFAULT_ALLOW = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_*", "TERM", "TZ", "SHELL", "TMPDIR")
-SECRET_PATTERNS = ("*TOKEN*", "*SECRET*", "*KEY*", "*PASSWORD*", "*CREDENTIAL*")
+# Names that look like they hold a credential; matched on the upper-cased name.
+# AWS_* whole: its credentials come under several names (and ~/.aws is hidden anyway).
+SECRET_PATTERNS = ("*TOKEN*", "*SECRET*", "*KEY*", "*PASSWORD*", "*PASSWD*", "*PASSPHRASE*", "*CREDENTIAL*",
+                   "*PRIVATE*", "*COOKIE*", "*_AUTH", "*_PAT", "*_DSN", "AWS_*")
+# Set by the worker for each command (nested tasks): a caller's own would point elsewhere.
+WORKER_SET = ("PARA_CHILD_*",)
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+MAX_VARS = 1024          # variables a task may send (caller_env and env together)
+MAX_BYTES = 128 << 10    # and their bytes, names and values: what a command's exec can take with room to spare
+
+
+def _matcher(patterns: Iterable[str]) -> re.Pattern[str] | None:
+    """One regex for a set of globs: a name is tested once, not once per pattern."""
+    parts = [fnmatch.translate(p) for p in patterns]
+    return re.compile("|".join(parts)) if parts else None
+
+
+_SECRET = _matcher(SECRET_PATTERNS)
 
 
 def looks_secret(name: str) -> bool:
-    upper = name.upper()
-    return any(fnmatch.fnmatchcase(upper, p) for p in SECRET_PATTERNS)
+    return bool(_SECRET.match(name.upper()))
 
 
 def build_env(
@@ -29,7 +46,44 @@ def build_env(
         k: v for k, v in base.items()
         if any(fnmatch.fnmatchcase(k, p) for p in patterns) and not looks_secret(k)
     }
-    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.setdefault("PATH", DEFAULT_PATH)
     if extra:
         env.update(extra)
     return env
+
+
+class CallerFilter:
+    """What of a caller's environment a command gets: every name but the secret-looking ones
+    (unless listed in `secrets`), those matching `drop` (globs) and those the worker sets itself."""
+
+    def __init__(self, secrets: Iterable[str] = (), drop: Iterable[str] = ()) -> None:
+        self._secrets = frozenset(secrets)
+        self._drop = _matcher((*drop, *WORKER_SET))
+        self._seen: dict[str, bool] = {}   # name -> kept: the same few names come with every task
+
+    def keeps(self, name: str) -> bool:
+        kept = self._seen.get(name)
+        if kept is None:
+            kept = not self._drop.match(name) and (name in self._secrets or not looks_secret(name))
+            if len(self._seen) > 8 * MAX_VARS:
+                self._seen.clear()   # names that differ from task to task must not grow a worker
+            self._seen[name] = kept
+        return kept
+
+    def __call__(self, env: Mapping[str, str]) -> dict[str, str]:
+        return {k: v for k, v in env.items() if self.keeps(k)}
+
+
+def env_problem(*envs: Mapping[str, str]) -> str | None:
+    """Why these variables cannot be a command's environment (too many, too large, a bad name), or None."""
+    count = sum(len(e) for e in envs)
+    size = sum(len(k) + len(v) + 2 for e in envs for k, v in e.items())
+    if count > MAX_VARS or size > MAX_BYTES:
+        return (f"the environment sent has {count} variables, {size} bytes; at most {MAX_VARS} variables and "
+                f"{MAX_BYTES >> 10} KiB are taken: unset what the command does not need, or send none "
+                f"(paractl bash --clean-env, caller_env=None)")
+    for e in envs:
+        for k, v in e.items():
+            if not k or "=" in k or "\0" in k or "\0" in v:
+                return f"environment variable {k!r:.60} cannot be set: a name is non-empty without '=' or NUL, a value has no NUL"
+    return None

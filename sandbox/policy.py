@@ -59,9 +59,11 @@ class FilesystemPolicy(_Model):
 
 
 class EnvPolicy(_Model):
-    allow: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOW), description="parad's variables passed through (globs)")
+    from_caller: bool = Field(True, description="a task that sends its caller's environment (paractl and the clients do) runs with it, minus secret-looking names and `drop`; false, or a task that sends none: the pool's environment (`allow`, `set`)")
+    allow: list[str] = Field(default_factory=lambda: list(DEFAULT_ALLOW), description="parad's variables passed through (globs), when a task sends no environment of its own")
     set: dict[str, str] = Field(default_factory=dict, description="variables every command gets")
     secrets: list[str] = Field(default_factory=list, description=f"names passed through although they look secret ({', '.join(SECRET_PATTERNS)})")
+    drop: list[str] = Field(default_factory=list, description="more names (globs) never taken from a caller's environment")
 
 
 class CgroupPolicy(_Model):

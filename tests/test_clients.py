@@ -136,6 +136,34 @@ def test_batch_runs_in_dependency_order(kind, shared_daemon) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_commands_run_in_the_callers_folder_and_environment(kind, shared_daemon, tmp_path, monkeypatch) -> None:
+    # A project folder that is not parad's: the clients send their cwd and environment.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FOO", "bar")
+    monkeypatch.setenv("SOME_API_KEY", "k")
+    show = 'echo "$PWD|${FOO-unset}|${SOME_API_KEY-unset}|${EXTRA-unset}"'
+
+    async def scenario(c):
+        here = await settle(c.run("bash", command=show))
+        added = await settle(c.run("bash", command=show, env={"EXTRA": "x", "SOME_API_KEY": "named"}))
+        clean = await settle(c.run("bash", command=show, caller_env=None, cwd="/"))
+        argv = await settle(c.run("bash", argv=["printf", "[%s]\\n", "a b", "$FOO"]))
+        exit7 = await settle(c.run("bash", argv=["sh", "-c", "exit 7"]))
+        mapped = [r.stdout for r in await items(c.map("bash", ({"argv": ["echo", str(i), "$FOO"]} for i in range(3))))]
+        with pytest.raises(InvalidRequest, match="either command .* or argv"):
+            await settle(c.run("bash", command="true", argv=["true"]))
+        return here, added, clean, argv, exit7, mapped
+
+    here, added, clean, argv, exit7, mapped = drive(kind, shared_daemon.runtime_dir, scenario)
+    assert here.stdout == f"{tmp_path}|bar|unset|unset\n"
+    assert added.stdout == f"{tmp_path}|bar|named|x\n"   # env= adds, even a name that looks secret
+    assert clean.stdout == "/|unset|unset|unset\n"
+    assert argv.stdout == "[a b]\n[$FOO]\n"
+    assert exit7.exit_code == 7 and exit7.status == "failed"
+    assert mapped == [f"{i} $FOO\n" for i in range(3)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_errors_are_the_same_exceptions(kind, shared_daemon) -> None:
     async def scenario(c):
         with pytest.raises(InvalidRequest, match="unknown tool 'nope'"):

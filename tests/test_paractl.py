@@ -46,8 +46,8 @@ def test_bash_exit_code_stdout_and_stderr(parad: Daemon) -> None:
     assert "err" in r.stderr
 
 
-def test_bash_joins_words_and_runs_in_the_current_directory(parad: Daemon, tmp_path: Path) -> None:
-    r = paractl(parad, "bash", "--", "pwd;", "echo", "a", "b", cwd=tmp_path)
+def test_bash_runs_in_the_current_directory(parad: Daemon, tmp_path: Path) -> None:
+    r = paractl(parad, "bash", "--", "pwd; echo a b", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout == f"{tmp_path}\na b\n"
 

@@ -1,4 +1,10 @@
-"""bash: run a command with `bash -c` in its own session, confined by the pool's sandbox policy."""
+"""bash: run a command with `bash -c` in its own session, confined by the pool's sandbox policy.
+
+A task gives a shell string (`command`) or an argv (`argv`: words exec'd as
+they are, the way `paractl bash -- sh -c 'exit 7'` means them), and usually
+its caller's environment (`caller_env`), which the pool's `sandbox.env`
+filters; `env` adds to it.
+"""
 
 from __future__ import annotations
 
@@ -14,16 +20,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from para.daemon.tools.base import RunCommand, StrictModel, TaskContext, Tool, ToolFailure
 from para.sandbox import namespaces
 from para.sandbox.command import CommandSpec
-from para.sandbox.environment import build_env
+from para.sandbox.environment import DEFAULT_PATH, CallerFilter, build_env, env_problem
 from para.sandbox.identity import run_as_ids
 from para.sandbox.limits import Limits
 from para.sandbox.policy import PolicyError, SandboxPolicy, TaskPolicy, mounts_differ, tighten
 
 
 class BashArgs(StrictModel):
-    command: str = Field(min_length=1, description="passed to `bash -c`")
+    command: str | None = Field(None, min_length=1, description="a shell string, passed to `bash -c`")
+    argv: list[str] | None = Field(None, min_length=1, description="instead of `command`: a program and its arguments, exec'd as they are")
     cwd: str | None = Field(None, description="working directory (absolute); default: the pool's")
-    env: dict[str, str] = Field(default_factory=dict, description="variables added to the scrubbed environment")
+    env: dict[str, str] = Field(default_factory=dict, description="variables added on top of the environment, kept even when they look secret")
+    caller_env: dict[str, str] | None = Field(None, description="the caller's environment, filtered by the pool's sandbox.env; None: the pool's environment")
     stdin: str | bytes | None = Field(None, description="fed to the command's standard input")
     no_output_timeout: float | int | None = Field(None, gt=0, description="end the command after this many seconds without output")
     policy: TaskPolicy | None = Field(None, description="a stricter policy than the pool's for this command")
@@ -47,6 +55,10 @@ class Bash(Tool):
     runs_commands = True
 
     def admit(self, args: BashArgs, options: BashOptions, timeout: float | None) -> None:
+        _program(args)
+        problem = env_problem(args.env, args.caller_env or {})
+        if problem is not None:
+            raise ToolFailure(problem)
         ceiling = options.sandbox.limits.timeout
         if timeout is not None and timeout > ceiling:
             raise ToolFailure(f"timeout {timeout:g}s exceeds the sandbox policy's limits.timeout ({ceiling:g}s)")
@@ -71,7 +83,7 @@ class Bash(Tool):
         stdin = args.stdin.encode() if isinstance(args.stdin, str) else args.stdin
         limits = policy.limits
         timeout = min(t for t in (ctx.timeout, limits.timeout) if t)
-        argv = ["bash", "-c", args.command]
+        argv = _program(args)
         executable = self._bash(options)
         if policy is not options.sandbox and mounts_differ(policy, options.sandbox):
             argv = self._nested(policy, options.sandbox, argv)
@@ -81,7 +93,7 @@ class Bash(Tool):
             argv=argv,
             executable=executable,
             cwd=cwd,
-            env={**self._base_env(options), **args.env},
+            env={**self._env(args, options), **args.env},
             stdin=stdin,
             limits=self.limits(policy, user is not None),
             timeout=timeout,
@@ -135,6 +147,15 @@ class Bash(Tool):
             return {**base, **env.set}
         return self._cached("env", options, build)
 
+    def _env(self, args: BashArgs, options: BashOptions) -> dict[str, str]:
+        policy = options.sandbox.env
+        if args.caller_env is None or not policy.from_caller:
+            return self._base_env(options)
+        keep = self._cached("filter", options, lambda: CallerFilter(policy.secrets, policy.drop))
+        env = keep(args.caller_env)
+        env.setdefault("PATH", self._base_env(options).get("PATH", DEFAULT_PATH))
+        return {**env, **policy.set}
+
     @staticmethod
     def identity(options: BashOptions) -> tuple[int, int] | None:
         """(uid, gid) commands run as: run_as when parad is root, else parad's own user (None)."""
@@ -164,6 +185,21 @@ class Bash(Tool):
         # Under run_as the worker holds the RLIMIT_NPROC backstop too (root
         # is exempt from it), so its commands inherit it without a pre-exec step.
         return self.limits(options.sandbox, self.command_user(options) is not None).inheritable()
+
+
+# bash execs the words itself: `exec` finds the program on the command's own
+# PATH, as the command's user, and says "not found" (exit 127) as a shell does.
+EXEC_ARGV = ("bash", "-c", 'exec -- "$@"', "bash")
+
+
+def _program(args: BashArgs) -> list[str]:
+    """The argv that runs the task's command or argv; ToolFailure unless it gave exactly one."""
+    if (args.command is None) == (args.argv is None):
+        raise ToolFailure("give either command (a shell string) or argv (a list of words), not "
+                          + ("both" if args.command is not None else "neither"))
+    if args.command is not None:
+        return ["bash", "-c", args.command]
+    return [*EXEC_ARGV, *args.argv]
 
 
 def _check_dir(cwd: str) -> None:
