@@ -224,8 +224,8 @@ def command_exit(result: Result) -> int:
     return 0 if result.ok else EX_TOOL
 
 
-def command_notes(result: Result) -> list[str]:
-    """Why a command ended other than by itself, and whether output was dropped."""
+def command_notes(result: Result, streamed: bool = False) -> list[str]:
+    """Why a command ended other than by itself, and whether output was dropped (never from `streamed` output)."""
     notes = []
     if result.limit:
         notes.append(f"{result.limit} limit ended the command after {fmt.duration(result.duration)}")
@@ -233,7 +233,7 @@ def command_notes(result: Result) -> list[str]:
         notes.append(result.error or f"task {result.status}")
     elif result.signal:
         notes.append(f"command killed by signal {result.signal}")
-    if result.truncated:
+    if result.truncated and not streamed:
         notes.append(f"output truncated: the middle was dropped (full size: stdout {result.stdout_bytes} bytes, "
                      f"stderr {result.stderr_bytes} bytes)")
     return notes
@@ -382,7 +382,7 @@ def cmd_bash(client: Client, g: Globals, args: argparse.Namespace) -> int:
     if g.json:
         emit(fmt.to_json(result))
     else:
-        for note in command_notes(result):
+        for note in command_notes(result, streamed=True):
             say(note)
     return command_exit(result)
 

@@ -223,7 +223,6 @@ class Worker:
         if assign.events:
             self.events.append(codec.encode(m.TaskEvent(task.id, self.id, "started", {"attempt": assign.attempt})))
         on_output = self._stream_chunk if task.stream else None
-        self.streamed = {"stdout": 0, "stderr": 0}
         if self.command_cgroup is not None:
             step.spec.cgroup = self.command_cgroup
         if self.relay is not None:
@@ -237,12 +236,8 @@ class Worker:
             self._finish(Finished(error=f"cannot start {step.spec.argv[0]}: {detail}"), None)
 
     def _stream_chunk(self, stream: str, data: bytes) -> None:
-        # Streamed bytes obey the same cap as captured ones: past it the result says truncated.
-        room = self.running.spec.output_cap - self.streamed[stream] if self.running else len(data)
-        if room <= 0:
-            return
-        data = data[:room]
-        self.streamed[stream] += len(data)
+        # Every byte is streamed: only what the result keeps is capped (output_bytes).
+        # Memory stays bounded: while this backlog waits, the pipes are not read.
         self.chunk_seq += 1
         self.data_backlog.append(codec.encode(m.Chunk(self.current.task.id, stream, data, self.chunk_seq)))
         self._flush_data()

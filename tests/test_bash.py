@@ -169,13 +169,14 @@ def test_cancel_a_running_command(daemon, tmp_path: Path) -> None:
     assert time.monotonic() - started < 30
 
 
-def test_streamed_output_obeys_the_output_cap(start_daemon) -> None:
+def test_streamed_output_is_whole_and_only_the_result_is_capped(start_daemon) -> None:
     d = start_daemon(pools={"bash": {"min_workers": 1, "options": {"sandbox": {"limits": {"output_bytes": 100_000}}}}})
     with d.client() as c:
         future = c.submit("bash", command="head -c 5000000 /dev/zero", stream=True)
         streamed = sum(len(ch.data) for ch in c.stream(future))
         result = future.result()
-    assert streamed == 100_000 and result.truncated and result.stdout_bytes == 5_000_000
+    assert streamed == 5_000_000 and result.truncated and result.stdout_bytes == 5_000_000
+    assert len(result.stdout) < 100_100
 
 
 def test_no_output_timeout_ends_a_silent_command(daemon) -> None:

@@ -164,6 +164,18 @@ def test_commands_run_in_the_callers_folder_and_environment(kind, shared_daemon,
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_a_stream_brings_every_byte_and_the_result_keeps_the_capped_part(kind, shared_daemon) -> None:
+    async def scenario(c):
+        task = await settle(c.submit("bash", command="head -c 3000000 /dev/zero | tr '\\0' a", stream=True))
+        streamed = sum(len(ch.data) for ch in await items(c.stream(task)))
+        return streamed, await settle(task.result())
+
+    streamed, result = drive(kind, shared_daemon.runtime_dir, scenario)
+    assert streamed == 3_000_000
+    assert result.truncated and result.stdout_bytes == 3_000_000 and len(result.stdout) < 1_100_000
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_errors_are_the_same_exceptions(kind, shared_daemon) -> None:
     async def scenario(c):
         with pytest.raises(InvalidRequest, match="unknown tool 'nope'"):

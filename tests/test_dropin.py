@@ -1,5 +1,6 @@
-"""`paractl bash` as a drop-in for typing the command: its argv and its environment;
-run from a project folder that is not where parad started (pytest's tmp_path)."""
+"""`paractl bash` as a drop-in for typing the command: its argv, its environment
+and its whole output; run from a project folder that is not where parad
+started (pytest's tmp_path)."""
 
 from __future__ import annotations
 
@@ -107,6 +108,75 @@ def test_a_pool_may_refuse_the_callers_environment(start_daemon, project: Path) 
     d = start_daemon(pools={"bash": {"min_workers": 1, "options": {"sandbox": {"env": {"from_caller": False}}}}})
     r = paractl(d, "bash", "--", 'echo "${FOO-unset}"', cwd=project, env=caller_env(project, FOO="bar"))
     assert r.stdout == "unset\n", r.stderr
+
+
+# ---- live output -------------------------------------------------------------------
+
+def test_live_output_reaches_the_caller_whole(parad: Daemon, project: Path) -> None:
+    command = shlex.join(paractl_argv("--runtime-dir", str(parad.runtime_dir), "--no-autostart", "bash", "--",
+                                      "head -c 5000000 /dev/zero | tr '\\0' a"))
+    r = subprocess.run(f"set -o pipefail; {command} | wc -c", shell=True, executable="/bin/bash",
+                       capture_output=True, text=True, cwd=project, timeout=120)
+    assert (r.returncode, r.stdout.strip()) == (0, "5000000"), r.stderr
+    assert "truncated" not in r.stderr  # nothing was dropped from what was printed
+
+
+def _metric(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and line[len(name)] in " {")
+
+
+def test_a_50mb_stream_to_a_reader_that_waits_is_held_back_not_buffered(start_daemon) -> None:
+    """The command is paused while its reader does not read: parad and the worker hold a
+    bounded number of bytes, and the reader, once it reads, gets every byte."""
+    d = start_daemon(daemon={"client_output_budget": 4 << 20},
+                     pools={"bash": {"min_workers": 1, "max_workers": 1}, "echo": {"min_workers": 1}})
+    parad_rss = psutil.Process(d.pid).memory_info
+    ctx = zmq.Context()
+    reader = silent_client(ctx, d.runtime_dir)
+    task = m.TaskSpec("big", "bash", {"command": f"head -c {50 * MB} /dev/zero"}, stream=True)
+    try:
+        with d.client() as c:
+            worker_rss = lambda: max(w["rss"] for w in c.workers() if w["pool"] == "bash")  # noqa: E731
+            wait_until(worker_rss, 20, "the bash worker's first heartbeat")
+            base, worker_base = parad_rss().rss, worker_rss()
+            reader.send(codec.encode(m.Submit(1, [task])))
+            wait_until(lambda: _metric(c.metrics(), "para_tasks_paused") > 0 or _finished(c), 60,
+                       "the stream to be paused (or the task to end)")
+            assert not _finished(c), "the whole stream went out to a reader that read nothing"
+            held = _metric(c.metrics(), "para_client_backlog_bytes")
+            peak, worker_peak = parad_rss().rss, worker_rss()
+            received, result, read_peak = _read_all(reader, "big", lambda: parad_rss().rss)
+            worker_peak = max(worker_peak, worker_rss())
+    finally:
+        reader.close()
+        ctx.term()
+    grown, worker_grown = max(peak, read_peak) - base, worker_peak - worker_base
+    print(f"held {held / 2**20:.1f} MiB unread; parad grew {grown / 2**20:.1f} MiB, the worker {worker_grown / 2**20:.1f} MiB")
+    assert received == 50 * MB and result.stdout_bytes == 50 * MB and result.truncated
+    assert held < 16 << 20, f"parad held {held} bytes for a reader with a 4 MiB budget"
+    assert grown < 32 << 20, f"parad's RSS grew {grown / 2**20:.0f} MiB for a 50 MB stream"
+    assert worker_grown < 24 << 20, f"the worker's RSS grew {worker_grown / 2**20:.0f} MiB"
+
+
+def _finished(c) -> bool:
+    return _metric(c.metrics(), 'para_tasks_total{pool="bash",status="succeeded"}') > 0
+
+
+def _read_all(sock: zmq.Socket, task_id: str, rss) -> tuple[int, m.TaskResult, int]:
+    """Read the stream to its end: (bytes of output, the result, the highest `rss()` seen meanwhile)."""
+    received, peak, deadline = 0, 0, time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if not sock.poll(1000):
+            continue
+        peak = max(peak, rss())
+        for part in codec.split(sock.recv()):
+            msg = codec.decode(part)
+            if isinstance(msg, m.Chunk) and msg.task_id == task_id:
+                received += len(msg.data)
+            elif isinstance(msg, m.Done) and msg.result.id == task_id:
+                return received, msg.result, peak
+    pytest.fail(f"the stream did not end within 120 s ({received} bytes read)")
 
 
 # ---- as another user ----------------------------------------------------------------

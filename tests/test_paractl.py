@@ -89,12 +89,14 @@ def test_bash_killed_by_signal_exits_128_plus_signal(parad: Daemon) -> None:
     assert "signal 9" in r.stderr
 
 
-def test_bash_says_when_output_was_truncated(parad: Daemon) -> None:
-    r = subprocess.run(paractl_argv("--runtime-dir", str(parad.runtime_dir), "--no-autostart", "bash", "--",
-                                    "head -c 3000000 /dev/zero"), capture_output=True, timeout=60)
+def test_bash_prints_all_output_and_json_says_what_the_result_kept(parad: Daemon) -> None:
+    argv = paractl_argv("--runtime-dir", str(parad.runtime_dir), "--no-autostart", "bash", "--", "head -c 3000000 /dev/zero")
+    r = subprocess.run(argv, capture_output=True, timeout=60)
     assert r.returncode == 0
-    assert len(r.stdout) == 1 << 20  # streamed output obeys the pool's sandbox.limits.output_bytes (1 MiB default)
-    assert b"truncated" in r.stderr
+    assert len(r.stdout) == 3_000_000 and b"truncated" not in r.stderr  # streamed whole
+    r = paractl(parad, "--json", "bash", "--", "head -c 3000000 /dev/zero")
+    result = json.loads(r.stdout)  # the stored result keeps sandbox.limits.output_bytes (1 MiB default)
+    assert result["truncated"] and result["stdout_bytes"] == 3_000_000
 
 
 def test_bash_json_prints_the_result_and_keeps_the_exit_code(parad: Daemon) -> None:
