@@ -13,6 +13,10 @@ A batch spec (a dict, as read from YAML or JSON):
         args: {command: "echo ${find.value.count} files"}
         timeout: 30                # task options: timeout, priority, retries, retry_on, retry_backoff
 
+A bash task that names no `cwd` runs in the directory the batch was sent
+from. It gets the pool's environment (plus the `env` it names): a batch
+sends no caller environment, which each of its thousands of tasks would repeat.
+
 References in string arguments: `${NAME.stdout}`, `${NAME.stderr}`,
 `${NAME.exit_code}`, `${NAME.value.KEY}` (NAME must be in the task's `after`),
 and `${cwd}`, the directory the batch was sent from. See para.daemon.batch_plan.
@@ -20,12 +24,12 @@ and `${cwd}`, the directory the batch was sent from. See para.daemon.batch_plan.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from collections.abc import Iterable
 from typing import Any, Protocol, TypeVar
 
+from para.client.context import caller_cwd, with_caller_context
 from para.client.errors import InvalidRequest
 from para.client.result import Result
 from para.ipc import messages as m
@@ -47,6 +51,7 @@ def batch_message(req: int, batch_id: str, spec: dict[str, Any]) -> m.SubmitBatc
     if extra:
         raise InvalidRequest(f"unknown batch key(s): {', '.join(sorted(extra))}; use tasks and on_failure")
     tasks, after = [], {}
+    cwd = caller_cwd()
     for n, task in enumerate(spec["tasks"]):
         where = f"tasks[{n}]"
         if not isinstance(task, dict) or not isinstance(task.get("id"), str) or not isinstance(task.get("tool"), str):
@@ -60,10 +65,13 @@ def batch_message(req: int, batch_id: str, spec: dict[str, Any]) -> m.SubmitBatc
             raise InvalidRequest(f"{where} ({task['id']}): 'after' must be a list of task ids")
         task_id = f"{batch_id}:{task['id']}"
         options = {k: task[k] for k in BATCH_TASK_OPTIONS if k in task}
-        tasks.append(m.TaskSpec(task_id, task["tool"], task.get("args") or {}, **options))
+        args = task.get("args") or {}
+        if isinstance(args, dict):
+            args = with_caller_context(task["tool"], dict(args), env=False)
+        tasks.append(m.TaskSpec(task_id, task["tool"], args, **options))
         if deps:
             after[task_id] = [f"{batch_id}:{d}" for d in deps]
-    return m.SubmitBatch(req, batch_id, tasks, after, spec.get("on_failure", "fail_fast"), os.getcwd())
+    return m.SubmitBatch(req, batch_id, tasks, after, spec.get("on_failure", "fail_fast"), cwd)
 
 
 def track_tasks(msg: m.SubmitBatch, make: Callable[[m.TaskSpec], T], registry: dict[str, T]) -> dict[str, T]:

@@ -4,7 +4,8 @@ A task of a tool that runs commands (bash) is sent, unless its arguments name
 them, with the caller's working directory (`cwd`) and environment
 (`caller_env`, which the pool's sandbox policy filters: secret-looking names
 never reach the command). `cwd=None` or `caller_env=None` leave them to the
-pool. `paractl bash`, `Client` and `AsyncClient` all send tasks this way.
+pool. `paractl bash`, `Client` and `AsyncClient` all send tasks this way; a
+batch's bash tasks get the cwd only (see para.client.batch).
 """
 
 from __future__ import annotations

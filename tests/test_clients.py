@@ -150,17 +150,20 @@ def test_commands_run_in_the_callers_folder_and_environment(kind, shared_daemon,
         argv = await settle(c.run("bash", argv=["printf", "[%s]\\n", "a b", "$FOO"]))
         exit7 = await settle(c.run("bash", argv=["sh", "-c", "exit 7"]))
         mapped = [r.stdout for r in await items(c.map("bash", ({"argv": ["echo", str(i), "$FOO"]} for i in range(3))))]
+        batch = await settle(c.batch({"tasks": [{"id": "pwd", "tool": "bash", "args": {"command": "pwd"}}]}))
+        in_batch = (await settle(batch.results(timeout=60)))["pwd"]
         with pytest.raises(InvalidRequest, match="either command .* or argv"):
             await settle(c.run("bash", command="true", argv=["true"]))
-        return here, added, clean, argv, exit7, mapped
+        return here, added, clean, argv, exit7, mapped, in_batch
 
-    here, added, clean, argv, exit7, mapped = drive(kind, shared_daemon.runtime_dir, scenario)
+    here, added, clean, argv, exit7, mapped, in_batch = drive(kind, shared_daemon.runtime_dir, scenario)
     assert here.stdout == f"{tmp_path}|bar|unset|unset\n"
     assert added.stdout == f"{tmp_path}|bar|named|x\n"   # env= adds, even a name that looks secret
     assert clean.stdout == "/|unset|unset|unset\n"
     assert argv.stdout == "[a b]\n[$FOO]\n"
     assert exit7.exit_code == 7 and exit7.status == "failed"
     assert mapped == [f"{i} $FOO\n" for i in range(3)]
+    assert in_batch.stdout == f"{tmp_path}\n"
 
 
 @pytest.mark.parametrize("kind", KINDS)

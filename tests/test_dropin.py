@@ -1,6 +1,6 @@
-"""`paractl bash` as a drop-in for typing the command: its argv, its environment
-and its whole output; run from a project folder that is not where parad
-started (pytest's tmp_path)."""
+"""`paractl bash` as a drop-in for typing the command: its argv, its environment,
+its whole output, and batches in the sender's folder; run from a project
+folder that is not where parad started (pytest's tmp_path)."""
 
 from __future__ import annotations
 
@@ -177,6 +177,22 @@ def _read_all(sock: zmq.Socket, task_id: str, rss) -> tuple[int, m.TaskResult, i
             elif isinstance(msg, m.Done) and msg.result.id == task_id:
                 return received, msg.result, peak
     pytest.fail(f"the stream did not end within 120 s ({received} bytes read)")
+
+
+# ---- batches -----------------------------------------------------------------------
+
+def test_batch_tasks_run_in_the_folder_the_batch_was_sent_from(parad: Daemon, project: Path) -> None:
+    plan = project / "plan.yaml"
+    plan.write_text(json.dumps({"tasks": [
+        {"id": "here", "tool": "bash", "args": {"command": "pwd; touch made-here"}},
+        {"id": "named", "tool": "bash", "args": {"command": "pwd", "cwd": "/"}},
+    ]}))
+    r = paractl(parad, "--json", "batch", "plan.yaml", cwd=project)
+    assert r.returncode == 0, r.stderr
+    results = json.loads(r.stdout)["results"]
+    assert results["here"]["stdout"] == f"{project}\n"
+    assert results["named"]["stdout"] == "/\n"
+    assert (project / "made-here").exists()
 
 
 # ---- as another user ----------------------------------------------------------------
