@@ -167,6 +167,18 @@ def test_commands_run_in_the_callers_folder_and_environment(kind, shared_daemon,
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_map_splits_frames_of_large_tasks_to_fit_the_message_size(kind, start_daemon) -> None:
+    # 40 tasks of 50 KB (a large environment each) are 2 MB: past max_message_size in one Submit frame.
+    d = start_daemon(daemon={"max_message_size": 256 << 10})
+    big = {"PAD": "x" * 50_000}
+
+    async def scenario(c):
+        return [r.stdout for r in await items(c.map("bash", ({"argv": ["echo", str(i)], "env": big} for i in range(40))))]
+
+    assert drive(kind, d.runtime_dir, scenario) == [f"{i}\n" for i in range(40)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_a_stream_brings_every_byte_and_the_result_keeps_the_capped_part(kind, shared_daemon) -> None:
     async def scenario(c):
         task = await settle(c.submit("bash", command="head -c 3000000 /dev/zero | tr '\\0' a", stream=True))
