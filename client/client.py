@@ -29,6 +29,8 @@ from para.client.result import Chunk, Result
 from para.ipc import messages as m
 from para.ipc.sockets import make_socket
 
+RECEIVE_QUEUE = 16   # messages (each at most 1 MiB) queued unread in the client
+
 __all__ = ["Client", "TaskFuture", "TASK_OPTIONS", "MAP_WINDOW", "MAP_BATCH"]
 
 
@@ -72,6 +74,10 @@ class Client(BaseClient):
         if self._needs_start():
             start_daemon(self.endpoints)
         self._sock = make_socket(self._ctx, zmq.DEALER)
+        # Read only while waiting: what the daemon sends meanwhile queues here, so
+        # bound it; past this many messages it stays in parad, counted, and a
+        # stream the caller does not keep up with is paused at its command.
+        self._sock.setsockopt(zmq.RCVHWM, RECEIVE_QUEUE)
         self._sock.connect(self._address)
         self._poller = zmq.Poller()  # one for every wait: Socket.poll() builds a new one per call
         self._poller.register(self._sock, zmq.POLLIN)

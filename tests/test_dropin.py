@@ -159,6 +159,28 @@ def test_a_50mb_stream_to_a_reader_that_waits_is_held_back_not_buffered(start_da
     assert worker_grown < 24 << 20, f"the worker's RSS grew {worker_grown / 2**20:.0f} MiB"
 
 
+def test_paractl_holds_little_of_a_stream_its_reader_is_not_reading(start_daemon) -> None:
+    # paractl reads its socket only between writes to stdout; blocked on a full pipe,
+    # what parad sent queued unread in its ZeroMQ socket: 1000 messages deep, ~170 MB of 200 MB.
+    d = start_daemon(pools={"bash": {"min_workers": 1, "max_workers": 1}, "echo": {"min_workers": 1}})
+    argv = paractl_argv("--runtime-dir", str(d.runtime_dir), "--no-autostart", "bash", "--", f"head -c {200 * MB} /dev/zero")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        with d.client() as c:
+            wait_until(lambda: _metric(c.metrics(), "para_tasks_paused") > 0 or _finished(c), 60,
+                       "the stream to be paused (or the task to end)")
+            paused = not _finished(c)
+            rss = psutil.Process(proc.pid).memory_info().rss
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert paused, f"the whole stream went to a paractl whose stdout nobody read (its RSS: {rss >> 20} MiB)"
+    assert rss < 80 << 20, f"paractl's RSS was {rss >> 20} MiB while its stdout was not read"
+    assert (proc.returncode, len(out)) == (0, 200 * MB), err
+
+
 def _finished(c) -> bool:
     return _metric(c.metrics(), 'para_tasks_total{pool="bash",status="succeeded"}') > 0
 
