@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     bash.add_argument("--clean-env", action="store_true",
                       help="the pool's environment instead of this one (which goes through the pool's filter)")
     bash.add_argument("words", nargs="*", metavar="CMD",
-                      help="several words: a program and its arguments, exec'd as they are; one word: a shell string")
+                      help="several words: a program and its arguments, run as they are; one word: a shell string")
     grep = sub.add_parser("grep", help="search file contents: path:line:text")
     grep.add_argument("pattern")
     grep.add_argument("path", nargs="?")

@@ -54,6 +54,9 @@ def test_several_words_are_an_argv_quoted_exactly(parad: Daemon, project: Path) 
     assert (r.returncode, r.stdout) == (0, "[a b]\n[c]\n"), r.stderr
     r = paractl(parad, "bash", "--", "sh", "-c", 'echo "$0|$1|$PWD"', "it's", "$HOME", cwd=project)
     assert r.stdout == f"it's|$HOME|{project}\n", r.stderr
+    # The first word is looked up as at a prompt: a shell builtin works too.
+    r = paractl(parad, "bash", "--", "exec", "-a", "renamed", "sh", "-c", 'echo "$0"', cwd=project)
+    assert (r.returncode, r.stdout) == (0, "renamed\n"), r.stderr
 
 
 def test_one_word_is_a_shell_string(parad: Daemon, project: Path) -> None:
@@ -64,7 +67,7 @@ def test_one_word_is_a_shell_string(parad: Daemon, project: Path) -> None:
 def test_an_argv_program_that_is_not_there_exits_127_as_a_shell_does(parad: Daemon, project: Path) -> None:
     r = paractl(parad, "bash", "--", "no-such-program-here", "x", cwd=project)
     assert r.returncode == 127
-    assert "no-such-program-here: not found" in r.stderr
+    assert "no-such-program-here: command not found" in r.stderr
 
 
 # ---- environment -------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """bash: run a command with `bash -c` in its own session, confined by the pool's sandbox policy.
 
-A task gives a shell string (`command`) or an argv (`argv`: words exec'd as
+A task gives a shell string (`command`) or an argv (`argv`: words run as
 they are, the way `paractl bash -- sh -c 'exit 7'` means them), and usually
 its caller's environment (`caller_env`), which the pool's `sandbox.env`
 filters; `env` adds to it.
@@ -28,7 +28,7 @@ from para.sandbox.policy import PolicyError, SandboxPolicy, TaskPolicy, mounts_d
 
 class BashArgs(StrictModel):
     command: str | None = Field(None, min_length=1, description="a shell string, passed to `bash -c`")
-    argv: list[str] | None = Field(None, min_length=1, description="instead of `command`: a program and its arguments, exec'd as they are")
+    argv: list[str] | None = Field(None, min_length=1, description="instead of `command`: a program (or shell builtin) and its arguments, run as they are")
     cwd: str | None = Field(None, description="working directory (absolute); default: the pool's")
     env: dict[str, str] = Field(default_factory=dict, description="variables added on top of the environment, kept even when they look secret")
     caller_env: dict[str, str] | None = Field(None, description="the caller's environment, filtered by the pool's sandbox.env; None: the pool's environment")
@@ -187,9 +187,11 @@ class Bash(Tool):
         return self.limits(options.sandbox, self.command_user(options) is not None).inheritable()
 
 
-# bash execs the words itself: `exec` finds the program on the command's own
-# PATH, as the command's user, and says "not found" (exit 127) as a shell does.
-EXEC_ARGV = ("bash", "-c", 'exec -- "$@"', "bash")
+# bash runs the words as one simple command, read from its arguments (no
+# quoting to get wrong): the first is looked up as at a prompt, builtins
+# (`exec -a NAME ...`, `cd`) included, on the command's own PATH as the
+# command's user, and "command not found" exits 127 as in a terminal.
+ARGV_RUNNER = ("bash", "-c", '"$@"', "bash")
 
 
 def _program(args: BashArgs) -> list[str]:
@@ -199,7 +201,7 @@ def _program(args: BashArgs) -> list[str]:
                           + ("both" if args.command is not None else "neither"))
     if args.command is not None:
         return ["bash", "-c", args.command]
-    return [*EXEC_ARGV, *args.argv]
+    return [*ARGV_RUNNER, *args.argv]
 
 
 def _check_dir(cwd: str) -> None:
