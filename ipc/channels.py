@@ -34,7 +34,7 @@ from para.ipc.sockets import make_socket
 log = logging.getLogger("para.worker")
 
 EVENTS_MAX_MESSAGE = 64   # bytes: the largest frame a watcher sends (see bind_events)
-DATA_HWM = 64   # data frames a worker queues toward parad before its output backs up
+DATA_HWM = 64   # data frames a worker queues toward parad before its output backs up; parad queues as many per worker
 
 # Event topics: the wire form (bytes) and the form people type (str).
 TOPICS = (b"progress", b"results", b"errors", b"metrics")
@@ -57,12 +57,15 @@ class Channel:
     up: tuple[type, ...]            # worker -> parad
     down: tuple[type, ...] = ()     # parad -> worker
     worker_hwm: int | None = None
+    parad_hwm: int | None = None    # messages parad's socket queues per worker before the worker's queue fills
 
 
 COMMAND = Channel("command", zmq.ROUTER, zmq.DEALER, up=(m.Ready, m.Relayed),
                   down=(m.Assign, m.CancelTask, m.Stop, m.Relay, m.PauseOutput, m.ResumeOutput))
 EVENT = Channel("event", zmq.PULL, zmq.PUSH, up=(m.TaskEvent,))
-DATA = Channel("data", zmq.PULL, zmq.PUSH, up=(m.Chunk, m.Done), worker_hwm=DATA_HWM)
+# Both ends bounded: a worker streaming faster than parad's loop reads would
+# otherwise fill libzmq's default 1000-message queue inside parad.
+DATA = Channel("data", zmq.PULL, zmq.PUSH, up=(m.Chunk, m.Done), worker_hwm=DATA_HWM, parad_hwm=DATA_HWM)
 ERROR = Channel("error", zmq.PULL, zmq.PUSH, up=(m.ErrorReport,))
 METRICS = Channel("metrics", zmq.PULL, zmq.PUSH, up=(m.Heartbeat,))
 CHANNELS = {c.name: c for c in (COMMAND, EVENT, DATA, ERROR, METRICS)}
@@ -131,6 +134,8 @@ def bind_worker_channels(ctx: zmq.Context, endpoints: Endpoints,
             sock = socks[channel.name] = make_socket(ctx, channel.parad_kind)
             if max_sizes and channel.name in max_sizes:
                 sock.setsockopt(zmq.MAXMSGSIZE, max_sizes[channel.name])
+            if channel.parad_hwm is not None:
+                sock.setsockopt(zmq.RCVHWM, channel.parad_hwm)
             if channel.parad_kind == zmq.ROUTER:
                 # A send to a worker that is gone raises instead of vanishing,
                 # so what was meant for it can go elsewhere.

@@ -155,7 +155,7 @@ def test_a_50mb_stream_to_a_reader_that_waits_is_held_back_not_buffered(start_da
         reader.close()
         ctx.term()
     grown, worker_grown = max(peak, read_peak) - base, worker_peak - worker_base
-    print(f"held {held / 2**20:.1f} MiB unread; parad grew {grown / 2**20:.1f} MiB, the worker {worker_grown / 2**20:.1f} MiB")
+    print(f"held {held / 2**20:.1f} MiB unread; parad grew {grown / 2**20:.1f} MiB (paused: {(peak - base) / 2**20:.1f}), the worker {worker_grown / 2**20:.1f} MiB")
     assert received == 50 * MB and result.stdout_bytes == 50 * MB and result.truncated
     assert held < 16 << 20, f"parad held {held} bytes for a reader with a 4 MiB budget"
     assert grown < 32 << 20, f"parad's RSS grew {grown / 2**20:.0f} MiB for a 50 MB stream"
