@@ -18,10 +18,9 @@ MAX_VARS = 1024          # variables a task may send (caller_env and env togethe
 MAX_BYTES = 128 << 10    # and their bytes, names and values: what a command's exec can take with room to spare
 
 
-def _matcher(patterns: Iterable[str]) -> re.Pattern[str] | None:
-    """One regex for a set of globs: a name is tested once, not once per pattern."""
-    parts = [fnmatch.translate(p) for p in patterns]
-    return re.compile("|".join(parts)) if parts else None
+def _matcher(patterns: Iterable[str]) -> re.Pattern[str]:
+    """One regex for a non-empty set of globs: a name is tested once, not once per pattern."""
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns))
 
 
 _SECRET = _matcher(SECRET_PATTERNS)
@@ -77,7 +76,7 @@ class CallerFilter:
 def env_problem(*envs: Mapping[str, str]) -> str | None:
     """Why these variables cannot be a command's environment (too many, too large, a bad name), or None."""
     count = sum(len(e) for e in envs)
-    size = sum(len(k) + len(v) + 2 for e in envs for k, v in e.items())
+    size = sum(len(k.encode()) + len(v.encode()) + 2 for e in envs for k, v in e.items())
     if count > MAX_VARS or size > MAX_BYTES:
         return (f"the environment sent has {count} variables, {size} bytes; at most {MAX_VARS} variables and "
                 f"{MAX_BYTES >> 10} KiB are taken: unset what the command does not need, or send none "
@@ -85,5 +84,6 @@ def env_problem(*envs: Mapping[str, str]) -> str | None:
     for e in envs:
         for k, v in e.items():
             if not k or "=" in k or "\0" in k or "\0" in v:
-                return f"environment variable {k!r:.60} cannot be set: a name is non-empty without '=' or NUL, a value has no NUL"
+                return (f"environment variable {k!r:.60} cannot be set: a name must be non-empty and hold no '=' "
+                        f"or NUL, a value no NUL")
     return None

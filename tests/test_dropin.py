@@ -95,8 +95,11 @@ def test_an_environment_past_the_bound_is_refused_at_submission(parad: Daemon, p
     assert f"at most {MAX_VARS} variables" in r.stderr and "--clean-env" in r.stderr
     r = paractl(parad, "bash", "--", "true", cwd=project, env={**os.environ, **{f"BIG{i}": "x" * (60 << 10) for i in range(3)}})
     assert r.returncode == 2 and "KiB" in r.stderr
-    with parad.client() as c, pytest.raises(InvalidRequest, match="at most .* variables"):
-        c.run("bash", command="true", caller_env=many)
+    with parad.client() as c:
+        with pytest.raises(InvalidRequest, match="at most .* variables"):
+            c.run("bash", command="true", caller_env=many)
+        with pytest.raises(InvalidRequest, match="'A=B' cannot be set"):
+            c.run("bash", command="true", env={"A=B": "x"})
 
 
 def test_the_pool_policy_may_let_a_secret_through_and_drop_more(start_daemon, project: Path) -> None:
