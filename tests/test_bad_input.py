@@ -116,7 +116,7 @@ def test_unknown_tool(raw) -> None:
 
 @pytest.mark.parametrize("args, words", [
     ({"command": 42}, "bash argument command: Input should be a valid string (got 42)"),
-    ({}, "bash argument command: Field required"),
+    ({}, "bash: no command: give command (a shell string) or argv (a list of words)"),
     ({"command": "true", "cwdd": "/"}, "bash argument cwdd: Extra inputs are not permitted"),
     ({"command": "true", "env": {"A": 1}}, "bash argument env.A: Input should be a valid string"),
 ])

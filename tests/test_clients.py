@@ -152,7 +152,7 @@ def test_commands_run_in_the_callers_folder_and_environment(kind, shared_daemon,
         mapped = [r.stdout for r in await items(c.map("bash", ({"argv": ["echo", str(i), "$FOO"]} for i in range(3))))]
         batch = await settle(c.batch({"tasks": [{"id": "pwd", "tool": "bash", "args": {"command": "pwd"}}]}))
         in_batch = (await settle(batch.results(timeout=60)))["pwd"]
-        with pytest.raises(InvalidRequest, match="either command .* or argv"):
+        with pytest.raises(InvalidRequest, match="or argv .*, not both"):
             await settle(c.run("bash", command="true", argv=["true"]))
         return here, added, clean, argv, exit7, mapped, in_batch
 

@@ -196,9 +196,10 @@ ARGV_RUNNER = ("bash", "-c", '"$@"', "bash")
 
 def _program(args: BashArgs) -> list[str]:
     """The argv that runs the task's command or argv; ToolFailure unless it gave exactly one."""
-    if (args.command is None) == (args.argv is None):
-        raise ToolFailure("give either command (a shell string) or argv (a list of words), not "
-                          + ("both" if args.command is not None else "neither"))
+    if args.command is None and args.argv is None:
+        raise ToolFailure("no command: give command (a shell string) or argv (a list of words)")
+    if args.command is not None and args.argv is not None:
+        raise ToolFailure("give command (a shell string) or argv (a list of words), not both")
     if args.command is not None:
         return ["bash", "-c", args.command]
     return [*ARGV_RUNNER, *args.argv]
