@@ -145,13 +145,15 @@ def namespace_args(policy: SandboxPolicy, unshare_user: bool, nested: bool = Fal
 
 
 def worker_argv(bwrap: str, policy: SandboxPolicy, unshare_user: bool, hide: list[str], command: list[str],
-                keep: list[str] = (), binds: list[str] = ()) -> list[str]:
-    """The argv that runs `command` (a worker) inside the pool's long-lived sandbox.
+                keep: list[str] = (), binds: list[str] = (), cwd: str | None = None) -> list[str]:
+    """The argv that runs `command` (a worker) inside the pool's long-lived sandbox, in `cwd` if given.
 
     `binds` are bound writable after everything else: the worker's cgroup
     leaf for its commands, which it moves each command into from inside.
     """
     extra = [arg for path in binds for arg in ("--bind", str(path), str(path))]
+    if cwd is not None:
+        extra += ["--chdir", cwd]
     return [bwrap, *namespace_args(policy, unshare_user), *mount_args(policy, hide, keep=keep), *extra, "--", *command]
 
 
