@@ -25,8 +25,7 @@ and `${cwd}`, the directory the batch was sent from. See para.daemon.batch_plan.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, Protocol, TypeVar
 
 from para.client.context import caller_cwd, with_caller_context
@@ -43,8 +42,9 @@ BATCH_TASK_OPTIONS = options_except("stream", "session", "idempotency_key")
 TASK_KEYS = {"id", "tool", "args", "after", *BATCH_TASK_OPTIONS}
 
 
-def batch_message(req: int, batch_id: str, spec: dict[str, Any]) -> m.SubmitBatch:
-    """The SubmitBatch for `spec`; InvalidRequest naming what is malformed."""
+def batch_message(req: int, batch_id: str, spec: dict[str, Any], context_tools: Collection[str] = ()) -> m.SubmitBatch:
+    """The SubmitBatch for `spec`; InvalidRequest naming what is malformed. Tasks of pools in
+    `context_tools` run in the sender's workspace and cwd unless they name theirs (client/context.py)."""
     if not isinstance(spec, dict) or not isinstance(spec.get("tasks"), list):
         raise InvalidRequest("a batch is a mapping with a 'tasks' list (and optionally 'on_failure')")
     extra = set(spec) - {"tasks", "on_failure"}
@@ -67,7 +67,7 @@ def batch_message(req: int, batch_id: str, spec: dict[str, Any]) -> m.SubmitBatc
         options = {k: task[k] for k in BATCH_TASK_OPTIONS if k in task}
         args = task.get("args") or {}
         if isinstance(args, dict):
-            args = with_caller_context(task["tool"], dict(args), env=False)
+            args, options = with_caller_context(task["tool"], dict(args), options, context_tools, env=False)
         tasks.append(m.TaskSpec(task_id, task["tool"], args, **options))
         if deps:
             after[task_id] = [f"{batch_id}:{d}" for d in deps]

@@ -18,13 +18,13 @@ import itertools
 import os
 import secrets
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 from para.client.autostart import daemon_running
 from para.client.batch import batch_message
-from para.client.context import with_caller_context
+from para.client.context import DEFAULT_CONTEXT_TOOLS, with_caller_context
 from para.client.errors import DaemonUnavailable, InvalidRequest, ParaError, error_for, refusal
 from para.client.result import Chunk, Result
 from para.ipc import codec
@@ -167,7 +167,13 @@ class BaseClient:
 
     def _spec(self, tool: str, args: dict[str, Any], options: dict[str, Any]) -> m.TaskSpec:
         """A TaskSpec with a fresh id; `options` already split out (split_options) or checked (check_options)."""
-        return m.TaskSpec(f"{self._prefix}-{next(self._ids)}", tool, with_caller_context(tool, args), **options)
+        args, options = with_caller_context(tool, args, options, self._context_tools())
+        return m.TaskSpec(f"{self._prefix}-{next(self._ids)}", tool, args, **options)
+
+    def _context_tools(self) -> Collection[str]:
+        """The pools whose tasks run in the caller's workspace, cwd and environment (client/context.py)."""
+        named = self.daemon.workspace_tools if self.daemon is not None else None
+        return named or DEFAULT_CONTEXT_TOOLS
 
     def _track(self, handle: Any) -> Any:
         self._tasks[handle.id] = handle
@@ -210,7 +216,7 @@ class BaseClient:
 
     def _batch(self, spec: dict[str, Any]) -> tuple[str, m.SubmitBatch]:
         batch_id = f"{self._prefix}-b{next(self._ids)}"
-        return batch_id, batch_message(next(self._reqs), batch_id, spec)
+        return batch_id, batch_message(next(self._reqs), batch_id, spec, self._context_tools())
 
     def _frame(self, msg: Any) -> bytes:
         """`msg` encoded; InvalidRequest if the daemon would refuse it for its size."""

@@ -45,7 +45,7 @@ def test_a_command_writes_in_its_workspace_and_nowhere_else(start_daemon, projec
         home = c.run("bash", command="pwd && echo made > mine", workspace=str(app))
         across = c.run("bash", command=f"echo bad > {lib}/theirs", workspace=str(app))
         started = c.run("bash", command=f"echo bad > {start}/file", workspace=str(app))
-        default = c.run("bash", command="pwd && echo here > default")
+        default = c.run("bash", command="pwd && echo here > default", workspace=None, cwd=None)
     assert home.ok and home.stdout == f"{app}\n"
     assert (app / "mine").read_text() == "made\n"
     assert across.exit_code != 0 and "Read-only file system" in across.stderr and not (lib / "theirs").exists()
@@ -127,3 +127,46 @@ def test_a_system_service_refuses_unlisted_workspaces(start_daemon, projects) ->
         assert c.run("bash", command="pwd", workspace=str(app)).stdout == f"{app}\n"
         with pytest.raises(InvalidRequest, match="not under daemon.workspaces.roots"):
             c.run("bash", command="pwd", workspace=str(lib))
+
+
+@needs_namespaces
+def test_paractl_works_in_the_project_it_is_run_from(start_daemon, projects) -> None:
+    # The project is the git top level of paractl's folder: writable from any folder inside it.
+    app, lib, start = projects
+    (app / ".git").mkdir()
+    (app / "src").mkdir()
+    d = start_daemon(pools=only_the_workspace(), cwd=start)
+    here = paractl(d, "bash", "--", "pwd; echo made > file; echo top > ../top", cwd=app / "src")
+    elsewhere = paractl(d, "bash", "--", f"echo bad > {lib}/file", cwd=app / "src")
+    plain = paractl(d, "bash", "--", "pwd; echo made > file", cwd=lib)
+    assert here.returncode == 0, here.stderr
+    assert here.stdout == f"{app / 'src'}\n" and (app / "src" / "file").exists() and (app / "top").exists()
+    assert elsewhere.returncode != 0 and "Read-only file system" in elsewhere.stderr
+    assert plain.returncode == 0 and plain.stdout == f"{lib}\n" and (lib / "file").exists()   # no git: the folder itself
+
+
+@needs_namespaces
+def test_a_batch_runs_in_the_workspace_it_was_sent_from(start_daemon, projects, tmp_path: Path) -> None:
+    app, lib, start = projects
+    batch = tmp_path / "batch.yaml"
+    batch.write_text("tasks:\n  - id: write\n    tool: bash\n    args: {command: 'pwd; echo ok > batch-made'}\n")
+    d = start_daemon(pools=only_the_workspace(), cwd=start)
+    done = paractl(d, "batch", str(batch), cwd=app)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (app / "batch-made").read_text() == "ok\n"
+
+
+def test_a_callers_project_is_its_git_top_level_else_its_folder(tmp_path: Path, monkeypatch) -> None:
+    from para.client.context import project_of
+    home = tmp_path / "home"
+    (home / ".git").mkdir(parents=True)            # a repository of the whole home folder (dotfiles)
+    (home / "src" / "app" / ".git").mkdir(parents=True)
+    (home / "src" / "app" / "pkg").mkdir()
+    (home / "notes").mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    project_of.cache_clear()
+    assert project_of(str(home / "src" / "app" / "pkg")) == str(home / "src" / "app")
+    assert project_of(str(home / "notes")) == str(home / "notes")    # the dotfiles repository is no project
+    assert project_of(str(home)) is None
+    assert project_of("/") is None
+    project_of.cache_clear()
