@@ -167,15 +167,15 @@ class Pool:
 
     def demand(self) -> dict[str | None, int]:
         """Workers each workspace's work (running and queued) needs, by credit; workspaces with none left out."""
-        work: collections.Counter[str | None] = collections.Counter(self.queue.by_workspace)
+        work: collections.Counter[str | None] = collections.Counter(self.queue.runnable_by_workspace())
         for w in self.workers.values():
             work[w.workspace] += len(w.tasks)
         return {ws: -(-n // self.credit) for ws, n in work.items() if n > 0}
 
     def starved(self) -> list[str | None]:
-        """Workspaces with queued tasks and no live worker to run them."""
+        """Workspaces with tasks that may start and no live worker to run them."""
         served = {w.workspace for w in self.workers.values() if w.state != STOPPING}
-        return [ws for ws, n in self.queue.by_workspace.items() if n > 0 and ws not in served]
+        return [ws for ws, n in self.queue.runnable_by_workspace().items() if n > 0 and ws not in served]
 
     def evictable(self, keep: set[str | None]) -> WorkerHandle | None:
         """An idle ready worker of a workspace not in `keep` (none of its tasks wait), the longest idle first."""

@@ -48,15 +48,26 @@ class PoolQueue:
             collections.OrderedDict() for _ in range(LEVELS)]
         self.depth = 0
         self.blocked: Collection[Hashable] = ()  # owners whose tasks wait: the outbox's set
-        self._owners: collections.Counter[Hashable] = collections.Counter()  # queued tasks by owner
-        self.by_workspace: collections.Counter[str | None] = collections.Counter()  # queued tasks by workspace
+        # Queued tasks by (owner, workspace), and by workspace alone.
+        self._shares: collections.Counter[tuple[Hashable, str | None]] = collections.Counter()
+        self.by_workspace: collections.Counter[str | None] = collections.Counter()
 
     @property
     def runnable(self) -> int:
         """Queued tasks that may start now: those of blocked owners wait."""
         if not self.blocked:
             return self.depth
-        return self.depth - sum(self._owners[o] for o in self.blocked if o in self._owners)
+        return self.depth - sum(n for (owner, _), n in self._shares.items() if owner in self.blocked)
+
+    def runnable_by_workspace(self) -> collections.Counter[str | None]:
+        """`runnable`, by workspace."""
+        if not self.blocked:
+            return self.by_workspace
+        out = collections.Counter(self.by_workspace)
+        for (owner, workspace), n in self._shares.items():
+            if owner in self.blocked:
+                _decrement(out, workspace, n)
+        return out
 
     def full(self, adding: int = 1) -> bool:
         return self.depth + adding > self.max_depth
@@ -97,7 +108,7 @@ class PoolQueue:
     def _entered(self, record: TaskRecord) -> None:
         self.depth += 1
         self.bytes += record.arg_bytes
-        self._owners[record.owner] += 1
+        self._shares[record.owner, record.spec.workspace] += 1
         self.by_workspace[record.spec.workspace] += 1
 
     def pop(self, workspaces: Collection[str | None] | None = None) -> TaskRecord | None:
@@ -133,7 +144,7 @@ class PoolQueue:
     def _left(self, record: TaskRecord) -> None:
         self.depth -= 1
         self.bytes -= record.arg_bytes
-        _decrement(self._owners, record.owner)
+        _decrement(self._shares, (record.owner, record.spec.workspace))
         _decrement(self.by_workspace, record.spec.workspace)
 
     def queued(self) -> Iterator[TaskRecord]:
@@ -146,14 +157,14 @@ class PoolQueue:
         for level in self._levels:
             level.clear()
         self.depth = self.bytes = 0
-        self._owners.clear()
+        self._shares.clear()
         self.by_workspace.clear()
         return records
 
 
-def _decrement(counter: collections.Counter, key: Hashable) -> None:
-    n = counter[key] - 1
-    if n:
+def _decrement(counter: collections.Counter, key: Hashable, by: int = 1) -> None:
+    n = counter[key] - by
+    if n > 0:
         counter[key] = n
     else:
         del counter[key]

@@ -89,7 +89,7 @@ class Workforce:
     def _serve_starved(self, pool: Pool) -> None:
         """A workspace with queued tasks and no worker, in a pool at its size: a worker of a
         workspace with nothing queued gives way (stopped while idle), and one for it starts."""
-        busy = set(pool.queue.by_workspace)
+        busy = set(pool.queue.runnable_by_workspace())
         at_max = pool.live_count() >= pool.config.max_workers
         for workspace in pool.starved():
             if at_max:
