@@ -49,7 +49,7 @@ DEFAULT_DENY_READ = ("~/.ssh", "~/.gnupg", "~/.aws", "~/.azure", "~/.config/gclo
 
 class FilesystemPolicy(_Model):
     read_only_root: bool = Field(True, description="the whole filesystem is read-only but for `writable`")
-    writable: list[str] = Field(default_factory=lambda: ["."], description="writable roots; '.' is the directory parad started in (the project), '~' is home")
+    writable: list[str] = Field(default_factory=lambda: ["."], description="writable roots; '.' is the task's workspace (its project; parad's working directory for a task that names none), '~' is home")
     private_tmp: bool = Field(True, description="an empty /tmp per worker, gone when it exits")
     deny_read: list[str] = Field(default_factory=lambda: list(DEFAULT_DENY_READ),
                                  description="paths hidden from commands, whether they exist yet or not ('~' is parad's home; a '*' pattern in the last part)")

@@ -41,7 +41,7 @@ class BashOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kill_grace: float = Field(2.0, ge=0, description="seconds between SIGTERM and SIGKILL")
     drain_timeout: float = Field(0.5, gt=0, description="seconds to keep reading output after the command exits")
-    default_cwd: str = Field(".", description="working directory when a task names none ('.': where parad started)")
+    default_cwd: str = Field(".", description="working directory when a task names none ('.': the task's workspace)")
     sandbox: SandboxPolicy = Field(default_factory=SandboxPolicy)
 
 
