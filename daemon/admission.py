@@ -68,17 +68,7 @@ def admit(spec: m.TaskSpec, pools: dict[str, Pool], workspaces: WorkspacePolicy,
         raise Refusal(m.E_INVALID, _describe(exc, "task ")) from None
     pool = pool_for(spec, pools)
     place(spec, pool, workspaces, inherited)
-    try:
-        args = pool.tool.Args.model_validate(spec.args)
-    except ValidationError as exc:
-        raise Refusal(m.E_INVALID, _describe(exc, f"{spec.tool} argument ")) from None
-    try:
-        pool.checker.admit(args, pool.options_model, spec.timeout)
-    except ToolFailure as exc:
-        raise Refusal(m.E_INVALID, f"{spec.tool}: {exc}") from None
-    max_timeout = pool.config.max_timeout
-    if spec.timeout is not None and max_timeout is not None and spec.timeout > max_timeout:
-        raise Refusal(m.E_INVALID, f"timeout {spec.timeout:g}s exceeds the max_timeout of pool {pool.name!r} ({max_timeout:g}s)")
+    _check_args(spec, pool)
     if pool.state == FAILED:
         raise Refusal(m.E_POOL_FAILED, pool.failure_message())
     if not accepted:
@@ -92,6 +82,21 @@ def admit(spec: m.TaskSpec, pools: dict[str, Pool], workspaces: WorkspacePolicy,
     if not accepted:
         refuse_if_full_bytes(pool, size)
     return pool
+
+
+def _check_args(spec: m.TaskSpec, pool: Pool) -> None:
+    """The tool's argument model, the tool's own admission (its options may forbid more), max_timeout."""
+    try:
+        args = pool.tool.Args.model_validate(spec.args)
+    except ValidationError as exc:
+        raise Refusal(m.E_INVALID, _describe(exc, f"{spec.tool} argument ")) from None
+    try:
+        pool.checker.admit(args, pool.options_model, spec.timeout)
+    except ToolFailure as exc:
+        raise Refusal(m.E_INVALID, f"{spec.tool}: {exc}") from None
+    max_timeout = pool.config.max_timeout
+    if spec.timeout is not None and max_timeout is not None and spec.timeout > max_timeout:
+        raise Refusal(m.E_INVALID, f"timeout {spec.timeout:g}s exceeds the max_timeout of pool {pool.name!r} ({max_timeout:g}s)")
 
 
 def pool_for(spec: m.TaskSpec, pools: dict[str, Pool]) -> Pool:

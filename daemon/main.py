@@ -8,8 +8,12 @@ import os
 import sys
 from importlib.metadata import version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from para.ipc.endpoints import SYSTEM_RUNTIME_DIR, Endpoints, default_runtime_dir
+
+if TYPE_CHECKING:
+    from para.daemon.config import Config
 
 SYSTEM_CONFIG = Path("/etc/para/parad.yaml")
 SYSTEM_STATE_DIR = Path("/var/lib/para")
@@ -57,20 +61,10 @@ def _resolve(args: argparse.Namespace) -> tuple[Path | None, Path, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.print_default_config or args.check_config:
+        return _config_command(args)
     from para.daemon.config import ConfigError, load_config
 
-    if args.print_default_config:
-        from para.daemon.config_doc import render_default_config
-        sys.stdout.write(render_default_config())
-        return 0
-    if args.check_config:
-        try:
-            load_config(args.check_config)
-        except ConfigError as exc:
-            print(f"parad: {exc}", file=sys.stderr)
-            return EXIT_BAD_CONFIG
-        print(f"{args.check_config}: ok")
-        return 0
     config_path, runtime_dir, state_dir = _resolve(args)
     source = f"{config_path} over built-in defaults" if config_path else "built-in defaults"
     try:
@@ -92,12 +86,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"parad: cannot create the state dir {state_dir}: {exc.strerror}; make it a writable directory "
               f"or pick another with --state-dir DIR", file=sys.stderr)
         return EXIT_CANNOT_RUN
+    return _serve(config, Endpoints(runtime_dir.absolute()), state_dir, source, args.system)
+
+
+def _config_command(args: argparse.Namespace) -> int:
+    """--print-default-config, --check-config FILE: answer and exit, no daemon."""
+    from para.daemon.config import ConfigError, load_config
+
+    if args.print_default_config:
+        from para.daemon.config_doc import render_default_config
+        sys.stdout.write(render_default_config())
+        return 0
+    try:
+        load_config(args.check_config)
+    except ConfigError as exc:
+        print(f"parad: {exc}", file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    print(f"{args.check_config}: ok")
+    return 0
+
+
+def _serve(config: Config, endpoints: Endpoints, state_dir: Path, source: str, system: bool) -> int:
+    from para.daemon import startup
     from para.daemon.isolation import IsolationError
     from para.daemon.runtime_dir import RuntimeDirError
-    from para.daemon import startup
 
     try:
-        return startup.run(config, Endpoints(runtime_dir.absolute()), state_dir, source, system=args.system)
+        return startup.run(config, endpoints, state_dir, source, system=system)
     except (RuntimeDirError, PermissionError, IsolationError) as exc:
         print(f"parad: {exc}", file=sys.stderr)
         return EXIT_CANNOT_RUN

@@ -14,7 +14,7 @@ from para.ipc.options import DEFAULTS, TASK_FIELDS, TASK_OPTIONS, options_except
 
 # A non-default value of each option, as a caller would pass it.
 SAMPLES = {"timeout": 7.5, "priority": 4, "session": "s1", "retries": 3, "stream": True,
-           "retry_on": ["failed"], "retry_backoff": 0.5, "idempotency_key": "k1"}
+           "retry_on": ["failed"], "retry_backoff": 0.5, "idempotency_key": "k1", "workspace": "/srv/app"}
 
 
 def disagreements(spec: type, envelope: type[BaseModel]) -> list[str]:
