@@ -60,7 +60,10 @@ class TaskLifecycle:
 
         `wire` is the worker's encoded Done, forwarded as is when it still says what happened.
         """
-        endings: collections.deque[Ending] = collections.deque([(record, result, wire)])
+        follow = self._end(record, result, wire)
+        if not follow:
+            return   # the common case: an end that ends nothing else
+        endings: collections.deque[Ending] = collections.deque(follow)
         while endings:
             record, result, wire = endings.popleft()
             if record.state not in m.FINAL_STATES:   # else ended meanwhile, by an earlier ending
@@ -87,9 +90,10 @@ class TaskLifecycle:
         core.ports.publish(b"results", lambda: m.TaskEvent(
             result.id, result.worker or "", "result",
             {"status": result.status, "exit_code": result.exit_code, "duration": result.duration}))
-        # A parent's end ends its children.
-        children = (core.tasks.live.get(child_id) for child_id in record.children)
-        follow = [ending for child in children if child is not None and (ending := self._cancel(child))]
+        follow: list[Ending] = []
+        if record.children:   # a parent's end ends its children
+            children = (core.tasks.live.get(child_id) for child_id in record.children)
+            follow = [ending for child in children if child is not None and (ending := self._cancel(child))]
         if record.batch is not None:
             follow += self.batches.on_end(record, result)
         return follow

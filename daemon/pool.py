@@ -128,7 +128,7 @@ class Pool:
         self.options_model = options
         self.options = options.model_dump(mode="json")
         self.credit = config.credit or tool.default_credit
-        self.queue = PoolQueue(config.max_queue, config.max_queue_bytes)
+        self.queue = PoolQueue(config.max_queue, config.max_queue_bytes, workspaces=tool.runs_commands)
         self.workers: dict[str, WorkerHandle] = {}
         self.state = OK
         self.crashes = 0
@@ -139,7 +139,7 @@ class Pool:
         self.pressure = False            # the host is past its CPU or memory threshold: do not grow
         # A tool that runs commands runs each in its task's workspace, with workers per workspace
         # (workspaces.py); a task that names none runs in parad's working directory.
-        self.uses_workspace = tool.runs_commands
+        self.uses_workspace = self.queue.workspaces
         self.default_workspace = os.path.realpath(os.getcwd()) if self.uses_workspace else None
         self._ids = itertools.count(1)
 

@@ -37,7 +37,7 @@ def session_key(record: TaskRecord) -> Hashable:
 
 
 class PoolQueue:
-    def __init__(self, max_depth: int, max_bytes: int) -> None:
+    def __init__(self, max_depth: int, max_bytes: int, workspaces: bool = False) -> None:
         self.max_depth = max_depth
         self.max_bytes = max_bytes
         self.bytes = 0                  # arg_bytes of queued tasks
@@ -48,16 +48,18 @@ class PoolQueue:
             collections.OrderedDict() for _ in range(LEVELS)]
         self.depth = 0
         self.blocked: Collection[Hashable] = ()  # owners whose tasks wait: the outbox's set
-        # Queued tasks by (owner, workspace), and by workspace alone.
-        self._shares: collections.Counter[tuple[Hashable, str | None]] = collections.Counter()
+        self._owners: collections.Counter[Hashable] = collections.Counter()  # queued tasks by owner
+        # A pool that runs commands: queued tasks by workspace, and by (owner, workspace).
+        self.workspaces = workspaces
         self.by_workspace: collections.Counter[str | None] = collections.Counter()
+        self._shares: collections.Counter[tuple[Hashable, str | None]] = collections.Counter()
 
     @property
     def runnable(self) -> int:
         """Queued tasks that may start now: those of blocked owners wait."""
         if not self.blocked:
             return self.depth
-        return self.depth - sum(n for (owner, _), n in self._shares.items() if owner in self.blocked)
+        return self.depth - sum(self._owners[o] for o in self.blocked if o in self._owners)
 
     def runnable_by_workspace(self) -> collections.Counter[str | None]:
         """`runnable`, by workspace."""
@@ -108,8 +110,10 @@ class PoolQueue:
     def _entered(self, record: TaskRecord) -> None:
         self.depth += 1
         self.bytes += record.arg_bytes
-        self._shares[record.owner, record.spec.workspace] += 1
-        self.by_workspace[record.spec.workspace] += 1
+        self._owners[record.owner] += 1
+        if self.workspaces:
+            self.by_workspace[record.spec.workspace] += 1
+            self._shares[record.owner, record.spec.workspace] += 1
 
     def pop(self, workspaces: Collection[str | None] | None = None) -> TaskRecord | None:
         """The next task to run, passing over the tasks of blocked owners, and of workspaces
@@ -144,8 +148,14 @@ class PoolQueue:
     def _left(self, record: TaskRecord) -> None:
         self.depth -= 1
         self.bytes -= record.arg_bytes
-        _decrement(self._shares, (record.owner, record.spec.workspace))
-        _decrement(self.by_workspace, record.spec.workspace)
+        n = self._owners[record.owner] - 1
+        if n:
+            self._owners[record.owner] = n
+        else:
+            del self._owners[record.owner]
+        if self.workspaces:
+            _decrement(self.by_workspace, record.spec.workspace)
+            _decrement(self._shares, (record.owner, record.spec.workspace))
 
     def queued(self) -> Iterator[TaskRecord]:
         for level in self._levels:
@@ -157,8 +167,9 @@ class PoolQueue:
         for level in self._levels:
             level.clear()
         self.depth = self.bytes = 0
-        self._shares.clear()
+        self._owners.clear()
         self.by_workspace.clear()
+        self._shares.clear()
         return records
 
 
