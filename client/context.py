@@ -4,9 +4,11 @@ A task of a pool that runs commands (the daemon names them in
 `Welcome.workspace_tools`; `bash` before it has said) is sent, unless it names
 them, with:
 
-- `workspace` (a task option): the caller's project, the nearest folder up
-  from its cwd that holds `.git`, else the cwd itself. None from the home
-  folder itself or `/`: such a task runs in the pool's default workspace;
+- `workspace` (a task option): the project of its `cwd` (the one it names,
+  else the caller's): the nearest folder up that holds `.git`, else that
+  folder itself. None where no project can be (the home folder itself, `/`,
+  system folders): such a task runs in the pool's default workspace. None
+  for a nested client, whose task gets its parent's workspace;
 - `cwd` (an argument): the caller's working directory, if it lies in the
   workspace (a task sent to another project starts in that project);
 - `caller_env` (an argument): the caller's environment, which the pool's
@@ -24,6 +26,9 @@ import os
 from collections.abc import Collection
 from typing import Any
 
+from para.ipc.endpoints import CHILD_ENDPOINT_ENV
+from para.ipc.workspace import never_a_workspace, within
+
 DEFAULT_CONTEXT_TOOLS = ("bash",)   # before the daemon names its pools that run commands
 
 
@@ -37,8 +42,8 @@ def caller_cwd() -> str | None:
 
 @functools.lru_cache(maxsize=64)
 def project_of(cwd: str) -> str | None:
-    """The workspace of a caller in `cwd`: its git top level, else `cwd`; None for the home folder and `/`."""
-    home = os.path.realpath(os.path.expanduser("~"))
+    """The workspace of a caller in `cwd`: its git top level, else `cwd`; None where no project
+    can be (the home folder itself, `/`, system folders: ipc/workspace.py)."""
     path = cwd
     while not os.path.exists(os.path.join(path, ".git")):
         parent = os.path.dirname(path)
@@ -46,9 +51,9 @@ def project_of(cwd: str) -> str | None:
             path = cwd   # in no repository
             break
         path = parent
-    if path in (home, "/"):
+    if never_a_workspace(path):
         path = cwd   # a repository of the whole home folder (dotfiles) is no project
-    return None if path in (home, "/") else path
+    return None if never_a_workspace(path) else path
 
 
 def with_caller_context(tool: str, args: dict[str, Any], options: dict[str, Any], tools: Collection[str],
@@ -57,18 +62,14 @@ def with_caller_context(tool: str, args: dict[str, Any], options: dict[str, Any]
     where a task of a pool in `tools` names none."""
     if tool not in tools:
         return args, options
-    cwd = caller_cwd()
-    if cwd is not None:
-        if "workspace" not in options:
-            options = {**options, "workspace": project_of(cwd)}
-        workspace = options["workspace"]
-        # A task sent to another project starts there, not in a folder of the caller's it cannot write.
-        if "cwd" not in args and (not isinstance(workspace, str) or _within(cwd, workspace)):
-            args["cwd"] = cwd
+    cwd = args.get("cwd") if isinstance(args.get("cwd"), str) else caller_cwd()
+    if cwd is not None and "workspace" not in options:
+        # Nested (inside a task's command): the daemon gives the parent's workspace.
+        options = {**options, "workspace": None if os.environ.get(CHILD_ENDPOINT_ENV) else project_of(cwd)}
+    workspace = options.get("workspace")
+    # A task sent to another project starts there, not in a folder of the caller's it cannot write.
+    if "cwd" not in args and cwd is not None and (not isinstance(workspace, str) or within(cwd, workspace)):
+        args["cwd"] = cwd
     if env and "caller_env" not in args:
         args["caller_env"] = dict(os.environ)
     return args, options
-
-
-def _within(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")

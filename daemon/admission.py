@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from para.daemon.pool import FAILED, Pool
 from para.daemon.tools.base import ToolFailure
 from para.daemon.workspaces import WorkspaceError, WorkspacePolicy
+from para.ipc.workspace import within
 from para.ipc import messages as m
 
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
@@ -108,16 +109,24 @@ def pool_for(spec: m.TaskSpec, pools: dict[str, Pool]) -> Pool:
 
 def place(spec: m.TaskSpec, pool: Pool, workspaces: WorkspacePolicy, inherited: str | None = None) -> None:
     """Settle the task's workspace: checked, resolved, for a pool that runs commands (else none);
-    one that names none gets its parent's, else the pool's default (parad's working directory)."""
+    one that names none gets its parent's (`inherited`, nested tasks), else the pool's default
+    (parad's working directory). A nested task may name only its parent's workspace or a folder in it:
+    a command must not widen what it may write by asking for a child elsewhere."""
     if not pool.uses_workspace:
         spec.workspace = None
-    elif spec.workspace is None:
+        return
+    if spec.workspace is None:
         spec.workspace = inherited or pool.default_workspace
-    elif spec.workspace != pool.default_workspace:   # the operator's choice: parad was started there
-        try:
-            spec.workspace = workspaces.check(spec.workspace)
-        except WorkspaceError as exc:
-            raise Refusal(m.E_INVALID, str(exc)) from None
+        return
+    if spec.workspace == pool.default_workspace and inherited is None:
+        return   # the operator's choice: parad was started there
+    try:
+        spec.workspace = workspaces.check(spec.workspace)
+    except WorkspaceError as exc:
+        raise Refusal(m.E_INVALID, str(exc)) from None
+    if inherited is not None and not within(spec.workspace, inherited):
+        raise Refusal(m.E_INVALID, f"workspace {spec.workspace!r} is outside the parent task's ({inherited!r}); "
+                                   f"a nested task works in its parent's workspace or a folder in it")
 
 
 def refuse_if_full_bytes(pool: Pool, size: int) -> None:

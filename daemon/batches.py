@@ -74,6 +74,7 @@ class BatchCore(Protocol):
     tasks: TaskTable
     pools: dict[str, Pool]
     workspaces: WorkspacePolicy
+    stopping: bool
     ports: Ports
 
     def want_dispatch(self, pool: Pool) -> None: ...
@@ -151,6 +152,9 @@ class BatchRunner:
     def _release(self, batch: Batch, record: TaskRecord) -> Pool | Ending:
         """All dependencies succeeded: resolve references and queue the task. Its pool, or its ending if it cannot start."""
         spec = record.spec
+        if self.core.stopping:   # nothing would start it: it ends as the queued tasks did
+            return record, m.TaskResult(spec.id, spec.tool, m.CANCELLED, error="parad shut down before the task "
+                                        "started; submit it again", error_code=m.E_SHUTTING_DOWN), None
         try:
             deps = {batch.name(d): self.results[d] for d in batch.after.get(spec.id, [])}
             spec.args = resolve(spec.args, deps)

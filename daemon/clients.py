@@ -51,6 +51,8 @@ class ClientsCore(Protocol):
 
     def want_maintain(self, pool: Pool) -> None: ...
 
+    def later(self, callback: Callable[[], None]) -> None: ...
+
 
 class Daemon(Protocol):
     """What a client may ask of the daemon as a whole."""
@@ -241,7 +243,7 @@ class ClientRequests:
         pool.pinned = n
         self.core.want_maintain(pool)
         self.core.want_dispatch(pool)
-        self._reply(req, m.Reply(msg.req, pool.summary()))
+        self.core.later(lambda: self._reply(req, m.Reply(msg.req, pool.summary())))   # as maintain left it
 
     def _on_cancel(self, req: Request, msg: m.Cancel) -> None:
         live = self.core.tasks.live

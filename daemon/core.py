@@ -77,6 +77,7 @@ class Core:
         # Ordered sets: granted in the order asked, each pool once per turn.
         self._maintain: dict[Pool, None] = {}
         self._dispatch: dict[Pool, None] = {}
+        self._later: list[Callable[[], None]] = []
 
     def want_maintain(self, pool: Pool) -> None:
         """Reconcile `pool`'s workers with what it wants, at the end of this loop turn."""
@@ -85,6 +86,14 @@ class Core:
     def want_dispatch(self, pool: Pool) -> None:
         """Hand `pool`'s queued tasks to its workers with credit, at the end of this loop turn."""
         self._dispatch[pool] = None
+
+    def later(self, callback: Callable[[], None]) -> None:
+        """Call `callback` at the end of this loop turn, after the pools are maintained (a reply that shows them)."""
+        self._later.append(callback)
+
+    def take_later(self) -> list[Callable[[], None]]:
+        callbacks, self._later = self._later, []
+        return callbacks
 
     def take_maintain(self) -> list[Pool]:
         pools = list(self._maintain)

@@ -40,20 +40,28 @@ class Dispatcher:
         loads: dict[str | None, dict[str, int]] = {}   # workspace -> worker id -> tasks it holds
         for w in pool.with_credit():
             loads.setdefault(w.workspace, {})[w.id] = len(w.tasks)
-        only = loads.keys() if pool.uses_workspace else None
+        only, left = None, None
+        if pool.uses_workspace:   # only workspaces with both free workers and runnable tasks: pop() never scans in vain
+            left = {ws: n for ws, n in pool.queue.runnable_by_workspace().items() if ws in loads}
+            loads = {ws: load for ws, load in loads.items() if ws in left}
+            only = loads.keys()
         batches: dict[str, list[TaskRecord]] = {}
         while loads and pool.queue.depth:
             record = pool.queue.pop(only)
             if record is None:
                 break
             load = loads[record.spec.workspace]
+            if left is not None:
+                left[record.spec.workspace] -= 1
+                if not left[record.spec.workspace]:
+                    del loads[record.spec.workspace]
             worker_id = min(load, key=load.__getitem__)
             batches.setdefault(worker_id, []).append(record)
             load[worker_id] += 1
             if len(batches[worker_id]) >= pool.workers[worker_id].credit:
                 del load[worker_id]
                 if not load:
-                    del loads[record.spec.workspace]
+                    loads.pop(record.spec.workspace, None)
         for worker_id, records in batches.items():
             self._assign(pool, pool.workers[worker_id], records)
 

@@ -166,6 +166,8 @@ def _fork_worker(request: m.Spawn, sock: socket.socket, wake_r: int, wake_w: int
         settings = request.settings
         if settings.workspace:
             os.chdir(settings.workspace)   # '.' for the worker and its commands: its relative paths are the workspace's
+            if os.getcwd() != settings.workspace:   # made a symlink since parad checked it: bind nothing of it
+                raise RuntimeError(f"workspace {settings.workspace} now leads to {os.getcwd()}")
         if settings.cgroup_worker:
             cgroup.enter(Path(settings.cgroup_worker))
         if settings.launch:

@@ -35,6 +35,8 @@ class LifecycleCore(Protocol):
 
     def want_dispatch(self, pool: Pool) -> None: ...
 
+    def want_maintain(self, pool: Pool) -> None: ...
+
 
 class BatchReactions(Protocol):
     def on_end(self, record: TaskRecord, result: m.TaskResult) -> list[Ending]:
@@ -133,6 +135,12 @@ class TaskLifecycle:
         for record in list(pool.queue.queued()):
             self._fail_unstarted(record, reason)
 
+    def fail_workspace(self, pool: Pool, workspace: str | None, reason: str) -> None:
+        """No worker can be made for `workspace`: its queued tasks in `pool` end now, saying why."""
+        for record in [r for r in pool.queue.queued() if r.spec.workspace == workspace]:
+            self.complete(record, m.TaskResult(record.spec.id, record.spec.tool, m.FAILED, attempts=record.attempts,
+                                               error=f"not started: {reason}", error_code=m.E_INVALID))
+
     def _fail_unstarted(self, record: TaskRecord, reason: str, what: str = "not started") -> None:
         self.complete(record, m.TaskResult(record.spec.id, record.spec.tool, m.FAILED, attempts=record.attempts,
                                            error=f"{what}: {reason}", error_code=m.E_POOL_FAILED))
@@ -173,3 +181,5 @@ class TaskLifecycle:
         record.state = m.QUEUED
         pool.queue.push_front(record)
         self.core.want_dispatch(pool)
+        if pool.uses_workspace:
+            self.core.want_maintain(pool)   # its workspace may have no worker left

@@ -172,21 +172,31 @@ class Pool:
             work[w.workspace] += len(w.tasks)
         return {ws: -(-n // self.credit) for ws, n in work.items() if n > 0}
 
-    def starved(self) -> list[str | None]:
-        """Workspaces with tasks that may start and no live worker to run them."""
-        served = {w.workspace for w in self.workers.values() if w.state != STOPPING}
-        return [ws for ws, n in self.queue.runnable_by_workspace().items() if n > 0 and ws not in served]
+    def short(self) -> list[str | None]:
+        """Workspaces whose work needs more workers than they have: those with none first, then the most short."""
+        live = collections.Counter(w.workspace for w in self.workers.values() if w.state != STOPPING)
+        lack = {ws: need - live[ws] for ws, need in self.demand().items() if need > live[ws]}
+        return sorted(lack, key=lambda ws: (live[ws] > 0, -lack[ws]))
 
-    def evictable(self, keep: set[str | None]) -> WorkerHandle | None:
-        """An idle ready worker of a workspace not in `keep` (none of its tasks wait), the longest idle first."""
-        idle = [w for w in self.workers.values() if w.state == READY and not w.tasks and w.workspace not in keep]
-        return min(idle, key=lambda w: w.idle_since, default=None)
+    def evictable(self, workspace: str | None) -> WorkerHandle | None:
+        """An idle worker that may give way to a worker for `workspace`, the longest idle first: one of a
+        workspace with nothing to run; else, for a workspace with no worker at all, one that served a task
+        since it started (so two workspaces sharing one worker take turns, each making progress)."""
+        runnable = self.queue.runnable_by_workspace()
+        starved = not any(w.workspace == workspace and w.state != STOPPING for w in self.workers.values())
+        idle = [w for w in self.workers.values()
+                if w.state == READY and not w.tasks and w.workspace != workspace
+                and (not runnable.get(w.workspace) or (starved and w.completed))]
+        return min(idle, key=lambda w: (bool(runnable.get(w.workspace)), w.idle_since), default=None)
 
     def live_count(self) -> int:
         return sum(1 for w in self.workers.values() if w.state != STOPPING)
 
-    def new_worker(self, workspace: str | None = None) -> WorkerHandle:
-        handle = WorkerHandle(f"{self.name}-{next(self._ids)}", self.name, workspace=workspace)
+    def next_worker_id(self) -> str:
+        return f"{self.name}-{next(self._ids)}"
+
+    def new_worker(self, workspace: str | None = None, worker_id: str | None = None) -> WorkerHandle:
+        handle = WorkerHandle(worker_id or self.next_worker_id(), self.name, workspace=workspace)
         self.spawned += 1
         self.workers[handle.id] = handle
         return handle

@@ -46,7 +46,7 @@ from para.daemon.lifecycle import TaskLifecycle
 from para.daemon.listeners import Listeners
 from para.daemon.metrics import DaemonCollector, MetricsServer, exposition, make_registry
 from para.daemon.outbox import Outbox
-from para.daemon.pool import FAILED, WorkerHandle
+from para.daemon.pool import FAILED, Pool, WorkerHandle
 from para.daemon.reports import WorkerReports
 from para.daemon.signals import SignalPipe
 from para.daemon.workforce import Workforce
@@ -86,7 +86,7 @@ class Supervisor:
         self.dispatcher = Dispatcher(core)
         self.batches = BatchRunner(core)
         self.lifecycle = TaskLifecycle(core, self.batches)
-        self.workforce = Workforce(core, forkserver.spawn, plans, endpoints.runtime_dir)
+        self.workforce = Workforce(core, forkserver.spawn, plans, endpoints.runtime_dir, self.lifecycle.fail_workspace)
         self.clients = ClientRequests(core, self.lifecycle, self.batches, self.outbox, self.intake, daemon=self)
         self.reports = WorkerReports(core, self.lifecycle, self.workforce, self.intake, self.outbox,
                                      self.clients.on_relayed, plans)
@@ -118,9 +118,11 @@ class Supervisor:
         self.events.publish(topic, make)
 
     def _output_drained(self) -> None:
-        # A client is back under its output budget: its queued tasks may start.
+        # A client is back under its output budget: its queued tasks may start (in workspaces that may need workers).
         for pool in self.core.pools.values():
             self.core.want_dispatch(pool)
+            if pool.uses_workspace:
+                self.core.want_maintain(pool)
 
     # ---- serving ---------------------------------------------------------------
 
@@ -183,13 +185,23 @@ class Supervisor:
         self.outbox.drain(1.0)  # the last results, to clients that still read
 
     def _end_turn(self) -> None:
-        """What the turn asked for, once each: reconcile pools, send to clients, dispatch."""
+        """What the turn asked for, once each: reconcile pools, what waited for that, send to clients, dispatch."""
         for pool in self.core.take_maintain():
-            self.workforce.maintain(pool)
+            self._guarded("maintain", self.workforce.maintain, pool)
+        for callback in self.core.take_later():
+            callback()
         self.outbox.flush()  # before dispatch: a client it drains may free queued tasks
         while pools := self.core.take_dispatch():   # an unroutable assignment asks again
             for pool in pools:
-                self.dispatcher.run(pool)
+                self._guarded("dispatch", self.dispatcher.run, pool)
+
+    @staticmethod
+    def _guarded(what: str, step: Callable[[Pool], None], pool: Pool) -> None:
+        # A bug in one pool's step costs that step, this turn; the loop and the other pools go on.
+        try:
+            step(pool)
+        except Exception:
+            log.exception("%s of pool %s failed; parad goes on", what, pool.name)
 
     def _drain(self, sock: zmq.Socket, handler: Callable[[list[bytes]], None], limit: int | None = 0) -> None:
         """Handle waiting messages: a bounded batch per turn (limit 0), or all of them (None)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -25,6 +26,7 @@ from para.daemon.core import Ports
 from para.daemon.isolation import PoolIsolation
 from para.daemon.pool import BACKOFF, FAILED, OK, READY, SPAWNING, STOPPING, Pool, WorkerHandle
 from para.daemon.timers import Timers
+from para.daemon.workspaces import WorkspaceError, WorkspacePolicy
 from para.ipc import messages as m
 from para.sandbox import cgroup, tree
 
@@ -36,6 +38,7 @@ SPAWN_TIMEOUT = 10.0   # seconds a new worker has to say Ready
 class WorkforceCore(Protocol):
     config: Config
     pools: dict[str, Pool]
+    workspaces: WorkspacePolicy
     timers: Timers
     ports: Ports
     stopping: bool
@@ -47,14 +50,16 @@ class WorkforceCore(Protocol):
 
 class Workforce:
     def __init__(self, core: WorkforceCore, spawn: Callable[[m.Spawn], None], plans: Mapping[str, PoolIsolation],
-                 runtime_dir: Path) -> None:
+                 runtime_dir: Path, fail_workspace: Callable[[Pool, str | None, str], None]) -> None:
         self.core = core
         self._spawn_request = spawn   # to the fork server
+        self._fail_workspace = fail_workspace   # end a workspace's queued tasks, saying why (lifecycle.py)
         self.plans = plans
         self.runtime_dir = runtime_dir
 
     def maintain(self, pool: Pool) -> None:
-        """Grow the pool toward what it wants, honouring crash backoff; shrink idle surplus."""
+        """Grow the pool toward what it wants, honouring crash backoff; shrink idle surplus;
+        give workspaces short of workers their share."""
         if self.core.stopping or pool.respawn_timer is not None:
             return
         for worker in pool.surplus_to_stop():
@@ -65,8 +70,8 @@ class Workforce:
                 pool.record_ready()  # a healthy worker is serving: close the circuit
             for worker in pool.idle_surplus(time.monotonic()):
                 self.stop(worker, "idle")
-            if pool.uses_workspace and pool.pinned is None:
-                self._serve_starved(pool)
+            if pool.uses_workspace and pool.state == OK:
+                self._rebalance(pool)
             return
         if pool.state in (BACKOFF, FAILED):
             if any(w.state == SPAWNING for w in pool.workers.values()):
@@ -86,17 +91,18 @@ class Workforce:
         order = [ws for ws, n in pool.demand().items() for _ in range(max(0, n - live[ws]))]
         return (order + [pool.default_workspace] * deficit)[:deficit]
 
-    def _serve_starved(self, pool: Pool) -> None:
-        """A workspace with queued tasks and no worker, in a pool at its size: a worker of a
-        workspace with nothing queued gives way (stopped while idle), and one for it starts."""
-        busy = set(pool.queue.runnable_by_workspace())
-        at_max = pool.live_count() >= pool.config.max_workers
-        for workspace in pool.starved():
-            if at_max:
-                idle = pool.evictable(busy)
-                if idle is None:
-                    return   # every worker is busy: the first to go idle gives way (maintain runs again then)
-                self.stop(idle, f"gives way to workspace {workspace}")
+    def _rebalance(self, pool: Pool) -> None:
+        """Workspaces short of workers in a pool at its size: a new worker while there is room
+        (max_workers, or the pinned size, and no host pressure), else an idle worker gives way."""
+        cap = pool.pinned if pool.pinned is not None else pool.config.max_workers
+        for workspace in pool.short():
+            if pool.live_count() < cap and not pool.pressure:
+                self._spawn(pool, workspace)
+                continue
+            idle = pool.evictable(workspace)
+            if idle is None:
+                return   # every worker is busy: maintain runs again when one has finished
+            self.stop(idle, f"gives way to workspace {workspace}")
             self._spawn(pool, workspace)
 
     def _respawn(self, pool: Pool) -> None:
@@ -105,12 +111,38 @@ class Workforce:
             self._spawn(pool, self._spawn_order(pool, 1)[0])  # one at a time until a worker proves healthy
 
     def _spawn(self, pool: Pool, workspace: str | None) -> None:
-        worker = pool.new_worker(workspace)
+        """Ask the fork server for a worker (for `workspace`). A workspace that can no longer be one
+        (deleted, made a symlink, made unreadable since its tasks were admitted) gets no worker: its
+        queued tasks fail, saying why, instead of crashing workers and opening the pool's circuit."""
+        problem = self._unusable(pool, workspace)
+        if problem is not None:
+            log.warning("pool %s: %s", pool.name, problem)
+            self._fail_workspace(pool, workspace, problem)
+            return
+        worker_id = pool.next_worker_id()
         d = self.core.config.daemon
-        settings = isolation.worker_settings(
-            self.plans[pool.name], worker.id, runtime_dir=self.runtime_dir, heartbeat_interval=d.heartbeat_interval,
-            credit=pool.credit, options=pool.options, max_message_size=d.max_message_size, workspace=workspace)
-        self._spawn_request(m.Spawn(worker.id, pool.name, pool.tool.name, settings))
+        try:
+            settings = isolation.worker_settings(
+                self.plans[pool.name], worker_id, runtime_dir=self.runtime_dir, heartbeat_interval=d.heartbeat_interval,
+                credit=pool.credit, options=pool.options, max_message_size=d.max_message_size, workspace=workspace)
+            self._spawn_request(m.Spawn(worker_id, pool.name, pool.tool.name, settings))
+        except OSError as exc:
+            log.error("pool %s: cannot start a worker for %s: %s", pool.name, workspace or "it", exc)
+            self._fail_workspace(pool, workspace, f"parad cannot start a worker for it: {exc}")
+            return
+        pool.new_worker(workspace, worker_id)
+
+    def _unusable(self, pool: Pool, workspace: str | None) -> str | None:
+        """Why a worker cannot be made for `workspace` now, or None."""
+        if workspace is None:
+            return None
+        if workspace == pool.default_workspace:
+            return None if os.path.isdir(workspace) else f"parad's working directory {workspace} is gone"
+        try:
+            now = self.core.workspaces.check(workspace, fresh=True)
+        except WorkspaceError as exc:
+            return str(exc)
+        return None if now == workspace else f"workspace {workspace!r} now leads to {now!r}; submit the task again"
 
     def stop(self, worker: WorkerHandle, reason: str) -> None:
         """Ask a worker to finish what it holds and exit (a replacement is maintain's to start)."""

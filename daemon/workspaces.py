@@ -11,7 +11,8 @@ the daemon decides whether that folder may be one (`WorkspacePolicy`):
 
 - `owned`: any folder parad's user owns, except the filesystem root, the
   home folder itself and system folders (`SYSTEM_TREES` and everything in
-  them, `SYSTEM_FOLDERS` themselves), so a project in ~/src/app, /tmp/x or
+  them, `SYSTEM_FOLDERS` themselves: ipc/workspace.py, which the client
+  shares), so a project in ~/src/app, /tmp/x or
   a container's /app works as it is. On by default for a user's parad,
   off for the system service (`parad --system`);
 - `roots`: folders under which any folder may be a workspace, whoever owns it.
@@ -23,28 +24,42 @@ directory, as before workspaces existed.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 
-# Never a workspace, nor anything inside them.
-SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run", "/sbin",
-                "/sys", "/usr", "/var/lib", "/var/log", "/var/cache", "/var/spool", "/var/mail", "/var/run", "/snap")
-# Never a workspace themselves; a folder inside them may be one.
-SYSTEM_FOLDERS = ("/", "/home", "/root", "/tmp", "/var", "/var/tmp", "/opt", "/srv", "/mnt", "/media")
+from para.ipc.workspace import never_a_workspace, within
 
+CACHE_SECONDS = 1.0   # a checked folder is taken again without a stat for this long (a map() repeats it)
+CACHE_SIZE = 256
 
 class WorkspaceError(ValueError):
     """A folder that may not be a workspace; the message says why and what to do."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class WorkspacePolicy:
     owned: bool                     # folders parad's user owns may be workspaces
     roots: tuple[str, ...] = ()     # and any folder under these (resolved)
     uid: int = field(default_factory=os.geteuid)
     home: str = field(default_factory=lambda: os.path.realpath(os.path.expanduser("~")))
+    _checked: dict[str, tuple[float, str]] = field(default_factory=dict, repr=False)
 
-    def check(self, path: object) -> str:
-        """`path` resolved (symlinks followed) if it may be a workspace; WorkspaceError naming why not."""
+    def check(self, path: object, fresh: bool = False) -> str:
+        """`path` resolved (symlinks followed) if it may be a workspace; WorkspaceError naming why not.
+
+        A folder checked in the last CACHE_SECONDS is taken as it was, unless `fresh`
+        (before a worker is made for it: what is bound into a sandbox is checked then)."""
+        if not fresh and isinstance(path, str):
+            hit = self._checked.get(path)
+            if hit is not None and time.monotonic() - hit[0] < CACHE_SECONDS:
+                return hit[1]
+        real = self._check(path)
+        if len(self._checked) >= CACHE_SIZE:
+            self._checked.clear()
+        self._checked[path] = (time.monotonic(), real)
+        return real
+
+    def _check(self, path: object) -> str:
         if not isinstance(path, str) or not os.path.isabs(path):
             raise WorkspaceError(f"workspace {path!r} is not an absolute path; send the project's full path")
         real = os.path.realpath(path)
@@ -54,9 +69,11 @@ class WorkspacePolicy:
             raise WorkspaceError(f"workspace {path!r} cannot be used: {exc.strerror}") from None
         if not os.path.isdir(real):
             raise WorkspaceError(f"workspace {path!r} is not a directory")
-        if any(_within(real, r) for r in self.roots):
+        if not os.access(real, os.R_OK | os.X_OK):
+            raise WorkspaceError(f"workspace {real!r} cannot be read by parad's user; make it readable, or pick another")
+        if any(within(real, r) for r in self.roots):
             return real
-        if real in SYSTEM_FOLDERS or real == self.home or any(_within(real, t) for t in SYSTEM_TREES):
+        if never_a_workspace(real, self.home):
             raise WorkspaceError(f"workspace {real!r} is a system folder, the filesystem root or the home folder; "
                                  f"run from a project folder (e.g. ~/src/app), or list it in daemon.workspaces.roots")
         if not self.owned:
@@ -66,7 +83,3 @@ class WorkspacePolicy:
             raise WorkspaceError(f"workspace {real!r} belongs to uid {st.st_uid}, not to parad's user (uid {self.uid}); "
                                  f"run from a folder you own, or list it in daemon.workspaces.roots")
         return real
-
-
-def _within(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip("/") + "/")

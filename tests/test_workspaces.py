@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from para.client import InvalidRequest
+from para.client import InvalidRequest, ParaError
 from para.daemon.workspaces import WorkspaceError, WorkspacePolicy
 from para.sandbox.probe import probe
-from para.testing import paractl
+from para.testing import paractl, wait_until
 
 HOST = probe()
 needs_namespaces = pytest.mark.skipif(not HOST.namespaces, reason=f"no namespace isolation here: {HOST.namespaces_error}")
@@ -170,3 +171,123 @@ def test_a_callers_project_is_its_git_top_level_else_its_folder(tmp_path: Path, 
     assert project_of(str(home)) is None
     assert project_of("/") is None
     project_of.cache_clear()
+
+
+# ---- what a review of the first version found ------------------------------------------
+
+PARACTL = f"{sys.executable} -P -m para.client.paractl"
+
+
+@needs_namespaces
+def test_a_nested_task_cannot_widen_what_its_command_may_write(start_daemon, projects) -> None:
+    app, lib, start = projects
+    d = start_daemon(pools=only_the_workspace(max_workers=3), cwd=start)
+    with d.client() as c:
+        widened = c.run("bash", workspace=str(app), timeout=60,
+                        command=f"{PARACTL} run bash command='echo bad > {lib}/nested' workspace={lib}")
+        inherited = c.run("bash", workspace=str(app), timeout=60,
+                          command=f"mkdir -p sub && cd sub && {PARACTL} bash -- 'pwd; echo ok > ../child-wrote'")
+    assert widened.exit_code != 0 and "outside the parent task's" in widened.stderr and not (lib / "nested").exists()
+    # A nested client sends no workspace: its child works in the parent's, from its own folder.
+    assert inherited.ok, inherited.stderr
+    assert inherited.stdout == f"{app / 'sub'}\n" and (app / "child-wrote").read_text() == "ok\n"
+
+
+@needs_namespaces
+def test_a_workspace_made_a_symlink_after_admission_gets_no_worker(start_daemon, projects) -> None:
+    # The only worker is busy while the queued task's folder is swapped for a link to /var/tmp.
+    app, lib, start = projects
+    d = start_daemon(pools=only_the_workspace(min_workers=1, max_workers=1), cwd=start)
+    busy = start / "busy"
+    busy.mkdir()
+    with d.client() as c:
+        blocker = c.submit("bash", command="sleep 1", workspace=str(busy))
+        wait_until(lambda: any(t["state"] == "running" for t in c.ps()), 30, "the blocker to run")
+        swapped = c.submit("bash", command="pwd; echo x > escaped", workspace=str(lib))
+        shutil.rmtree(lib)
+        lib.symlink_to("/var/tmp")
+        blocker.result(timeout=60)
+        outcome = wait_outcome(swapped)
+        after = c.run("bash", command="echo still", workspace=str(app))
+    assert outcome.status == "failed" and outcome.error.startswith("not started") and "'/var/tmp'" in outcome.error
+    assert not Path("/var/tmp/escaped").exists()
+    assert after.stdout == "still\n"   # the pool did not fail with it
+
+
+@needs_namespaces
+def test_a_deleted_workspace_fails_its_own_tasks_not_the_pool(start_daemon, projects) -> None:
+    app, lib, start = projects
+    d = start_daemon(pools=only_the_workspace(min_workers=1, max_workers=1, crash_limit=2), cwd=start)
+    busy = start / "busy"
+    busy.mkdir()
+    with d.client() as c:
+        blocker = c.submit("bash", command="sleep 1", workspace=str(busy))
+        wait_until(lambda: any(t["state"] == "running" for t in c.ps()), 30, "the blocker to run")
+        doomed = c.submit("bash", command="true", workspace=str(lib))
+        shutil.rmtree(lib)
+        blocker.result(timeout=60)
+        outcome = wait_outcome(doomed)
+        after = c.run("bash", command="echo still", workspace=str(app))
+        state = next(p for p in c.status()["pools"] if p["name"] == "bash")["state"]
+    assert outcome.status == "failed" and "No such file" in outcome.error
+    assert after.stdout == "still\n" and state == "ok"
+
+
+@needs_namespaces
+def test_idle_workers_of_another_workspace_give_way_to_a_backlog(start_daemon, projects) -> None:
+    # Two warm workers of parad's folder, room for one more: the project's backlog gets all three.
+    app, lib, start = projects
+    d = start_daemon(pools=only_the_workspace(min_workers=2, max_workers=3), cwd=start)
+    with d.client() as c:
+        wait_until(lambda: len([w for w in c.workers() if w["state"] == "ready"]) == 2, 30, "two warm workers")
+        tasks = [c.submit("bash", command="sleep 0.5; echo $$", workspace=str(app)) for _ in range(6)]
+        wait_until(lambda: sum(1 for w in c.workers() if w["workspace"] == str(app) and w["tasks"]) == 3, 30,
+                   "three workers of the project running its tasks at once")
+        assert all(t.result(timeout=60).ok for t in tasks)
+
+
+@needs_namespaces
+def test_two_workspaces_sharing_one_worker_take_turns(start_daemon, projects) -> None:
+    app, lib, start = projects
+    d = start_daemon(pools=only_the_workspace(min_workers=1, max_workers=1), cwd=start)
+    with d.client() as first, d.client() as second:
+        backlog = [first.submit("bash", command="sleep 0.2; date +%s.%N", workspace=str(app)) for _ in range(8)]
+        wait_until(lambda: any(t["state"] == "running" for t in first.ps()), 30, "the backlog to start")
+        single = float(second.submit("bash", command="date +%s.%N", workspace=str(lib)).result(timeout=60).stdout)
+        ends = [float(t.result(timeout=60).stdout) for t in backlog]
+    before = sum(1 for end in ends if end < single)
+    assert before <= 4, f"the other workspace's task ran after {before} of the 8 queued before it"
+
+
+@needs_namespaces
+def test_a_pinned_pool_serves_a_new_workspace(start_daemon, projects) -> None:
+    app, lib, start = projects
+    d = start_daemon(pools=only_the_workspace(min_workers=1, max_workers=2), cwd=start)
+    with d.client() as c:
+        c.scale("bash", 1)
+        assert c.run("bash", command="pwd", workspace=str(app), timeout=60).stdout == f"{app}\n"
+        assert len([w for w in c.workers() if w["state"] != "stopping"]) <= 1
+
+
+def test_an_unreadable_workspace_is_refused_before_it_reaches_a_worker(start_daemon, projects) -> None:
+    app, lib, start = projects
+    d = start_daemon(pools=only_the_workspace(), cwd=start)
+    locked = app / "locked"
+    locked.mkdir(mode=0)
+    try:
+        policy = WorkspacePolicy(owned=True)
+        if os.access(locked, os.R_OK | os.X_OK):   # root reads anything: the check is for other users' parads
+            pytest.skip("this user reads a mode-000 folder (root): parad's own access check cannot refuse it")
+        with pytest.raises(WorkspaceError, match="cannot be read"):
+            policy.check(str(locked))
+    finally:
+        locked.chmod(0o700)
+
+
+def wait_outcome(task, timeout: float = 60):
+    """The task's Result, failed or not."""
+    try:
+        task.result(timeout=timeout)
+    except ParaError:
+        pass
+    return task.outcome()
