@@ -43,7 +43,10 @@ def caller_cwd() -> str | None:
 @functools.lru_cache(maxsize=64)
 def project_of(cwd: str) -> str | None:
     """The workspace of a caller in `cwd`: its git top level, else `cwd`; None where no project
-    can be (the home folder itself, `/`, system folders: ipc/workspace.py)."""
+    can be (the home folder itself, `/`, system folders: ipc/workspace.py) or `cwd` is no folder
+    (the task then says what is wrong with its cwd)."""
+    if not os.path.isdir(cwd):
+        return None
     path = cwd
     while not os.path.exists(os.path.join(path, ".git")):
         parent = os.path.dirname(path)
@@ -62,7 +65,8 @@ def with_caller_context(tool: str, args: dict[str, Any], options: dict[str, Any]
     where a task of a pool in `tools` names none."""
     if tool not in tools:
         return args, options
-    cwd = args.get("cwd") if isinstance(args.get("cwd"), str) else caller_cwd()
+    named = args.get("cwd")
+    cwd = named if isinstance(named, str) and os.path.isabs(named) else caller_cwd()
     if cwd is not None and "workspace" not in options:
         # Nested (inside a task's command): the daemon gives the parent's workspace.
         options = {**options, "workspace": None if os.environ.get(CHILD_ENDPOINT_ENV) else project_of(cwd)}

@@ -37,14 +37,8 @@ class Dispatcher:
         """
         if self.core.stopping or not pool.queue.depth:
             return
-        loads: dict[str | None, dict[str, int]] = {}   # workspace -> worker id -> tasks it holds
-        for w in pool.with_credit():
-            loads.setdefault(w.workspace, {})[w.id] = len(w.tasks)
-        only, left = None, None
-        if pool.uses_workspace:   # only workspaces with both free workers and runnable tasks: pop() never scans in vain
-            left = {ws: n for ws, n in pool.queue.runnable_by_workspace().items() if ws in loads}
-            loads = {ws: load for ws, load in loads.items() if ws in left}
-            only = loads.keys()
+        loads, left = self._loads(pool)
+        only = loads.keys() if left is not None else None
         batches: dict[str, list[TaskRecord]] = {}
         while loads and pool.queue.depth:
             record = pool.queue.pop(only)
@@ -64,6 +58,18 @@ class Dispatcher:
                     loads.pop(record.spec.workspace, None)
         for worker_id, records in batches.items():
             self._assign(pool, pool.workers[worker_id], records)
+
+    @staticmethod
+    def _loads(pool: Pool) -> tuple[dict[str | None, dict[str, int]], dict[str | None, int] | None]:
+        """Workspace -> worker with credit -> tasks it holds; and, for a pool with workspaces, the
+        runnable tasks of each (only workspaces with both are kept, so pop() never scans in vain)."""
+        loads: dict[str | None, dict[str, int]] = {}
+        for w in pool.with_credit():
+            loads.setdefault(w.workspace, {})[w.id] = len(w.tasks)
+        if not pool.uses_workspace:
+            return loads, None
+        left = {ws: n for ws, n in pool.queue.runnable_by_workspace().items() if ws in loads}
+        return {ws: load for ws, load in loads.items() if ws in left}, left
 
     def _assign(self, pool: Pool, worker: WorkerHandle, records: list[TaskRecord]) -> None:
         """Send `records` to `worker`, BATCH_FRAMES to a frame: a worker's credit may be larger."""

@@ -203,14 +203,15 @@ def test_a_workspace_made_a_symlink_after_admission_gets_no_worker(start_daemon,
     with d.client() as c:
         blocker = c.submit("bash", command="sleep 1", workspace=str(busy))
         wait_until(lambda: any(t["state"] == "running" for t in c.ps()), 30, "the blocker to run")
-        swapped = c.submit("bash", command="pwd; echo x > escaped", workspace=str(lib))
+        escaped = Path("/var/tmp") / f"escaped-{os.getpid()}-{id(c)}"
+        swapped = c.submit("bash", command=f"pwd; echo x > {escaped.name}", workspace=str(lib))
         shutil.rmtree(lib)
         lib.symlink_to("/var/tmp")
         blocker.result(timeout=60)
         outcome = wait_outcome(swapped)
         after = c.run("bash", command="echo still", workspace=str(app))
     assert outcome.status == "failed" and outcome.error.startswith("not started") and "'/var/tmp'" in outcome.error
-    assert not Path("/var/tmp/escaped").exists()
+    assert not escaped.exists()
     assert after.stdout == "still\n"   # the pool did not fail with it
 
 
