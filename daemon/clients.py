@@ -27,9 +27,10 @@ from para.daemon.intake import Intake
 from para.daemon.lifecycle import TaskLifecycle
 from para.daemon.outbox import Outbox
 from para.daemon.pool import Pool
+from para.daemon.task_input import InputRouter
 from para.daemon.tasks import TaskRecord, TaskTable
 from para.daemon.workspaces import WorkspacePolicy
-from para.ipc import PROTOCOL_VERSION, codec
+from para.ipc import PROTOCOL_VERSION, codec, shapes
 from para.ipc import messages as m
 
 log = logging.getLogger("parad")
@@ -77,13 +78,14 @@ class Request:
 
 class ClientRequests:
     def __init__(self, core: ClientsCore, lifecycle: TaskLifecycle, batches: BatchRunner, outbox: Outbox,
-                 intake: Intake, daemon: Daemon) -> None:
+                 intake: Intake, daemon: Daemon, inputs: InputRouter) -> None:
         self.core = core
         self.lifecycle = lifecycle
         self.batches = batches
         self.outbox = outbox
         self.intake = intake
         self.daemon = daemon
+        self.inputs = inputs
         self.max_size = core.config.daemon.max_message_size
         self.handlers = self._handlers()
 
@@ -92,7 +94,7 @@ class ClientRequests:
         return {
             m.Hello: self._on_hello, m.Ping: self._on_ping, m.Submit: self._on_submit,
             m.SubmitBatch: self._on_submitbatch, m.Scale: self._on_scale, m.Cancel: self._on_cancel,
-            m.Query: self._on_query, m.Shutdown: self._on_shutdown,
+            m.Query: self._on_query, m.Shutdown: self._on_shutdown, m.Input: self._on_input,
         }
 
     def _reply(self, req: Request, msg: Any) -> None:
@@ -287,6 +289,17 @@ class ClientRequests:
             self._error(req, msg.req, m.E_INVALID, f"unknown query {msg.what!r}; ask for status, workers, ps, metrics, task or batch")
             return
         self._reply(req, m.Reply(msg.req, body))
+
+    def _on_input(self, req: Request, msg: m.Input) -> None:
+        """Streamed stdin for a running task of this client's (task_input.py); answered only when refused."""
+        try:
+            shapes.check(msg, (m.Input,))
+        except codec.ProtocolError as exc:
+            self._refuse(req, 0, m.E_PROTOCOL, str(exc))
+            return
+        refusal = self.inputs.on_input(req.identity, msg)
+        if refusal is not None:
+            self._reply(req, refusal)
 
     def _on_shutdown(self, req: Request, msg: m.Shutdown) -> None:
         log.info("shutdown requested by a client")

@@ -49,6 +49,7 @@ from para.daemon.outbox import Outbox
 from para.daemon.pool import FAILED, WorkerHandle
 from para.daemon.reports import WorkerReports
 from para.daemon.signals import SignalPipe
+from para.daemon.task_input import InputRouter
 from para.daemon.workforce import Workforce
 from para.daemon.workspaces import WorkspacePolicy
 from para.ipc import channels
@@ -87,10 +88,12 @@ class Supervisor:
         self.batches = BatchRunner(core)
         self.lifecycle = TaskLifecycle(core, self.batches)
         self.workforce = Workforce(core, forkserver.spawn, plans, endpoints.runtime_dir)
-        self.clients = ClientRequests(core, self.lifecycle, self.batches, self.outbox, self.intake, daemon=self)
+        self.inputs = InputRouter(core)
+        self.clients = ClientRequests(core, self.lifecycle, self.batches, self.outbox, self.intake, daemon=self,
+                                      inputs=self.inputs)
         self.reports = WorkerReports(core, self.lifecycle, self.workforce, self.intake, self.outbox,
-                                     self.clients.on_relayed, plans)
-        self.registry = make_registry(DaemonCollector(core, self.intake, self.outbox, plans))
+                                     self.clients.on_relayed, plans, self.inputs)
+        self.registry = make_registry(DaemonCollector(core, self.intake, self.outbox, plans, self.inputs))
         # Each handler guarded: whatever one frame makes it raise costs that frame, not the loop.
         self.readers: list[tuple[zmq.Socket, Callable[[list[bytes]], None]]] = [
             (listeners.workers[name], self.intake.guard(f"worker_{name}", handler))
