@@ -32,6 +32,7 @@ from para.daemon.tasks import TaskRecord, TaskTable
 from para.daemon.workspaces import WorkspacePolicy
 from para.ipc import PROTOCOL_VERSION, codec, shapes
 from para.ipc import messages as m
+from para.ipc.channels import INPUT_WINDOW
 
 log = logging.getLogger("parad")
 
@@ -130,7 +131,9 @@ class ClientRequests:
 
     def _serve(self, req: Request, frame: bytes) -> None:
         if self.outbox.refusing(req.identity):
-            return  # it reads nothing: another answer would only grow what parad holds for it (outbox.py)
+            # It reads nothing: another answer would only grow what parad holds for it (outbox.py).
+            self._input_unanswered(req, frame)
+            return
         if req.size > self.max_size:
             self._refuse(req, 0, m.E_TOO_LARGE,
                          f"request of {req.size} bytes exceeds max_message_size ({self.max_size} bytes); "
@@ -289,6 +292,19 @@ class ClientRequests:
             self._error(req, msg.req, m.E_INVALID, f"unknown query {msg.what!r}; ask for status, workers, ps, metrics, task or batch")
             return
         self._reply(req, m.Reply(msg.req, body))
+
+    def _input_unanswered(self, req: Request, frame: bytes) -> None:
+        """Streamed stdin from a client that is not answered still flows (an Input dropped would
+        cut its command's input short); only a refusal goes unsent. Input frames are small: no
+        other frame is decoded."""
+        if len(frame) > INPUT_WINDOW + 1024:
+            return
+        try:
+            msg = codec.decode(frame)
+            shapes.check(msg, (m.Input,))
+        except codec.ProtocolError:
+            return
+        self.inputs.on_input(req.identity, msg)
 
     def _on_input(self, req: Request, msg: m.Input) -> None:
         """Streamed stdin for a running task of this client's (task_input.py); answered only when refused."""

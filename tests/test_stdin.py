@@ -19,7 +19,7 @@ from para.client import AsyncClient, InvalidRequest
 from para.ipc import codec
 from para.ipc import messages as m
 from para.ipc.channels import INPUT_WINDOW
-from para.testing import Daemon, paractl, paractl_argv, wait_until
+from para.testing import Daemon, paractl, paractl_argv, silent_client, wait_until
 
 MB = 1_000_000
 POOLS = {"bash": {"min_workers": 1, "max_workers": 1}, "echo": {"min_workers": 1}}
@@ -272,4 +272,33 @@ def test_hostile_input_frames_are_refused_with_a_reason(start_daemon) -> None:
         assert _metric(text, 'para_bad_frames_total{socket="control"}') >= 1
     finally:
         raw.close()
+        ctx.term()
+
+
+def test_input_still_flows_from_a_client_that_is_no_longer_answered(start_daemon) -> None:
+    """Past twice its output budget a client's requests go unanswered (outbox.py), but an
+    Input dropped would cut its command's stdin short: it is still passed on."""
+    d = start_daemon(daemon={"client_output_budget": 1 << 20}, pools=POOLS)
+    ctx = zmq.Context()
+    slow = silent_client(ctx, d.runtime_dir)
+    try:
+        with d.client() as c:
+            big = c.run("bash", command=f"head -c {MB} /dev/zero")
+            slow.send(codec.encode(m.Submit(1, [m.TaskSpec("counted", "bash", {"command": "wc -c", "stdin_stream": True})])))
+            assert _answer(slow, lambda msg: isinstance(msg, m.InputAck)).written == 0   # its stdin is open
+            queries = iter(range(2, 10_000))
+
+            def held_past_twice_its_budget() -> bool:
+                # Answers it will not read fill its socket's queues, then its outbox.
+                for _ in range(5):
+                    slow.send(codec.encode(m.Query(next(queries), "task", big.id)))
+                return _metric(c.metrics(), "para_client_backlog_bytes") > 2 << 20
+            wait_until(held_past_twice_its_budget, 30, "the silent client to hold twice its budget unread")
+            dropped = _metric(c.metrics(), "para_client_requests_dropped_total")
+            slow.send(codec.encode(m.Input(1, "counted", b"x" * 1000, eof=True)))
+            result = wait_until(lambda: c.task("counted")["result"], 30, "the task to end on its EOF")
+            assert _metric(c.metrics(), "para_client_requests_dropped_total") > dropped   # still not answered
+        assert result.stdout == "1000\n"
+    finally:
+        slow.close()
         ctx.term()
