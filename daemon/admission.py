@@ -66,6 +66,9 @@ def admit(spec: m.TaskSpec, pools: dict[str, Pool], workspaces: WorkspacePolicy,
         TaskEnvelope.model_validate(spec, from_attributes=True)
     except ValidationError as exc:
         raise Refusal(m.E_INVALID, _describe(exc, "task ")) from None
+    if spec.retries and spec.args.get("stdin_stream") is True:
+        raise Refusal(m.E_INVALID, f"{spec.tool}: a task whose stdin is streamed cannot be retried (its input is "
+                                   f"consumed by the first attempt); drop retries or stdin_stream")
     pool = pool_for(spec, pools)
     place(spec, pool, workspaces, inherited)
     try:
@@ -76,9 +79,6 @@ def admit(spec: m.TaskSpec, pools: dict[str, Pool], workspaces: WorkspacePolicy,
         pool.checker.admit(args, pool.options_model, spec.timeout)
     except ToolFailure as exc:
         raise Refusal(m.E_INVALID, f"{spec.tool}: {exc}") from None
-    if getattr(args, "stdin_stream", False) and spec.retries:
-        raise Refusal(m.E_INVALID, f"{spec.tool}: a task whose stdin is streamed cannot be retried (its input is "
-                                   f"consumed by the first attempt); drop retries or stdin_stream")
     max_timeout = pool.config.max_timeout
     if spec.timeout is not None and max_timeout is not None and spec.timeout > max_timeout:
         raise Refusal(m.E_INVALID, f"timeout {spec.timeout:g}s exceeds the max_timeout of pool {pool.name!r} ({max_timeout:g}s)")
