@@ -142,6 +142,15 @@ def test_stdin_from_a_terminal_is_not_forwarded_but_a_pipe_is(parad: Daemon, tmp
     assert (r.returncode, r.stdout.strip()) == (0, "3"), r.stderr
 
 
+def test_a_nested_paractl_forwards_its_piped_stdin_through_its_parent(start_daemon, tmp_path: Path) -> None:
+    # Inside a command, the child client's Input goes through its worker's relay. Started
+    # where paractl runs, so parent and child share parad's workspace and its warm workers.
+    parad = start_daemon(pools={"bash": {"min_workers": 2, "max_workers": 2}}, cwd=tmp_path)
+    inner = shlex.join(paractl_argv("bash", "--", "tr", "a-z", "A-Z"))
+    r = paractl(parad, "bash", "--", f"printf 'from the parent\\n' | {inner}", cwd=tmp_path, timeout=120)
+    assert (r.returncode, r.stdout) == (0, "FROM THE PARENT\n"), r.stderr
+
+
 # ---- the clients ---------------------------------------------------------------------
 
 def test_client_write_stdin_in_chunks_then_eof(parad: Daemon) -> None:
