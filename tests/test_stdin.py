@@ -8,6 +8,7 @@ import asyncio
 import os
 import shlex
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -296,13 +297,20 @@ def test_input_still_flows_from_a_client_that_is_no_longer_answered(start_daemon
             slow.send(codec.encode(m.Submit(1, [m.TaskSpec("counted", "bash", {"command": "wc -c", "stdin_stream": True})])))
             assert _answer(slow, lambda msg: isinstance(msg, m.InputAck)).written == 0   # its stdin is open
             queries = iter(range(2, 10_000))
+            last = {"backlog": 0.0, "since": time.monotonic()}
 
             def held_past_twice_its_budget() -> bool:
-                # Answers it will not read fill its socket's queues, then its outbox.
-                for _ in range(5):
-                    slow.send(codec.encode(m.Query(next(queries), "task", big.id)))
-                return _metric(c.metrics(), "para_client_backlog_bytes") > 2 << 20
-            wait_until(held_past_twice_its_budget, 30, "the silent client to hold twice its budget unread")
+                # Answers it will not read fill its socket's queues, then its outbox; once those
+                # queues are full the outbox stops changing, and stays past twice its budget.
+                backlog = _metric(c.metrics(), "para_client_backlog_bytes")
+                if backlog != last["backlog"]:
+                    last.update(backlog=backlog, since=time.monotonic())
+                if backlog <= 2 << 20:
+                    for _ in range(5):
+                        slow.send(codec.encode(m.Query(next(queries), "task", big.id)))
+                    return False
+                return time.monotonic() - last["since"] > 0.5
+            wait_until(held_past_twice_its_budget, 60, "the silent client to hold twice its budget unread, steadily")
             dropped = _metric(c.metrics(), "para_client_requests_dropped_total")
             slow.send(codec.encode(m.Input(1, "counted", b"x" * 1000, eof=True)))
             result = wait_until(lambda: c.task("counted")["result"], 30, "the task to end on its EOF")
