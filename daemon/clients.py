@@ -79,14 +79,14 @@ class Request:
 
 class ClientRequests:
     def __init__(self, core: ClientsCore, lifecycle: TaskLifecycle, batches: BatchRunner, outbox: Outbox,
-                 intake: Intake, daemon: Daemon, inputs: InputRouter) -> None:
+                 intake: Intake, daemon: Daemon) -> None:
         self.core = core
         self.lifecycle = lifecycle
         self.batches = batches
         self.outbox = outbox
         self.intake = intake
         self.daemon = daemon
-        self.inputs = inputs
+        self.inputs = InputRouter(core)   # streamed stdin; the worker reports' side takes its acks
         self.max_size = core.config.daemon.max_message_size
         self.handlers = self._handlers()
 

@@ -49,7 +49,6 @@ from para.daemon.outbox import Outbox
 from para.daemon.pool import FAILED, WorkerHandle
 from para.daemon.reports import WorkerReports
 from para.daemon.signals import SignalPipe
-from para.daemon.task_input import InputRouter
 from para.daemon.workforce import Workforce
 from para.daemon.workspaces import WorkspacePolicy
 from para.ipc import channels
@@ -88,12 +87,10 @@ class Supervisor:
         self.batches = BatchRunner(core)
         self.lifecycle = TaskLifecycle(core, self.batches)
         self.workforce = Workforce(core, forkserver.spawn, plans, endpoints.runtime_dir)
-        self.inputs = InputRouter(core)
-        self.clients = ClientRequests(core, self.lifecycle, self.batches, self.outbox, self.intake, daemon=self,
-                                      inputs=self.inputs)
+        self.clients = ClientRequests(core, self.lifecycle, self.batches, self.outbox, self.intake, daemon=self)
         self.reports = WorkerReports(core, self.lifecycle, self.workforce, self.intake, self.outbox,
-                                     self.clients.on_relayed, plans, self.inputs)
-        self.registry = make_registry(DaemonCollector(core, self.intake, self.outbox, plans, self.inputs))
+                                     self.clients.on_relayed, plans, self.clients.inputs)
+        self.registry = make_registry(DaemonCollector(core, self.intake, self.outbox, plans, self.clients.inputs))
         # Each handler guarded: whatever one frame makes it raise costs that frame, not the loop.
         self.readers: list[tuple[zmq.Socket, Callable[[list[bytes]], None]]] = [
             (listeners.workers[name], self.intake.guard(f"worker_{name}", handler))
