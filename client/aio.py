@@ -41,6 +41,7 @@ class AsyncTask(TaskState):
         self._client = client
         self._finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.chunks: asyncio.Queue[Chunk | None] = asyncio.Queue()
+        self._stdin_event = asyncio.Event()
 
     async def result(self, timeout: float | None = None) -> Result:
         """The Result; raises ToolError/TaskTimeout like Client, or TaskTimeout if `timeout` passes first."""
@@ -66,6 +67,9 @@ class AsyncTask(TaskState):
 
     def _put_chunk(self, chunk: Chunk) -> None:
         self.chunks.put_nowait(chunk)
+
+    def _stdin_changed(self) -> None:
+        self._stdin_event.set()
 
 
 class AsyncBatchHandle:
@@ -217,6 +221,22 @@ class AsyncClient(BaseClient):
             if chunk is None:
                 return
             yield chunk
+
+    async def write_stdin(self, task: AsyncTask, data: bytes = b"", *, eof: bool = False) -> bool:
+        """Send `data` to the stdin of the task's command (submitted with stdin_stream=True), then EOF
+        if `eof`; waits while channels.INPUT_WINDOW bytes are unacknowledged (as Client.write_stdin).
+        True once all is sent; False if the task ended or its command closed its stdin first."""
+        self._stdin_check(task)
+        view = memoryview(data)
+        while True:
+            frames, taken, done = self._stdin_step(task, view, eof)
+            for frame in frames:
+                self._send_frame(frame)
+            view = view[taken:]
+            if done is not None:
+                return done
+            task._stdin_event.clear()   # no await since the step: nothing set it meanwhile
+            await task._stdin_event.wait()
 
     async def cancel(self, *tasks: AsyncTask | str, session: str | None = None,
                      everything: bool = False) -> dict[str, list[str]]:

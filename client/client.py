@@ -17,7 +17,7 @@ import collections
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import zmq
 
@@ -26,6 +26,7 @@ from para.client.batch import BatchHandle, track_tasks
 from para.client.core import MAP_BATCH, MAP_WINDOW, TASK_OPTIONS, BaseClient, ReplySlot, Silence, TaskState, split_options
 from para.client.errors import ParaError, TaskTimeout
 from para.client.result import Chunk, Result
+from para.client.stdin_pump import StdinPump
 from para.ipc import messages as m
 from para.ipc.sockets import make_socket
 
@@ -147,16 +148,69 @@ class Client(BaseClient):
         finally:
             self._tasks.pop(future.id, None)
 
-    def stream(self, future: TaskFuture) -> Iterator[Chunk]:
-        """Yield a streaming task's output chunks as they arrive, until it ends."""
+    def stream(self, future: TaskFuture, stdin: BinaryIO | int | None = None) -> Iterator[Chunk]:
+        """Yield a streaming task's output chunks as they arrive, until it ends.
+
+        `stdin` (a binary file or a descriptor; the task submitted with stdin_stream=True):
+        forwarded to the command's stdin as it is read, then EOF. It is read by a
+        thread (client/stdin_pump.py), at most a few chunks ahead of the input window.
+        """
         if not future.streaming:
             raise ValueError("submit the task with stream=True to stream its output")
+        if stdin is not None:
+            self._stdin_check(future)
+        pump = StdinPump(stdin) if stdin is not None else None
+        try:
+            while True:
+                while future.chunks:
+                    yield future.chunks.popleft()
+                if future.done():
+                    return
+                if pump is not None and self._forward(future, pump):
+                    pump.close()
+                    pump = None
+                self._wait_for(lambda: bool(future.chunks) or future.done() or self._can_forward(future, pump),
+                               None, f"task {future.id}", wake=pump)
+        finally:
+            if pump is not None:
+                pump.close()
+
+    def write_stdin(self, future: TaskFuture, data: bytes = b"", *, eof: bool = False) -> bool:
+        """Send `data` to the stdin of the task's command (submitted with stdin_stream=True), then EOF if `eof`.
+
+        Waits while channels.INPUT_WINDOW bytes are unacknowledged (the command has
+        not read them, or has not started), reading the daemon's messages meanwhile
+        (output chunks queue on the future). True once all is sent; False if the task
+        ended or its command closed its stdin first (the rest is dropped, as into a
+        pipe nobody reads). InvalidRequest if the daemon refused the input.
+        """
+        self._stdin_check(future)
+        view = memoryview(data)
         while True:
-            while future.chunks:
-                yield future.chunks.popleft()
-            if future.done():
-                return
-            self._wait_for(lambda: bool(future.chunks) or future.done(), None, f"task {future.id}")
+            frames, taken, done = self._stdin_step(future, view, eof)
+            for frame in frames:
+                self._sock.send(frame)
+            view = view[taken:]
+            if done is not None:
+                return done
+            self._wait_for(lambda: future._stdin.room() > 0 or future._stdin.closed or future.done()
+                           or future._stdin.error is not None, None, f"room in task {future.id}'s input window")
+
+    def _forward(self, future: TaskFuture, pump: StdinPump) -> bool:
+        """Send what the pump has read and the window takes; True once EOF is sent or input is over."""
+        while (chunk := pump.take()) is not None:
+            frames, taken, done = self._stdin_step(future, memoryview(chunk), eof=not chunk)
+            for frame in frames:
+                self._sock.send(frame)
+            if done is False or (done and not chunk):
+                return True
+            if done is None:
+                pump.held = chunk[taken:]
+                return False
+        return False
+
+    def _can_forward(self, future: TaskFuture, pump: StdinPump | None) -> bool:
+        return pump is not None and pump.ready() and (future._stdin.room() > 0 or future._stdin.closed)
 
     def cancel(self, *tasks: TaskFuture | str, session: str | None = None,
                everything: bool = False) -> dict[str, list[str]]:
@@ -228,10 +282,22 @@ class Client(BaseClient):
             self._replies.pop(key, None)
         return self._answer(slot.value)
 
-    def _wait_for(self, condition: Callable[[], bool], timeout: float | None, what: str, ping: bool = True) -> None:
-        """Read messages until condition() holds. A silent daemon is pinged, then given up on."""
+    def _wait_for(self, condition: Callable[[], bool], timeout: float | None, what: str, ping: bool = True,
+                  wake: StdinPump | None = None) -> None:
+        """Read messages until condition() holds. A silent daemon is pinged, then given up on.
+        `wake`: also look at condition() again whenever it signals."""
         deadline = None if timeout is None else time.monotonic() + timeout
         self._silence.reset()
+        if wake is not None:
+            self._poller.register(wake.fileno(), zmq.POLLIN)
+        try:
+            self._wait(condition, deadline, timeout, what, ping, wake)
+        finally:
+            if wake is not None:
+                self._poller.unregister(wake.fileno())
+
+    def _wait(self, condition: Callable[[], bool], deadline: float | None, timeout: float | None, what: str,
+              ping: bool, wake: StdinPump | None) -> None:
         while not condition():
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
@@ -239,7 +305,12 @@ class Client(BaseClient):
                     raise TaskTimeout(f"gave up waiting for {what} after {timeout:g}s")
                 raise self._no_answer(what)
             wait = self._silence.remaining() if left is None else min(self._silence.remaining(), left)
-            if self._poller.poll(int(wait * 1000) + 1):
+            ready = dict(self._poller.poll(int(wait * 1000) + 1))
+            if wake is not None and wake.fileno() in ready:
+                wake.clear()
+                if len(ready) == 1:
+                    continue
+            if ready:
                 self._receive(self._sock.recv())
                 continue
             if not ping:

@@ -29,6 +29,7 @@ from para.client.errors import DaemonUnavailable, InvalidRequest, ParaError, err
 from para.client.result import Chunk, Result
 from para.ipc import codec
 from para.ipc import messages as m
+from para.ipc.channels import INPUT_CHUNK, INPUT_WINDOW
 from para.ipc.endpoints import CHILD_ENDPOINT_ENV, CHILD_TOKEN_ENV, Endpoints, default_runtime_dir
 from para.ipc.options import TASK_OPTIONS  # task options a caller may pass beside a tool's own arguments
 
@@ -76,6 +77,7 @@ class TaskState:
         self.id, self.tool, self.spec, self.streaming = spec.id, spec.tool, spec, spec.stream
         self._result: Result | None = None
         self._error: ParaError | None = None
+        self._stdin = StdinFlow()
 
     def done(self) -> bool:
         """Whether the task has finished (or was refused)."""
@@ -92,9 +94,35 @@ class TaskState:
 
     def _settle(self, result: Result | None, error: ParaError | None) -> None:
         self._result, self._error = result, error
+        self._stdin_changed()
 
     def _put_chunk(self, chunk: Chunk) -> None:
         raise NotImplementedError
+
+    def _input_ack(self, ack: m.InputAck) -> None:
+        flow = self._stdin
+        flow.open, flow.acked = True, max(flow.acked, ack.written)
+        flow.closed = flow.closed or ack.closed
+        flow.error = flow.error or ack.error
+        self._stdin_changed()
+
+    def _stdin_changed(self) -> None:
+        """An InputAck came, or the task ended: a writer waiting for room may go on (AsyncTask wakes it)."""
+
+
+class StdinFlow:
+    """A task's streamed stdin as its client sees it: at most INPUT_WINDOW bytes sent and not acknowledged."""
+    __slots__ = ("open", "sent", "acked", "eof", "closed", "error")
+
+    def __init__(self) -> None:
+        self.open = False          # the worker's first InputAck came: the command's stdin is open
+        self.sent = self.acked = 0
+        self.eof = False           # EOF sent
+        self.closed = False        # the worker takes no more
+        self.error: str | None = None   # parad refused input, and why
+
+    def room(self) -> int:
+        return INPUT_WINDOW - (self.sent - self.acked) if self.open and not self.closed else 0
 
 
 class Silence:
@@ -259,6 +287,36 @@ class BaseClient:
         while pending:
             yield pending.popleft()
 
+    def _stdin_step(self, task: TaskState, data: memoryview, eof: bool) -> tuple[list[bytes], int, bool | None]:
+        """Input frames for as much of `data` (then EOF, if `eof`) as the window takes now:
+        (frames, bytes of data taken, done) where done is True once everything is sent,
+        False if the task ended or its stdin closed (the rest is dropped), None while it must wait."""
+        flow = task._stdin
+        if task.done() or flow.closed:   # input that crossed the end is refused: not an error, as for a pipe
+            return [], 0, False
+        if flow.error is not None:
+            raise InvalidRequest(flow.error, m.E_INVALID)
+        frames, taken = [], 0
+        while taken < len(data) and (n := min(INPUT_CHUNK, flow.room(), len(data) - taken)) > 0:
+            last = eof and taken + n == len(data)
+            frames.append(codec.encode(m.Input(next(self._reqs), task.id, bytes(data[taken:taken + n]), last)))
+            flow.sent += n
+            flow.eof = last
+            taken += n
+        if taken == len(data) and eof and not flow.eof and flow.open:
+            frames.append(codec.encode(m.Input(next(self._reqs), task.id, b"", True)))
+            flow.eof = True
+        return frames, taken, (taken == len(data) and flow.eof == eof) or None
+
+    def _stdin_check(self, task: TaskState) -> None:
+        """ValueError unless `task` is this client's and streams its stdin, with EOF not sent yet."""
+        if self._tasks.get(task.id) is not task:
+            raise ValueError(f"task {task.id} is not one this client is waiting for: only its own tasks take input")
+        if not task.spec.args.get("stdin_stream"):
+            raise ValueError("submit the task with stdin_stream=True to write to its stdin")
+        if task._stdin.eof:
+            raise ValueError(f"task {task.id}'s stdin is closed: EOF was sent")
+
     # ---- answers ---------------------------------------------------------------
 
     def _answer(self, reply: Any) -> Any:
@@ -302,6 +360,10 @@ class BaseClient:
             handle = self._tasks.get(msg.task_id)
             if handle is not None:
                 handle._put_chunk(Chunk(msg.stream, msg.data))
+        elif isinstance(msg, m.InputAck):
+            handle = self._tasks.get(msg.task_id)
+            if handle is not None:
+                handle._input_ack(msg)
         elif isinstance(msg, m.ErrorReply) and msg.task_id is not None and msg.task_id in self._tasks:
             handle = self._tasks[msg.task_id]
             if not handle.done():

@@ -1,7 +1,7 @@
 """paractl: the para daemon from the command line.
 
     paractl status | workers | ps | metrics | task ID | cancel ID... [--session S] | shutdown
-    paractl bash [--timeout S] [--cwd DIR] [--clean-env] -- make test   (or one shell string: -- 'a | b')
+    paractl bash [--timeout S] [--cwd DIR] [--clean-env] [-n] -- make test   (or one shell string: -- 'a | b')
     paractl run TOOL key=value ...          (values are YAML scalars: 1, true, [a, b])
     paractl batch FILE.yaml                 (tasks with dependencies; '-' reads stdin)
     paractl scale TOOL N|auto | drain TOOL  (operators: pin or release a pool's size)
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -139,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     bash.add_argument("--cwd", metavar="DIR", help="working directory (default: the current one)")
     bash.add_argument("--clean-env", action="store_true",
                       help="the pool's environment instead of this one (which goes through the pool's filter)")
+    bash.add_argument("-n", "--no-stdin", action="store_true",
+                      help="do not forward stdin (the command reads /dev/null), as `ssh -n`")
     bash.add_argument("words", nargs="*", metavar="CMD",
                       help="several words: a program and its arguments, run as they are; one word: a shell string")
     grep = sub.add_parser("grep", help="search file contents: path:line:text")
@@ -357,6 +360,20 @@ def bash_program(words: list[str]) -> dict[str, Any]:
     return {"command": words[0]} if len(words) == 1 else {"argv": list(words)}
 
 
+def forwarded_stdin() -> int | None:
+    """Descriptor 0 when `paractl bash` forwards it: open, not a terminal (typing goes to
+    paractl, not to the command, as ssh without -t) and not /dev/null (nothing to send)."""
+    try:
+        st = os.fstat(0)
+    except OSError:
+        return None
+    if os.isatty(0):
+        return None
+    if stat.S_ISCHR(st.st_mode) and st.st_rdev == os.stat(os.devnull).st_rdev:
+        return None
+    return 0
+
+
 def cmd_bash(client: Client, g: Globals, args: argparse.Namespace) -> int:
     task = bash_program(args.words)
     if args.timeout is not None:
@@ -364,10 +381,15 @@ def cmd_bash(client: Client, g: Globals, args: argparse.Namespace) -> int:
     if args.clean_env:
         task["caller_env"] = None
     cwd = os.path.abspath(args.cwd or os.getcwd())
-    future = client.submit("bash", **task, cwd=cwd, stream=not g.json)
+    stdin = None if args.no_stdin else forwarded_stdin()
+    if stdin is not None:
+        task["stdin_stream"] = True
+    future = client.submit("bash", **task, cwd=cwd, stream=not g.json or stdin is not None)
     try:
-        if not g.json:
-            for chunk in client.stream(future):
+        if future.streaming:
+            for chunk in client.stream(future, stdin=stdin):
+                if g.json:
+                    continue   # the result carries it
                 out = sys.stdout.buffer if chunk.stream == "stdout" else sys.stderr.buffer
                 out.write(chunk.data)
                 out.flush()

@@ -67,6 +67,9 @@ def admit(spec: m.TaskSpec, pools: dict[str, Pool], workspaces: WorkspacePolicy,
         TaskEnvelope.model_validate(spec, from_attributes=True)
     except ValidationError as exc:
         raise Refusal(m.E_INVALID, _describe(exc, "task ")) from None
+    if spec.retries and spec.args.get("stdin_stream") is True:
+        raise Refusal(m.E_INVALID, f"{spec.tool}: a task whose stdin is streamed cannot be retried (its input is "
+                                   f"consumed by the first attempt); drop retries or stdin_stream")
     pool = pool_for(spec, pools)
     place(spec, pool, workspaces, inherited)
     _check_args(spec, pool)

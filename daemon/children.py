@@ -24,7 +24,7 @@ from para.daemon.tasks import TaskRecord
 from para.ipc import messages as m
 from para.ipc.channels import CHILD_PREFIX as CHILD
 
-REQUESTS = (m.Hello, m.Ping, m.Submit, m.Cancel)
+REQUESTS = (m.Hello, m.Ping, m.Submit, m.Cancel, m.Input)
 
 
 def owner_for(worker_id: str, identity: bytes) -> bytes:

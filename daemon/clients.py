@@ -27,10 +27,12 @@ from para.daemon.intake import Intake
 from para.daemon.lifecycle import TaskLifecycle
 from para.daemon.outbox import Outbox
 from para.daemon.pool import Pool
+from para.daemon.task_input import InputRouter
 from para.daemon.tasks import TaskRecord, TaskTable
 from para.daemon.workspaces import WorkspacePolicy
-from para.ipc import PROTOCOL_VERSION, codec
+from para.ipc import PROTOCOL_VERSION, codec, shapes
 from para.ipc import messages as m
+from para.ipc.channels import INPUT_WINDOW
 
 log = logging.getLogger("parad")
 
@@ -86,6 +88,7 @@ class ClientRequests:
         self.outbox = outbox
         self.intake = intake
         self.daemon = daemon
+        self.inputs = InputRouter(core)   # streamed stdin; the worker reports' side takes its acks
         self.max_size = core.config.daemon.max_message_size
         self.handlers = self._handlers()
 
@@ -94,7 +97,7 @@ class ClientRequests:
         return {
             m.Hello: self._on_hello, m.Ping: self._on_ping, m.Submit: self._on_submit,
             m.SubmitBatch: self._on_submitbatch, m.Scale: self._on_scale, m.Cancel: self._on_cancel,
-            m.Query: self._on_query, m.Shutdown: self._on_shutdown,
+            m.Query: self._on_query, m.Shutdown: self._on_shutdown, m.Input: self._on_input,
         }
 
     def _reply(self, req: Request, msg: Any) -> None:
@@ -130,7 +133,9 @@ class ClientRequests:
 
     def _serve(self, req: Request, frame: bytes) -> None:
         if self.outbox.refusing(req.identity):
-            return  # it reads nothing: another answer would only grow what parad holds for it (outbox.py)
+            # It reads nothing: another answer would only grow what parad holds for it (outbox.py).
+            self._input_unanswered(req, frame)
+            return
         if req.size > self.max_size:
             self._refuse(req, 0, m.E_TOO_LARGE,
                          f"request of {req.size} bytes exceeds max_message_size ({self.max_size} bytes); "
@@ -289,6 +294,30 @@ class ClientRequests:
             self._error(req, msg.req, m.E_INVALID, f"unknown query {msg.what!r}; ask for status, workers, ps, metrics, task or batch")
             return
         self._reply(req, m.Reply(msg.req, body))
+
+    def _input_unanswered(self, req: Request, frame: bytes) -> None:
+        """Streamed stdin from a client that is not answered still flows (an Input dropped would
+        cut its command's input short); only a refusal goes unsent. Input frames are small: no
+        other frame is decoded."""
+        if len(frame) > INPUT_WINDOW + 1024:
+            return
+        try:
+            msg = codec.decode(frame)
+            shapes.check(msg, (m.Input,))
+        except codec.ProtocolError:
+            return
+        self.inputs.on_input(req.identity, msg)
+
+    def _on_input(self, req: Request, msg: m.Input) -> None:
+        """Streamed stdin for a running task of this client's (task_input.py); answered only when refused."""
+        try:
+            shapes.check(msg, (m.Input,))
+        except codec.ProtocolError as exc:
+            self._refuse(req, 0, m.E_PROTOCOL, str(exc))
+            return
+        refusal = self.inputs.on_input(req.identity, msg)
+        if refusal is not None:
+            self._reply(req, refusal)
 
     def _on_shutdown(self, req: Request, msg: m.Shutdown) -> None:
         log.info("shutdown requested by a client")

@@ -21,6 +21,7 @@ from para.daemon.intake import Intake
 from para.daemon.isolation import PoolIsolation
 from para.daemon.outbox import Outbox
 from para.daemon.pool import Pool, WorkerHandle
+from para.daemon.task_input import InputRouter
 from para.daemon.tasks import TaskTable
 
 
@@ -35,8 +36,10 @@ class MetricsCore(Protocol):
 class DaemonCollector:
     """Reads the daemon's state at scrape time: the core, bad frames, client outboxes, isolation plans."""
 
-    def __init__(self, core: MetricsCore, intake: Intake, outbox: Outbox, plans: Mapping[str, PoolIsolation]) -> None:
+    def __init__(self, core: MetricsCore, intake: Intake, outbox: Outbox, plans: Mapping[str, PoolIsolation],
+                 inputs: InputRouter | None = None) -> None:
         self.core = core
+        self.inputs = inputs
         self.intake = intake
         self.outbox = outbox
         self.plans = plans
@@ -55,9 +58,23 @@ class DaemonCollector:
         for socket_name, n in sorted(self.intake.bad.items()):
             bad.add_metric([socket_name], n)
         yield bad
+        yield from self._input()
         yield from self._pools()
         yield from self._workers()
         yield from self._sandbox()
+
+    def _input(self) -> Iterator[Metric]:
+        if self.inputs is None:
+            return
+        sent = CounterMetricFamily("para_input_bytes", "Bytes of streamed stdin passed on to workers")
+        sent.add_metric([], self.inputs.forwarded)
+        yield sent
+        refused = CounterMetricFamily("para_input_refused", "Input messages refused (dropped) by reason: the task "
+                                      "is not running, not the sender's, not streaming stdin, not started, closed, "
+                                      "past the window, or its worker is gone", labels=["reason"])
+        for reason, n in sorted(self.inputs.refused.items()):
+            refused.add_metric([reason], n)
+        yield refused
 
     def _output(self) -> Iterator[Metric]:
         out = self.outbox.summary()

@@ -18,6 +18,7 @@ from para.daemon.isolation import PoolIsolation
 from para.daemon.lifecycle import TaskLifecycle
 from para.daemon.outbox import Outbox
 from para.daemon.pool import READY, Pool, WorkerHandle
+from para.daemon.task_input import InputRouter
 from para.daemon.tasks import TaskTable
 from para.daemon.workforce import Workforce
 from para.ipc import channels
@@ -41,7 +42,8 @@ class ReportsCore(Protocol):
 
 class WorkerReports:
     def __init__(self, core: ReportsCore, lifecycle: TaskLifecycle, workforce: Workforce, intake: Intake,
-                 outbox: Outbox, relayed: Callable[[str, m.Relayed], None], plans: Mapping[str, PoolIsolation]) -> None:
+                 outbox: Outbox, relayed: Callable[[str, m.Relayed], None], plans: Mapping[str, PoolIsolation],
+                 inputs: InputRouter) -> None:
         self.core = core
         self.lifecycle = lifecycle
         self.workforce = workforce
@@ -49,6 +51,7 @@ class WorkerReports:
         self.outbox = outbox
         self.relayed = relayed      # a nested client's request, to clients.py
         self.plans = plans
+        self.inputs = inputs
         # Channel -> handler, in the order the supervisor reads them: heartbeats first.
         self.handlers: dict[str, Callable[[list[bytes]], None]] = {
             "metrics": self.on_metrics, "command": self.on_command, "error": self.on_error,
@@ -108,7 +111,7 @@ class WorkerReports:
         self.core.ports.publish(b"errors", lambda: report)
 
     def on_data(self, frames: list[bytes]) -> None:
-        """Streamed output (Chunk) and results (Done), many to a frame."""
+        """Streamed output (Chunk), input written (InputAck) and results (Done), many to a frame."""
         for part in self.intake.split("worker_data", frames[0]):
             msg = self.intake.decode("worker_data", part, channels.DATA.up)
             if msg is None:
@@ -117,6 +120,8 @@ class WorkerReports:
                 record = self.core.tasks.live.get(msg.task_id)
                 if record is not None and record.owner is not None:
                     self.outbox.chunk(record.owner, msg.task_id, record.worker, part)
+            elif isinstance(msg, m.InputAck):
+                self.inputs.on_ack(msg, part)
             else:
                 self._on_result(msg.result, part)
 

@@ -89,8 +89,8 @@ class Supervisor:
         self.workforce = Workforce(core, forkserver.spawn, plans, endpoints.runtime_dir, self.lifecycle.fail_workspace)
         self.clients = ClientRequests(core, self.lifecycle, self.batches, self.outbox, self.intake, daemon=self)
         self.reports = WorkerReports(core, self.lifecycle, self.workforce, self.intake, self.outbox,
-                                     self.clients.on_relayed, plans)
-        self.registry = make_registry(DaemonCollector(core, self.intake, self.outbox, plans))
+                                     self.clients.on_relayed, plans, self.clients.inputs)
+        self.registry = make_registry(DaemonCollector(core, self.intake, self.outbox, plans, self.clients.inputs))
         # Each handler guarded: whatever one frame makes it raise costs that frame, not the loop.
         self.readers: list[tuple[zmq.Socket, Callable[[list[bytes]], None]]] = [
             (listeners.workers[name], self.intake.guard(f"worker_{name}", handler))

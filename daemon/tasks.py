@@ -16,6 +16,15 @@ from para.ipc import messages as m
 
 
 @dataclass(slots=True)
+class InputFlow:
+    """A running task's streamed stdin as parad sees it (task_input.py): bytes passed on and acknowledged."""
+    sent: int = 0           # bytes of Input forwarded to the worker
+    acked: int = 0          # bytes the worker says are in the command's stdin
+    eof: bool = False       # the owner sent EOF
+    closed: bool = False    # the worker takes no more (EOF written, or the command closed its stdin)
+
+
+@dataclass(slots=True)
 class TaskRecord:
     spec: m.TaskSpec
     pool: str
@@ -38,6 +47,7 @@ class TaskRecord:
     children: set[str] = field(default_factory=set)  # live children
     size: int = 0                  # bytes of its encoded result, once finished
     arg_bytes: int = 0             # its share of the request it came in: what it holds queued (max_queue_bytes)
+    stdin: InputFlow | None = None  # its streamed stdin, once its command started with one open
 
     def summary(self) -> dict:
         now = time.monotonic()

@@ -64,8 +64,9 @@ class Worker:
         self.events: list[bytes] = []
         self._poll = zmq.Poller()
         self._poll.register(self.command, zmq.POLLIN)
-        self._poll_key: tuple[bool, tuple[int, ...]] = (False, ())   # what _poll waits on beside commands
+        self._poll_key: tuple[bool, tuple[tuple[int, int], ...]] = (False, ())   # what _poll waits on beside commands
         self.chunk_seq = 0
+        self.input_acked: tuple[int, bool] | None = None   # (written, closed) last acknowledged
         self.stopping = False
         self.hb_seq = 0
         self.proc = psutil.Process()
@@ -114,9 +115,12 @@ class Worker:
                         self.channels.send("command", relayed)
                 elif sock is self.data:
                     self._flush_data()
+                elif self.running is not None and sock in self.running.write_fds():
+                    self.running.on_writable(sock)
                 elif self.running is not None:
                     self.running.on_readable(sock)
             if self.running is not None:
+                self._ack_input()
                 self.running.on_timer(time.monotonic())
                 if self.running.done:
                     self._finish_command()
@@ -130,16 +134,18 @@ class Worker:
         a pipe closes): a new one per change cost a few registrations per command.
         """
         pipes = () if self.data_backlog or self.running is None else tuple(self.running.fds())
-        key = (bool(self.data_backlog), pipes)
+        # The command's stdin, while input waits for room in it: written whatever the output does.
+        stdin = () if self.running is None else tuple(self.running.write_fds())
+        key = (bool(self.data_backlog), tuple((fd, zmq.POLLIN) for fd in pipes) + tuple((fd, zmq.POLLOUT) for fd in stdin))
         if key == self._poll_key:
             return self._poll
-        backlog, old_pipes = self._poll_key
-        for fd in old_pipes:
-            if fd not in pipes:
+        backlog, old_fds = self._poll_key
+        for fd, flags in old_fds:
+            if (fd, flags) not in key[1]:
                 self._poll.unregister(fd)
-        for fd in pipes:
-            if fd not in old_pipes:
-                self._poll.register(fd, zmq.POLLIN)
+        for fd, flags in key[1]:
+            if (fd, flags) not in old_fds:
+                self._poll.register(fd, flags)
         if key[0] and not backlog:
             self._poll.register(self.data, zmq.POLLOUT)
         elif backlog and not key[0]:
@@ -154,6 +160,7 @@ class Worker:
             m.Stop: self._stop, m.Relay: self._relay_down,
             m.PauseOutput: lambda msg: self._pause(msg.task_id, True),
             m.ResumeOutput: lambda msg: self._pause(msg.task_id, False),
+            m.Input: self._input,
         }
 
     def _on_command(self) -> None:
@@ -187,6 +194,22 @@ class Worker:
             self.running.pause_output()
         else:
             self.running.resume_output()
+
+    def _input(self, msg: m.Input) -> None:
+        # parad forwards input only for the task it knows runs here, after its first
+        # InputAck; one that crossed the task's end has nowhere to go.
+        if self.running is None or self.running.stdin_pipe is None or self.current.task.id != msg.task_id:
+            return
+        self.running.stdin_pipe.feed(msg.data, msg.eof)
+
+    def _ack_input(self) -> None:
+        """Tell the task's owner (through parad) how much of its input is in the command's stdin."""
+        pipe = self.running.stdin_pipe
+        if pipe is None or (pipe.written, pipe.closed) == self.input_acked:
+            return
+        self.input_acked = (pipe.written, pipe.closed)
+        self.data_backlog.append(codec.encode(m.InputAck(self.current.task.id, pipe.written, pipe.closed)))
+        self._flush_data()
 
     def _cancel(self, task_id: str) -> None:
         if self.current is not None and self.current.task.id == task_id:
@@ -231,6 +254,8 @@ class Worker:
             self.running = Command(step.spec, on_output, held=self.held)
             if task.id in self.paused:
                 self.running.pause_output()
+            self.input_acked = None
+            self._ack_input()   # the first InputAck: the command's stdin is open, input may come
         except Exception as exc:  # OSError, or ValueError for a NUL byte in argv/env/cwd
             detail = exc.strerror if isinstance(exc, OSError) else str(exc)
             self._finish(Finished(error=f"cannot start {step.spec.argv[0]}: {detail}"), None)

@@ -6,7 +6,7 @@ parad binds every socket in its runtime directory (endpoints.py):
     events    XPUB    -> watchers' SUB, by topic (TOPICS)
     command   ROUTER <-> each worker's DEALER, whose identity is the worker id
     event     PULL    <- workers' PUSH: TaskEvent batches
-    data      PULL    <- workers' PUSH: Chunk and Done batches, bounded (DATA_HWM)
+    data      PULL    <- workers' PUSH: Chunk, InputAck and Done batches, bounded (DATA_HWM)
     error     PULL    <- workers' PUSH: ErrorReport
     metrics   PULL    <- workers' PUSH: Heartbeat
 
@@ -35,6 +35,10 @@ log = logging.getLogger("para.worker")
 
 EVENTS_MAX_MESSAGE = 64   # bytes: the largest frame a watcher sends (see bind_events)
 DATA_HWM = 64   # data frames a worker queues toward parad before its output backs up; parad queues as many per worker
+# Streamed stdin (Input/InputAck): bytes of one task's input that may be sent and not yet
+# acknowledged as written to its command's stdin. Clients keep to it; parad refuses more.
+INPUT_WINDOW = 1 << 20
+INPUT_CHUNK = 64 << 10   # bytes a client puts in one Input: a pipe's worth
 
 # Event topics: the wire form (bytes) and the form people type (str).
 TOPICS = (b"progress", b"results", b"errors", b"metrics")
@@ -45,7 +49,8 @@ TOPIC_NAMES = tuple(t.decode() for t in TOPICS)
 CHILD_PREFIX = b"\x00child\x00"
 
 # What a client may ask on the control socket.
-CLIENT_REQUESTS: tuple[type, ...] = (m.Hello, m.Ping, m.Submit, m.SubmitBatch, m.Scale, m.Cancel, m.Query, m.Shutdown)
+CLIENT_REQUESTS: tuple[type, ...] = (m.Hello, m.Ping, m.Submit, m.SubmitBatch, m.Scale, m.Cancel, m.Query, m.Shutdown,
+                                     m.Input)
 
 
 @dataclass(frozen=True)
@@ -61,11 +66,11 @@ class Channel:
 
 
 COMMAND = Channel("command", zmq.ROUTER, zmq.DEALER, up=(m.Ready, m.Relayed),
-                  down=(m.Assign, m.CancelTask, m.Stop, m.Relay, m.PauseOutput, m.ResumeOutput))
+                  down=(m.Assign, m.CancelTask, m.Stop, m.Relay, m.PauseOutput, m.ResumeOutput, m.Input))
 EVENT = Channel("event", zmq.PULL, zmq.PUSH, up=(m.TaskEvent,))
 # Both ends bounded: a worker streaming faster than parad's loop reads would
 # otherwise fill libzmq's default 1000-message queue inside parad.
-DATA = Channel("data", zmq.PULL, zmq.PUSH, up=(m.Chunk, m.Done), worker_hwm=DATA_HWM, parad_hwm=DATA_HWM)
+DATA = Channel("data", zmq.PULL, zmq.PUSH, up=(m.Chunk, m.Done, m.InputAck), worker_hwm=DATA_HWM, parad_hwm=DATA_HWM)
 ERROR = Channel("error", zmq.PULL, zmq.PUSH, up=(m.ErrorReport,))
 METRICS = Channel("metrics", zmq.PULL, zmq.PUSH, up=(m.Heartbeat,))
 CHANNELS = {c.name: c for c in (COMMAND, EVENT, DATA, ERROR, METRICS)}

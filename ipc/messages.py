@@ -171,6 +171,19 @@ class ErrorReply:
     task_id: str | None = None
 
 
+@dataclass(slots=True)
+class Input:
+    """Bytes for the standard input of a running task of the sender's that was
+    submitted with `stdin_stream` (client -> parad -> that task's worker).
+
+    At most channels.INPUT_WINDOW bytes may be sent that its InputAcks have not
+    acknowledged; `eof` closes the command's stdin after `data`."""
+    req: int
+    task_id: str
+    data: bytes
+    eof: bool = False
+
+
 # ---- task output, shared by worker -> daemon and daemon -> client ------
 
 @dataclass(slots=True)
@@ -179,6 +192,19 @@ class Chunk:
     stream: str          # "stdout" | "stderr"
     data: bytes
     seq: int
+
+
+@dataclass(slots=True)
+class InputAck:
+    """worker -> parad -> client (data channel): `written` bytes of the task's input are in
+    its command's stdin, in all; the first (0) says the command started and input may come.
+
+    `closed`: no more is taken (EOF written, or the command closed its stdin);
+    `error`: parad refused an Input for this task, and why."""
+    task_id: str
+    written: int
+    closed: bool = False
+    error: str | None = None
 
 
 @dataclass(slots=True)
@@ -330,5 +356,5 @@ WIRE_TAGS: dict[type, int] = {
     Chunk: 13, TaskResult: 14, Done: 15, Assign: 16, CancelTask: 17,
     Stop: 18, Ready: 19, TaskEvent: 20, ErrorReport: 21, Heartbeat: 22,
     Spawn: 23, Spawned: 24, Exited: 25, SubmitBatch: 26, Scale: 27, Relay: 28, Relayed: 29,
-    PauseOutput: 30, ResumeOutput: 31, WorkerSettings: 32,
+    PauseOutput: 30, ResumeOutput: 31, WorkerSettings: 32, Input: 33, InputAck: 34,
 }

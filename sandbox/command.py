@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from para.sandbox import cgroup, spawn, tree
+from para.sandbox.input_pipe import InputPipe
 from para.sandbox.limits import Limits
 from para.sandbox.output import CappedBuffer
 from para.sandbox.watch import TreeWatch
@@ -36,6 +37,7 @@ class CommandSpec:
     cwd: str | None = None
     env: dict[str, str] | None = None
     stdin: bytes | None = None
+    stdin_stream: bool = False         # stdin is a pipe fed as input arrives (`stdin_pipe`), instead of `stdin`
     limits: Limits = field(default_factory=Limits)
     timeout: float | None = None
     kill_grace: float = 2.0
@@ -149,10 +151,18 @@ class Command:
         self._cgroup = cgroup.CommandCgroup(spec.cgroup) if spec.cgroup else None
         if self._cgroup is not None:
             self._cgroup.prepare(spec.memory, spec.processes, spec.cpu_max)
+        self.stdin_pipe: InputPipe | None = None
         stdin = self._stdin_file(spec.stdin)
+        if spec.stdin_stream:
+            stdin, write_end = os.pipe()
+            self.stdin_pipe = InputPipe(write_end)
         try:
             started = spawn.start(spec.argv, spec.executable, spec.cwd, spec.env, stdin, inherited, spec.limits,
                                   spec.cgroup, spec.user, spec.pass_fds)
+        except BaseException:
+            if self.stdin_pipe is not None:
+                self.stdin_pipe.close()
+            raise
         finally:
             if stdin is not None:
                 os.close(stdin)  # the child has its own copy
@@ -185,6 +195,15 @@ class Command:
         if self._status is None:
             fds.append(self._pidfd)
         return fds
+
+    def write_fds(self) -> list[int]:
+        """The stdin pipe, while it has input waiting to be written (see on_writable)."""
+        pipe = self.stdin_pipe
+        return [pipe.fd] if pipe is not None and pipe.wants_write() else []
+
+    def on_writable(self, fd: int) -> None:
+        if self.stdin_pipe is not None and fd == self.stdin_pipe.fd:
+            self.stdin_pipe.write()
 
     @property
     def done(self) -> bool:
@@ -393,6 +412,8 @@ class Command:
         self._sweep_at = None
         for fd in list(self._pipes):
             self._close_pipe(fd)
+        if self.stdin_pipe is not None:
+            self.stdin_pipe.close()
         if self._pidfd >= 0:
             os.close(self._pidfd)
             self._pidfd = -1

@@ -188,6 +188,11 @@ def paractl_argv(*args: str) -> list[str]:
 
 
 def paractl(parad: Daemon | None, *args: str, timeout: float = 60, **kwargs: Any) -> subprocess.CompletedProcess:
-    """Run paractl against `parad` (never autostarting one there), or bare when parad is None."""
+    """Run paractl against `parad` (never autostarting one there), or bare when parad is None.
+
+    Its stdin is /dev/null unless `stdin` or `input` is given: `paractl bash` forwards a
+    stdin that is a pipe or a file, and the test runner's own stdin is no test's business."""
     prefix = ["--runtime-dir", str(parad.runtime_dir), "--no-autostart"] if parad is not None else []
+    if "input" not in kwargs:
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
     return subprocess.run(paractl_argv(*prefix, *args), capture_output=True, text=True, timeout=timeout, **kwargs)

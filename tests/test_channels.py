@@ -102,7 +102,7 @@ def test_every_worker_channel_carries_its_messages_both_ways(wire) -> None:
     assert worker.sockets["data"].getsockopt(zmq.SNDHWM) == channels.DATA_HWM
     # Down the command channel, many messages in one frame, decoded in order.
     down = [m.Assign(m.TaskSpec("t1", "bash", {"command": "true"}), 1), m.CancelTask("t1"), m.PauseOutput("t1"),
-            m.ResumeOutput("t1"), m.Relay(b"id", b"frame"), m.Stop(2.0)]
+            m.ResumeOutput("t1"), m.Relay(b"id", b"frame"), m.Input(0, "t1", b"in", eof=True), m.Stop(2.0)]
     assert {type(msg) for msg in down} == set(channels.COMMAND.down)
     assert channels.send_to_worker(parad["command"], "bash-1", down)
     assert worker.command.poll(WAIT_MS)

@@ -33,6 +33,7 @@ class BashArgs(StrictModel):
     env: dict[str, str] = Field(default_factory=dict, description="variables added on top of the environment, kept even when they look secret")
     caller_env: dict[str, str] | None = Field(None, description="the caller's environment, filtered by the pool's sandbox.env; None: the pool's environment")
     stdin: str | bytes | None = Field(None, description="fed to the command's standard input")
+    stdin_stream: bool = Field(False, description="instead of `stdin`: a pipe fed by the task's owner as input arrives (Client.write_stdin), until EOF")
     no_output_timeout: float | int | None = Field(None, gt=0, description="end the command after this many seconds without output")
     policy: TaskPolicy | None = Field(None, description="a stricter policy than the pool's for this command")
 
@@ -56,6 +57,8 @@ class Bash(Tool):
 
     def admit(self, args: BashArgs, options: BashOptions, timeout: float | None) -> None:
         _program(args)
+        if args.stdin_stream and args.stdin is not None:
+            raise ToolFailure("give stdin (all of it) or stdin_stream (sent as it arrives), not both")
         problem = env_problem(args.env, args.caller_env or {})
         if problem is not None:
             raise ToolFailure(problem)
@@ -95,6 +98,7 @@ class Bash(Tool):
             cwd=cwd,
             env={**self._env(args, options), **args.env},
             stdin=stdin,
+            stdin_stream=args.stdin_stream,
             limits=self.limits(policy, user is not None),
             timeout=timeout,
             kill_grace=options.kill_grace,
