@@ -12,6 +12,8 @@ them, with:
 - `caller_env` (an argument): the caller's environment, which the pool's
   sandbox policy filters (secret-looking names never reach the command).
 
+Every other task gets the `workspace` alone: when parad runs as root, a
+read-only tool (read, glob, grep) reads as the owner of its caller's project.
 `workspace=None`, `cwd=None` or `caller_env=None` leave them to the pool.
 `paractl bash`, `Client` and `AsyncClient` all send tasks this way; a batch's
 tasks get the workspace and cwd only (see para.client.batch).
@@ -54,10 +56,12 @@ def project_of(cwd: str) -> str | None:
 def with_caller_context(tool: str, args: dict[str, Any], options: dict[str, Any], tools: Collection[str],
                         env: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
     """`args` and `options` with the caller's cwd, workspace (and, if `env`, environment) filled in
-    where a task of a pool in `tools` names none."""
-    if tool not in tools:
-        return args, options
+    where a task of a pool in `tools` names none; the workspace alone for another pool's task."""
     cwd = caller_cwd()
+    if tool not in tools:
+        if cwd is not None and "workspace" not in options:
+            options = {**options, "workspace": project_of(cwd)}
+        return args, options
     if cwd is not None:
         if "workspace" not in options:
             options = {**options, "workspace": project_of(cwd)}

@@ -14,6 +14,7 @@ from para.daemon.pool import FAILED, Pool
 from para.daemon.tools.base import ToolFailure
 from para.daemon.workspaces import WorkspaceError, WorkspacePolicy
 from para.ipc import messages as m
+from para.sandbox.identity import IdentityError
 
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 
@@ -103,16 +104,29 @@ def pool_for(spec: m.TaskSpec, pools: dict[str, Pool]) -> Pool:
 
 def place(spec: m.TaskSpec, pool: Pool, workspaces: WorkspacePolicy, inherited: str | None = None) -> None:
     """Settle the task's workspace: checked, resolved, for a pool that runs commands (else none);
-    one that names none gets its parent's, else the pool's default (parad's working directory)."""
-    if not pool.uses_workspace:
+    one that names none gets its parent's, else the pool's default (parad's working directory).
+
+    A read-only tool's task keeps one only to say whose permissions it reads with (parad is
+    root, run_as 'owner'); a folder that may not be a workspace gives it the default's. The
+    workspace's identity must be one the pool's policy allows (identities.py)."""
+    reads_by_owner = pool.identity is not None and pool.identity.per_task and pool.identity.by_owner
+    if not pool.uses_workspace and not reads_by_owner:
         spec.workspace = None
-    elif spec.workspace is None:
+        return
+    if spec.workspace is None:
         spec.workspace = inherited or pool.default_workspace
     elif spec.workspace != pool.default_workspace:   # the operator's choice: parad was started there
         try:
             spec.workspace = workspaces.check(spec.workspace)
         except WorkspaceError as exc:
-            raise Refusal(m.E_INVALID, str(exc)) from None
+            if not reads_by_owner:
+                raise Refusal(m.E_INVALID, str(exc)) from None
+            spec.workspace = inherited or pool.default_workspace
+    if pool.identity is not None:
+        try:
+            pool.identity.ids(spec.workspace)
+        except IdentityError as exc:
+            raise Refusal(m.E_INVALID, f"{spec.tool}: {exc}") from None
 
 
 def refuse_if_full_bytes(pool: Pool, size: int) -> None:

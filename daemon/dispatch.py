@@ -46,14 +46,16 @@ class Dispatcher:
             record = pool.queue.pop(only)
             if record is None:
                 break
-            load = loads[record.spec.workspace]
+            # A read-only tool's task has a workspace too (whose permissions it reads with); any worker serves it.
+            workspace = record.spec.workspace if only is not None else None
+            load = loads[workspace]
             worker_id = min(load, key=load.__getitem__)
             batches.setdefault(worker_id, []).append(record)
             load[worker_id] += 1
             if len(batches[worker_id]) >= pool.workers[worker_id].credit:
                 del load[worker_id]
                 if not load:
-                    del loads[record.spec.workspace]
+                    del loads[workspace]
         for worker_id, records in batches.items():
             self._assign(pool, pool.workers[worker_id], records)
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import zmq
 
-from para.daemon import isolation, notify
+from para.daemon import identities, isolation, notify
 from para.daemon.batches import BatchRunner
 from para.daemon.clients import ClientRequests
 from para.daemon.config import Config
@@ -83,6 +83,7 @@ class Supervisor:
                              d.output_budget_total)
         for pool in core.pools.values():
             pool.queue.blocked = self.outbox.blocked  # their tasks wait (outbox.py)
+            pool.identity = identities.rule_of(plans[pool.name], pool.options_model)
         self.dispatcher = Dispatcher(core)
         self.batches = BatchRunner(core)
         self.lifecycle = TaskLifecycle(core, self.batches)

@@ -107,9 +107,14 @@ class Workforce:
     def _spawn(self, pool: Pool, workspace: str | None) -> None:
         worker = pool.new_worker(workspace)
         d = self.core.config.daemon
+        ids, error, caps = None, None, None
+        if pool.identity is not None:   # parad is root: the worker acts as its workspace's identity (identities.py)
+            ids, error = pool.identity.for_worker(workspace)
+            caps = pool.identity.worker_caps(ids)
         settings = isolation.worker_settings(
             self.plans[pool.name], worker.id, runtime_dir=self.runtime_dir, heartbeat_interval=d.heartbeat_interval,
-            credit=pool.credit, options=pool.options, max_message_size=d.max_message_size, workspace=workspace)
+            credit=pool.credit, options=pool.options, max_message_size=d.max_message_size, workspace=workspace,
+            ids=ids, identity_error=error, keep_caps=caps)
         self._spawn_request(m.Spawn(worker.id, pool.name, pool.tool.name, settings))
 
     def stop(self, worker: WorkerHandle, reason: str) -> None:

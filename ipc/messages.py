@@ -299,6 +299,10 @@ class WorkerSettings:
     runtime_fd: int | None = None       # inside a sandbox: an O_PATH descriptor of runtime_dir (/proc/self/fd/N)
     max_message_size: int = 8 << 20     # parad's: the largest frame the worker relays from a client in its command
     workspace: str | None = None        # the workspace it serves: its working directory, '.' of its writable roots
+    uid: int | None = None              # the ids its commands run as (parad is root); None: its own
+    gid: int | None = None
+    identity_error: str | None = None   # why no task of its workspace may run (a root-owned one, by policy)
+    confined: bool = False              # it lives in namespaces (a read-only tool decides root reads per task)
 
 
 @dataclass(slots=True)
