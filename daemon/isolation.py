@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from para.daemon.safe_path import safe_pythonpath
 from para.ipc import messages as m
-from para.sandbox import bwrap, cgroup, identity, namespaces
+from para.sandbox import bwrap, caller_path, cgroup, identity, namespaces
 from para.sandbox.environment import build_env
 from para.sandbox.policy import ReadOnlySandbox, SandboxPolicy, resolve_path
 from para.sandbox.probe import HostSupport
@@ -49,19 +49,20 @@ class PoolIsolation:
     lend_ids: bool = False            # workers may lend a pinned run_as its real ids (see sandbox/spawn.py)
 
     def launch_argv(self, binds: list[str] = (), workspace: str | None = None,
-                    keep_caps: tuple[str, ...] | None = None) -> list[str] | None:
+                    keep_caps: tuple[str, ...] | None = None, shown: list[str] = ()) -> list[str] | None:
         """The sandbox argv for a new worker, built now: paths to hide or protect that
         appeared since parad started (a new credentials file, a .git/hooks) are covered too.
         `binds` are the worker's own writable paths (its command cgroup leaf); relative
         writable roots ('.') are the `workspace`'s, and the worker starts in it.
-        `keep_caps`: what a root worker keeps (default: what acting as run_as takes, unless it is null)."""
+        `keep_caps`: what a root worker keeps (default: what acting as run_as takes, unless it is null).
+        `shown`: folders kept visible, read-only, under the private /tmp (the caller's venv)."""
         if self.rebuild is None:
             return None
         bwrap, unshare_user, hide, keep = self.rebuild
         policy = in_workspace(self.policy, workspace) if workspace else self.policy
         if keep_caps is None:
             keep_caps = namespaces.RUN_AS_CAPS if policy.run_as is not None else ()
-        self.launch = namespaces.worker_argv(bwrap, policy, unshare_user, hide, [], keep=keep, binds=binds,
+        self.launch = namespaces.worker_argv(bwrap, policy, unshare_user, hide, [], keep=[*keep, *shown], binds=binds,
                                              cwd=workspace, keep_caps=keep_caps)
         return self.launch
 
@@ -73,16 +74,18 @@ class PoolIsolation:
 def worker_settings(plan: PoolIsolation, worker: str, *, runtime_dir: Path, heartbeat_interval: float,
                     credit: int, options: dict[str, Any], max_message_size: int,
                     workspace: str | None = None, ids: tuple[int, int] | None = None,
-                    identity_error: str | None = None, keep_caps: tuple[str, ...] | None = None) -> m.WorkerSettings:
+                    identity_error: str | None = None, keep_caps: tuple[str, ...] | None = None,
+                    caller_path: str | None = None) -> m.WorkerSettings:
     """What worker `worker` of `plan`'s pool starts with: its sandbox argv (made for `workspace`,
     if given), its identity (`ids`, or why it has none) and its cgroup leaves, made now when
-    parad owns a cgroup subtree."""
+    parad owns a cgroup subtree. The folders of `caller_path` (a PATH) that its private /tmp
+    would hide are shown read-only."""
     worker_leaf = command_leaf = None
     if plan.cgroup is not None:
         worker_leaf, command_leaf = cgroup.make_worker(plan.cgroup, worker)
     # The worker moves each command into its leaf from inside the sandbox, so the leaf is bound in.
     launch = plan.launch_argv(binds=[str(command_leaf)] if command_leaf is not None else [], workspace=workspace,
-                              keep_caps=keep_caps)
+                              keep_caps=keep_caps, shown=_hidden_tools(plan, caller_path, workspace))
     uid, gid = ids if ids is not None else (None, None)
     return m.WorkerSettings(
         str(runtime_dir), heartbeat_interval, credit, options, launch=launch, env=plan.env, lend_ids=plan.lend_ids,
@@ -103,6 +106,12 @@ def in_workspace(policy: SandboxPolicy, workspace: str) -> SandboxPolicy:
     fs = policy.filesystem
     writable = [resolve_path(w, workspace) for w in fs.writable]
     return policy.model_copy(update={"filesystem": fs.model_copy(update={"writable": writable})})
+
+
+def _hidden_tools(plan: PoolIsolation, path: str | None, workspace: str | None) -> list[str]:
+    if plan.policy is None or not plan.policy.filesystem.private_tmp:
+        return []
+    return caller_path.hidden_by_private_tmp(path, workspace)
 
 
 def _str(path: Path | None) -> str | None:
