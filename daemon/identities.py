@@ -11,6 +11,7 @@ worker serves every workspace and switches its file ids per task.
 from __future__ import annotations
 
 import os
+import pwd
 from dataclasses import dataclass
 
 from pydantic import BaseModel
@@ -64,3 +65,22 @@ def rule_of(plan: PoolIsolation, options: BaseModel) -> IdentityRule | None:
     if policy is None or os.geteuid() != 0:
         return None
     return IdentityRule(policy.run_as, policy.allow_root, plan.effective == "namespaces", read_only)
+
+
+def describe(rule: IdentityRule | None, workspace: str | None) -> str:
+    """Who tasks in `workspace` run as, in a few words (paractl status)."""
+    if rule is None:
+        return "parad's user"
+    try:
+        ids = rule.ids(workspace)
+    except identity.IdentityError:
+        return "no one: its tasks are refused (sandbox.allow_root)"
+    if ids is None:
+        return "root (sandbox.run_as is null)"
+    if ids == identity.ROOT:
+        return "root, without capabilities"
+    try:
+        name = pwd.getpwuid(ids[0]).pw_name
+    except KeyError:
+        name = "a user with no name"
+    return f"{name} (uid {ids[0]}, gid {ids[1]})"

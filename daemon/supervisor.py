@@ -331,7 +331,7 @@ class Supervisor:
             queued = pool.queue.by_workspace
             for ws in sorted({w.workspace for w in pool.workers.values()} | set(queued)):
                 entry = found.setdefault(ws, {"workspace": ws, "writable": isolation.writable_in(pool.options_model, ws),
-                                              "pools": {}})
+                                              "runs_as": identities.describe(pool.identity, ws), "pools": {}})
                 workers = sum(1 for w in pool.workers.values() if w.workspace == ws)
                 entry["pools"][pool.name] = {"workers": workers, "queued": queued.get(ws, 0)}
         return list(found.values())

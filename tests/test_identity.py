@@ -108,6 +108,7 @@ def test_a_workspace_owned_by_root_runs_as_root_with_no_capabilities(start_plain
     assert {k: int(status[k], 16) for k in CAPS} == dict.fromkeys(CAPS, 0), status
     assert status["NoNewPrivs"] == "1"
     assert (places.roots / "made").stat().st_uid == 0
+    assert "runs as: root, without capabilities" in paractl(d, "status").stdout
     # The worker made for it keeps no capability either: it switches to no one.
     (worker,) = [w for w in d.workers("bash") if w["workspace"] == str(places.roots)]
     worker_status = status_fields(Path(f"/proc/{worker['pid']}/status").read_text())
@@ -135,9 +136,10 @@ def test_a_workspace_owned_by_a_user_runs_as_that_user_and_writes_there(start_pl
     assert (made.st_uid, made.st_gid) == (u.pw_uid, u.pw_gid)
     # Root without capabilities may not read U's private file.
     assert root_file.exit_code != 0 and "Permission denied" in root_file.stderr, root_file
-    # paractl from U's project: the same identity, found from its cwd.
+    # paractl from U's project: the same identity, found from its cwd; status says who.
     out = paractl(d, "bash", "--", "id", "-u", cwd=places.mine)
     assert (out.returncode, out.stdout) == (0, f"{u.pw_uid}\n"), out.stderr
+    assert f"runs as: {u.pw_name} (uid {u.pw_uid}, gid {u.pw_gid})" in paractl(d, "status").stdout
 
 
 @needs_root
