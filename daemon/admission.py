@@ -124,7 +124,12 @@ def place(spec: m.TaskSpec, pool: Pool, workspaces: WorkspacePolicy, inherited: 
             spec.workspace = inherited or pool.default_workspace
     if pool.identity is not None:
         try:
-            pool.identity.ids(spec.workspace)
+            ids = pool.identity.ids(spec.workspace)
+            # A command may submit children (nested tasks): naming another user's workspace
+            # must not make them run as that user.
+            if inherited is not None and spec.workspace != inherited and ids != pool.identity.ids(inherited):
+                raise IdentityError(f"a nested task runs as its parent does, and workspace {spec.workspace!r} "
+                                    f"belongs to another user than {inherited!r}; send it to a workspace of the same owner")
         except IdentityError as exc:
             raise Refusal(m.E_INVALID, f"{spec.tool}: {exc}") from None
 

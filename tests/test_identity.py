@@ -14,6 +14,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -204,3 +205,19 @@ def test_read_only_tools_read_as_the_workspace_owner(start_plain, places: Places
     # paractl sends its cwd's project as the workspace of a read too.
     out = paractl(d, "read", str(secret), cwd=places.mine)
     assert out.returncode == 0 and "needle of U" in out.stdout, out.stderr
+
+
+@needs_root
+@needs_useradd
+@needs_namespaces
+def test_a_nested_task_runs_as_its_parent_never_as_another_workspaces_owner(start_plain, places: Places) -> None:
+    """A command may submit children through its worker; naming a workspace of another owner's
+    must not switch them to that owner (here root's command to U's folder; U's to root's alike)."""
+    d = start_plain(bash_pools())
+    nested = "cd {} && paractl bash -- id -u; echo exit $?"
+    path = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    with d.client() as c:
+        same = c.run("bash", command=nested.format(places.start), workspace=str(places.roots), caller_env=path, timeout=60)
+        other = c.run("bash", command=nested.format(places.mine), workspace=str(places.roots), caller_env=path, timeout=60)
+    assert same.stdout == "0\nexit 0\n", same
+    assert other.stdout == "exit 2\n" and "a nested task runs as its parent does" in other.stderr, other
