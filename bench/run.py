@@ -105,7 +105,8 @@ def start_daemon(tmp: Path, bash_workers: int) -> Daemon:
     """A parad of our own in `tmp` (sockets in tmp/r), every pool ok and at strength; python -P, as users run it."""
     config = {"daemon": {"log_level": "warning"}, "pools": {
         "echo": {"min_workers": 2, "max_workers": 2},
-        # The default sandbox: bubblewrap per worker and, as root, commands as nobody (see bench/README.md).
+        # The default sandbox: bubblewrap per worker and, as root, commands as the workspace's owner
+        # (root for the bench's own folder: no switch; see bench/README.md).
         "bash": {"min_workers": bash_workers, "max_workers": bash_workers},
     }}
     return Daemon(config, tmp, runtime_dir=tmp / "r", python_flags=("-P",), ready_timeout=READY_DEADLINE,

@@ -14,6 +14,8 @@ them, with:
 - `caller_env` (an argument): the caller's environment, which the pool's
   sandbox policy filters (secret-looking names never reach the command).
 
+Every other task gets the `workspace` alone: when parad runs as root, a
+read-only tool (read, glob, grep) reads as the owner of its caller's project.
 `workspace=None`, `cwd=None` or `caller_env=None` leave them to the pool.
 `paractl bash`, `Client` and `AsyncClient` all send tasks this way; a batch's
 tasks get the workspace and cwd only (see para.client.batch).
@@ -60,16 +62,19 @@ def project_of(cwd: str) -> str | None:
 
 
 def with_caller_context(tool: str, args: dict[str, Any], options: dict[str, Any], tools: Collection[str],
-                        env: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+                        env: bool = True, owner_tools: Collection[str] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
     """`args` and `options` with the caller's cwd, workspace (and, if `env`, environment) filled in
-    where a task of a pool in `tools` names none."""
-    if tool not in tools:
+    where a task of a pool in `tools` names none; the workspace alone for a task of a pool in `owner_tools`
+    (whose permissions a read-only tool reads with)."""
+    if tool not in tools and tool not in owner_tools:
         return args, options
     named = args.get("cwd")
     cwd = named if isinstance(named, str) and os.path.isabs(named) else caller_cwd()
     if cwd is not None and "workspace" not in options:
         # Nested (inside a task's command): the daemon gives the parent's workspace.
         options = {**options, "workspace": None if os.environ.get(CHILD_ENDPOINT_ENV) else project_of(cwd)}
+    if tool not in tools:
+        return args, options
     workspace = options.get("workspace")
     # A task sent to another project starts there, not in a folder of the caller's it cannot write.
     if "cwd" not in args and cwd is not None and (not isinstance(workspace, str) or within(cwd, workspace)):

@@ -195,7 +195,8 @@ class BaseClient:
 
     def _spec(self, tool: str, args: dict[str, Any], options: dict[str, Any]) -> m.TaskSpec:
         """A TaskSpec with a fresh id; `options` already split out (split_options) or checked (check_options)."""
-        args, options = with_caller_context(tool, args, options, self._context_tools())
+        owner_tools = self.daemon.owner_tools if self.daemon is not None else ()
+        args, options = with_caller_context(tool, args, options, self._context_tools(), owner_tools=owner_tools)
         return m.TaskSpec(f"{self._prefix}-{next(self._ids)}", tool, args, **options)
 
     def _context_tools(self) -> Collection[str]:

@@ -102,6 +102,8 @@ def workspaces(entries: list[dict[str, Any]]) -> list[str]:
         counts = ", ".join(f"{pool} {p['workers']} workers, {p['queued']} queued" for pool, p in w["pools"].items())
         lines.append(f"  {w['workspace']}  ({counts})")
         lines.append(f"    writable: {', '.join(w['writable']) or 'nothing'}")
+        if "runs_as" in w:
+            lines.append(f"    runs as: {w['runs_as']}")
     return lines
 
 

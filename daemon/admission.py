@@ -15,6 +15,7 @@ from para.daemon.tools.base import ToolFailure
 from para.daemon.workspaces import WorkspaceError, WorkspacePolicy
 from para.ipc.workspace import within
 from para.ipc import messages as m
+from para.sandbox.identity import IdentityError
 
 ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
 
@@ -114,22 +115,37 @@ def place(spec: m.TaskSpec, pool: Pool, workspaces: WorkspacePolicy, inherited: 
     """Settle the task's workspace: checked, resolved, for a pool that runs commands (else none);
     one that names none gets its parent's (`inherited`, nested tasks), else the pool's default
     (parad's working directory). A nested task may name only its parent's workspace or a folder in it:
-    a command must not widen what it may write by asking for a child elsewhere."""
-    if not pool.uses_workspace:
+    a command must not widen what it may write by asking for a child elsewhere.
+
+    A read-only tool's task keeps one only to say whose permissions it reads with (parad is
+    root, run_as 'owner'); a folder that may not be a workspace gives it the default's. The
+    workspace's identity must be one the pool's policy allows (identities.py)."""
+    reads_by_owner = pool.reads_as_owner
+    if not pool.uses_workspace and not reads_by_owner:
         spec.workspace = None
         return
     if spec.workspace is None:
         spec.workspace = inherited or pool.default_workspace
-        return
-    if spec.workspace == pool.default_workspace and inherited is None:
-        return   # the operator's choice: parad was started there
-    try:
-        spec.workspace = workspaces.check(spec.workspace)
-    except WorkspaceError as exc:
-        raise Refusal(m.E_INVALID, str(exc)) from None
-    if inherited is not None and not within(spec.workspace, inherited):
-        raise Refusal(m.E_INVALID, f"workspace {spec.workspace!r} is outside the parent task's ({inherited!r}); "
-                                   f"a nested task works in its parent's workspace or a folder in it")
+    elif not (spec.workspace == pool.default_workspace and inherited is None):   # else the operator's choice
+        try:
+            spec.workspace = workspaces.check(spec.workspace)
+        except WorkspaceError as exc:
+            if not reads_by_owner:
+                raise Refusal(m.E_INVALID, str(exc)) from None
+            spec.workspace = inherited or pool.default_workspace
+        if inherited is not None and pool.uses_workspace and not within(spec.workspace, inherited):
+            raise Refusal(m.E_INVALID, f"workspace {spec.workspace!r} is outside the parent task's ({inherited!r}); "
+                                       f"a nested task works in its parent's workspace or a folder in it")
+    if pool.identity is not None:
+        try:
+            ids = pool.identity.ids(spec.workspace)
+            # A command may submit children (nested tasks): naming another user's workspace
+            # must not make them run as that user.
+            if inherited is not None and spec.workspace != inherited and ids != pool.identity.ids(inherited):
+                raise IdentityError(f"a nested task runs as its parent does, and workspace {spec.workspace!r} "
+                                    f"belongs to another user than {inherited!r}; send it to a workspace of the same owner")
+        except IdentityError as exc:
+            raise Refusal(m.E_INVALID, f"{spec.tool}: {exc}") from None
 
 
 def refuse_if_full_bytes(pool: Pool, size: int) -> None:

@@ -165,8 +165,10 @@ class ClientRequests:
     # ---- requests ---------------------------------------------------------
 
     def _on_hello(self, req: Request, msg: m.Hello) -> None:
-        self._reply(req, m.Welcome(self.core.version, PROTOCOL_VERSION, os.getpid(), sorted(self.core.pools),
-                                   self.max_size, sorted(n for n, p in self.core.pools.items() if p.uses_workspace)))
+        pools = self.core.pools
+        self._reply(req, m.Welcome(self.core.version, PROTOCOL_VERSION, os.getpid(), sorted(pools), self.max_size,
+                                   sorted(n for n, p in pools.items() if p.uses_workspace),
+                                   sorted(n for n, p in pools.items() if p.reads_as_owner)))
 
     def _on_ping(self, req: Request, msg: m.Ping) -> None:
         self._reply(req, m.Pong(msg.req))

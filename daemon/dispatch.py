@@ -44,18 +44,20 @@ class Dispatcher:
             record = pool.queue.pop(only)
             if record is None:
                 break
-            load = loads[record.spec.workspace]
+            # A read-only tool's task has a workspace too (whose permissions it reads with); any worker serves it.
+            workspace = record.spec.workspace if left is not None else None
+            load = loads[workspace]
             if left is not None:
-                left[record.spec.workspace] -= 1
-                if not left[record.spec.workspace]:
-                    del loads[record.spec.workspace]
+                left[workspace] -= 1
+                if not left[workspace]:
+                    del loads[workspace]
             worker_id = min(load, key=load.__getitem__)
             batches.setdefault(worker_id, []).append(record)
             load[worker_id] += 1
             if len(batches[worker_id]) >= pool.workers[worker_id].credit:
                 del load[worker_id]
                 if not load:
-                    loads.pop(record.spec.workspace, None)
+                    loads.pop(workspace, None)
         for worker_id, records in batches.items():
             self._assign(pool, pool.workers[worker_id], records)
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from para.daemon.safe_path import safe_pythonpath
 from para.ipc import messages as m
-from para.sandbox import bwrap, cgroup, namespaces
+from para.sandbox import bwrap, caller_path, cgroup, identity, namespaces
 from para.sandbox.environment import build_env
 from para.sandbox.policy import ReadOnlySandbox, SandboxPolicy, resolve_path
 from para.sandbox.probe import HostSupport
@@ -46,19 +46,24 @@ class PoolIsolation:
     cgroup: Path | None = None        # the pool's cgroup, when parad owns a subtree
     policy: SandboxPolicy | None = None
     rebuild: tuple | None = None      # (bwrap, unshare_user, hide, keep): what launch_argv needs
-    lend_ids: bool = False            # workers may lend run_as their real ids (see sandbox/spawn.py)
+    lend_ids: bool = False            # workers may lend a pinned run_as its real ids (see sandbox/spawn.py)
 
-    def launch_argv(self, binds: list[str] = (), workspace: str | None = None) -> list[str] | None:
+    def launch_argv(self, binds: list[str] = (), workspace: str | None = None,
+                    keep_caps: tuple[str, ...] | None = None, shown: list[str] = ()) -> list[str] | None:
         """The sandbox argv for a new worker, built now: paths to hide or protect that
         appeared since parad started (a new credentials file, a .git/hooks) are covered too.
         `binds` are the worker's own writable paths (its command cgroup leaf); relative
-        writable roots ('.') are the `workspace`'s, and the worker starts in it."""
+        writable roots ('.') are the `workspace`'s, and the worker starts in it.
+        `keep_caps`: what a root worker keeps (default: what acting as run_as takes, unless it is null).
+        `shown`: folders kept visible, read-only, under the private /tmp (the caller's venv)."""
         if self.rebuild is None:
             return None
         bwrap, unshare_user, hide, keep = self.rebuild
         policy = in_workspace(self.policy, workspace) if workspace else self.policy
-        self.launch = namespaces.worker_argv(bwrap, policy, unshare_user, hide, [], keep=keep, binds=binds,
-                                             cwd=workspace)
+        if keep_caps is None:
+            keep_caps = namespaces.RUN_AS_CAPS if policy.run_as is not None else ()
+        self.launch = namespaces.worker_argv(bwrap, policy, unshare_user, hide, [], keep=[*keep, *shown], binds=binds,
+                                             cwd=workspace, keep_caps=keep_caps)
         return self.launch
 
     def summary(self) -> dict[str, Any]:
@@ -68,18 +73,24 @@ class PoolIsolation:
 
 def worker_settings(plan: PoolIsolation, worker: str, *, runtime_dir: Path, heartbeat_interval: float,
                     credit: int, options: dict[str, Any], max_message_size: int,
-                    workspace: str | None = None) -> m.WorkerSettings:
+                    workspace: str | None = None, ids: tuple[int, int] | None = None,
+                    identity_error: str | None = None, keep_caps: tuple[str, ...] | None = None,
+                    caller_path: str | None = None) -> m.WorkerSettings:
     """What worker `worker` of `plan`'s pool starts with: its sandbox argv (made for `workspace`,
-    if given) and its cgroup leaves, made now when parad owns a cgroup subtree."""
+    if given), its identity (`ids`, or why it has none) and its cgroup leaves, made now when
+    parad owns a cgroup subtree. The folders of `caller_path` (a PATH) that its private /tmp
+    would hide are shown read-only."""
     worker_leaf = command_leaf = None
     if plan.cgroup is not None:
         worker_leaf, command_leaf = cgroup.make_worker(plan.cgroup, worker)
     # The worker moves each command into its leaf from inside the sandbox, so the leaf is bound in.
-    launch = plan.launch_argv(binds=[str(command_leaf)] if command_leaf is not None else [], workspace=workspace)
+    launch = plan.launch_argv(binds=[str(command_leaf)] if command_leaf is not None else [], workspace=workspace,
+                              keep_caps=keep_caps, shown=_hidden_tools(plan, caller_path, workspace))
+    uid, gid = ids if ids is not None else (None, None)
     return m.WorkerSettings(
         str(runtime_dir), heartbeat_interval, credit, options, launch=launch, env=plan.env, lend_ids=plan.lend_ids,
         cgroup_worker=_str(worker_leaf), cgroup_command=_str(command_leaf), max_message_size=max_message_size,
-        workspace=workspace)
+        workspace=workspace, uid=uid, gid=gid, identity_error=identity_error, confined=plan.effective == "namespaces")
 
 
 def writable_in(options: BaseModel, workspace: str) -> list[str]:
@@ -95,6 +106,12 @@ def in_workspace(policy: SandboxPolicy, workspace: str) -> SandboxPolicy:
     fs = policy.filesystem
     writable = [resolve_path(w, workspace) for w in fs.writable]
     return policy.model_copy(update={"filesystem": fs.model_copy(update={"writable": writable})})
+
+
+def _hidden_tools(plan: PoolIsolation, path: str | None, workspace: str | None) -> list[str]:
+    if plan.policy is None or not plan.policy.filesystem.private_tmp:
+        return []
+    return caller_path.hidden_by_private_tmp(path, workspace)
 
 
 def _str(path: Path | None) -> str | None:
@@ -126,11 +143,14 @@ def plan(pool_options: dict[str, BaseModel], host: HostSupport, hide: list[str])
 
 
 def _plan_lent_ids(plans: dict[str, PoolIsolation], pool_options: dict[str, BaseModel]) -> None:
-    """Which pools' workers may make run_as their real ids: those alone in a pid namespace,
-    as long as no pool runs commands as that user outside one (they could signal the workers)."""
+    """Which pools' workers may make a pinned run_as their real ids: those alone in a pid namespace,
+    as long as no pool runs commands as that user outside one (they could signal the workers).
+
+    Never a workspace's owner: a real user runs other processes, which could signal the worker.
+    A pool that runs commands as workspace owners outside a pid namespace may run them as anyone."""
     if os.geteuid() != 0:
         return
-    exposed: dict[str, str] = {}  # run_as user -> a pool whose commands share the host's pids
+    exposed: dict[str, str] = {}  # run_as user (or "owner": any) -> a pool whose commands share the host's pids
     for name, options in pool_options.items():
         policy, read_only = policy_of(options)
         if policy is not None and not read_only and policy.run_as and plans[name].effective != "namespaces":
@@ -138,11 +158,13 @@ def _plan_lent_ids(plans: dict[str, PoolIsolation], pool_options: dict[str, Base
     for name, options in pool_options.items():
         policy, read_only = policy_of(options)
         p = plans[name]
-        if policy is None or read_only or not policy.run_as or not p.launch or "--unshare-pid" not in p.launch:
+        if (policy is None or read_only or not identity.pinned(policy.run_as) or not p.launch
+                or "--unshare-pid" not in p.launch):
             continue
-        if policy.run_as in exposed:
+        seen = exposed.get(policy.run_as) or exposed.get(identity.OWNER)
+        if seen is not None:
             log.info("pool %r: commands of pool %r run as %s outside a pid namespace, so %r's workers keep "
-                     "their own ids (a fork per command)", name, exposed[policy.run_as], policy.run_as, name)
+                     "their own ids (a fork per command)", name, seen, policy.run_as, name)
         else:
             p.lend_ids = True
 
@@ -178,13 +200,26 @@ def _plan_pool(name: str, policy: SandboxPolicy, host: HostSupport, hide: list[s
         p.memory = "cgroup v2 (memory.max, pids.max, cpu.max), rlimits"
     elif policy.cgroup.cpu_weight or policy.cgroup.cpu_max:
         p.degraded.append(f"no cgroup for cpu_weight/cpu_max: {host.cgroup_error}")
-    if os.geteuid() == 0 and policy.run_as is None:
-        p.degraded.append(f"{'files are read' if read_only else 'commands run'} as root (sandbox.run_as is none)")
+    if os.geteuid() == 0:
+        p.degraded.extend(_root_identity(policy, p.effective == "namespaces", read_only))
     if p.degraded and not policy.allow_degraded:
         raise IsolationError(
             f"pool {name!r}: the sandbox policy cannot be met on this host: {'; '.join(p.degraded)}. "
             f"Fix the host, or set pools.{name}.options.sandbox.allow_degraded: true to run without it")
     return p
+
+
+def _root_identity(policy: SandboxPolicy, confined: bool, read_only: bool) -> list[str]:
+    """Why tasks of this pool run as unconfined root (parad is root), if they may."""
+    doing = "files are read" if read_only else "commands run"
+    if policy.run_as is None:
+        return [f"{doing} as root (sandbox.run_as is none)"]
+    if policy.run_as == identity.OWNER and not confined:
+        if policy.allow_root == "always":
+            return [f"in a workspace owned by root, {doing} as root without namespaces (sandbox.allow_root: always)"]
+        log.info("without namespaces, tasks in a workspace owned by root are refused (sandbox.allow_root: %s)",
+                 policy.allow_root)
+    return []
 
 
 def denied_in_writable(policy: SandboxPolicy) -> list[str]:

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from para.daemon.config import PoolSection
+from para.daemon.identities import IdentityRule
 from para.daemon.scheduler import PoolQueue
 from para.daemon.tasks import TaskRecord
 from para.daemon.tools.base import Tool
@@ -140,8 +141,15 @@ class Pool:
         # A tool that runs commands runs each in its task's workspace, with workers per workspace
         # (workspaces.py); a task that names none runs in parad's working directory.
         self.uses_workspace = self.queue.workspaces
-        self.default_workspace = os.path.realpath(os.getcwd()) if self.uses_workspace else None
+        # parad's working directory: where a task that names no workspace runs, and whose owner it runs as.
+        self.default_workspace = os.path.realpath(os.getcwd())
+        self.identity: IdentityRule | None = None   # whose ids its tasks run with, when parad is root (identities.py)
         self._ids = itertools.count(1)
+
+    @property
+    def reads_as_owner(self) -> bool:
+        """Its tasks run with the ids of their workspace's owner, switched per task (a read-only tool, parad root)."""
+        return self.identity is not None and self.identity.per_task and self.identity.by_owner
 
     # ---- sizing ------------------------------------------------------------
 

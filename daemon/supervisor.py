@@ -32,7 +32,7 @@ from typing import Any
 
 import zmq
 
-from para.daemon import isolation, notify
+from para.daemon import identities, isolation, notify
 from para.daemon.batches import BatchRunner
 from para.daemon.clients import ClientRequests
 from para.daemon.config import Config
@@ -83,6 +83,7 @@ class Supervisor:
                              d.output_budget_total)
         for pool in core.pools.values():
             pool.queue.blocked = self.outbox.blocked  # their tasks wait (outbox.py)
+            pool.identity = identities.rule_of(plans[pool.name], pool.options_model)
         self.dispatcher = Dispatcher(core)
         self.batches = BatchRunner(core)
         self.lifecycle = TaskLifecycle(core, self.batches)
@@ -342,7 +343,7 @@ class Supervisor:
             queued = pool.queue.by_workspace
             for ws in sorted({w.workspace for w in pool.workers.values()} | set(queued)):
                 entry = found.setdefault(ws, {"workspace": ws, "writable": isolation.writable_in(pool.options_model, ws),
-                                              "pools": {}})
+                                              "runs_as": identities.describe(pool.identity, ws), "pools": {}})
                 workers = sum(1 for w in pool.workers.values() if w.workspace == ws)
                 entry["pools"][pool.name] = {"workers": workers, "queued": queued.get(ws, 0)}
         return list(found.values())

@@ -44,6 +44,7 @@ class Worker:
     def __init__(self, worker_id: str, tool: str, settings: m.WorkerSettings) -> None:
         self.id = worker_id
         self.tool = TOOLS[tool]()
+        _assume_identity(self.tool, settings)
         self.options = self.tool.Options.model_validate(settings.options)
         self.held = self.tool.held_limits(self.options)
         if self.held is not None:
@@ -228,7 +229,7 @@ class Worker:
         task = assign.task
         self.current = assign
         self.started = time.monotonic()
-        ctx = TaskContext(task.id, self.id, task.timeout)
+        ctx = TaskContext(task.id, self.id, task.timeout, task.workspace)
         try:
             args = self.tool.Args.model_validate(task.args)
             step = self.tool.run(args, self.options, ctx)
@@ -376,6 +377,16 @@ def _result(task: m.TaskSpec, answer: Finished | None, outcome: Outcome | None) 
         if answer.error is not None:
             result.status, result.error, result.error_code = m.FAILED, answer.error, m.E_TOOL
     return result
+
+
+def _assume_identity(tool: Any, settings: m.WorkerSettings) -> None:
+    """Take the identity parad gave this worker. A root worker whose commands run as root (a
+    workspace of root's) keeps no capability: they could get none from it, even without namespaces."""
+    tool.ids = (settings.uid, settings.gid) if settings.uid is not None else None
+    tool.identity_error = settings.identity_error
+    tool.confined = settings.confined
+    if tool.ids == identity.ROOT and os.geteuid() == 0:
+        prctl.drop_capabilities()
 
 
 def _runtime_dir(settings: m.WorkerSettings) -> Path:

@@ -121,10 +121,15 @@ class Workforce:
             return
         worker_id = pool.next_worker_id()
         d = self.core.config.daemon
+        ids, error, caps = None, None, None
+        if pool.identity is not None:   # parad is root: the worker acts as its workspace's identity (identities.py)
+            ids, error = pool.identity.for_worker(workspace)
+            caps = pool.identity.worker_caps(ids)
         try:
             settings = isolation.worker_settings(
                 self.plans[pool.name], worker_id, runtime_dir=self.runtime_dir, heartbeat_interval=d.heartbeat_interval,
-                credit=pool.credit, options=pool.options, max_message_size=d.max_message_size, workspace=workspace)
+                credit=pool.credit, options=pool.options, max_message_size=d.max_message_size, workspace=workspace,
+                ids=ids, identity_error=error, keep_caps=caps, caller_path=_caller_path(pool, workspace))
             self._spawn_request(m.Spawn(worker_id, pool.name, pool.tool.name, settings))
         except OSError as exc:
             log.error("pool %s: cannot start a worker for %s: %s", pool.name, workspace or "it", exc)
@@ -200,3 +205,15 @@ class Workforce:
                 log.info("host CPU %.0f%%, memory %.0f%%: pools hold their size", cpu, memory)
             pool.pressure = pressed
             self.core.want_maintain(pool)
+
+
+def _caller_path(pool: Pool, workspace: str | None) -> str | None:
+    """The PATH a new worker of `workspace` must find its tools on: that of the first queued task
+    of the workspace that sent its caller's, else parad's own (a pool's first workers)."""
+    if not pool.uses_workspace:
+        return None
+    for record in pool.queue.queued():
+        env = record.spec.args.get("caller_env") if record.spec.workspace == workspace else None
+        if isinstance(env, dict) and isinstance(env.get("PATH"), str):
+            return env["PATH"]
+    return os.environ.get("PATH")

@@ -75,6 +75,7 @@ class Welcome:
     tools: list[str]
     max_message_size: int
     workspace_tools: list[str] = field(default_factory=list)   # pools whose tasks run in a workspace
+    owner_tools: list[str] = field(default_factory=list)       # pools whose tasks read as their workspace's owner
 
 
 @dataclass(slots=True)
@@ -325,6 +326,10 @@ class WorkerSettings:
     runtime_fd: int | None = None       # inside a sandbox: an O_PATH descriptor of runtime_dir (/proc/self/fd/N)
     max_message_size: int = 8 << 20     # parad's: the largest frame the worker relays from a client in its command
     workspace: str | None = None        # the workspace it serves: its working directory, '.' of its writable roots
+    uid: int | None = None              # the ids its commands run as (parad is root); None: its own
+    gid: int | None = None
+    identity_error: str | None = None   # why no task of its workspace may run (a root-owned one, by policy)
+    confined: bool = False              # it lives in namespaces (a read-only tool decides root reads per task)
 
 
 @dataclass(slots=True)

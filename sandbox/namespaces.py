@@ -122,19 +122,22 @@ def _cover(path: Path) -> list[str]:
     return ["--ro-bind", "/dev/null", str(path)]
 
 
-# What a root worker keeps to run commands as run_as: switch user, then signal them.
+# What a root worker keeps to run commands as another user: switch user, then signal them.
 RUN_AS_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_KILL")
+# What a root worker whose commands run as root keeps: to empty its bounding set, before it drops it too.
+AS_ROOT_CAPS = ("CAP_SETPCAP",)
 
 
-def namespace_args(policy: SandboxPolicy, unshare_user: bool, nested: bool = False) -> list[str]:
+def namespace_args(policy: SandboxPolicy, unshare_user: bool, nested: bool = False,
+                   keep_caps: tuple[str, ...] = ()) -> list[str]:
+    """bubblewrap's namespace and capability arguments; a root worker keeps `keep_caps` alone."""
     args = ["--die-with-parent", "--new-session"]
     if os.geteuid() == 0 and not nested:
         # bubblewrap run by root keeps every capability but CAP_SYS_ADMIN;
         # a root command could remount / read-write or read any process's fds.
         args += ["--cap-drop", "ALL"]
-        if policy.run_as is not None:
-            for cap in RUN_AS_CAPS:
-                args += ["--cap-add", cap]
+        for cap in keep_caps:
+            args += ["--cap-add", cap]
     if not nested:
         args += ["--unshare-pid", "--unshare-ipc", "--unshare-uts"]
     if unshare_user:
@@ -145,8 +148,10 @@ def namespace_args(policy: SandboxPolicy, unshare_user: bool, nested: bool = Fal
 
 
 def worker_argv(bwrap: str, policy: SandboxPolicy, unshare_user: bool, hide: list[str], command: list[str],
-                keep: list[str] = (), binds: list[str] = (), cwd: str | None = None) -> list[str]:
-    """The argv that runs `command` (a worker) inside the pool's long-lived sandbox, in `cwd` if given.
+                keep: list[str] = (), binds: list[str] = (), cwd: str | None = None,
+                keep_caps: tuple[str, ...] = ()) -> list[str]:
+    """The argv that runs `command` (a worker) inside the pool's long-lived sandbox, in `cwd` if given;
+    `keep_caps`: the capabilities a root worker keeps (see namespace_args).
 
     `binds` are bound writable after everything else: the worker's cgroup
     leaf for its commands, which it moves each command into from inside.
@@ -154,7 +159,8 @@ def worker_argv(bwrap: str, policy: SandboxPolicy, unshare_user: bool, hide: lis
     extra = [arg for path in binds for arg in ("--bind", str(path), str(path))]
     if cwd is not None:
         extra += ["--chdir", cwd]
-    return [bwrap, *namespace_args(policy, unshare_user), *mount_args(policy, hide, keep=keep), *extra, "--", *command]
+    return [bwrap, *namespace_args(policy, unshare_user, keep_caps=keep_caps),
+            *mount_args(policy, hide, keep=keep), *extra, "--", *command]
 
 
 def command_argv(bwrap: str, policy: SandboxPolicy, outer: SandboxPolicy, command: list[str]) -> list[str]:

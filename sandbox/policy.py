@@ -74,7 +74,8 @@ class CgroupPolicy(_Model):
 class SandboxPolicy(_Model):
     isolation: Literal["namespaces", "none"] = Field("namespaces", description="namespaces: each worker lives in one long-lived bubblewrap sandbox; none: rlimits only")
     allow_degraded: bool = Field(True, description="when the host cannot give `isolation`, run without it (logged, in status and a metric) instead of refusing to start")
-    run_as: str | None = Field("nobody", description="user commands run as when parad runs as root; give it one that runs nothing else on the host, as its processes may signal a namespaced worker; null: as root (logged as degraded)")
+    run_as: str | None = Field("owner", description="who commands run as when parad runs as root: 'owner', the owner of the task's workspace; a user name pins that user (give one that runs nothing else on the host: its commands then start cheaper); null: as root (logged as degraded)")
+    allow_root: Literal["namespaces", "always", "never"] = Field("namespaces", description="a workspace owned by root (a container's /app) under run_as 'owner': 'namespaces' runs its commands as root with every capability dropped and NO_NEW_PRIVS, only where the pool has namespace isolation (else its tasks are refused); 'always' also without (root with no capabilities, but no read-only filesystem: logged as degraded); 'never' refuses its tasks")
     network: bool = Field(False, description="whether commands may use the network")
     limits: LimitsPolicy = Field(default_factory=LimitsPolicy)
     filesystem: FilesystemPolicy = Field(default_factory=FilesystemPolicy)
@@ -88,14 +89,14 @@ class SandboxPolicy(_Model):
 
 
 def check_user(name: str | None) -> str | None:
-    """`name` if it is a user of this host (or None); refused at config check, not at the first task."""
-    if name is None:
-        return None
+    """`name` if it is a user of this host, 'owner' or None; refused at config check, not at the first task."""
+    if name is None or name == "owner":
+        return name
     try:
         pwd.getpwnam(name)
     except KeyError:
         raise ValueError(f"user {name!r} does not exist on this host; name an existing user "
-                         f"(one that runs nothing else), or null to run commands as root") from None
+                         f"(one that runs nothing else), 'owner' for the workspace's owner, or null to run commands as root") from None
     return name
 
 
@@ -103,7 +104,8 @@ class ReadOnlySandbox(_Model):
     """The sandbox of a pool whose tool only reads (read, glob, grep): nothing writable, no network."""
     isolation: Literal["namespaces", "none"] = Field("namespaces", description="namespaces: the pool's workers live in a read-only bubblewrap sandbox; none: no sandbox")
     allow_degraded: bool = Field(True, description="when the host cannot give `isolation`, run without it (logged, in status and a metric)")
-    run_as: str | None = Field("nobody", description="user whose permissions the tool reads files with when parad runs as root; null: as root (logged as degraded)")
+    run_as: str | None = Field("owner", description="whose permissions the tool reads files with when parad runs as root: 'owner', the owner of the task's workspace; a user name pins that user; null: as root (logged as degraded)")
+    allow_root: Literal["namespaces", "always", "never"] = Field("namespaces", description="a workspace owned by root under run_as 'owner': read as root without capabilities only inside namespaces ('namespaces'), also without them ('always'), or refuse ('never')")
     deny_read: list[str] = Field(default_factory=lambda: list(DEFAULT_DENY_READ), description="paths this tool cannot see, whether they exist yet or not")
 
     @field_validator("run_as")
@@ -112,7 +114,8 @@ class ReadOnlySandbox(_Model):
         return check_user(name)
 
     def as_policy(self) -> SandboxPolicy:
-        return SandboxPolicy(isolation=self.isolation, allow_degraded=self.allow_degraded, run_as=self.run_as, network=False,
+        return SandboxPolicy(isolation=self.isolation, allow_degraded=self.allow_degraded, run_as=self.run_as,
+                             allow_root=self.allow_root, network=False,
                              filesystem=FilesystemPolicy(writable=[], private_tmp=False, deny_read=self.deny_read, read_only=[]))
 
 

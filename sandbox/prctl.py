@@ -12,6 +12,8 @@ PR_SET_NO_NEW_PRIVS = 38
 PR_SET_DUMPABLE = 4
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
+PR_CAPBSET_DROP = 24
+CAP_KILL, CAP_SETGID, CAP_SETUID = 5, 6, 7
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522  # two 32-bit words per set
 
@@ -77,6 +79,35 @@ def clear_inheritable_capabilities() -> None:
         raise OSError(err, f"capget: {os.strerror(err)}")
     for word in data:
         word.inheritable = 0
+    if _libc.capset(ctypes.byref(header), data) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"capset: {os.strerror(err)}")
+
+
+def drop_capabilities() -> None:
+    """Hold no capability from here on, nor gain one by exec (as root too, with NO_NEW_PRIVS set).
+
+    The bounding set goes first, while CAP_SETPCAP may still be held (where it is
+    not, NO_NEW_PRIVS keeps exec from granting what the bounding set still has).
+    """
+    for cap in range(64):
+        if _prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() == 22:   # EINVAL: past the last one
+            break
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    if _libc.capset(ctypes.byref(header), data) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"capset: {os.strerror(err)}")
+
+
+def keep_capabilities(caps: tuple[int, ...]) -> None:
+    """The calling thread keeps only `caps` (effective and permitted), nothing inheritable."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for cap in caps:
+        word = data[cap // 32]
+        word.effective |= 1 << (cap % 32)
+        word.permitted |= 1 << (cap % 32)
     if _libc.capset(ctypes.byref(header), data) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"capset: {os.strerror(err)}")

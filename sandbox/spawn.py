@@ -136,7 +136,8 @@ def resolve(name: str, path: str) -> str:
 def _popen(argv: list[str], executable: str | None, cwd: str | None, env: dict[str, str] | None, stdin: int | None,
            out_w: int, err_w: int, inherited: bool, limits: Limits, leaf: Path | None,
            user: tuple[int, int] | None, pass_fds: tuple[int, ...]) -> subprocess.Popen:
-    in_c = inherited and leaf is None  # only the user switch is left: subprocess does it in C
+    # Only the user switch is left: subprocess does it in C (but not root's: its capabilities must go).
+    in_c = inherited and leaf is None and (user is None or user[0] != 0)
     return subprocess.Popen(
         argv, executable=executable, cwd=cwd, env=env,
         stdin=subprocess.DEVNULL if stdin is None else stdin, stdout=out_w, stderr=err_w,
@@ -160,5 +161,7 @@ def _child_setup(limits: Limits, leaf: Path | None, user: tuple[int, int] | None
             os.setgroups([])
             os.setresgid(user[1], user[1], user[1])
             os.setresuid(user[0], user[0], user[0])
+            if user[0] == 0:
+                prctl.drop_capabilities()  # root as a task's identity: none of the worker's capabilities
         prctl.set_parent_death_signal(signal.SIGKILL)  # after the switch, which clears it
     return setup

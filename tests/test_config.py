@@ -54,7 +54,7 @@ def test_every_field_is_described() -> None:
     ({"daemon": {"failure_detection_timeout": 1, "heartbeat_interval": 5}},
      "failure_detection_timeout (1s) must be at least twice heartbeat_interval (5s)"),
     ({"pools": {"bash": {"options": {"sandbox": {"run_as": "none"}}}}},
-     "sandbox.run_as: Value error, user 'none' does not exist on this host; name an existing user (one that runs nothing else), or null"),
+     "sandbox.run_as: Value error, user 'none' does not exist on this host; name an existing user (one that runs nothing else), 'owner' for the workspace's owner, or null"),
     ({"pools": {"read": {"options": {"sandbox": {"run_as": "none"}}}}}, "pools.read.options: sandbox.run_as: Value error, user 'none'"),
     ({"pools": {"bash": {"default_timeout": 600, "max_timeout": 60}}}, "default_timeout (600s) exceeds max_timeout (60s)"),
     ({"daemon": {"client_output_budget": "64MiB", "output_budget_total": "32MiB"}},

@@ -2,8 +2,8 @@
 
 These daemons run their config file as written (Daemon(..., builtin_pools=True)),
 without the test sandbox of tests/conftest.py, so what they run is what a
-user's file gives: the built-in pools and policies, commands as `nobody`
-when parad runs as root (hence cwd "/" in tasks).
+user's file gives: the built-in pools and policies, commands as the owner of
+their workspace when parad runs as root (cwd "/" in tasks: any user may enter it).
 """
 
 from __future__ import annotations

@@ -77,7 +77,7 @@ def shadowing_project(root: Path, shadows: tuple[str, ...] = SHADOWS) -> Path:
 @pytest.mark.parametrize("layout", ["flat", "src on PYTHONPATH"])
 def test_code_in_the_callers_folder_never_runs_in_para(own_home: dict[str, str], layout: str) -> None:
     """Neither the folder itself nor a PYTHONPATH entry inside it (`PYTHONPATH=src`) is imported by para."""
-    # Where the default run_as (nobody, as root) may read it: pytest's own temp dirs are root's alone.
+    # Where any user may read it: pytest's own temp dirs are root's alone.
     home = Path(own_home["HOME"])
     home.chmod(0o755)
     project = home / "project"

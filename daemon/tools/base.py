@@ -50,6 +50,7 @@ class TaskContext:
     task_id: str
     worker: str
     timeout: float | None
+    workspace: str | None = None   # the task's workspace, as admission resolved it
 
 
 class ToolFailure(Exception):
@@ -66,6 +67,11 @@ class Tool:
     default_credit: ClassVar[int] = 1
     # Runs commands of the user's, which may submit child tasks (nested tasks).
     runs_commands: ClassVar[bool] = False
+    # The identity parad gave this worker (WorkerSettings), set by the worker before any task:
+    # the ids its commands run as (None: its own), why it has none, and whether it lives in namespaces.
+    ids: tuple[int, int] | None = None
+    identity_error: str | None = None
+    confined: bool = False
 
     def run(self, args: Any, options: Any, ctx: TaskContext) -> Finished | RunCommand:
         raise NotImplementedError

