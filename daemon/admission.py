@@ -137,15 +137,20 @@ def place(spec: m.TaskSpec, pool: Pool, workspaces: WorkspacePolicy, inherited: 
             raise Refusal(m.E_INVALID, f"workspace {spec.workspace!r} is outside the parent task's ({inherited!r}); "
                                        f"a nested task works in its parent's workspace or a folder in it")
     if pool.identity is not None:
-        try:
-            ids = pool.identity.ids(spec.workspace)
-            # A command may submit children (nested tasks): naming another user's workspace
-            # must not make them run as that user.
-            if inherited is not None and spec.workspace != inherited and ids != pool.identity.ids(inherited):
-                raise IdentityError(f"a nested task runs as its parent does, and workspace {spec.workspace!r} "
-                                    f"belongs to another user than {inherited!r}; send it to a workspace of the same owner")
-        except IdentityError as exc:
-            raise Refusal(m.E_INVALID, f"{spec.tool}: {exc}") from None
+        _check_identity(spec, pool, inherited)
+
+
+def _check_identity(spec: m.TaskSpec, pool: Pool, inherited: str | None) -> None:
+    """The workspace's owner is an identity the pool's policy allows; a nested task's is its parent's."""
+    try:
+        ids = pool.identity.ids(spec.workspace)
+        # A command may submit children (nested tasks): naming another user's workspace
+        # must not make them run as that user.
+        if inherited is not None and spec.workspace != inherited and ids != pool.identity.ids(inherited):
+            raise IdentityError(f"a nested task runs as its parent does, and workspace {spec.workspace!r} "
+                                f"belongs to another user than {inherited!r}; send it to a workspace of the same owner")
+    except IdentityError as exc:
+        raise Refusal(m.E_INVALID, f"{spec.tool}: {exc}") from None
 
 
 def refuse_if_full_bytes(pool: Pool, size: int) -> None:

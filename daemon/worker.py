@@ -75,10 +75,13 @@ class Worker:
         self.relay = ChildRelay(self.ctx, worker_id, settings.max_message_size) if self.tool.runs_commands else None
         if self.relay is not None:
             self._poll.register(self.relay.sock, zmq.POLLIN)
+        self._act_as(settings)
+
+    def _act_as(self, settings: m.WorkerSettings) -> None:
+        """Read files as the tool's reader; let commands start as their user by posix_spawn where allowed.
+        After the sockets: ZeroMQ's I/O threads, started with them, keep root's file ids to reach parad's."""
         reader = self.tool.reads_as(self.options)
         if reader is not None:
-            # After the sockets: ZeroMQ's I/O threads, started with them, keep
-            # root's file ids to reach parad's sockets; this thread reads as `reader`.
             identity.as_reader(*reader)
         user = self.tool.command_user(self.options)
         if user is not None and settings.lend_ids:
@@ -108,18 +111,7 @@ class Worker:
             timeout = max(0, int((deadline - time.monotonic()) * 1000) + 1)
             self._flush_events()
             for sock, _ in self._poller().poll(timeout):
-                if sock is self.command:
-                    self._on_command()
-                elif self.relay is not None and sock is self.relay.sock:
-                    current = self.current.task.id if self.current else None
-                    for relayed in self.relay.on_readable(current):
-                        self.channels.send("command", relayed)
-                elif sock is self.data:
-                    self._flush_data()
-                elif self.running is not None and sock in self.running.write_fds():
-                    self.running.on_writable(sock)
-                elif self.running is not None:
-                    self.running.on_readable(sock)
+                self._on_ready(sock)
             if self.running is not None:
                 self._ack_input()
                 self.running.on_timer(time.monotonic())
@@ -127,6 +119,22 @@ class Worker:
                     self._finish_command()
         self._flush_events()
         self._flush_data(block=True)
+
+    def _on_ready(self, sock: Any) -> None:
+        """One socket or pipe the poll found ready: a command from parad, a nested client's
+        request, room on the data channel, or the running command's pipes."""
+        if sock is self.command:
+            self._on_command()
+        elif self.relay is not None and sock is self.relay.sock:
+            current = self.current.task.id if self.current else None
+            for relayed in self.relay.on_readable(current):
+                self.channels.send("command", relayed)
+        elif sock is self.data:
+            self._flush_data()
+        elif self.running is not None and sock in self.running.write_fds():
+            self.running.on_writable(sock)
+        elif self.running is not None:
+            self.running.on_readable(sock)
 
     def _poller(self) -> zmq.Poller:
         """What to wait on: output backlog to send, else the command's pipes; always commands.
