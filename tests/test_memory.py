@@ -242,14 +242,18 @@ def test_many_clients_that_do_not_read_hold_about_the_total_budget_not_one_budge
                                                                stream=True) for k in range(tasks)])))
             # Each is owed 18 MB. Without a total, a dozen of them hold their own 8 MiB budget
             # (about 130 MiB); with one, those that come after the total passed 32 MiB hold
-            # about a message each. It settles when every bash worker holds a paused command.
-            seen: list[dict] = []
+            # about a message each. It settles when every running command is paused (a worker
+            # whose next tasks all belong to clients over budget sits idle) and nothing moves.
+            seen: list[tuple] = []
 
             def settled() -> bool:
-                seen.append(c.status()["output"])
-                return len(seen) > 1 and seen[-1] == seen[-2] and seen[-1]["paused_tasks"] == 4
+                status = c.status()
+                running = next(p for p in status["pools"] if p["name"] == "bash")["running"]
+                seen.append((status["output"], running))
+                return (len(seen) > 1 and seen[-1] == seen[-2] and running > 0
+                        and status["output"]["paused_tasks"] == running)
             wait_until(lambda: settled() or _finished(c) == clients * tasks, 60,
-                       "every bash worker to hold a paused command, and the backlog to settle")
+                       "every running command to be paused, and the backlog to settle")
             assert c.run("echo", i=1, timeout=10).value == {"i": 1}
             held = c.status()["output"]
     finally:
