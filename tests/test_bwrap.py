@@ -17,7 +17,7 @@ import pytest
 from para.sandbox import bwrap
 from para.sandbox.probe import try_bwrap
 from para.client import ToolError
-from para.testing import paractl
+from para.testing import open_to_others, paractl
 
 WHEEL = bwrap.wheel_path()
 FIND = "import json; from para.sandbox import bwrap; b = bwrap.find(); print(json.dumps(b and [b.path, b.source, b.version]))"
@@ -130,13 +130,6 @@ def start_bash(start_daemon, bare_bin: Path, project: Path, **env: str):
 NESTED = "tr '\\0' '\\n' < /proc/$PPID/cmdline | head -1; echo no > file"
 
 
-def others_can_run(path: str) -> bool:
-    """Whether a user of no group of ours can run `path`: every folder above it open to others (a
-    venv under a 0700 /root is not). As root, commands run as nobody, who must start the nested bwrap."""
-    real = Path(os.path.realpath(path))   # exec follows the link: the folders above its target count
-    return all(os.stat(p).st_mode & 0o001 for p in real.parents) and bool(os.stat(real).st_mode & 0o001)
-
-
 def run_nested(c, project: Path):
     """NESTED's Result, failed or not."""
     task = c.submit("bash", command=NESTED, policy={"writable": []}, cwd=str(project))
@@ -149,7 +142,7 @@ def run_nested(c, project: Path):
 
 def assert_nested_by(nested, binary: str) -> None:
     """The nested sandbox was made by `binary`, or (as root, with `binary` where nobody cannot reach it) refused saying so."""
-    if os.geteuid() != 0 or others_can_run(binary):
+    if os.geteuid() != 0 or (open_to_others(binary) and os.stat(binary).st_mode & 0o001):
         assert nested.stdout == f"{binary}\n" and "Read-only file system" in nested.stderr
     else:
         assert not nested.ok and "Permission denied" in (nested.error or "")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from para.testing import wait_until
+from para.testing import open_to_others, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -32,16 +32,10 @@ pytestmark = [
 ]
 
 
-def reachable(path: str) -> bool:
-    """Whether a user of no group of ours can reach `path`: every folder above it open to others."""
-    real = Path(os.path.realpath(path))
-    return all(os.stat(p).st_mode & 0o005 == 0o005 for p in real.parents)
-
-
 def python_for_others(base: Path) -> Path:
     """A Python another user can run, with para (this checkout) and its dependencies: a venv in `base`."""
     venv = base / "venv"
-    if reachable(sys.executable) and reachable(str(ROOT / "pyproject.toml")):
+    if open_to_others(sys.executable) and open_to_others(ROOT / "pyproject.toml"):
         subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
         install = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "-e", str(ROOT)]
     elif os.path.exists(SYSTEM_PYTHON):
