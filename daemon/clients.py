@@ -37,11 +37,13 @@ from para.ipc.channels import INPUT_WINDOW
 log = logging.getLogger("parad")
 
 MAX_FOLLOWERS = 64   # repeats of one running task's idempotency key that may wait for its result
+MAX_AWAIT = 4096     # task ids in one Await
 
 
 class ClientsCore(Protocol):
     config: Config
     version: str
+    boot: str
     tasks: TaskTable
     pools: dict[str, Pool]
     workspaces: WorkspacePolicy
@@ -98,6 +100,7 @@ class ClientRequests:
             m.Hello: self._on_hello, m.Ping: self._on_ping, m.Submit: self._on_submit,
             m.SubmitBatch: self._on_submitbatch, m.Scale: self._on_scale, m.Cancel: self._on_cancel,
             m.Query: self._on_query, m.Shutdown: self._on_shutdown, m.Input: self._on_input,
+            m.Await: self._on_await, m.Prune: self._on_prune,
         }
 
     def _reply(self, req: Request, msg: Any) -> None:
@@ -168,10 +171,42 @@ class ClientRequests:
         pools = self.core.pools
         self._reply(req, m.Welcome(self.core.version, PROTOCOL_VERSION, os.getpid(), sorted(pools), self.max_size,
                                    sorted(n for n, p in pools.items() if p.uses_workspace),
-                                   sorted(n for n, p in pools.items() if p.reads_as_owner)))
+                                   sorted(n for n, p in pools.items() if p.reads_as_owner), self.core.boot,
+                                   self.core.tasks.durable))
 
     def _on_ping(self, req: Request, msg: m.Ping) -> None:
-        self._reply(req, m.Pong(msg.req))
+        self._reply(req, m.Pong(msg.req, self.core.boot))
+
+    def _on_await(self, req: Request, msg: m.Await) -> None:
+        """Results by id: a finished task's now, a live one's when it ends (as a follower of it)."""
+        ids = msg.task_ids if isinstance(msg.task_ids, list) else None
+        if ids is None or len(ids) > MAX_AWAIT or not all(isinstance(i, str) for i in ids):
+            self._error(req, msg.req, m.E_INVALID, f"Await.task_ids must be a list of at most {MAX_AWAIT} task ids")
+            return
+        answer: dict[str, list[str]] = {"finished": [], "waiting": [], "unknown": []}
+        for task_id in ids:
+            live = self.core.tasks.live.get(task_id)
+            if live is not None:
+                if live.owner is None:   # recovered after a restart: its submitter is back
+                    live.owner = req.identity
+                elif live.owner != req.identity and (req.identity, task_id) not in live.followers:
+                    live.followers.append((req.identity, task_id))
+                answer["waiting"].append(task_id)
+                continue
+            done = self.core.tasks.done_frame(task_id)
+            if done is None:
+                answer["unknown"].append(task_id)
+            else:
+                self.core.ports.to_client(req.identity, done)
+                answer["finished"].append(task_id)
+        self._reply(req, m.Reply(msg.req, answer))
+
+    def _on_prune(self, req: Request, msg: m.Prune) -> None:
+        older = msg.older_than
+        if older is not None and (isinstance(older, bool) or not isinstance(older, (int, float)) or older < 0):
+            self._error(req, msg.req, m.E_INVALID, f"older_than must be a number of seconds >= 0, not {older!r}")
+            return
+        self._reply(req, m.Reply(msg.req, self.core.tasks.prune(older)))
 
     def _on_submit(self, req: Request, msg: m.Submit) -> None:
         if not isinstance(msg.tasks, list):
@@ -285,13 +320,10 @@ class ClientRequests:
                 self._error(req, msg.req, m.E_NOT_FOUND, f"no batch {msg.arg!r}")
                 return
         elif msg.what == "task":
-            record = self.core.tasks.get(msg.arg) if isinstance(msg.arg, str) else None
-            if record is None:
-                self._error(req, msg.req, m.E_NOT_FOUND, f"no task {msg.arg!r}: finished results are kept up to "
-                            f"daemon.finished_task_retention results and daemon.finished_task_bytes bytes, "
-                            f"oldest dropped first")
+            body = self.core.tasks.lookup(msg.arg) if isinstance(msg.arg, str) else None
+            if body is None:
+                self._error(req, msg.req, m.E_NOT_FOUND, f"no task {msg.arg!r}: {self.core.tasks.retention_hint()}")
                 return
-            body = {"task": record.summary(), "result": record.result}
         else:
             self._error(req, msg.req, m.E_INVALID, f"unknown query {msg.what!r}; ask for status, workers, ps, metrics, task or batch")
             return

@@ -17,6 +17,7 @@ uses; none of them knows the supervisor.
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from importlib.metadata import version
@@ -25,7 +26,7 @@ from typing import Any, Protocol
 from para.daemon.config import Config
 from para.daemon.dedup import Deduplicator
 from para.daemon.pool import Pool, WorkerHandle
-from para.daemon.tasks import TaskTable
+from para.daemon.tasks import MemoryResults, TaskTable
 from para.daemon.timers import Timers
 from para.daemon.tools import TOOLS
 from para.daemon.workspaces import WorkspacePolicy
@@ -65,9 +66,10 @@ class Core:
         self.ports = ports
         self.workspaces = workspaces or workspace_policy(config, system=False)
         self.version = version("para")
+        self.boot = secrets.token_hex(8)   # this run of parad: clients that see it change resume their tasks
         self.started = time.monotonic()
         self.timers = Timers()
-        self.tasks = TaskTable(config.daemon.finished_task_retention, config.daemon.finished_task_bytes)
+        self.tasks = TaskTable(MemoryResults(config.daemon.finished_task_retention, config.daemon.finished_task_bytes))
         self.pools = {
             name: Pool(name, TOOLS[section.tool], section, config.pool_options(name))
             for name, section in config.pools.items()

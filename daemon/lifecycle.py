@@ -81,7 +81,7 @@ class TaskLifecycle:
             queue.discard(record)
         if record.batch is not None:  # a pending batch task's bytes stop counting in its queue
             queue.unhold(record)
-        core.tasks.finish(record, result, len(wire))
+        core.tasks.finish(record, result, wire)
         if record.owner is not None:
             core.ports.result_to_client(record.owner, record.spec.id, wire)
         for owner, task_id in record.followers:

@@ -85,7 +85,7 @@ class DaemonCollector:
         paused = GaugeMetricFamily("para_tasks_paused", "Commands whose output is not read until their client reads")
         paused.add_metric([], out["paused_tasks"])
         retained = GaugeMetricFamily("para_finished_retained_bytes", "Bytes of finished results kept for queries")
-        retained.add_metric([], self.core.tasks.finished_bytes)
+        retained.add_metric([], self.core.tasks.retained()["bytes"])
         dropped = CounterMetricFamily("para_client_requests_dropped", "Requests not answered: their client held more "
                                       "than twice its output budget unread")
         dropped.add_metric([], self.outbox.dropped)

@@ -1,9 +1,9 @@
 """Tasks as the supervisor tracks them, and the table that holds them.
 
-The table is in memory; it is the seam where the SQLite journal (durability)
-attaches: every state change goes through `TaskTable` methods. Finished
-results are retained up to a count and a total size in bytes (their encoded
-size), oldest dropped first (`_retain`/`_evict`: where the journal will take them).
+Live tasks are in memory. A finished task leaves the table for its
+`ResultStore`: the journal (daemon/journal/), which keeps it on disk under its
+retention limits, or, with `durability: off`, `MemoryResults`, which keeps
+the last ones up to a count and a total size in bytes, oldest dropped first.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ from __future__ import annotations
 import collections
 import time
 from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from para.ipc import codec
 
 from para.ipc import messages as m
 
@@ -48,6 +51,8 @@ class TaskRecord:
     size: int = 0                  # bytes of its encoded result, once finished
     arg_bytes: int = 0             # its share of the request it came in: what it holds queued (max_queue_bytes)
     stdin: InputFlow | None = None  # its streamed stdin, once its command started with one open
+    ended: float | None = None     # time.time() it ended
+    accepted: float = field(default_factory=time.time)   # wall clock, for the journal and retention
 
     def summary(self) -> dict:
         now = time.monotonic()
@@ -64,48 +69,121 @@ class TaskRecord:
 Ending = tuple[TaskRecord, m.TaskResult, "bytes | None"]
 
 
-class TaskTable:
-    """Live tasks by id, plus the last finished ones: at most `retention` of them and `max_bytes` of results."""
+class ResultStore(Protocol):
+    """Where finished tasks go: the journal, or MemoryResults with durability off."""
+    durable: bool   # whether it survives parad
+
+    def keep(self, record: TaskRecord, wire: bytes) -> None:
+        """`record` ended; `wire` is its encoded Done."""
+
+    def lookup(self, task_id: str) -> dict[str, Any] | None:
+        """A finished task's {"task": summary, "result": TaskResult}, if it is kept."""
+
+    def done_frame(self, task_id: str) -> bytes | None:
+        """A finished task's encoded Done, if it is kept."""
+
+    def prune(self, older_than: float | None) -> dict[str, int]:
+        """Drop finished tasks older than `older_than` seconds, and past the retention limits; what went."""
+
+    def retained(self) -> dict[str, int]:
+        """How many finished tasks are kept, and their bytes."""
+
+    def retention_hint(self) -> str:
+        """Why a task may be missing: how long finished tasks are kept."""
+
+
+class MemoryResults:
+    """The last finished tasks, in memory: at most `retention` of them and `max_bytes` of results."""
+    durable = False
 
     def __init__(self, retention: int, max_bytes: int) -> None:
-        self.live: dict[str, TaskRecord] = {}
         self.finished: collections.OrderedDict[str, TaskRecord] = collections.OrderedDict()
         self.retention = retention
         self.max_bytes = max_bytes
         self.finished_bytes = 0
+
+    def keep(self, record: TaskRecord, wire: bytes) -> None:
+        if not self.retention or not self.max_bytes:
+            return
+        self.finished[record.spec.id] = record
+        self.finished_bytes += record.size
+        self._trim()
+
+    def _trim(self, before: float = 0.0) -> int:
+        gone = 0
+        while self.finished and (len(self.finished) > self.retention or self.finished_bytes > self.max_bytes
+                                 or (next(iter(self.finished.values())).ended or 0.0) < before):
+            _, oldest = self.finished.popitem(last=False)
+            self.finished_bytes -= oldest.size
+            gone += 1
+        return gone
+
+    def lookup(self, task_id: str) -> dict[str, Any] | None:
+        record = self.finished.get(task_id)
+        return None if record is None else {"task": record.summary(), "result": record.result}
+
+    def done_frame(self, task_id: str) -> bytes | None:
+        record = self.finished.get(task_id)
+        return None if record is None else codec.encode(m.Done(record.result))
+
+    def prune(self, older_than: float | None) -> dict[str, int]:
+        held = self.finished_bytes
+        gone = self._trim(time.time() - older_than if older_than is not None else 0.0)
+        return {"tasks": gone, "bytes": held - self.finished_bytes, "files": 0}
+
+    def retained(self) -> dict[str, int]:
+        return {"results": len(self.finished), "bytes": self.finished_bytes}
+
+    def retention_hint(self) -> str:
+        return ("with durability off, finished results are kept in memory up to daemon.finished_task_retention "
+                "results and daemon.finished_task_bytes bytes, oldest dropped first, and not across restarts")
+
+
+class TaskTable:
+    """Live tasks by id; finished ones go to `results`."""
+
+    def __init__(self, results: ResultStore) -> None:
+        self.live: dict[str, TaskRecord] = {}
+        self.results = results
         self.counts: collections.Counter[str] = collections.Counter()
         self.by_pool: collections.Counter[tuple[str, str]] = collections.Counter()
         self.limits: collections.Counter[tuple[str, str]] = collections.Counter()  # (pool, limit) that ended commands
 
-    def get(self, task_id: str) -> TaskRecord | None:
-        return self.live.get(task_id) or self.finished.get(task_id)
+    @property
+    def durable(self) -> bool:
+        return self.results.durable
+
+    def lookup(self, task_id: str) -> dict[str, Any] | None:
+        """{"task": summary, "result": TaskResult or None} of a live or kept finished task."""
+        record = self.live.get(task_id)
+        if record is not None:
+            return {"task": record.summary(), "result": record.result}
+        return self.results.lookup(task_id)
+
+    def done_frame(self, task_id: str) -> bytes | None:
+        return self.results.done_frame(task_id)
+
+    def prune(self, older_than: float | None) -> dict[str, int]:
+        return self.results.prune(older_than)
 
     def add(self, record: TaskRecord) -> None:
         self.live[record.spec.id] = record
 
-    def finish(self, record: TaskRecord, result: m.TaskResult, size: int) -> None:
-        """`record` ended with `result`, whose encoded size is `size` bytes."""
+    def finish(self, record: TaskRecord, result: m.TaskResult, wire: bytes) -> None:
+        """`record` ended with `result`, whose encoded Done is `wire`."""
         record.state = result.status
         record.result = result
-        record.size = size
+        record.size = len(wire)
+        record.ended = time.time()
         self.live.pop(record.spec.id, None)
         self.counts[result.status] += 1
         self.by_pool[record.pool, result.status] += 1
         if result.limit:
             self.limits[record.pool, result.limit] += 1
-        self._retain(record)
-
-    def _retain(self, record: TaskRecord) -> None:
-        if not self.retention or not self.max_bytes:
-            return
-        self.finished[record.spec.id] = record
-        self.finished_bytes += record.size
-        while self.finished and (len(self.finished) > self.retention or self.finished_bytes > self.max_bytes):
-            self._evict()
-
-    def _evict(self) -> None:
-        _, oldest = self.finished.popitem(last=False)
-        self.finished_bytes -= oldest.size
+        self.results.keep(record, wire)
 
     def retained(self) -> dict[str, int]:
-        return {"results": len(self.finished), "bytes": self.finished_bytes}
+        return self.results.retained()
+
+    def retention_hint(self) -> str:
+        return self.results.retention_hint()

@@ -50,7 +50,7 @@ CHILD_PREFIX = b"\x00child\x00"
 
 # What a client may ask on the control socket.
 CLIENT_REQUESTS: tuple[type, ...] = (m.Hello, m.Ping, m.Submit, m.SubmitBatch, m.Scale, m.Cancel, m.Query, m.Shutdown,
-                                     m.Input)
+                                     m.Input, m.Await, m.Prune)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ E_LOST = "lost"                  # the worker died holding the task
 E_POISON = "poison"              # the task killed worker after worker: not retried
 E_INTERNAL = "internal"          # a bug in parad; the request failed, the daemon goes on
 E_SKIPPED = "skipped"            # a batch task that did not run because of another's failure
+E_JOURNAL = "journal_unavailable"  # parad cannot write its journal (disk full): new tasks are refused until it can
 
 
 # ---- client <-> daemon (command socket, DEALER -> ROUTER) ----------------
@@ -76,6 +77,8 @@ class Welcome:
     max_message_size: int
     workspace_tools: list[str] = field(default_factory=list)   # pools whose tasks run in a workspace
     owner_tools: list[str] = field(default_factory=list)       # pools whose tasks read as their workspace's owner
+    boot: str = ""      # this parad's run: another value after a restart (clients then resume their tasks)
+    durable: bool = False   # it journals tasks: after a restart, a task it does not know never ran (resubmit it)
 
 
 @dataclass(slots=True)
@@ -161,6 +164,23 @@ class Ping:
 @dataclass(slots=True)
 class Pong:
     req: int
+    boot: str = ""      # as in Welcome: a client that sees another value knows parad restarted
+
+
+@dataclass(slots=True)
+class Await:
+    """Results by id, whoever submitted them: each finished one comes back at once as a Done, each
+    live one as a Done when it ends. The Reply names which ids are `finished`, `waiting` and `unknown`."""
+    req: int
+    task_ids: list[str]
+
+
+@dataclass(slots=True)
+class Prune:
+    """Drop finished tasks from the journal now (retention runs by itself too): those older than
+    `older_than` seconds if given, and the oldest past the retention limits. Reply: what was removed."""
+    req: int
+    older_than: float | None = None
 
 
 @dataclass(slots=True)
@@ -361,5 +381,6 @@ WIRE_TAGS: dict[type, int] = {
     Chunk: 13, TaskResult: 14, Done: 15, Assign: 16, CancelTask: 17,
     Stop: 18, Ready: 19, TaskEvent: 20, ErrorReport: 21, Heartbeat: 22,
     Spawn: 23, Spawned: 24, Exited: 25, SubmitBatch: 26, Scale: 27, Relay: 28, Relayed: 29,
-    PauseOutput: 30, ResumeOutput: 31, WorkerSettings: 32, Input: 33, InputAck: 34,
+    PauseOutput: 30, ResumeOutput: 31, WorkerSettings: 32, Input: 33, InputAck: 34, Await: 35,
+    Prune: 36,
 }
