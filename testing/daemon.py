@@ -18,7 +18,6 @@ import yaml
 
 from para.client import Client, ParaError
 from para.daemon.config import builtin_pools as _builtin_pools
-from para.testing.processes import alive
 from para.testing.wait import WaitTimeout, wait_until
 
 # scale_cpu_percent 100: a loaded test machine must not stop pools growing in tests that need them to.
@@ -66,39 +65,81 @@ class Daemon:
         written = config if builtin_pools else {**config, "pools": only_pools(config.get("pools", {}))}
         self.config_path.write_text(yaml.safe_dump(written))
         self.log_path = tmp / "parad.log"
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, *python_flags, "-m", "para.daemon", "--config", str(self.config_path),
-             "--runtime-dir", str(self.runtime_dir), "--state-dir", str(self.state_dir)],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-        )
-        self.pid = self.proc.pid
-        self.seen: set[int] = set()
-        self.status: dict[str, Any] = {}  # the status that showed it ready
+        self._argv = [sys.executable, *python_flags, "-m", "para.daemon", "--config", str(self.config_path),
+                      "--runtime-dir", str(self.runtime_dir), "--state-dir", str(self.state_dir)]
+        self._env, self._cwd, self._ready_timeout = env, cwd, ready_timeout
+        self.seen: dict[int, psutil.Process] = {}   # by pid; a Process knows its start time, so a reused pid is not it
         self._require_ok = require_ok
-        self._last = "no answer yet"
+        self.killed = False   # the last run ended by kill(): stop_and_check expects no clean exit from it
+        self._start("wb")
+
+    def _start(self, log_mode: str) -> None:
+        """Start parad and wait until it is ready; `ready_s` and `answered_s` time it."""
+        self._log = open(self.log_path, log_mode)
+        self.log_start = self._log.tell()   # where this run's lines begin in the log
         t0 = time.perf_counter()
+        self.proc = subprocess.Popen(self._argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=self._env, cwd=self._cwd)
+        self.pid = self.proc.pid
+        self.status: dict[str, Any] = {}  # the status that showed it ready
+        self.answered_s: float | None = None  # from start to its first answer to status
+        self._last = "no answer yet"
         try:
-            wait_until(self._ready, ready_timeout, "parad to serve")
+            wait_until(lambda: self._ready(t0), self._ready_timeout, "parad to serve")
         except WaitTimeout:
             self.stop()  # a parad that never came up is in no caller's hands: stop it here
-            raise DaemonError(f"parad not ready after {ready_timeout:g}s ({self._last}):\n{self.log()[-5000:]}") from None
+            raise DaemonError(f"parad not ready after {self._ready_timeout:g}s ({self._last}):\n"
+                              f"{self.log()[-5000:]}") from None
         except BaseException:
             self.stop()
             raise
         self.ready_s = time.perf_counter() - t0
 
-    def _ready(self) -> bool:
+    def kill(self, timeout: float = 20.0) -> None:
+        """SIGKILL parad, as a crash or the OOM killer would, and wait until it and every process
+        seen under it (fork server, workers, their commands) have ended.
+
+        Raises DaemonError, after killing them itself, if any is still alive `timeout` s later:
+        nothing of a dead parad may go on running unsupervised.
+        """
+        self.tree()   # the latest tree, so the wait below covers every member
+        self.proc.kill()
+        self.proc.wait()
+        self._log.close()
+        self.killed = True
+        try:
+            wait_until(lambda: not self.leftovers(), timeout, "parad's process tree to follow it")
+        except WaitTimeout:
+            left = {pid: _describe(self.seen[pid]) for pid in self.leftovers()}
+            for pid in left:
+                _kill_quietly(self.seen[pid])
+            raise DaemonError(f"processes {left} outlived parad's SIGKILL by {timeout:g}s; killed them") from None
+
+    def restart(self) -> None:
+        """Start a new parad in place of this one, which must have exited (kill() or stop()):
+        the same config, runtime dir, state dir and log (appended to); ready when it returns.
+
+        `pid`, `proc`, `status`, `ready_s` and `answered_s` then describe the new run;
+        `log(this_run=True)` is its part of the log.
+        """
+        if self.proc.poll() is None:
+            raise DaemonError(f"parad (pid {self.pid}) is still running: kill() or stop() it before restart()")
+        self.killed = False
+        self._start("ab")
+
+    def _ready(self, t0: float) -> bool:
         if self.proc.poll() is not None:
-            raise DaemonError(f"parad exited with {self.proc.returncode}:\n{self.log()}")
+            raise DaemonError(f"parad exited with {self.proc.returncode}:\n{self.log(this_run=True)}")
         if not (self.runtime_dir / "control.sock").exists():
             return False
         try:
             with self.client(timeout=5.0) as c:
                 status = c.status()
-        except ParaError as exc:  # the socket exists a moment before parad answers on it
+        except ParaError as exc:  # the socket exists a moment before parad answers on it (or a dead one's is left)
             self._last = str(exc)
             return False
+        if self.answered_s is None:
+            self.answered_s = time.perf_counter() - t0
         pools = status["pools"]
         self._last = ", ".join(f"{p['name']}: {p['state']} {p['ready']}/{p['min_workers']} ready" for p in pools)
         if all(p["ready"] >= p["min_workers"] and (p["state"] == "ok" or not self._require_ok) for p in pools):
@@ -110,9 +151,11 @@ class Daemon:
         """A Client of this parad; `kwargs` go to Client."""
         return Client(self.runtime_dir, **kwargs)
 
-    def log(self) -> str:
-        """What parad wrote to stdout and stderr so far."""
-        return self.log_path.read_text(errors="replace")
+    def log(self, this_run: bool = False) -> str:
+        """What parad wrote to stdout and stderr so far: every run's, or the current run's alone."""
+        with open(self.log_path, "rb") as f:
+            f.seek(self.log_start if this_run else 0)
+            return f.read().decode(errors="replace")
 
     def tree(self) -> list[psutil.Process]:
         """Every live process under parad; remembered so teardown can prove they all ended."""
@@ -120,7 +163,8 @@ class Daemon:
             procs = psutil.Process(self.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             return []
-        self.seen.update(p.pid for p in procs)
+        for p in procs:
+            self.seen.setdefault(p.pid, p)
         return procs
 
     @property
@@ -158,21 +202,48 @@ class Daemon:
         return code
 
     def leftovers(self) -> list[int]:
-        """Processes once seen under parad that have not exited."""
-        return [pid for pid in self.seen if alive(pid)]
+        """Processes once seen under parad that have not exited (a pid since reused is not one)."""
+        return [pid for pid, p in self.seen.items() if _running(p)]
 
 
 def stop_and_check(d: Daemon) -> None:
-    """Stop `d`; raise DaemonError unless it exited 0 leaving no socket file and no process behind."""
+    """Stop `d`; raise DaemonError unless it exited 0 leaving no socket file and no process behind.
+
+    A parad whose last run ended by `kill()` is expected to have left its socket files and
+    a non-zero exit: only the processes are checked.
+    """
     code = d.stop()
     sockets = list(d.runtime_dir.glob("**/*.sock")) if d.runtime_dir.exists() else []
     if d.leftovers():
         wait_until(lambda: not d.leftovers(), 10, f"processes {d.leftovers()} of parad's tree to end")
     shutil.rmtree(d.runtime_dir, ignore_errors=True)
+    if d.killed:
+        return
     if code != 0:
         raise DaemonError(f"parad exited with {code}:\n{d.log()}")
     if sockets:
         raise DaemonError(f"socket files left behind: {sockets}")
+
+
+def _running(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _describe(p: psutil.Process) -> str:
+    try:
+        return " ".join(p.cmdline())[:80]
+    except psutil.Error:
+        return "?"
+
+
+def _kill_quietly(p: psutil.Process) -> None:
+    try:
+        p.kill()   # psutil checks it is still the process we saw, not a reuse of its pid
+    except psutil.NoSuchProcess:
+        pass
 
 
 def bad_frames(d: Daemon) -> dict[str, float]:
