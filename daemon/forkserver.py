@@ -4,7 +4,8 @@ The supervisor holds a live ZeroMQ context (I/O threads, sockets), and forking
 such a process is unsafe. So the supervisor execs this small server first,
 over a SOCK_SEQPACKET socketpair; it imports the tools once (every worker
 starts warm), holds no ZeroMQ state, forks a worker per `Spawn` request, reaps
-them on SIGCHLD and reports each exit as `Exited`. It dies with the supervisor.
+them on SIGCHLD and reports each exit as `Exited`. It dies with the supervisor,
+ending every process below it first (workers, their commands, orphans).
 
 Run as `python -P -m para.daemon.forkserver FD` (-P: the supervisor's working
 directory, a caller's project folder, is not on sys.path); `ForkServer` is
@@ -96,9 +97,22 @@ class ForkServer:
 
 # ---- the server process ----------------------------------------------------
 
+_stopping = False   # SIGTERM came (parad died, or someone asked): end every worker tree and exit
+
+
+def _on_sigterm(*_: object) -> None:
+    global _stopping
+    _stopping = True
+
+
 def serve(fd: int) -> None:
     sock = socket.socket(fileno=fd)
-    prctl.set_parent_death_signal(signal.SIGKILL)
+    # When parad dies, even by SIGKILL, its end of the socket pair closes: the loop sees EOF
+    # and ends every tree below us. SIGTERM at its death is the backstop, never SIGKILL: dying
+    # at once would leave the commands of unsandboxed workers (no pid namespace, a session of
+    # their own) running unsupervised.
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    prctl.set_parent_death_signal(signal.SIGTERM)
     prctl.set_not_dumpable()  # commands of parad's own user cannot read our memory or environment
     # Orphans of a killed worker come back here and are reaped.
     prctl.set_child_subreaper()
@@ -114,8 +128,9 @@ def serve(fd: int) -> None:
         _serve_loop(sock, wake_r, wake_w, workers)
     except (BrokenPipeError, ConnectionError):
         pass  # the supervisor is gone: end its workers below
-    for pid in list(workers):
-        tree.kill_tree(pid)
+    # Every descendant, not only the workers: as the subreaper we hold their commands'
+    # orphans too, and a tree killed whole cannot fork new members while it dies.
+    tree.kill_tree(os.getpid(), include_root=False)
     tree.reap_children()
 
 
@@ -131,6 +146,8 @@ def _exit_status(status: int, sandboxed: bool) -> tuple[int | None, int | None]:
 def _serve_loop(sock: socket.socket, wake_r: int, wake_w: int, workers: dict[int, tuple[str, bool]]) -> None:
     while True:
         ready, _, _ = select.select([sock, wake_r], [], [])
+        if _stopping:
+            return
         if wake_r in ready:
             _drain(wake_r)
             for pid, status in tree.reap_children():
@@ -149,6 +166,7 @@ def _serve_loop(sock: socket.socket, wake_r: int, wake_w: int, workers: dict[int
 
 
 def _fork_worker(request: m.Spawn, sock: socket.socket, wake_r: int, wake_w: int) -> int:
+    server = os.getpid()
     pid = os.fork()
     if pid:
         return pid
@@ -159,9 +177,12 @@ def _fork_worker(request: m.Spawn, sock: socket.socket, wake_r: int, wake_w: int
         os.close(wake_r)
         os.close(wake_w)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # our handler would make an unsandboxed worker deaf to it
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # commands must not inherit SIG_IGN
         os.setsid()
         prctl.set_parent_death_signal(signal.SIGKILL)
+        if os.getppid() != server:   # the server died before the line above: no signal will come
+            os._exit(1)
         prctl.set_child_subreaper()
         settings = request.settings
         if settings.workspace:
