@@ -232,7 +232,8 @@ class ClientRequests:
                 woken.add(pool)
             accepted.append(spec.id)
         if msg.ack:
-            self._durable_reply(req, m.Accepted(msg.req, accepted))
+            # Nothing accepted, nothing to journal: held, it would wait for a commit a full disk never lets through.
+            (self._durable_reply if accepted else self._reply)(req, m.Accepted(msg.req, accepted))
         wake(self.core, woken)
 
     def _admit(self, req: Request, spec: m.TaskSpec, size: int) -> tuple[Pool, TaskRecord | None]:

@@ -169,7 +169,10 @@ class Journal:
                 conn.executemany(BATCH_UPSERT, list(self._batches.values()))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # SQLite rolls back by itself on some errors (a full disk): a ROLLBACK then would fail
+            # and replace the reason with "no transaction is active".
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
         for task_id, spec_size, ended_size in written:
             if ended_size is None:
