@@ -233,8 +233,6 @@ class Supervisor:
                 self._retry_armed = True
                 self.core.timers.call_later(RETRY_EVERY, self._disarm_retry)
             return
-        if self.upkeep is not None:
-            self.upkeep.committed()
         self.outbox.committed()
         if in_trouble:   # its dispatch stopped while the store could not keep starts
             for pool in self.core.pools.values():
