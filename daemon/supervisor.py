@@ -378,7 +378,7 @@ class Supervisor:
             "workspaces": self._workspaces(),
             "tasks": {"live": len(core.tasks.live), **dict(core.tasks.counts)},
             "retained": core.tasks.retained(), "output": self.outbox.summary(),
-            "journal": self.store.summary() if isinstance(self.store, Journal) else {"durability": "off"},
+            "journal": self.store.summary(),
         }
 
     def _workspaces(self) -> list[dict[str, Any]]:
