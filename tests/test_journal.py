@@ -117,6 +117,8 @@ def test_a_running_task_with_retries_runs_again_after_a_kill(parads, tmp_path: P
         found = c.task(task.id)
     assert lines(out) == ["run", "run"]
     assert found["task"]["attempts"] == 2
+    history = journal_rows(d, "SELECT history FROM tasks WHERE id = ?", task.id)[0][0]
+    assert [line.split()[1] for line in history.splitlines()] == ["queued", "running", "queued", "running", "succeeded"]
     assert found["result"].stdout == "done\n"
 
 

@@ -232,6 +232,7 @@ class Journal:
         for values in self.conn.execute(f"SELECT {rows.LIVE_COLUMNS} FROM tasks WHERE ended IS NULL ORDER BY seq"):
             try:
                 records.append(rows.record_of(values))
+                self._written[values[0]] = len(values[10])   # its row exists: later writes update it
             except (codec.ProtocolError, ValueError, TypeError) as exc:
                 log.error("journal: task %s cannot be read back (%s); it is dropped", values[0], exc)
                 unreadable.append((time.time(), values[0]))
