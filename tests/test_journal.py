@@ -71,6 +71,10 @@ def test_a_finished_task_is_kept_with_its_history_and_found_after_a_kill(parads)
     d = parads()
     with d.client() as c:
         result = c.run("bash", command="echo kept")
+        journal = c.status()["journal"]
+        metrics = c.metrics()
+    assert journal["durability"] == "batched" and journal["commits"] >= 1 and not journal["trouble"]
+    assert "para_journal_commits_total" in metrics and "para_journal_unwritable 0.0" in metrics
     history = journal_rows(d, "SELECT state, history FROM tasks WHERE id = ?", result.id)
     assert history[0][0] == "succeeded"
     assert [line.split()[1] for line in history[0][1].splitlines()] == ["queued", "running", "succeeded"]
@@ -113,6 +117,8 @@ def test_a_running_task_with_retries_runs_again_after_a_kill(parads, tmp_path: P
         found = c.task(task.id)
     assert lines(out) == ["run", "run"]
     assert found["task"]["attempts"] == 2
+    history = journal_rows(d, "SELECT history FROM tasks WHERE id = ?", task.id)[0][0]
+    assert [line.split()[1] for line in history.splitlines()] == ["queued", "running", "queued", "running", "succeeded"]
     assert found["result"].stdout == "done\n"
 
 
