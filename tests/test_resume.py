@@ -1,0 +1,189 @@
+"""Clients that outlive their parad: SIGKILL a real parad while a client waits, start another
+on the same runtime and state directories, and see the client reconnect by itself.
+
+Without a journal the client ends with an error that says the task's fate is
+unknown; with one it gets its tasks back (or submits again those parad never
+acknowledged) and every wait completes. Client timeouts are small (1 s) so
+that a silent parad is noticed quickly; `reconnect` gives the new one time to start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import shutil
+import signal
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from para.client import AsyncClient, Client, DaemonUnavailable, NotFound
+from para.testing import FAST, Daemon, stop_and_check, wait_running, wait_until
+
+POOLS = {"echo": {"min_workers": 1, "max_workers": 2}, "bash": {"min_workers": 2, "max_workers": 4}}
+FAST_CLIENT = {"timeout": 1.0, "reconnect": 60.0}
+
+journal = pytest.mark.skipif(importlib.util.find_spec("para.daemon.journal") is None,
+                             reason="parad has no journal yet (daemon/journal/)")
+
+
+class Restarts:
+    """parads one after another on one runtime dir and one state dir, as a restarted service is."""
+
+    def __init__(self, make_daemon: Callable[..., Daemon], tmp: Path, config: dict[str, Any]) -> None:
+        self.make, self.tmp, self.config = make_daemon, tmp, config
+        self.started: list[Daemon] = []
+
+    @property
+    def current(self) -> Daemon:
+        return self.started[-1]
+
+    def start(self) -> Daemon:
+        runtime_dir = self.current.runtime_dir if self.started else None
+        if self.started:   # the same directory (so the same state dir); keep the killed one's log
+            self.current.log_path.rename(self.tmp / f"parad.{len(self.started)}.log")
+        self.started.append(self.make(self.config, self.tmp, runtime_dir=runtime_dir))
+        return self.current
+
+    def kill(self) -> None:
+        """SIGKILL the current parad; wait until every process of its tree has gone."""
+        d = self.current
+        d.tree()
+        os.kill(d.pid, signal.SIGKILL)
+        d.proc.wait(timeout=30)
+        wait_until(lambda: not d.leftovers(), 30, f"processes {d.leftovers()} of the killed parad to end")
+
+    def close(self) -> None:
+        for d in self.started[:-1]:
+            if d.proc.poll() is None:
+                d.stop()
+        if self.started and self.current.proc.poll() is None:
+            stop_and_check(self.current)
+        elif self.started:   # the last one was killed: its socket files stay behind
+            self.current.stop()
+            shutil.rmtree(self.current.runtime_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def restarts(make_daemon: Callable[..., Daemon], tmp_path: Path) -> Iterator[Callable[..., Restarts]]:
+    """restarts(durability=...) -> a Restarts with its first parad running; every parad stopped after the test."""
+    made: list[Restarts] = []
+
+    def start(durability: str | None = None) -> Restarts:
+        daemon = dict(FAST) | ({"journal": {"durability": durability}} if durability else {})
+        r = Restarts(make_daemon, tmp_path / f"r{len(made)}", {"daemon": daemon, "pools": POOLS})
+        made.append(r)
+        r.start()
+        return r
+
+    yield start
+    for r in made:
+        r.close()
+
+
+def kill_and_restart_when(r: Restarts, running: int, what: str) -> None:
+    """Once `running` tasks run (seen by a client of our own), SIGKILL parad and start another."""
+    with r.current.client() as c:
+        wait_until(lambda: len([t for t in c.ps() if t["state"] == "running"]) >= running, 30, what)
+    r.kill()
+    r.start()
+
+
+def in_thread(call: Callable[[], Any]) -> Any:
+    """Run `call` (a client's whole life) in a thread; its Future."""
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(call)
+    pool.shutdown(wait=False)
+    return future
+
+
+# ---- without a journal: a clear end, never a hang ---------------------------------------
+
+def test_without_a_journal_a_waiting_run_ends_saying_parad_restarted(restarts) -> None:
+    r = restarts()
+
+    def client_life() -> None:
+        with Client(r.current.runtime_dir, **FAST_CLIENT) as c:
+            c.run("bash", command="sleep 30")
+
+    waiting = in_thread(client_life)
+    kill_and_restart_when(r, 1, "the sleep to run")
+    with pytest.raises(DaemonUnavailable, match="restarted without a journal.*fate is unknown"):
+        waiting.result(timeout=120)
+    with r.current.client() as c:  # the new parad serves, and ran nothing twice
+        assert c.ps() == []
+
+
+def test_a_client_idle_through_the_restart_learns_it_from_the_pong(restarts) -> None:
+    # Its socket reconnects to the new parad by itself, which answers its pings: before, it waited on.
+    r = restarts()
+    with Client(r.current.runtime_dir, **FAST_CLIENT) as c:
+        future = c.submit("bash", command="sleep 30")
+        wait_running(c, future.id)
+        r.kill()
+        r.start()
+        with pytest.raises(DaemonUnavailable, match="restarted without a journal.*fate is unknown"):
+            future.result(timeout=30)
+        assert c.run("echo", x=1).ok   # and it goes on with the new parad
+
+
+def test_an_async_client_waiting_through_the_restart_ends_the_same_way(restarts) -> None:
+    r = restarts()
+
+    async def client_life() -> None:
+        async with AsyncClient(r.current.runtime_dir, **FAST_CLIENT) as c:
+            task = await c.submit("bash", command="sleep 30")
+            await asyncio.get_running_loop().run_in_executor(None, kill_and_restart_when, r, 1, "the sleep to run")
+            with pytest.raises(DaemonUnavailable, match="restarted without a journal.*fate is unknown"):
+                await task.result(timeout=30)
+            assert (await c.run("echo", x=1)).ok
+
+    asyncio.run(asyncio.wait_for(client_life(), 120))
+
+
+def test_without_a_journal_a_wait_by_id_ends_not_found(restarts) -> None:
+    r = restarts()
+    with r.current.client() as c:
+        task_id = c.submit("bash", command="sleep 30").id
+
+    def client_life() -> None:
+        with Client(r.current.runtime_dir, **FAST_CLIENT) as c:
+            c.result(task_id)
+
+    waiting = in_thread(client_life)
+    kill_and_restart_when(r, 1, "the sleep to run")
+    with pytest.raises(NotFound, match=f"knows no task '{task_id}'"):
+        waiting.result(timeout=120)
+
+
+def test_the_async_client_ends_the_same_way(restarts) -> None:
+    r = restarts()
+
+    async def client_life() -> None:
+        async with AsyncClient(r.current.runtime_dir, **FAST_CLIENT) as c:
+            results = [r async for r in c.map("bash", [{"command": "sleep 30"}] * 2, return_exceptions=True)]
+        for result in results:
+            assert isinstance(result, DaemonUnavailable) and "restarted without a journal" in str(result)
+
+    waiting = in_thread(lambda: asyncio.run(asyncio.wait_for(client_life(), 120)))
+    kill_and_restart_when(r, 2, "both sleeps to run")
+    waiting.result(timeout=130)
+
+
+def test_when_no_parad_comes_back_the_client_says_how_long_it_waited(restarts) -> None:
+    r = restarts()
+
+    def client_life() -> None:
+        with Client(r.current.runtime_dir, timeout=1.0, reconnect=1.5) as c:
+            c.run("bash", command="sleep 30")
+
+    waiting = in_thread(client_life)
+    with r.current.client() as c:
+        wait_running(c)
+    r.kill()
+    with pytest.raises(DaemonUnavailable, match=r"not answering at .*silent for .*none answered there within 1.5s"):
+        waiting.result(timeout=120)
