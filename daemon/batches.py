@@ -44,6 +44,7 @@ class Batch:
     waiting: dict[str, int]                 # pending task id -> dependencies not yet succeeded
     records: dict[str, TaskRecord]
     started: float = field(default_factory=time.monotonic)
+    accepted: float = field(default_factory=time.time)   # wall clock, for the journal
     finished: dict[str, str] = field(default_factory=dict)   # task id -> final status
     first_failure: str | None = None
 
@@ -125,8 +126,43 @@ class BatchRunner:
             batch.records[spec.id] = enqueue(self.core.tasks, spec, pool, owner, batch=batch.id, pending=bool(deps),
                                              size=size // len(specs))
         self.batches[batch.id] = batch
+        self._journal(batch)
         wake(self.core, {pool for spec, pool in zip(specs, pools) if not after.get(spec.id)})
         return ids
+
+    def _journal(self, batch: Batch, ended: float | None = None) -> None:
+        self.core.tasks.store.batch(batch.id, batch.on_failure, batch.after, batch.first_failure, batch.accepted, ended)
+
+    def restore(self, batch_id: str, on_failure: str, after: dict[str, list[str]], first_failure: str | None,
+                accepted: float, records: dict[str, TaskRecord], results: dict[str, m.TaskResult]) -> None:
+        """A batch from the journal after a restart: its tasks, live and ended, and the results of
+        those that ended (what the waiting ones may refer to)."""
+        batch = Batch(batch_id, b"", on_failure, after, {}, {}, records, first_failure=first_failure)
+        batch.accepted = accepted
+        batch.started -= max(0.0, time.time() - accepted)
+        for task_id in records:
+            deps = set(after.get(task_id, []))
+            batch.waiting[task_id] = sum(1 for d in deps if d not in results or results[d].status != m.SUCCEEDED)
+            for d in deps:
+                batch.dependents.setdefault(d, []).append(task_id)
+        batch.finished = {task_id: result.status for task_id, result in results.items()}
+        self.batches[batch_id] = batch
+        self.results.update(results)
+
+    def resume_pending(self, record: TaskRecord) -> Ending | None:
+        """A recovered task that waits for dependencies: released if they all succeeded meanwhile;
+        its ending if it cannot start, or if its batch is gone from the journal."""
+        batch = self.batches.get(record.batch)
+        if batch is None:
+            return record, m.TaskResult(record.spec.id, record.spec.tool, m.CANCELLED, error="its batch was not "
+                                        "in the journal when parad restarted"), None
+        if batch.waiting.get(record.spec.id):
+            return None
+        released = self._release(batch, record)
+        if isinstance(released, Pool):
+            wake(self.core, {released})
+            return None
+        return released
 
     def _admit(self, spec: m.TaskSpec, deps: list[str], batch_id: str, roots: int, size: int) -> Pool:
         """A batch task's pool, or BatchError or Refusal naming the task. One that refers to others'
@@ -164,6 +200,7 @@ class BatchRunner:
             return record, m.TaskResult(spec.id, spec.tool, m.FAILED, error=f"cannot start: {message}",
                                         error_code=m.E_INVALID), None
         release(record, pool)
+        self.core.tasks.store.changed(record, spec=True)   # its references resolved, its timeout set
         return pool
 
     def on_end(self, record: TaskRecord, result: m.TaskResult) -> list[Ending]:
@@ -190,7 +227,9 @@ class BatchRunner:
             endings = self._skip(self._dependents_of(batch, record),
                                  f"skipped: it depends on {batch.name(record.spec.id)} cancelled")
         elif result.status != m.SKIPPED:
-            batch.first_failure = batch.first_failure or f"{batch.name(record.spec.id)}: {result.status}"
+            if batch.first_failure is None:
+                batch.first_failure = f"{batch.name(record.spec.id)}: {result.status}"
+                self._journal(batch)
             endings = self._after_failure(batch, record)
         self.core.ports.publish(b"progress", lambda: m.TaskEvent(batch.id, "", "batch", batch.status()))
         if len(batch.finished) == len(batch.records):
@@ -231,6 +270,7 @@ class BatchRunner:
 
     def _forget(self, batch: Batch) -> None:
         self.batches.pop(batch.id, None)
+        self._journal(batch, ended=time.time())
         for task_id in batch.records:
             self.results.pop(task_id, None)
         self.done[batch.id] = batch.status()

@@ -106,6 +106,10 @@ class ClientRequests:
     def _reply(self, req: Request, msg: Any) -> None:
         self.core.ports.to_client(req.identity, codec.encode(msg))
 
+    def _durable_reply(self, req: Request, msg: Any) -> None:
+        """A reply that says the task store keeps something: it leaves after the commit that records it."""
+        self.core.ports.durable_to_client(req.identity, codec.encode(msg))
+
     def _error(self, req: Request, number: int, code: str, message: str, task_id: str | None = None) -> None:
         self._reply(req, m.ErrorReply(number, code, message, task_id))
 
@@ -187,9 +191,9 @@ class ClientRequests:
         for task_id in ids:
             live = self.core.tasks.live.get(task_id)
             if live is not None:
-                if live.owner is None:   # recovered after a restart: its submitter is back
-                    live.owner = req.identity
-                elif live.owner != req.identity and (req.identity, task_id) not in live.followers:
+                # As a follower, not its owner: the owner's count in its queue stays right (scheduler.py),
+                # and its streamed output, if any, is not sent again.
+                if live.owner != req.identity and (req.identity, task_id) not in live.followers:
                     live.followers.append((req.identity, task_id))
                 answer["waiting"].append(task_id)
                 continue
@@ -197,7 +201,7 @@ class ClientRequests:
             if done is None:
                 answer["unknown"].append(task_id)
             else:
-                self.core.ports.to_client(req.identity, done)
+                self.core.ports.durable_to_client(req.identity, done)
                 answer["finished"].append(task_id)
         self._reply(req, m.Reply(msg.req, answer))
 
@@ -228,7 +232,7 @@ class ClientRequests:
                 woken.add(pool)
             accepted.append(spec.id)
         if msg.ack:
-            self._reply(req, m.Accepted(msg.req, accepted))
+            self._durable_reply(req, m.Accepted(msg.req, accepted))
         wake(self.core, woken)
 
     def _admit(self, req: Request, spec: m.TaskSpec, size: int) -> tuple[Pool, TaskRecord | None]:
@@ -236,6 +240,8 @@ class ClientRequests:
         core = self.core
         if core.stopping:
             raise Refusal(m.E_SHUTTING_DOWN, "parad is shutting down; start it again and resubmit")
+        if core.tasks.store.trouble is not None:
+            raise Refusal(m.E_JOURNAL, core.tasks.store.trouble)
         inherited = req.parent.spec.workspace if req.parent is not None else None
         pool = admit(spec, core.pools, core.workspaces, size=size, inherited=inherited)
         if spec.id in core.tasks.live:
@@ -261,6 +267,9 @@ class ClientRequests:
         if self.core.stopping:
             self._error(req, msg.req, m.E_SHUTTING_DOWN, "parad is shutting down; start it again and resubmit")
             return
+        if self.core.tasks.store.trouble is not None:
+            self._error(req, msg.req, m.E_JOURNAL, self.core.tasks.store.trouble)
+            return
         try:
             ids = self.batches.submit(req.identity, msg, req.size)
         except BatchError as exc:
@@ -269,7 +278,7 @@ class ClientRequests:
         except Refusal as refusal:
             self._error(req, msg.req, refusal.code, refusal.message)
             return
-        self._reply(req, m.Accepted(msg.req, ids))
+        self._durable_reply(req, m.Accepted(msg.req, ids))
 
     def _on_scale(self, req: Request, msg: m.Scale) -> None:
         pool = self.core.pools.get(msg.pool) if isinstance(msg.pool, str) else None

@@ -28,6 +28,16 @@ class WorkspacesSection(BaseModel):
     roots: list[str] = Field(default_factory=list, description="folders under which any folder may be a workspace, whoever owns it")
 
 
+class JournalSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    durability: str = Field("batched", pattern="^(batched|sync|off)$", description="batched: committed once per loop turn before anything is acknowledged, synced to disk every sync_interval; sync: synced before anything is acknowledged; off: no journal, nothing kept across restarts (README: Durability)")
+    commit_interval: float = Field(0.005, ge=0, le=1, description="while parad is busy, the longest a change waits for its commit (a busy turn's changes are grouped; an idle parad commits at once)")
+    sync_interval: float = Field(0.05, gt=0, le=60, description="batched: seconds between syncs of the journal to disk")
+    retain: float = Field(7 * 86400.0, ge=0, description="seconds finished tasks and their output are kept in the journal, by when they ended")
+    max_bytes: ByteSize = Field(1 << 30, ge=1 << 20, description="and at most this many bytes of them (rows and output files); past either limit the oldest are dropped")
+    inline_bytes: ByteSize = Field(64 << 10, ge=0, description="results up to this size are stored in the journal itself; larger ones in files beside it (results/)")
+
+
 class DaemonSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
     heartbeat_interval: float = Field(5.0, ge=0.05, description="seconds between worker heartbeats")
@@ -36,7 +46,8 @@ class DaemonSection(BaseModel):
     max_message_size: int = Field(8 << 20, ge=1024, description="largest client request accepted, bytes; put bigger inputs in a file")
     nested_max_depth: int = Field(3, ge=0, le=10, description="how deep tasks may submit child tasks from inside their commands (0: not at all)")
     idempotency_window: float = Field(600.0, ge=0, description="seconds a task's idempotency_key is remembered: a repeat gets the first result")
-    finished_task_retention: int = Field(10000, ge=0, description="finished results kept in memory for status queries")
+    journal: JournalSection = Field(default_factory=JournalSection, description="the task journal in the state directory: what parad keeps across crashes and restarts")
+    finished_task_retention: int = Field(10000, ge=0, description="with journal.durability off: finished results kept in memory for queries by id")
     finished_task_bytes: ByteSize = Field(64 << 20, ge=0, description="and at most this many bytes of them (as encoded); past either, the oldest are dropped")
     client_output_budget: ByteSize = Field(16 << 20, ge=1 << 20, description="bytes of results and output parad holds for a client that reads slower than its tasks produce; past it the client's streaming commands pause and its queued tasks wait, until it has read half of it")
     output_budget_total: ByteSize = Field(128 << 20, ge=1 << 20, description="bytes of results and output parad holds for all clients together; past it every client holding more than its share (this over the number of clients held for, at most client_output_budget) is over budget, until the total is down to half")

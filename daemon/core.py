@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from para.daemon.config import Config
 from para.daemon.dedup import Deduplicator
 from para.daemon.pool import Pool, WorkerHandle
-from para.daemon.tasks import MemoryResults, TaskTable
+from para.daemon.tasks import MemoryResults, TaskStore, TaskTable
 from para.daemon.timers import Timers
 from para.daemon.tools import TOOLS
 from para.daemon.workspaces import WorkspacePolicy
@@ -39,7 +39,11 @@ class Ports(Protocol):
         """Queue an encoded frame for a client (bounded by bytes, see outbox.py)."""
 
     def result_to_client(self, identity: bytes, task_id: str, frame: bytes) -> None:
-        """Queue a task's encoded Done for its owner."""
+        """Queue a task's encoded Done for its owner; it leaves after the commit that records it."""
+
+    def durable_to_client(self, identity: bytes, frame: bytes) -> None:
+        """Queue a frame that reports what the task store keeps (an Accepted, another client's Done):
+        it leaves after the commit that records it."""
 
     def to_worker(self, worker_id: str, *messages: Any) -> bool:
         """Send messages to a worker on its command channel; False if it cannot be routed."""
@@ -58,10 +62,16 @@ def workspace_policy(config: Config, system: bool) -> WorkspacePolicy:
     return WorkspacePolicy(owned, tuple(os.path.realpath(os.path.expanduser(r)) for r in section.roots))
 
 
+def memory_store(config: Config) -> MemoryResults:
+    """The task store with durability off: finished results in memory, up to the retention limits."""
+    return MemoryResults(config.daemon.finished_task_retention, config.daemon.finished_task_bytes)
+
+
 class Core:
     """State and ports; see the module docstring."""
 
-    def __init__(self, config: Config, ports: Ports, workspaces: WorkspacePolicy | None = None) -> None:
+    def __init__(self, config: Config, ports: Ports, workspaces: WorkspacePolicy | None = None,
+                 store: TaskStore | None = None) -> None:
         self.config = config
         self.ports = ports
         self.workspaces = workspaces or workspace_policy(config, system=False)
@@ -69,7 +79,7 @@ class Core:
         self.boot = secrets.token_hex(8)   # this run of parad: clients that see it change resume their tasks
         self.started = time.monotonic()
         self.timers = Timers()
-        self.tasks = TaskTable(MemoryResults(config.daemon.finished_task_retention, config.daemon.finished_task_bytes))
+        self.tasks = TaskTable(store or memory_store(config))
         self.pools = {
             name: Pool(name, TOOLS[section.tool], section, config.pool_options(name))
             for name, section in config.pools.items()
@@ -101,6 +111,10 @@ class Core:
         pools = list(self._maintain)
         self._maintain.clear()
         return pools
+
+    @property
+    def dispatch_wanted(self) -> bool:
+        return bool(self._dispatch)
 
     def take_dispatch(self) -> list[Pool]:
         pools = list(self._dispatch)

@@ -12,7 +12,7 @@ from typing import Protocol
 
 from para.daemon.core import Ports
 from para.daemon.pool import Pool, WorkerHandle
-from para.daemon.tasks import TaskRecord
+from para.daemon.tasks import TaskRecord, TaskTable
 from para.ipc import codec
 from para.ipc import messages as m
 
@@ -20,6 +20,7 @@ from para.ipc import messages as m
 class DispatchCore(Protocol):
     ports: Ports
     stopping: bool
+    tasks: TaskTable
 
     def want_dispatch(self, pool: Pool) -> None: ...
 
@@ -35,8 +36,8 @@ class Dispatcher:
         another could run it; each worker's share then goes out as one frame.
         A task of a workspace goes only to a worker made for that workspace.
         """
-        if self.core.stopping or not pool.queue.depth:
-            return
+        if self.core.stopping or not pool.queue.depth or self.core.tasks.store.trouble is not None:
+            return   # (the supervisor dispatches every pool again once the store can write)
         loads, left = self._loads(pool)
         only = loads.keys() if left is not None else None
         batches: dict[str, list[TaskRecord]] = {}
@@ -58,8 +59,33 @@ class Dispatcher:
                 del load[worker_id]
                 if not load:
                     loads.pop(workspace, None)
-        for worker_id, records in batches.items():
-            self._assign(pool, pool.workers[worker_id], records)
+        if batches and self._starting(pool, batches):
+            for worker_id, records in batches.items():
+                self._assign(pool, pool.workers[worker_id], records)
+
+    def _starting(self, pool: Pool, batches: dict[str, list[TaskRecord]]) -> bool:
+        """Mark the tasks running, as their next attempt, and have the task store keep that before any
+        assignment leaves: so a task that a restarted parad does not find running never started.
+        False, with the tasks back at the head of the queue, if the store cannot keep it (a full disk)."""
+        now = time.monotonic()
+        records: list[TaskRecord] = []
+        for worker_id, assigned in batches.items():
+            for record in assigned:
+                record.attempts += 1
+                record.state, record.worker, record.started = m.RUNNING, worker_id, now
+            records += assigned
+        if self.core.tasks.store.record_starts(records):
+            return True
+        for record in reversed(records):
+            self._unstart(pool, record)
+        return False
+
+    def _unstart(self, pool: Pool, record: TaskRecord) -> None:
+        """An assignment that did not leave: the task goes back to the head of its queue, its attempt not counted."""
+        record.attempts -= 1
+        record.state, record.worker = m.QUEUED, None
+        pool.queue.push_front(record)
+        self.core.tasks.store.changed(record)
 
     @staticmethod
     def _loads(pool: Pool) -> tuple[dict[str | None, dict[str, int]], dict[str | None, int] | None]:
@@ -82,23 +108,14 @@ class Dispatcher:
                 # Unroutable: the worker is going away. Its exit report would count
                 # these as attempts; they never ran, so put them back instead.
                 for record in reversed([r for rest in chunks[i:] for r in rest]):
-                    record.state, record.worker = m.QUEUED, None
-                    pool.queue.push_front(record)
+                    self._unstart(pool, record)
                 worker.unroutable()
                 self.core.want_dispatch(pool)
                 return
 
     def _assign_chunk(self, worker: WorkerHandle, records: list[TaskRecord], events: bool) -> bool:
-        assigns = []
-        for record in records:
-            record.attempts += 1
-            assigns.append(m.Assign(record.spec, record.attempts, events))
+        assigns = [m.Assign(record.spec, record.attempts, events) for record in records]
         if not self.core.ports.to_worker(worker.id, *assigns):
-            for record in records:
-                record.attempts -= 1
             return False
-        now = time.monotonic()
-        for record in records:
-            record.state, record.worker, record.started = m.RUNNING, worker.id, now
         worker.took(records)
         return True

@@ -43,6 +43,7 @@ def enqueue(tasks: TaskTable, spec: m.TaskSpec, pool: Pool, owner: bytes, *, ded
         pool.queue.hold(record)
     else:
         release(record, pool)
+    tasks.store.changed(record)
     return record
 
 

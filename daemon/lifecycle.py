@@ -85,7 +85,7 @@ class TaskLifecycle:
         if record.owner is not None:
             core.ports.result_to_client(record.owner, record.spec.id, wire)
         for owner, task_id in record.followers:
-            core.ports.to_client(owner, codec.encode(m.Done(dedup.copy_for(result, task_id))))
+            core.ports.durable_to_client(owner, codec.encode(m.Done(dedup.copy_for(result, task_id))))
         parent = core.tasks.live.get(record.parent) if record.parent else None
         if parent is not None:
             parent.children.discard(record.spec.id)
@@ -146,7 +146,10 @@ class TaskLifecycle:
                                            error=f"{what}: {reason}", error_code=m.E_POOL_FAILED))
 
     def lost(self, pool: Pool, record: TaskRecord, reason: str) -> None:
-        """Its worker died holding it: cancelled, poison, retried or lost, by the task's and the tool's rules."""
+        """Its worker died holding it: cancelled, poison, retried or lost, by the task's and the tool's rules.
+        While parad stops with a journal, it stays `running` there: the next parad retries it or reports it."""
+        if self.core.stopping and self.core.tasks.store.durable:
+            return
         record.worker_deaths += 1
         if record.cancel_requested:
             self.complete(record, m.TaskResult(record.spec.id, record.spec.tool, m.CANCELLED,
@@ -170,6 +173,7 @@ class TaskLifecycle:
         log.info("task %s: attempt %d of %d ended (%s); retrying in %.2fs",
                  record.spec.id, record.attempts, record.max_attempts, reason, delay)
         record.state, record.worker = m.RETRY_WAIT, None
+        self.core.tasks.store.changed(record)
         self.core.timers.call_later(delay, lambda: self._requeue(pool, record))
 
     def _requeue(self, pool: Pool, record: TaskRecord) -> None:
@@ -180,6 +184,7 @@ class TaskLifecycle:
             return
         record.state = m.QUEUED
         pool.queue.push_front(record)
+        self.core.tasks.store.changed(record)
         self.core.want_dispatch(pool)
         if pool.uses_workspace:
             self.core.want_maintain(pool)   # its workspace may have no worker left

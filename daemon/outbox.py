@@ -32,6 +32,12 @@ is merely slow, over budget by its running tasks' results, is still served.
 
 Nothing accepted is dropped, except for a client that is gone (the socket no
 longer routes to it): its outbox is freed, and its results stay queryable by id.
+
+A frame that reports what the journal records (an Accepted, a Done) is
+`durable`: it and every frame after it for that client wait behind a fence
+until `committed()` says the commit that records it went through, so a
+client is never told what a crash could take back. Fenced frames count in
+the budgets like any other, so backpressure sees them at once.
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ class _Box:
     paused: dict[str, str] = field(default_factory=dict)   # task id -> worker, commands paused for it
     retry_at: float = 0.0               # when its full queue is tried again; 0: not full
     delay: float = 0.0
+    fence: int | None = None            # frames from the head that may go before the next commit; None: all
 
 
 class Outbox:
@@ -88,14 +95,18 @@ class Outbox:
         self._boxes: dict[bytes, _Box] = {}
         self._dirty: set[bytes] = set()     # clients with new frames, sent at the next flush
         self._stalled: dict[bytes, _Box] = {}   # clients whose queue was full, tried at retry_at
+        self._fenced: set[bytes] = set()         # clients with frames waiting for a commit
 
     # ---- what the daemon owes -------------------------------------------------
 
-    def send(self, owner: bytes, frame: bytes) -> _Box:
-        """Queue a frame for a client; flush() sends it."""
+    def send(self, owner: bytes, frame: bytes, durable: bool = False) -> _Box:
+        """Queue a frame for a client; flush() sends it (a `durable` one, after the next commit)."""
         box = self._boxes.get(owner)
         if box is None:
             box = self._boxes[owner] = _Box(children.split_owner(owner))
+        if durable and box.fence is None:
+            box.fence = len(box.frames)
+            self._fenced.add(owner)
         box.frames.append(frame)
         box.size += len(frame)
         self.total += len(frame)
@@ -117,9 +128,19 @@ class Outbox:
             box.paused[task_id] = worker
             self._to_worker(worker, m.PauseOutput(task_id))
 
-    def result(self, owner: bytes, task_id: str, frame: bytes) -> None:
+    def result(self, owner: bytes, task_id: str, frame: bytes, durable: bool = False) -> None:
         """A task's Done: queued; its command, if paused, has ended."""
-        self.send(owner, frame).paused.pop(task_id, None)
+        self.send(owner, frame, durable).paused.pop(task_id, None)
+
+    def committed(self) -> None:
+        """The journal committed: every frame held behind a fence may go."""
+        for owner in self._fenced:
+            box = self._boxes.get(owner)
+            if box is not None:
+                box.fence = None
+                if not box.retry_at:
+                    self._dirty.add(owner)
+        self._fenced.clear()
 
     def refusing(self, owner: bytes) -> bool:
         """Whether `owner` holds so much unread that its requests are dropped; counted and logged if so."""
@@ -188,15 +209,13 @@ class Outbox:
 
     def _flush_box(self, owner: bytes, box: _Box) -> None:
         if box.relay is not None:  # batched by the relay, BATCH_FRAMES at a time
-            self._relay(*box.relay, list(box.frames))
-            box.frames.clear()
-            self.total -= box.size
-            box.size = 0
+            self._relay_box(box)
         sent = False
-        while box.frames:
+        while box.frames and box.fence != 0:
             batch, size = [], 0
             for frame in box.frames:
-                if batch and (size + len(frame) > BATCH_BYTES or len(batch) >= BATCH_FRAMES):
+                if batch and (size + len(frame) > BATCH_BYTES or len(batch) >= BATCH_FRAMES
+                              or len(batch) == box.fence):
                     break
                 batch.append(frame)
                 size += len(frame)
@@ -212,14 +231,26 @@ class Outbox:
                 box.frames.popleft()
             box.size -= size
             self.total -= size
+            if box.fence is not None:
+                box.fence -= len(batch)
             sent = True
         else:
             box.retry_at = box.delay = 0.0
             self._stalled.pop(owner, None)
         if box.over and box.size <= self._budget() // 2:
             self._drained(owner, box)
-        if not box.frames and not box.over:
+        if not box.frames and not box.over and box.fence is None:
             del self._boxes[owner]
+
+    def _relay_box(self, box: _Box) -> None:
+        count = len(box.frames) if box.fence is None else box.fence
+        frames = [box.frames.popleft() for _ in range(count)]
+        self._relay(*box.relay, frames)
+        size = sum(len(f) for f in frames)
+        box.size -= size
+        self.total -= size
+        if box.fence is not None:
+            box.fence = 0
 
     def _relay(self, worker_id: str, identity: bytes, frames: list[bytes]) -> None:
         # A client inside a worker's command: its frames go through that worker.
@@ -245,7 +276,9 @@ class Outbox:
         box.frames.clear()
         self.total -= box.size
         box.size = 0
+        box.fence = None
         self._stalled.pop(owner, None)
+        self._fenced.discard(owner)
         if box.over:
             self._drained(owner, box)
         self._boxes.pop(owner, None)

@@ -2,9 +2,11 @@
 
     make parad not dumpable; lock the runtime dir; probe the host and plan
     each pool's isolation; start the fork server (before any ZeroMQ state:
-    it forks the workers); bind the sockets; serve (supervisor.py).
-    Then close the sockets, stop the fork server (it kills what is left of
-    its workers), release the runtime dir.
+    it forks the workers); open the journal (after the fork server, which
+    must not hold it); bind the sockets; serve (supervisor.py, which first
+    recovers the journal's unfinished tasks).
+    Then close the sockets, close the journal (its last commit), stop the
+    fork server (it kills what is left of its workers), release the runtime dir.
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ from para.daemon import isolation
 from para.daemon.config import Config
 from para.daemon.core import workspace_policy
 from para.daemon.forkserver import ForkServer
+from para.daemon.journal.opening import open_store
+from para.daemon.journal.store import Journal
 from para.daemon.listeners import Listeners
 from para.daemon.runtime_dir import RuntimeDir
 from para.daemon.supervisor import Supervisor
+from para.daemon.tasks import TaskStore
 from para.ipc.endpoints import Endpoints
 from para.sandbox import prctl, probe
 
@@ -26,7 +31,8 @@ log = logging.getLogger("parad")
 
 
 def run(config: Config, endpoints: Endpoints, state_dir: Path, config_source: str, system: bool = False) -> int:
-    """Serve until stopped; 0 when parad stopped cleanly. Raises RuntimeDirError, IsolationError, PermissionError."""
+    """Serve until stopped; 0 when parad stopped cleanly. Raises RuntimeDirError, IsolationError, PermissionError,
+    JournalError."""
     # Commands run as parad's own user where there is no sandbox: they must
     # not read parad's memory, environment or descriptors through /proc.
     prctl.set_not_dumpable()
@@ -39,15 +45,25 @@ def run(config: Config, endpoints: Endpoints, state_dir: Path, config_source: st
         isolation.log_plans(plans)
         forkserver = ForkServer()
         try:
-            listeners = Listeners.bind(config, endpoints)
+            store = open_store(config, state_dir)
             try:
-                Supervisor(config, endpoints, state_dir, config_source, host, plans, forkserver, listeners,
-                           workspace_policy(config, system)).serve()
+                _serve(config, endpoints, state_dir, config_source, host, plans, forkserver, store, system)
             finally:
-                listeners.close()
+                if isinstance(store, Journal):
+                    store.close()
         finally:
             forkserver.close()
     finally:
         runtime.release()
     log.info("parad stopped")
     return 0
+
+
+def _serve(config: Config, endpoints: Endpoints, state_dir: Path, config_source: str, host: probe.HostSupport,
+           plans: dict, forkserver: ForkServer, store: TaskStore, system: bool) -> None:
+    listeners = Listeners.bind(config, endpoints)
+    try:
+        Supervisor(config, endpoints, state_dir, config_source, host, plans, forkserver, listeners,
+                   workspace_policy(config, system), store).serve()
+    finally:
+        listeners.close()

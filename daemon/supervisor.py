@@ -10,8 +10,10 @@ fork server, the bound sockets); then each turn of the loop reads:
         a bounded batch per socket, so a flood on one never starves another
     timers: heartbeat checks, respawns, retries, the shutdown deadline
     reconcile the pools the turn asked for (workforce.py)
-    send clients what they take (outbox.py: bounded by bytes, with backpressure)
     dispatch the pools the turn asked for (dispatch.py)
+    commit the journal (journal/: grouped while more messages wait)
+    send clients what they take (outbox.py: bounded by bytes, with backpressure;
+        what the journal records, only once committed)
 
 Signals, worker exits and timers all arrive as loop events; there are no
 threads of our own. Handlers change state and ask (core.py's want_maintain,
@@ -42,6 +44,9 @@ from para.daemon.events import EventPublisher
 from para.daemon.forkserver import ForkServer
 from para.daemon.intake import Intake
 from para.daemon.isolation import PoolIsolation
+from para.daemon.journal import recovery
+from para.daemon.journal.store import Journal
+from para.daemon.journal.upkeep import Upkeep
 from para.daemon.lifecycle import TaskLifecycle
 from para.daemon.listeners import Listeners
 from para.daemon.metrics import DaemonCollector, MetricsServer, exposition, make_registry
@@ -49,6 +54,7 @@ from para.daemon.outbox import Outbox
 from para.daemon.pool import FAILED, Pool, WorkerHandle
 from para.daemon.reports import WorkerReports
 from para.daemon.signals import SignalPipe
+from para.daemon.tasks import TaskStore
 from para.daemon.workforce import Workforce
 from para.daemon.workspaces import WorkspacePolicy
 from para.ipc import channels
@@ -61,12 +67,13 @@ log = logging.getLogger("parad")
 BATCH = 256            # messages read from one socket per loop turn
 DATA_BATCH = 16        # data frames (up to 1 MiB each) read per loop turn
 EXIT_SETTLE = 0.25     # seconds to let a dead worker's last results arrive
+RETRY_EVERY = 0.5      # seconds between commits tried while the journal cannot write
 
 
 class Supervisor:
     def __init__(self, config: Config, endpoints: Endpoints, state_dir: Path, config_source: str,
                  host: HostSupport, plans: Mapping[str, PoolIsolation], forkserver: ForkServer,
-                 listeners: Listeners, workspaces: WorkspacePolicy) -> None:
+                 listeners: Listeners, workspaces: WorkspacePolicy, store: TaskStore | None = None) -> None:
         self.config = config
         self.endpoints = endpoints
         self.state_dir = state_dir
@@ -76,7 +83,10 @@ class Supervisor:
         self.forkserver = forkserver
         self.listeners = listeners
         d = config.daemon
-        self.core = core = Core(config, ports=self, workspaces=workspaces)
+        self.core = core = Core(config, ports=self, workspaces=workspaces, store=store)
+        self.store = core.tasks.store
+        self._retry_armed = False   # a timer will bring the loop back to retry a failed commit
+        self.upkeep = Upkeep(self.store, core.timers) if isinstance(self.store, Journal) else None
         self.intake = Intake()
         self.events = EventPublisher(listeners.events, endpoints)
         self.outbox = Outbox(listeners.control, d.client_output_budget, self.to_worker, self._output_drained,
@@ -107,7 +117,10 @@ class Supervisor:
         self.outbox.send(identity, frame)
 
     def result_to_client(self, identity: bytes, task_id: str, frame: bytes) -> None:
-        self.outbox.result(identity, task_id, frame)
+        self.outbox.result(identity, task_id, frame, self.store.durable)
+
+    def durable_to_client(self, identity: bytes, frame: bytes) -> None:
+        self.outbox.send(identity, frame, self.store.durable)
 
     def to_worker(self, worker_id: str, *messages: Any) -> bool:
         return channels.send_to_worker(self.listeners.workers["command"], worker_id, messages)
@@ -152,8 +165,12 @@ class Supervisor:
     def serve(self) -> None:
         """Run the loop until parad has stopped and its last worker is gone."""
         try:
+            if self.upkeep is not None:
+                recovery.recover(self.upkeep.journal, self.core, self.batches, self.lifecycle)
+                self.upkeep.start()
             for pool in self.core.pools.values():
                 self.core.want_maintain(pool)
+                self.core.want_dispatch(pool)
             self._tick()
             self._watchdog()
             self._end_turn()
@@ -183,18 +200,48 @@ class Supervisor:
                 self.metrics_server.on_readable()
             core.timers.run_due()
             self._end_turn()
+        self._commit(force=True)
         self.outbox.drain(1.0)  # the last results, to clients that still read
 
     def _end_turn(self) -> None:
-        """What the turn asked for, once each: reconcile pools, what waited for that, send to clients, dispatch."""
+        """What the turn asked for, once each: reconcile pools, what waited for that, dispatch, commit
+        the journal, send to clients (what the commit recorded too); again while sending drained a
+        client whose queued tasks may now start."""
         for pool in self.core.take_maintain():
             self._guarded("maintain", self.workforce.maintain, pool)
         for callback in self.core.take_later():
             callback()
-        self.outbox.flush()  # before dispatch: a client it drains may free queued tasks
-        while pools := self.core.take_dispatch():   # an unroutable assignment asks again
-            for pool in pools:
-                self._guarded("dispatch", self.dispatcher.run, pool)
+        while True:
+            while pools := self.core.take_dispatch():   # an unroutable assignment asks again
+                for pool in pools:
+                    self._guarded("dispatch", self.dispatcher.run, pool)
+            self._commit()
+            self.outbox.flush()
+            if not self.core.dispatch_wanted:
+                return
+
+    def _commit(self, force: bool = False) -> None:
+        """Commit the changes made since the last commit; then what they report may leave (outbox.py's
+        fence). Group commit: while more messages wait to be read, the commit waits too, up to
+        commit_interval after the oldest change. While the store cannot write, fenced frames wait and
+        a timer brings the loop back every RETRY_EVERY seconds to try again (journal/store.py)."""
+        if not force and self.store.pending and not self.store.due() and self.poller.poll(0):
+            return   # the next turn comes at once, and commits with it
+        in_trouble = self.store.trouble is not None
+        if not self.store.commit():
+            if not self._retry_armed:
+                self._retry_armed = True
+                self.core.timers.call_later(RETRY_EVERY, self._disarm_retry)
+            return
+        if self.upkeep is not None:
+            self.upkeep.committed()
+        self.outbox.committed()
+        if in_trouble:   # its dispatch stopped while the store could not keep starts
+            for pool in self.core.pools.values():
+                self.core.want_dispatch(pool)
+
+    def _disarm_retry(self) -> None:
+        self._retry_armed = False
 
     @staticmethod
     def _guarded(what: str, step: Callable[[Pool], None], pool: Pool) -> None:
@@ -241,7 +288,8 @@ class Supervisor:
             return
         self.core.stopping = True
         notify.notify("STOPPING=1")
-        self.lifecycle.cancel_unstarted("parad shut down before the task started; submit it again")
+        if not self.store.durable:   # else they wait in the journal for the next parad
+            self.lifecycle.cancel_unstarted("parad shut down before the task started; submit it again")
         self.workforce.stop_all()
         grace = self.config.daemon.shutdown_grace
         self.core.timers.call_later(grace, lambda: self.workforce.kill_all(f"shutdown grace of {grace:g}s over"))
@@ -332,6 +380,7 @@ class Supervisor:
             "workspaces": self._workspaces(),
             "tasks": {"live": len(core.tasks.live), **dict(core.tasks.counts)},
             "retained": core.tasks.retained(), "output": self.outbox.summary(),
+            "journal": self.store.summary() if isinstance(self.store, Journal) else {"durability": "off"},
         }
 
     def _workspaces(self) -> list[dict[str, Any]]:

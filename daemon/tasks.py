@@ -69,12 +69,33 @@ class TaskRecord:
 Ending = tuple[TaskRecord, m.TaskResult, "bytes | None"]
 
 
-class ResultStore(Protocol):
-    """Where finished tasks go: the journal, or MemoryResults with durability off."""
-    durable: bool   # whether it survives parad
+class TaskStore(Protocol):
+    """Where tasks are kept beyond memory: the journal (daemon/journal/), or MemoryResults with durability off.
+
+    Helpers say what changed; the supervisor commits once per loop turn and holds
+    what reports a commit's contents (an Accepted, a Done) until it went through."""
+    durable: bool    # whether it survives parad
+    trouble: str | None   # why it cannot write now (new tasks are refused), else None
+    pending: bool    # whether changes wait for a commit
+
+    def changed(self, record: TaskRecord, spec: bool = False) -> None:
+        """`record` was accepted or changed state (and its spec, if `spec`)."""
 
     def keep(self, record: TaskRecord, wire: bytes) -> None:
         """`record` ended; `wire` is its encoded Done."""
+
+    def batch(self, batch_id: str, on_failure: str, after: dict[str, list[str]], first_failure: str | None,
+              accepted: float, ended: float | None) -> None:
+        """A batch was accepted, failed first, or ended."""
+
+    def record_starts(self, records: list[TaskRecord]) -> bool:
+        """`records` are about to start: keep that first; False if it cannot be kept (they must not start)."""
+
+    def commit(self) -> bool:
+        """Keep what changed; False if it could not be (`trouble` says why)."""
+
+    def due(self) -> bool:
+        """Whether the oldest change has waited long enough that it must be committed now."""
 
     def lookup(self, task_id: str) -> dict[str, Any] | None:
         """A finished task's {"task": summary, "result": TaskResult}, if it is kept."""
@@ -93,14 +114,33 @@ class ResultStore(Protocol):
 
 
 class MemoryResults:
-    """The last finished tasks, in memory: at most `retention` of them and `max_bytes` of results."""
+    """With durability off: nothing on disk, and the last finished tasks in memory, at most
+    `retention` of them and `max_bytes` of results."""
     durable = False
+    trouble = None
+    pending = False
 
     def __init__(self, retention: int, max_bytes: int) -> None:
         self.finished: collections.OrderedDict[str, TaskRecord] = collections.OrderedDict()
         self.retention = retention
         self.max_bytes = max_bytes
         self.finished_bytes = 0
+
+    def changed(self, record: TaskRecord, spec: bool = False) -> None:
+        pass
+
+    def batch(self, batch_id: str, on_failure: str, after: dict[str, list[str]], first_failure: str | None,
+              accepted: float, ended: float | None) -> None:
+        pass
+
+    def record_starts(self, records: list[TaskRecord]) -> bool:
+        return True
+
+    def commit(self) -> bool:
+        return True
+
+    def due(self) -> bool:
+        return False
 
     def keep(self, record: TaskRecord, wire: bytes) -> None:
         if not self.retention or not self.max_bytes:
@@ -140,31 +180,31 @@ class MemoryResults:
 
 
 class TaskTable:
-    """Live tasks by id; finished ones go to `results`."""
+    """Live tasks by id; their changes, and finished tasks, go to `store`."""
 
-    def __init__(self, results: ResultStore) -> None:
+    def __init__(self, store: TaskStore) -> None:
         self.live: dict[str, TaskRecord] = {}
-        self.results = results
+        self.store = store
         self.counts: collections.Counter[str] = collections.Counter()
         self.by_pool: collections.Counter[tuple[str, str]] = collections.Counter()
         self.limits: collections.Counter[tuple[str, str]] = collections.Counter()  # (pool, limit) that ended commands
 
     @property
     def durable(self) -> bool:
-        return self.results.durable
+        return self.store.durable
 
     def lookup(self, task_id: str) -> dict[str, Any] | None:
         """{"task": summary, "result": TaskResult or None} of a live or kept finished task."""
         record = self.live.get(task_id)
         if record is not None:
             return {"task": record.summary(), "result": record.result}
-        return self.results.lookup(task_id)
+        return self.store.lookup(task_id)
 
     def done_frame(self, task_id: str) -> bytes | None:
-        return self.results.done_frame(task_id)
+        return self.store.done_frame(task_id)
 
     def prune(self, older_than: float | None) -> dict[str, int]:
-        return self.results.prune(older_than)
+        return self.store.prune(older_than)
 
     def add(self, record: TaskRecord) -> None:
         self.live[record.spec.id] = record
@@ -180,10 +220,10 @@ class TaskTable:
         self.by_pool[record.pool, result.status] += 1
         if result.limit:
             self.limits[record.pool, result.limit] += 1
-        self.results.keep(record, wire)
+        self.store.keep(record, wire)
 
     def retained(self) -> dict[str, int]:
-        return self.results.retained()
+        return self.store.retained()
 
     def retention_hint(self) -> str:
-        return self.results.retention_hint()
+        return self.store.retention_hint()

@@ -109,9 +109,11 @@ def test_a_client_that_does_not_read_stops_its_commands_not_parad(start_daemon) 
 
 
 def test_finished_results_are_retained_up_to_a_byte_cap(start_daemon) -> None:
+    """With durability off, in memory (with the journal: test_journal.py)."""
     cap = 1 << 20
     # One worker: results finish in submission order, so the newest finished is the last submitted.
-    d = start_daemon(daemon={"finished_task_bytes": cap}, pools={"echo": {"min_workers": 1, "max_workers": 1}})
+    d = start_daemon(daemon={"finished_task_bytes": cap, "journal": {"durability": "off"}},
+                     pools={"echo": {"min_workers": 1, "max_workers": 1}})
     blob = "x" * 100_000
     with d.client() as c:
         futures = [c.submit("echo", n=i, blob=blob) for i in range(40)]

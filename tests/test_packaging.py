@@ -29,6 +29,11 @@ def test_wheel_holds_every_package_the_default_config_and_scripts(tmp_path: Path
     for module in ("para/ipc/codec.py", "para/daemon/supervisor.py", "para/daemon/tools/grep.py",
                    "para/sandbox/command.py", "para/client/paractl.py", "para/configs/parad.yaml"):
         assert module in names, f"{module} missing from {wheel.name}"
+    # Every package of the source tree, a new subpackage too (pyproject.toml lists them by hand).
+    for init in ROOT.glob("*/**/__init__.py"):
+        if init.parts[len(ROOT.parts)] in ("ipc", "daemon", "sandbox", "client", "testing"):
+            module = "para/" + init.relative_to(ROOT).as_posix()
+            assert module in names, f"{module} missing from {wheel.name}: add its package to pyproject.toml"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "parad = para.daemon.main:main" in text and "paractl = para.client.paractl:main" in text

@@ -1,0 +1,83 @@
+"""A task as a journal row, and back: what of a TaskRecord survives parad.
+
+A row holds what recovery needs to queue the task again as it was (its spec,
+pool, state, attempts, retry policy, batch, parent and scheduler session) and,
+once it ended, its result: the encoded Done inline, or the name of a file
+beside the journal for a large one. `history` gains one line per state the
+task passed through: `<unix time> <state> <attempt>[ <worker>]`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from para.daemon.scheduler import session_key
+from para.daemon.tasks import TaskRecord
+from para.ipc import codec
+from para.ipc import messages as m
+
+# A task's first write inserts its row (replacing an ended one of the same id: a new task that
+# reuses an id); later writes update it, adding to its history.
+INSERT = """INSERT OR REPLACE INTO tasks (id, pool, state, attempts, max_attempts, retry_on, batch, parent, depth,
+    session, spec, arg_bytes, accepted, ended, result, result_file, size, history)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+UPDATE = """UPDATE tasks SET state = ?, attempts = ?, ended = ?, result = ?, result_file = ?, size = ?,
+    history = history || ? WHERE id = ?"""
+LIVE_COLUMNS = "id, pool, state, attempts, max_attempts, retry_on, batch, parent, depth, session, spec, arg_bytes, accepted"
+
+
+def history_line(record: TaskRecord) -> str:
+    worker = f" {record.worker}" if record.worker and record.state == m.RUNNING else ""
+    return f"{time.time():.3f} {record.state} {record.attempts}{worker}\n"
+
+
+def spec_blob(record: TaskRecord) -> bytes:
+    return codec.encode(record.spec)
+
+
+def insert(record: TaskRecord, spec: bytes, history: str, result: bytes | None, result_file: str | None,
+           size: int) -> tuple[Any, ...]:
+    """INSERT's parameters for `record` as it is now."""
+    session = session_key(record)
+    return (record.spec.id, record.pool, record.state, record.attempts, record.max_attempts,
+            ",".join(sorted(record.retry_on)), record.batch, record.parent, record.depth,
+            session if isinstance(session, (bytes, str)) else None, spec, record.arg_bytes, record.accepted,
+            record.ended, result, result_file, size, history)
+
+
+def update(record: TaskRecord, history: str, result: bytes | None, result_file: str | None,
+           size: int) -> tuple[Any, ...]:
+    """UPDATE's parameters for `record` as it is now."""
+    return (record.state, record.attempts, record.ended, result, result_file, size, history, record.spec.id)
+
+
+def result_file_name(task_id: str, accepted: float) -> str:
+    """A file name for a task's result that no id can turn into a path (ids may be '..')."""
+    return hashlib.blake2b(f"{task_id}@{accepted!r}".encode(), digest_size=16).hexdigest()
+
+
+def record_of(values: tuple[Any, ...]) -> TaskRecord:
+    """The TaskRecord of a live row (LIVE_COLUMNS); it has no owner until a client awaits it."""
+    (task_id, pool, state, attempts, max_attempts, retry_on, batch, parent, depth, session,
+     spec, arg_bytes, accepted) = values
+    decoded = codec.decode(spec)
+    if not isinstance(decoded, m.TaskSpec) or decoded.id != task_id:
+        raise ValueError(f"task {task_id}: its spec in the journal does not decode to that task")
+    record = TaskRecord(decoded, pool, None, max_attempts, state=state, attempts=attempts,
+                        retry_on=frozenset(s for s in retry_on.split(",") if s), batch=batch, parent=parent,
+                        depth=depth, arg_bytes=arg_bytes, accepted=accepted)
+    record.session = session   # its turn in the scheduler, as before: its owner's, named, or its parent's
+    record.submitted = time.monotonic() - max(0.0, time.time() - accepted)
+    return record
+
+
+def summary(values: tuple[Any, ...]) -> dict[str, Any]:
+    """A finished row's summary, shaped like TaskRecord.summary()."""
+    task_id, pool, state, attempts, batch, parent, spec, accepted, ended = values
+    decoded = codec.decode(spec)
+    return {"id": task_id, "tool": decoded.tool, "pool": pool, "state": state, "attempts": attempts,
+            "worker": None, "session": decoded.session, "priority": decoded.priority, "batch": batch,
+            "parent": parent, "age": round(time.time() - accepted, 3), "running_for": None,
+            "ended": ended}

@@ -1,0 +1,331 @@
+"""The journal: an SQLite database (WAL) in the state directory that keeps every accepted task.
+
+Writes are grouped: helpers say what changed (`changed`, `keep`, `batch`),
+and `commit` writes it all in one transaction, once per loop turn, a task
+that changed several times in the turn as one row. What a commit records
+is acknowledged only after it (the supervisor holds Accepted and Done frames
+until then), and a task's `running` state is committed before its
+assignment leaves (`record_starts`): so a task a restarted parad does not
+know was never started.
+
+Durability: `batched` commits with synchronous=NORMAL and syncs the WAL to
+disk every `sync_interval` seconds (`sync`); `sync` commits with
+synchronous=FULL, so every commit is on disk before anything it records is
+acknowledged.
+
+A commit that fails (a full disk) is rolled back, nothing is lost from
+memory, and the journal is in trouble: new submissions are refused
+(`trouble` says why) and the commit is tried again, at most every
+RETRY_EVERY seconds, until it goes through.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from para.daemon.config import JournalSection
+from para.daemon.journal import rows
+from para.daemon.journal.retention import Retention
+from para.daemon.tasks import TaskRecord
+from para.ipc import codec
+from para.ipc import messages as m
+
+log = logging.getLogger("parad")
+
+RETRY_EVERY = 0.5       # seconds between commits tried while the journal cannot write (supervisor.py wakes for it)
+BATCH_UPSERT = ("INSERT INTO batches (id, on_failure, after, first_failure, accepted, ended) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET first_failure = excluded.first_failure, ended = excluded.ended")
+
+
+class Journal:
+    """Tasks on disk; see the module docstring."""
+    durable = True
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, settings: JournalSection, lock: int = -1) -> None:
+        self.conn = conn
+        self._lock = lock   # a descriptor holding the state directory's flock (opening.py)
+        self.path = path
+        self.results_dir = path.parent / "results"
+        self.settings = settings
+        self._dirty: dict[str, TaskRecord] = {}
+        self._history: dict[str, str] = {}
+        self._ended: dict[str, bytes] = {}     # encoded Done of tasks ended since the last commit
+        self._batches: dict[str, tuple[Any, ...]] = {}
+        self._respec: set[str] = set()          # known tasks whose spec changed since the last commit
+        self._written: dict[str, int] = {}      # live tasks that have a row: their spec's bytes
+        self.dirty_since = 0.0                  # when the oldest change waiting for a commit was made
+        self._unsynced_files: list[Path] = []
+        self.unsynced = False
+        self.trouble: str | None = None        # why the journal cannot write, until a commit goes through
+        self._retry_at = 0.0
+        self.commits = 0
+        self.failures = 0
+        self.retention = Retention(conn, self.results_dir, settings)
+
+    # ---- what changed ---------------------------------------------------------
+
+    def changed(self, record: TaskRecord, spec: bool = False) -> None:
+        """`record` changed state (and its spec, if `spec`): its row is written, as it is then, at the next commit."""
+        task_id = record.spec.id
+        if not self._dirty:
+            self.dirty_since = time.monotonic()
+        self._dirty[task_id] = record
+        self._history[task_id] = self._history.get(task_id, "") + rows.history_line(record)
+        if spec:
+            self._respec.add(task_id)
+
+    def keep(self, record: TaskRecord, wire: bytes) -> None:
+        """`record` ended; `wire` is its encoded Done, kept with it."""
+        self._ended[record.spec.id] = wire
+        self.changed(record)
+
+    def batch(self, batch_id: str, on_failure: str, after: dict[str, list[str]], first_failure: str | None,
+              accepted: float, ended: float | None) -> None:
+        """A batch was accepted, failed first, or ended."""
+        if not self._dirty and not self._batches:
+            self.dirty_since = time.monotonic()
+        self._batches[batch_id] = (batch_id, on_failure, json.dumps(after), first_failure, accepted, ended)
+
+    def record_starts(self, records: list[TaskRecord]) -> bool:
+        """`records` are about to start. Those that may not run again if this attempt is lost (not
+        retry-safe, or no retries left) have their `running` state committed now; False if it cannot
+        be. The others are written with the next commit: lost in a crash, they simply run again."""
+        must = False
+        for record in records:
+            self.changed(record)
+            must = must or m.LOST not in record.retry_on or record.attempts >= record.max_attempts
+        return self.commit() if must else True
+
+    @property
+    def pending(self) -> bool:
+        """Whether changes wait for a commit."""
+        return bool(self._dirty or self._batches)
+
+    def due(self) -> bool:
+        """Whether the oldest change has waited commit_interval."""
+        return time.monotonic() - self.dirty_since >= self.settings.commit_interval
+
+    @property
+    def writable(self) -> bool:
+        return self.trouble is None
+
+    # ---- commit and sync --------------------------------------------------------
+
+    def commit(self) -> bool:
+        """Write what changed in one transaction; False (and `trouble` set) if it could not be."""
+        if not self._dirty and not self._batches:
+            return self.trouble is None
+        if self.trouble is not None and time.monotonic() < self._retry_at:
+            return False
+        try:
+            self._write()
+        except (sqlite3.Error, OSError) as exc:
+            self._failed(exc)
+            return False
+        self._dirty.clear()
+        self._history.clear()
+        self._ended.clear()
+        self._batches.clear()
+        self._respec.clear()
+        self.commits += 1
+        self.unsynced = self.settings.durability == "batched"   # sync: on disk already
+        if self.trouble is not None:
+            log.warning("journal %s: writable again; new tasks are accepted", self.path)
+            self.trouble = None
+        return True
+
+    def _write(self) -> None:
+        """One transaction: a new task's row inserted, a known one's updated (its spec only when it
+        changed: a batch task's references resolved at release), the batches that changed."""
+        inserts, updates, respecs, written = [], [], [], []
+        for task_id, record in self._dirty.items():
+            result, file, result_size = self._result(task_id, record)
+            spec_size = self._written.get(task_id)
+            if spec_size is None or task_id in self._respec:
+                spec = rows.spec_blob(record)
+                if spec_size is not None:
+                    respecs.append((spec, task_id))
+                spec_size = len(spec)
+            size = spec_size + result_size
+            if task_id in self._written:
+                updates.append(rows.update(record, self._history[task_id], result, file, size))
+            else:
+                inserts.append(rows.insert(record, spec, self._history[task_id], result, file, size))
+            written.append((task_id, spec_size, size if record.ended is not None else None))
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(rows.INSERT, inserts)
+            conn.executemany(rows.UPDATE, updates)
+            if respecs:
+                conn.executemany("UPDATE tasks SET spec = ? WHERE id = ?", respecs)
+            if self._batches:
+                conn.executemany(BATCH_UPSERT, list(self._batches.values()))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        for task_id, spec_size, ended_size in written:
+            if ended_size is None:
+                self._written[task_id] = spec_size
+            else:   # its row is final: its bytes count against retention
+                self._written.pop(task_id, None)
+                self.retention.added(ended_size)
+
+    def _result(self, task_id: str, record: TaskRecord) -> tuple[bytes | None, str | None, int]:
+        """(inline result, result file name, bytes) of an ended task; (None, None, 0) for a live one.
+        A large result is written to its file here, before the row that names it."""
+        wire = self._ended.get(task_id)
+        if wire is None:
+            return None, None, 0
+        if len(wire) <= self.settings.inline_bytes:
+            return wire, None, len(wire)
+        name = rows.result_file_name(task_id, record.accepted)
+        self._write_file(name, wire)
+        return None, name, len(wire)
+
+    def _write_file(self, name: str, data: bytes) -> None:
+        self.results_dir.mkdir(mode=0o700, exist_ok=True)
+        path = self.results_dir / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if self.settings.durability == "sync":
+                os.fsync(fd)
+            else:
+                self._unsynced_files.append(path)
+        finally:
+            os.close(fd)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        self._retry_at = time.monotonic() + RETRY_EVERY
+        reason = getattr(exc, "strerror", None) or str(exc)
+        if self.trouble is None:
+            log.error("journal %s: cannot write (%s); new tasks are refused, and what was accepted waits in "
+                      "memory until it can be written: free space there", self.path, reason)
+        self.trouble = f"parad cannot write its journal {self.path} ({reason}); new tasks are refused until it can: " \
+                       f"free space on that filesystem (finished tasks go with `paractl gc`), then submit again"
+
+    def sync(self) -> None:
+        """batched: put what was committed since the last sync on disk (the WAL and result files)."""
+        if not self.unsynced:
+            return
+        self.unsynced = False
+        files, self._unsynced_files = self._unsynced_files, []
+        for path in [Path(f"{self.path}-wal"), *files]:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue   # gone already (pruned, or the WAL was checkpointed away)
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                log.warning("journal: fsync of %s failed: %s", path, exc.strerror)
+            finally:
+                os.close(fd)
+
+    # ---- reading back after a restart (recovery.py) -------------------------------
+
+    def live_records(self) -> list[TaskRecord]:
+        """The tasks that had not ended, in the order they were accepted. One that cannot be
+        read back is logged and marked lost in the journal, so that it is not tried again."""
+        records, unreadable = [], []
+        for values in self.conn.execute(f"SELECT {rows.LIVE_COLUMNS} FROM tasks WHERE ended IS NULL ORDER BY seq"):
+            try:
+                records.append(rows.record_of(values))
+            except (codec.ProtocolError, ValueError, TypeError) as exc:
+                log.error("journal: task %s cannot be read back (%s); it is dropped", values[0], exc)
+                unreadable.append((time.time(), values[0]))
+        if unreadable:
+            self.conn.executemany("UPDATE tasks SET state = 'lost', ended = ? WHERE id = ?", unreadable)
+        return records
+
+    def live_batches(self) -> list[tuple[str, str, dict[str, list[str]], str | None, float]]:
+        """(id, on_failure, after, first_failure, accepted) of each batch that had not ended."""
+        return [(batch_id, on_failure, json.loads(after), first_failure, accepted) for
+                batch_id, on_failure, after, first_failure, accepted in self.conn.execute(
+                    "SELECT id, on_failure, after, first_failure, accepted FROM batches WHERE ended IS NULL")]
+
+    def finished_in_batch(self, batch_id: str) -> list[tuple[TaskRecord, m.TaskResult | None]]:
+        """The ended tasks of a batch, with their results (what its waiting tasks may refer to)."""
+        found = []
+        for values in self.conn.execute(f"SELECT {rows.LIVE_COLUMNS}, result, result_file FROM tasks "
+                                        f"WHERE batch = ? AND ended IS NOT NULL", (batch_id,)):
+            record = rows.record_of(values[:-2])
+            done = self._done(record.spec.id, *values[-2:])
+            record.result = codec.decode(done).result if done else None
+            found.append((record, record.result))
+        return found
+
+    # ---- finished tasks (tasks.TaskStore) -----------------------------------
+
+    def lookup(self, task_id: str) -> dict[str, Any] | None:
+        record = self._dirty.get(task_id)
+        if record is not None:
+            return {"task": record.summary(), "result": record.result}
+        found = self._query("SELECT id, pool, state, attempts, batch, parent, spec, accepted, ended, result, "
+                            "result_file FROM tasks WHERE id = ? AND ended IS NOT NULL", task_id)
+        if found is None:
+            return None
+        done = self._done(task_id, found[9], found[10])
+        return {"task": rows.summary(found[:9]), "result": codec.decode(done).result if done else None}
+
+    def done_frame(self, task_id: str) -> bytes | None:
+        wire = self._ended.get(task_id)
+        if wire is not None:
+            return wire
+        found = self._query("SELECT result, result_file FROM tasks WHERE id = ? AND ended IS NOT NULL", task_id)
+        return None if found is None else self._done(task_id, *found)
+
+    def _query(self, sql: str, *args: Any) -> tuple[Any, ...] | None:
+        try:
+            return self.conn.execute(sql, args).fetchone()
+        except sqlite3.Error as exc:
+            log.error("journal %s: read failed: %s", self.path, exc)
+            return None
+
+    def _done(self, task_id: str, inline: bytes | None, file: str | None) -> bytes | None:
+        if inline is not None or file is None:
+            return inline
+        try:
+            return (self.results_dir / file).read_bytes()
+        except OSError as exc:
+            log.error("journal: the result of task %s is gone from %s (%s)", task_id, self.results_dir, exc.strerror)
+            return None
+
+    def prune(self, older_than: float | None) -> dict[str, int]:
+        self.commit()
+        return self.retention.prune(older_than)
+
+    def retained(self) -> dict[str, int]:
+        return {"results": self.retention.count, "bytes": self.retention.bytes}
+
+    def retention_hint(self) -> str:
+        return (f"finished tasks are kept in the journal for daemon.journal.retain ({self.settings.retain:g}s) "
+                f"and up to daemon.journal.max_bytes ({int(self.settings.max_bytes)} bytes), oldest dropped first")
+
+    def close(self) -> None:
+        """Commit what is left, sync it, close the database."""
+        self.commit()
+        self.sync()
+        try:
+            self.conn.execute("PRAGMA optimize")
+        except sqlite3.Error:
+            pass
+        self.conn.close()
+        if self._lock >= 0:
+            os.close(self._lock)
+            self._lock = -1
+
+    def summary(self) -> dict[str, Any]:
+        return {"path": str(self.path), "durability": self.settings.durability, "commits": self.commits,
+                "failures": self.failures, "trouble": self.trouble, **self.retained()}

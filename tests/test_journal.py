@@ -1,0 +1,232 @@
+"""The journal: what parad keeps across a SIGKILL or a restart, and how it opens what it finds.
+
+Real parads on one state directory, one after the other: the first is killed
+with SIGKILL (or stopped with SIGTERM), the second recovers from the journal.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from para.client import Client
+from para.daemon.journal import schema
+from para.ipc import codec
+from para.ipc import messages as m
+from para.testing import FAST, Daemon, stop_and_check, wait_until
+
+ONE_BASH = {"bash": {"min_workers": 1, "max_workers": 1}, "echo": {"min_workers": 1, "max_workers": 1}}
+
+
+@pytest.fixture
+def parads(tmp_path: Path, make_daemon: Callable[..., Daemon]):
+    """parads(pools, daemon) -> a Daemon; parads.again(d, kill=True, meanwhile=None) -> a new parad on d's
+    state and sockets, after `d` was killed (or stopped) and `meanwhile` was called."""
+    started: list[Daemon] = []
+
+    class Parads:
+        def __call__(self, pools: dict[str, Any] | None = None, daemon: dict[str, Any] | None = None) -> Daemon:
+            d = make_daemon({"daemon": {**FAST, **(daemon or {})}, "pools": pools or ONE_BASH}, tmp_path / "d")
+            started.append(d)
+            return d
+
+        def again(self, d: Daemon, kill: bool = True, meanwhile: Callable[[], None] | None = None) -> Daemon:
+            if kill:
+                d.tree()
+                os.kill(d.pid, signal.SIGKILL)
+                d.proc.wait()
+                wait_until(lambda: not d.leftovers(), 15, "the killed parad's processes to end")
+            else:
+                assert d.stop() == 0
+            started.remove(d)
+            if meanwhile is not None:
+                meanwhile()
+            new = Daemon(d.config, d.tmp, runtime_dir=d.runtime_dir)
+            started.append(new)
+            return new
+
+    yield Parads()
+    for d in started:
+        stop_and_check(d)
+
+
+def journal_rows(d: Daemon, sql: str, *args: Any) -> list[tuple]:
+    with sqlite3.connect(d.state_dir / "journal.sqlite3") as db:
+        return db.execute(sql, args).fetchall()
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+def test_a_finished_task_is_kept_with_its_history_and_found_after_a_kill(parads) -> None:
+    d = parads()
+    with d.client() as c:
+        result = c.run("bash", command="echo kept")
+    history = journal_rows(d, "SELECT state, history FROM tasks WHERE id = ?", result.id)
+    assert history[0][0] == "succeeded"
+    assert [line.split()[1] for line in history[0][1].splitlines()] == ["queued", "running", "succeeded"]
+    d = parads.again(d)
+    with d.client() as c:
+        found = c.task(result.id)
+    assert found["task"]["state"] == "succeeded"
+    assert found["result"].stdout == "kept\n"
+
+
+def test_queued_tasks_come_back_in_order_and_a_running_command_is_lost_not_rerun(parads, tmp_path: Path) -> None:
+    d = parads()
+    out = tmp_path / "order"
+    with d.client() as c:
+        blocker = c.submit("bash", command=f"echo blocker >> {out}; sleep 60")
+        wait_until(lambda: lines(out) == ["blocker"], 20, "the blocker to start")
+        queued = [c.submit("bash", command=f"echo {i} >> {out}") for i in range(5)]
+        urgent = c.submit("bash", command=f"echo urgent >> {out}", priority=0)
+        ids = [f.id for f in queued]
+    d = parads.again(d)
+    with d.client() as c:
+        wait_until(lambda: len(lines(out)) == 7, 30, "the queued tasks to run after the restart")
+        lost = c.task(blocker.id)
+        assert c.task(ids[-1])["task"]["state"] == "succeeded"
+    assert lines(out) == ["blocker", "urgent", "0", "1", "2", "3", "4"], "the blocker ran once; the rest in order"
+    assert lost["task"]["state"] == "lost"
+    assert "parad restarted while it ran" in lost["result"].error
+    assert urgent.id in {r[0] for r in journal_rows(d, "SELECT id FROM tasks WHERE state = 'succeeded'")}
+
+
+def test_a_running_task_with_retries_runs_again_after_a_kill(parads, tmp_path: Path) -> None:
+    d = parads()
+    out = tmp_path / "runs"
+    with d.client() as c:
+        task = c.submit("bash", command=f"echo run >> {out}; sleep 2; echo done", retries=1)
+        wait_until(lambda: lines(out) == ["run"], 20, "the first attempt to start")
+    d = parads.again(d)
+    with d.client() as c:
+        wait_until(lambda: c.task(task.id)["task"]["state"] == "succeeded", 30, "the second attempt to finish")
+        found = c.task(task.id)
+    assert lines(out) == ["run", "run"]
+    assert found["task"]["attempts"] == 2
+    assert found["result"].stdout == "done\n"
+
+
+def test_a_graceful_restart_keeps_queued_tasks_instead_of_cancelling_them(parads, tmp_path: Path) -> None:
+    d = parads(daemon={"shutdown_grace": 0.5})
+    out = tmp_path / "graceful"
+    with d.client() as c:
+        c.submit("bash", command=f"echo blocker >> {out}; sleep 60")
+        wait_until(lambda: lines(out) == ["blocker"], 20, "the blocker to start")
+        queued = c.submit("bash", command=f"echo queued >> {out}")
+    d = parads.again(d, kill=False)
+    with d.client() as c:
+        wait_until(lambda: c.task(queued.id)["task"]["state"] == "succeeded", 30, "the queued task to run")
+    assert lines(out) == ["blocker", "queued"]
+
+
+def test_a_batch_resumes_with_its_dependencies_and_references(parads, tmp_path: Path) -> None:
+    d = parads()
+    out = tmp_path / "batch"
+    with d.client() as c:
+        blocker = c.submit("bash", command=f"echo blocker >> {out}; sleep 60")
+        wait_until(lambda: lines(out) == ["blocker"], 20, "the blocker to start")
+        batch = c.batch({"tasks": [
+            {"id": "a", "tool": "echo", "args": {"word": "hello"}},
+            {"id": "b", "tool": "bash", "args": {"command": f"echo b-${{a.value.word}} >> {out}; echo from-b"},
+             "after": ["a"]},
+            {"id": "c", "tool": "bash", "args": {"command": f"echo c-${{b.stdout}} >> {out}"}, "after": ["b"]},
+        ]})
+        wait_until(lambda: c.task(f"{batch.id}:a")["task"]["state"] == "succeeded", 20, "a to finish")
+        assert c.task(f"{batch.id}:c")["task"]["state"] == "pending"
+    d = parads.again(d)
+    with d.client() as c:
+        wait_until(lambda: c.task(f"{batch.id}:c")["task"]["state"] == "succeeded", 30, "the batch to finish")
+        assert c.task(blocker.id)["task"]["state"] == "lost"
+        status = c._query("batch", batch.id)
+    assert lines(out) == ["blocker", "b-hello", "c-from-b"]
+    assert status["complete"] and status["done"] == 3
+
+
+def test_a_large_result_goes_to_a_file_and_back(parads) -> None:
+    d = parads(daemon={"journal": {"inline_bytes": 1024}})
+    with d.client() as c:
+        big = c.run("bash", command="head -c 5000 /dev/zero | tr '\\0' x")
+        small = c.run("bash", command="echo small")
+    files = list((d.state_dir / "results").iterdir())
+    assert len(files) == 1
+    assert journal_rows(d, "SELECT result IS NULL, result_file IS NOT NULL FROM tasks WHERE id = ?", big.id) == [(1, 1)]
+    d = parads.again(d)
+    with d.client() as c:
+        assert c.task(big.id)["result"].stdout == "x" * 5000
+        assert c.task(small.id)["result"].stdout == "small\n"
+        gone = c._request(m.Prune(next(c._reqs), 0)).body
+    assert gone["tasks"] >= 2 and gone["files"] == 1
+    assert not list((d.state_dir / "results").iterdir())
+
+
+def test_durability_off_keeps_no_journal_and_cancels_queued_work_on_stop(parads, tmp_path: Path) -> None:
+    d = parads(daemon={"journal": {"durability": "off"}})
+    with d.client() as c:
+        done = c.run("echo", x=1)
+        assert c.status()["journal"] == {"durability": "off"}
+    assert not (d.state_dir / "journal.sqlite3").exists()
+    d = parads.again(d)
+    with d.client() as c, pytest.raises(Exception, match="no task"):
+        c.task(done.id)
+
+
+def test_a_second_parad_on_the_same_state_dir_is_refused(parads, tmp_path: Path) -> None:
+    d = parads()
+    proc = subprocess.run(
+        [sys.executable, "-m", "para.daemon", "--config", str(d.config_path), "--runtime-dir", str(tmp_path / "rt2"),
+         "--state-dir", str(d.state_dir)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "another parad uses the state directory" in proc.stderr
+
+
+def _v1_journal(path: Path, task_id: str) -> None:
+    """A journal as a parad of schema version 1 left it: one finished task."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None)
+    schema.migrate(conn, 1)
+    result = m.TaskResult(task_id, "echo", m.SUCCEEDED, value={"old": True})
+    conn.execute("INSERT INTO tasks (id, pool, state, attempts, max_attempts, retry_on, spec, accepted, ended, result, size) "
+                 "VALUES (?, 'echo', 'succeeded', 1, 3, 'lost', ?, ?, ?, ?, 10)",
+                 (task_id, codec.encode(m.TaskSpec(task_id, "echo", {})), time.time(), time.time(),
+                  codec.encode(m.Done(result))))
+    conn.close()
+
+
+def test_an_older_journal_is_migrated_and_its_tasks_are_kept(parads) -> None:
+    d = parads()
+    path = d.state_dir / "journal.sqlite3"
+
+    def put_an_old_journal() -> None:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        _v1_journal(path, "old-task")
+
+    d = parads.again(d, kill=False, meanwhile=put_an_old_journal)
+    with d.client() as c:
+        assert c.task("old-task")["result"].value == {"old": True}
+    assert "schema version 1 migrated to 2" in d.log()
+    assert journal_rows(d, "PRAGMA user_version") == [(schema.VERSION,)]
+
+
+def test_a_journal_of_a_newer_parad_is_moved_aside(parads) -> None:
+    d = parads()
+
+    def make_it_newer() -> None:
+        with sqlite3.connect(d.state_dir / "journal.sqlite3") as db:
+            db.execute(f"PRAGMA user_version = {schema.VERSION + 1}")
+
+    d = parads.again(d, kill=False, meanwhile=make_it_newer)
+    assert "moved it aside" in d.log() and f"schema version {schema.VERSION + 1}" in d.log()
+    assert list(d.state_dir.glob("journal.sqlite3.unreadable-*"))
+    with d.client() as c:
+        assert c.run("echo", x=1).value == {"x": 1}
