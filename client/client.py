@@ -320,9 +320,9 @@ class Client(BaseClient):
     def _resume(self, silent: bool) -> None:
         """parad restarted or stopped answering: reconnect (starting one with autostart), get every task back."""
         plan = self._resume_plan(silent)
+        self._open()   # first: the old socket must not deliver what it holds to the parad started next
         if plan.start:
             start_daemon(self.endpoints)
-        self._open()
         try:
             welcome = self._request(self._hello(), self.reconnect)
         except DaemonUnavailable:
