@@ -286,3 +286,21 @@ def test_an_async_run_survives_a_restart(restarts) -> None:
 
     result = asyncio.run(asyncio.wait_for(client_life(), 120))
     assert (result.stdout, result.attempts) == ("async\n", 2)
+
+
+def test_a_batch_in_progress_completes_across_a_restart(restarts) -> None:
+    r = restarts("batched")
+    spec = {"tasks": [
+        {"id": "first", "tool": "bash", "args": {"command": "sleep 2; echo first"}, "retries": 1},
+        {"id": "then", "tool": "echo", "args": {"got": "${first.stdout}"}, "after": ["first"]},
+    ]}
+
+    def client_life():
+        with Client(r.current.runtime_dir, **FAST_CLIENT) as c:
+            return c.batch(spec).results(timeout=120)
+
+    waiting = in_thread(client_life)
+    kill_and_restart_when(r, 1, "the batch's first task to run")
+    results = waiting.result(timeout=130)
+    assert results["first"].stdout == "first\n" and results["first"].attempts == 2
+    assert results["then"].value == {"got": "first"}   # references are stripped of the trailing newline
