@@ -197,7 +197,11 @@ class AsyncClient(BaseClient):
     async def submit(self, tool: str, /, **kwargs: Any) -> AsyncTask:
         """Send one task; returns once the daemon accepted it (or raises why not)."""
         task = self._track(AsyncTask(self, self._spec(tool, *split_options(kwargs))))
-        await self._request(self._submit([task.spec], ack=True))
+        try:
+            await self._request(self._submit([task.spec], ack=True))
+        except BaseException:
+            self._tasks.pop(task.id, None)   # not tracked, so a later resume does not submit it again
+            raise
         self._accepted(task)
         return task
 

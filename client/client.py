@@ -131,7 +131,11 @@ class Client(BaseClient):
     def submit(self, tool: str, /, **kwargs: Any) -> TaskFuture:
         """Send one task; returns once the daemon accepted it (or raises why not)."""
         future = self._track(TaskFuture(self, self._spec(tool, *split_options(kwargs))))
-        self._request(self._submit([future.spec], ack=True))
+        try:
+            self._request(self._submit([future.spec], ack=True))
+        except BaseException:
+            self._tasks.pop(future.id, None)   # not tracked, so a later resume does not submit it again
+            raise
         self._accepted(future)
         return future
 

@@ -304,3 +304,16 @@ def test_a_batch_in_progress_completes_across_a_restart(restarts) -> None:
     results = waiting.result(timeout=130)
     assert results["first"].stdout == "first\n" and results["first"].attempts == 2
     assert results["then"].value == {"got": "first"}   # references are stripped of the trailing newline
+
+
+def test_a_submit_that_failed_is_not_submitted_again_by_a_later_resume(restarts) -> None:
+    r = restarts("batched")
+    with Client(r.current.runtime_dir, **FAST_CLIENT) as c:
+        os.kill(r.current.pid, signal.SIGSTOP)   # the Submit waits in its socket, never read
+        with pytest.raises(DaemonUnavailable, match="waited 1s for the daemon's answer"):
+            c.submit("echo", orphan=True)
+        r.kill()
+        r.start()
+        # Quiet long enough to ping: the Pong names the new parad, and the client resumes.
+        assert c.run("bash", command="sleep 2; echo ok").stdout == "ok\n"
+        assert c.ps() == [] and c.status()["tasks"].get("succeeded") == 1   # the failed submit never ran
