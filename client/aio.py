@@ -33,7 +33,7 @@ from para.client.batch import track_tasks
 from para.client.core import BaseClient, Silence, TaskState, split_options
 from para.client.errors import DaemonUnavailable, ParaError, TaskTimeout
 from para.client.result import Chunk, Result
-from para.client.resume import Resume
+from para.client.resume import Resume, awaited
 from para.ipc import messages as m
 
 
@@ -262,7 +262,7 @@ class AsyncClient(BaseClient):
             return await own.result(timeout)
         task = self._track(AsyncTask(self, None, task_id))
         try:
-            self._awaited(task, (await self._request(self._await_msg(task_id))).body)
+            awaited(task, (await self._request(self._await_msg(task_id))).body)
             return await task.result(timeout)
         finally:
             self._tasks.pop(task_id, None)

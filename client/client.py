@@ -28,6 +28,7 @@ from para.client.batch import BatchHandle, track_tasks
 from para.client.core import MAP_BATCH, MAP_WINDOW, TASK_OPTIONS, BaseClient, ReplySlot, Silence, TaskState, split_options
 from para.client.errors import DaemonUnavailable, ParaError, TaskTimeout
 from para.client.result import Chunk, Result
+from para.client.resume import awaited
 from para.client.stdin_pump import StdinPump
 from para.ipc import messages as m
 from para.ipc.sockets import make_socket
@@ -240,7 +241,7 @@ class Client(BaseClient):
             return own.result(timeout)
         future = self._track(TaskFuture(self, None, task_id))
         try:
-            self._awaited(future, self._request(self._await_msg(task_id)).body)
+            awaited(future, self._request(self._await_msg(task_id)).body)
             return future.result(timeout)
         finally:
             self._tasks.pop(task_id, None)

@@ -28,7 +28,7 @@ from para.client.batch import batch_message
 from para.client.context import DEFAULT_CONTEXT_TOOLS, with_caller_context
 from para.client.errors import DaemonUnavailable, InvalidRequest, ParaError, error_for, refusal
 from para.client.result import Chunk, Result
-from para.client.resume import Resume, restarted, unknown_task
+from para.client.resume import Resume, restarted
 from para.ipc import codec
 from para.ipc import messages as m
 from para.ipc.channels import INPUT_CHUNK, INPUT_WINDOW
@@ -275,11 +275,6 @@ class BaseClient:
     def _resubmit_frames(self, specs: list[m.TaskSpec]) -> Iterator[bytes]:
         for i in range(0, len(specs), MAP_BATCH):
             yield from self._submit_frames(specs[i:i + MAP_BATCH])
-
-    def _awaited(self, handle: TaskState, body: dict[str, Any]) -> None:
-        """After the Await for `handle` (a task by id): NotFound if parad does not know it."""
-        if handle.id in body.get("unknown", ()) and not handle.done():
-            handle._settle(None, unknown_task(handle.id))
 
     def _batch(self, spec: dict[str, Any]) -> tuple[str, m.SubmitBatch]:
         batch_id = f"{self._prefix}-b{next(self._ids)}"

@@ -42,6 +42,12 @@ def unknown_task(task_id: str) -> NotFound:
                     f"({RETENTION})", m.E_NOT_FOUND)
 
 
+def awaited(handle: Any, body: dict[str, Any]) -> None:
+    """After the Await for `handle` (a task by id, `result(id)`): NotFound if parad does not know it."""
+    if handle.id in body.get("unknown", ()) and not handle.done():
+        handle._settle(None, unknown_task(handle.id))
+
+
 class Resume:
     """One reconnection: what the client lost (`old`), the tasks it asks for, what it does with the answers."""
 
