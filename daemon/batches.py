@@ -162,7 +162,7 @@ class BatchRunner:
         if isinstance(released, Pool):
             wake(self.core, {released})
             return None
-        return released
+        return released   # (stopping is never true during recovery)
 
     def _admit(self, spec: m.TaskSpec, deps: list[str], batch_id: str, roots: int, size: int) -> Pool:
         """A batch task's pool, or BatchError or Refusal naming the task. One that refers to others'
@@ -185,9 +185,12 @@ class BatchRunner:
             raise Refusal(refusal.code, f"task {spec.id.split(':', 1)[1]}: {refusal.message}") from None
         return pool
 
-    def _release(self, batch: Batch, record: TaskRecord) -> Pool | Ending:
-        """All dependencies succeeded: resolve references and queue the task. Its pool, or its ending if it cannot start."""
+    def _release(self, batch: Batch, record: TaskRecord) -> Pool | Ending | None:
+        """All dependencies succeeded: resolve references and queue the task. Its pool, or its ending if it
+        cannot start; None if parad is stopping with a journal (it stays pending for the next parad)."""
         spec = record.spec
+        if self.core.stopping and self.core.tasks.store.durable:
+            return None   # it waits in the journal, pending, for the next parad (recovery releases it)
         if self.core.stopping:   # nothing would start it: it ends as the queued tasks did
             return record, m.TaskResult(spec.id, spec.tool, m.CANCELLED, error="parad shut down before the task "
                                         "started; submit it again", error_code=m.E_SHUTTING_DOWN), None
@@ -215,6 +218,8 @@ class BatchRunner:
             woken = set()
             for ready in self._unblocked(batch, record):
                 released = self._release(batch, ready)
+                if released is None:
+                    continue
                 if isinstance(released, Pool):
                     woken.add(released)
                     continue

@@ -59,6 +59,7 @@ class DaemonCollector:
             bad.add_metric([socket_name], n)
         yield bad
         yield from self._input()
+        yield from self._journal()
         yield from self._pools()
         yield from self._workers()
         yield from self._sandbox()
@@ -75,6 +76,20 @@ class DaemonCollector:
         for reason, n in sorted(self.inputs.refused.items()):
             refused.add_metric([reason], n)
         yield refused
+
+    def _journal(self) -> Iterator[Metric]:
+        j = self.core.tasks.store.summary()
+        if j["durability"] == "off":   # no journal
+            return
+        commits = CounterMetricFamily("para_journal_commits", "Journal commits (each groups a loop turn's changes, or more)")
+        commits.add_metric([], j["commits"])
+        rows = CounterMetricFamily("para_journal_rows_written", "Task rows inserted or updated in the journal")
+        rows.add_metric([], j["rows_written"])
+        failures = CounterMetricFamily("para_journal_commit_failures", "Journal commits that failed (a full disk)")
+        failures.add_metric([], j["failures"])
+        trouble = GaugeMetricFamily("para_journal_unwritable", "1 while the journal cannot write: new tasks are refused")
+        trouble.add_metric([], 1 if j["trouble"] else 0)
+        yield from (commits, rows, failures, trouble)
 
     def _output(self) -> Iterator[Metric]:
         out = self.outbox.summary()

@@ -233,8 +233,6 @@ class Supervisor:
                 self._retry_armed = True
                 self.core.timers.call_later(RETRY_EVERY, self._disarm_retry)
             return
-        if self.upkeep is not None:
-            self.upkeep.committed()
         self.outbox.committed()
         if in_trouble:   # its dispatch stopped while the store could not keep starts
             for pool in self.core.pools.values():
@@ -380,7 +378,7 @@ class Supervisor:
             "workspaces": self._workspaces(),
             "tasks": {"live": len(core.tasks.live), **dict(core.tasks.counts)},
             "retained": core.tasks.retained(), "output": self.outbox.summary(),
-            "journal": self.store.summary() if isinstance(self.store, Journal) else {"durability": "off"},
+            "journal": self.store.summary(),
         }
 
     def _workspaces(self) -> list[dict[str, Any]]:

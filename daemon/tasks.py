@@ -112,6 +112,9 @@ class TaskStore(Protocol):
     def retention_hint(self) -> str:
         """Why a task may be missing: how long finished tasks are kept."""
 
+    def summary(self) -> dict[str, Any]:
+        """For status and metrics: its durability and, for the journal, its commits, rows and trouble."""
+
 
 class MemoryResults:
     """With durability off: nothing on disk, and the last finished tasks in memory, at most
@@ -173,6 +176,9 @@ class MemoryResults:
 
     def retained(self) -> dict[str, int]:
         return {"results": len(self.finished), "bytes": self.finished_bytes}
+
+    def summary(self) -> dict[str, Any]:
+        return {"durability": "off"}
 
     def retention_hint(self) -> str:
         return ("with durability off, finished results are kept in memory up to daemon.finished_task_retention "

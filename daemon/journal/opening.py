@@ -83,6 +83,8 @@ def _connect(path: Path, settings: JournalSection) -> sqlite3.Connection:
         if conn.execute("PRAGMA journal_mode = WAL").fetchone()[0] != "wal":
             raise sqlite3.OperationalError("the journal cannot use write-ahead logging on this filesystem")
         conn.execute(f"PRAGMA synchronous = {'FULL' if settings.durability == 'sync' else 'NORMAL'}")
+        # The syncer thread checkpoints (syncer.py); the loop only as a fallback, if the WAL grows past ~16 MiB.
+        conn.execute("PRAGMA wal_autocheckpoint = 4096")
         if not fresh and path.stat().st_size < QUICK_CHECK_BELOW:
             problem = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
             if problem != "ok":

@@ -97,7 +97,8 @@ def _settle(record: TaskRecord, core: RecoveryCore, batches: BatchRunner, ender:
         outcome = "queued"
     record.state, record.worker = m.QUEUED, None
     pool.queue.push(record)
-    core.tasks.store.changed(record)
+    if outcome == "retried":   # (a queued one is queued in the journal already)
+        core.tasks.store.changed(record)
     return outcome
 
 

@@ -8,8 +8,8 @@ until then), and a task's `running` state is committed before its
 assignment leaves (`record_starts`): so a task a restarted parad does not
 know was never started.
 
-Durability: `batched` commits with synchronous=NORMAL and syncs the WAL to
-disk every `sync_interval` seconds (`sync`); `sync` commits with
+Durability: `batched` commits with synchronous=NORMAL, and a thread syncs
+them to disk within `sync_interval` (syncer.py); `sync` commits with
 synchronous=FULL, so every commit is on disk before anything it records is
 acknowledged.
 
@@ -32,6 +32,7 @@ from typing import Any
 from para.daemon.config import JournalSection
 from para.daemon.journal import rows
 from para.daemon.journal.retention import Retention
+from para.daemon.journal.syncer import Syncer
 from para.daemon.tasks import TaskRecord
 from para.ipc import codec
 from para.ipc import messages as m
@@ -60,12 +61,13 @@ class Journal:
         self._respec: set[str] = set()          # known tasks whose spec changed since the last commit
         self._written: dict[str, int] = {}      # live tasks that have a row: their spec's bytes
         self.dirty_since = 0.0                  # when the oldest change waiting for a commit was made
-        self._unsynced_files: list[Path] = []
-        self.unsynced = False
+        self._new_files: list[Path] = []        # result files written since the last commit
+        self.syncer = Syncer(path, settings.sync_interval)
         self.trouble: str | None = None        # why the journal cannot write, until a commit goes through
         self._retry_at = 0.0
         self.commits = 0
         self.failures = 0
+        self.rows_written = 0   # inserts and updates: a task that ends within one commit costs one
         self.retention = Retention(conn, self.results_dir, settings)
 
     # ---- what changed ---------------------------------------------------------
@@ -98,8 +100,11 @@ class Journal:
         be. The others are written with the next commit: lost in a crash, they simply run again."""
         must = False
         for record in records:
-            self.changed(record)
-            must = must or m.LOST not in record.retry_on or record.attempts >= record.max_attempts
+            if m.LOST not in record.retry_on or record.attempts >= record.max_attempts:
+                self.changed(record)
+                must = True
+            else:   # its row changes with its end; the history line waits for it
+                self._history[record.spec.id] = self._history.get(record.spec.id, "") + rows.history_line(record)
         return self.commit() if must else True
 
     @property
@@ -128,13 +133,15 @@ class Journal:
         except (sqlite3.Error, OSError) as exc:
             self._failed(exc)
             return False
+        for task_id in self._dirty:
+            del self._history[task_id]
         self._dirty.clear()
-        self._history.clear()
         self._ended.clear()
         self._batches.clear()
         self._respec.clear()
         self.commits += 1
-        self.unsynced = self.settings.durability == "batched"   # sync: on disk already
+        files, self._new_files = self._new_files, []
+        self.syncer.committed(files)
         if self.trouble is not None:
             log.warning("journal %s: writable again; new tasks are accepted", self.path)
             self.trouble = None
@@ -171,6 +178,7 @@ class Journal:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+        self.rows_written += len(inserts) + len(updates)
         for task_id, spec_size, ended_size in written:
             if ended_size is None:
                 self._written[task_id] = spec_size
@@ -201,7 +209,7 @@ class Journal:
             if self.settings.durability == "sync":
                 os.fsync(fd)
             else:
-                self._unsynced_files.append(path)
+                self._new_files.append(path)
         finally:
             os.close(fd)
 
@@ -215,24 +223,6 @@ class Journal:
         self.trouble = f"parad cannot write its journal {self.path} ({reason}); new tasks are refused until it can: " \
                        f"free space on that filesystem (finished tasks go with `paractl gc`), then submit again"
 
-    def sync(self) -> None:
-        """batched: put what was committed since the last sync on disk (the WAL and result files)."""
-        if not self.unsynced:
-            return
-        self.unsynced = False
-        files, self._unsynced_files = self._unsynced_files, []
-        for path in [Path(f"{self.path}-wal"), *files]:
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                continue   # gone already (pruned, or the WAL was checkpointed away)
-            try:
-                os.fsync(fd)
-            except OSError as exc:
-                log.warning("journal: fsync of %s failed: %s", path, exc.strerror)
-            finally:
-                os.close(fd)
-
     # ---- reading back after a restart (recovery.py) -------------------------------
 
     def live_records(self) -> list[TaskRecord]:
@@ -242,6 +232,7 @@ class Journal:
         for values in self.conn.execute(f"SELECT {rows.LIVE_COLUMNS} FROM tasks WHERE ended IS NULL ORDER BY seq"):
             try:
                 records.append(rows.record_of(values))
+                self._written[values[0]] = len(values[10])   # its row exists: later writes update it
             except (codec.ProtocolError, ValueError, TypeError) as exc:
                 log.error("journal: task %s cannot be read back (%s); it is dropped", values[0], exc)
                 unreadable.append((time.time(), values[0]))
@@ -313,10 +304,14 @@ class Journal:
         return (f"finished tasks are kept in the journal for daemon.journal.retain ({self.settings.retain:g}s) "
                 f"and up to daemon.journal.max_bytes ({int(self.settings.max_bytes)} bytes), oldest dropped first")
 
+    def start(self) -> None:
+        """Start syncing to disk (syncer.py)."""
+        self.syncer.start()
+
     def close(self) -> None:
         """Commit what is left, sync it, close the database."""
         self.commit()
-        self.sync()
+        self.syncer.close()
         try:
             self.conn.execute("PRAGMA optimize")
         except sqlite3.Error:
@@ -328,4 +323,4 @@ class Journal:
 
     def summary(self) -> dict[str, Any]:
         return {"path": str(self.path), "durability": self.settings.durability, "commits": self.commits,
-                "failures": self.failures, "trouble": self.trouble, **self.retained()}
+                "rows_written": self.rows_written, "failures": self.failures, "trouble": self.trouble, **self.retained()}

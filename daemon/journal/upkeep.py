@@ -1,4 +1,4 @@
-"""The journal's timers in the supervisor loop: syncs to disk (durability batched) and retention."""
+"""The journal's timer in the supervisor loop: retention (syncs to disk are the syncer thread's)."""
 
 from __future__ import annotations
 
@@ -17,21 +17,10 @@ class Upkeep:
     def __init__(self, journal: Journal, timers: Timers) -> None:
         self.journal = journal
         self.timers = timers
-        self._sync_armed = False
 
     def start(self) -> None:
+        self.journal.start()
         self.timers.call_later(RETENTION_EVERY, self._retain)
-
-    def committed(self) -> None:
-        """A commit went through: with durability batched, it is synced to disk within sync_interval
-        (a timer only while there is something to sync, so an idle parad does not wake for it)."""
-        if not self._sync_armed and self.journal.unsynced and self.journal.settings.durability == "batched":
-            self._sync_armed = True
-            self.timers.call_later(self.journal.settings.sync_interval, self._sync)
-
-    def _sync(self) -> None:
-        self._sync_armed = False
-        self.journal.sync()
 
     def _retain(self) -> None:
         try:
