@@ -8,11 +8,11 @@ from para.client.aio import AsyncBatchHandle, AsyncClient, AsyncTask
 from para.client.batch import BatchHandle
 from para.client.client import Client, TaskFuture
 from para.client.errors import (
-    DaemonUnavailable, InvalidRequest, ParaError, PoolUnavailable, QueueFull, TaskError, TaskTimeout, ToolError,
+    DaemonUnavailable, InvalidRequest, NotFound, ParaError, PoolUnavailable, QueueFull, TaskError, TaskTimeout, ToolError,
 )
 from para.client.result import Chunk, Result
 
 __all__ = [
-    "Client", "TaskFuture", "BatchHandle", "AsyncClient", "AsyncTask", "AsyncBatchHandle", "Result", "Chunk", "ParaError", "DaemonUnavailable", "InvalidRequest",
+    "Client", "TaskFuture", "BatchHandle", "AsyncClient", "AsyncTask", "AsyncBatchHandle", "Result", "Chunk", "ParaError", "DaemonUnavailable", "InvalidRequest", "NotFound",
     "QueueFull", "PoolUnavailable", "TaskError", "TaskTimeout", "ToolError",
 ]

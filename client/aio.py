@@ -9,8 +9,11 @@
 
 One reader task owns the socket's receiving side and resolves futures; any
 number of coroutines may await tasks at once. A daemon that stays silent for
-`timeout` seconds while something is awaited is pinged, and if it stays
-silent, every waiter gets DaemonUnavailable: nothing hangs on a dead daemon.
+`timeout` seconds while something is awaited is pinged; if the ping goes
+unanswered, or its Pong shows a restarted parad, the client reconnects and
+gets its tasks back as Client does (client/resume.py), and if no daemon
+answers within `reconnect` seconds every waiter gets DaemonUnavailable:
+nothing hangs on a dead daemon.
 """
 
 from __future__ import annotations
@@ -30,14 +33,15 @@ from para.client.batch import track_tasks
 from para.client.core import BaseClient, Silence, TaskState, split_options
 from para.client.errors import DaemonUnavailable, ParaError, TaskTimeout
 from para.client.result import Chunk, Result
+from para.client.resume import Resume, awaited
 from para.ipc import messages as m
 
 
 class AsyncTask(TaskState):
     """A submitted task: `await task` (or `await task.result()`) for its Result."""
 
-    def __init__(self, client: AsyncClient, spec: m.TaskSpec) -> None:
-        super().__init__(spec)
+    def __init__(self, client: AsyncClient, spec: m.TaskSpec | None, task_id: str = "") -> None:
+        super().__init__(spec, task_id)
         self._client = client
         self._finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.chunks: asyncio.Queue[Chunk | None] = asyncio.Queue()
@@ -129,14 +133,16 @@ class AsyncBatchHandle:
 
 
 class AsyncClient(BaseClient):
-    """An asyncio connection to parad. Use `async with AsyncClient(...) as c:`."""
+    """An asyncio connection to parad. Use `async with AsyncClient(...) as c:`
+    (`timeout` and `reconnect` as for Client)."""
 
     def __init__(self, runtime_dir: str | Path | None = None, *, timeout: float = 10.0,
-                 autostart: bool = False, name: str = "para-async-client") -> None:
-        super().__init__(runtime_dir, timeout, autostart, name)
+                 autostart: bool = False, name: str = "para-async-client", reconnect: float = 30.0) -> None:
+        super().__init__(runtime_dir, timeout, autostart, name, reconnect)
         self._ctx = zmq.asyncio.Context()
         self._sock: zmq.asyncio.Socket | None = None
         self._reader: asyncio.Task | None = None
+        self._resuming: asyncio.Task | None = None
 
     # ---- lifecycle ------------------------------------------------------------
 
@@ -146,19 +152,26 @@ class AsyncClient(BaseClient):
             return self
         if self._needs_start():
             await asyncio.get_running_loop().run_in_executor(None, start_daemon, self.endpoints)
-        self._sock = self._ctx.socket(zmq.DEALER)
-        self._sock.linger = 0
-        self._sock.connect(self._address)
+        self._open()
         self._reader = asyncio.create_task(self._read())
         self._welcomed(await self._request(self._hello()))
         return self
 
+    def _open(self) -> None:
+        """A fresh socket on the control path (only the reader calls this once it runs: it polls the socket)."""
+        if self._sock is not None:
+            self._sock.close(linger=0)
+        self._sock = self._ctx.socket(zmq.DEALER)
+        self._sock.linger = 0
+        self._sock.connect(self._address)
+
     async def close(self) -> None:
         """Close the socket; unfinished tasks go on in the daemon."""
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
-            self._reader = None
+        for task in (self._reader, self._resuming):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._reader = self._resuming = None
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
@@ -184,7 +197,11 @@ class AsyncClient(BaseClient):
     async def submit(self, tool: str, /, **kwargs: Any) -> AsyncTask:
         """Send one task; returns once the daemon accepted it (or raises why not)."""
         task = self._track(AsyncTask(self, self._spec(tool, *split_options(kwargs))))
-        await self._request(self._submit([task.spec], ack=True))
+        try:
+            await self._request(self._submit([task.spec], ack=True))
+        except BaseException:
+            self._tasks.pop(task.id, None)   # not tracked, so a later resume does not submit it again
+            raise
         self._accepted(task)
         return task
 
@@ -237,6 +254,22 @@ class AsyncClient(BaseClient):
                 return done
             task._stdin_event.clear()   # no await since the step: nothing set it meanwhile
             await task._stdin_event.wait()
+
+    async def result(self, task_id: str, timeout: float | None = None) -> Result:
+        """Wait for task `task_id`, whoever submitted it and whenever (as Client.result)."""
+        own = self._tasks.get(task_id)
+        if own is not None:
+            return await own.result(timeout)
+        task = self._track(AsyncTask(self, None, task_id))
+        try:
+            awaited(task, (await self._request(self._await_msg(task_id))).body)
+            return await task.result(timeout)
+        finally:
+            self._tasks.pop(task_id, None)
+
+    async def prune(self, older_than: float | None = None) -> dict[str, int]:
+        """Drop finished tasks from parad's journal now (as Client.prune); what was removed."""
+        return (await self._request(self._prune_msg(older_than))).body
 
     async def cancel(self, *tasks: AsyncTask | str, session: str | None = None,
                      everything: bool = False) -> dict[str, list[str]]:
@@ -297,12 +330,12 @@ class AsyncClient(BaseClient):
             raise DaemonUnavailable("this AsyncClient is not connected: use `async with AsyncClient()`", self.path)
         self._sock.send(frame)  # DEALER to a live peer: queued at once, never waits
 
-    async def _request(self, msg: Any) -> Any:
+    async def _request(self, msg: Any, timeout: float | None = None) -> Any:
         reply = asyncio.get_running_loop().create_future()
         key = self._expect(msg, reply)
         try:
             self._send(msg)
-            answer = await asyncio.wait_for(reply, self.timeout)
+            answer = await asyncio.wait_for(reply, timeout or self.timeout)
         except asyncio.TimeoutError:
             raise self._no_answer("the daemon's answer") from None
         finally:
@@ -310,21 +343,53 @@ class AsyncClient(BaseClient):
         return self._answer(answer)
 
     async def _read(self) -> None:
-        """The one reader: routes every frame, pings a daemon quiet while something is awaited, gives up on it."""
+        """The one reader: routes every frame, pings a daemon quiet while something is awaited,
+        and when it restarted or stays silent, reconnects and has the tasks resumed."""
         while True:
-            if not (self._tasks or self._replies):
-                self._silence.reset()  # nothing awaited: quiet is not silence
+            if self._resuming is not None or not (self._tasks or self._replies):
+                self._silence.reset()  # nothing awaited (or the resume has its own bounds): quiet is not silence
             if await self._sock.poll(int(self._silence.remaining() * 1000) + 1):
                 self._receive(await self._sock.recv())
+                if self._restart_seen and self._resuming is None:
+                    self._begin_resume(silent=False)
                 continue
-            if not (self._tasks or self._replies):
+            if self._resuming is not None or not (self._tasks or self._replies):
                 continue
             step = self._silence.step()
             if step == Silence.PING:
                 self._sock.send(self._ping())
             elif step == Silence.GIVE_UP:
-                self._fail_all(self._silent())
-                self._silence.reset()
+                self._begin_resume(silent=True)
+
+    def _begin_resume(self, silent: bool) -> None:
+        """Open a fresh socket here, in the reader (which polls it), and resume in a task of its own."""
+        try:
+            plan = self._resume_plan(silent)
+        except DaemonUnavailable as exc:   # a nested client: its parent command is gone with parad
+            self._fail_all(exc)
+            self._silence.reset()
+            return
+        self._open()
+        self._resuming = asyncio.create_task(self._resume(plan))
+
+    async def _resume(self, plan: Resume) -> None:
+        """Greet whichever parad answers, Await every task, submit again what it does not know (resume.py)."""
+        try:
+            if plan.start:
+                await asyncio.get_running_loop().run_in_executor(None, start_daemon, self.endpoints)
+            try:
+                welcome = await self._request(self._hello(), self.reconnect)
+            except DaemonUnavailable:
+                raise plan.gone(self.reconnect) from None
+            self._resumed(plan, welcome)
+            for msg in plan.awaits(self._reqs):
+                for frame in self._resubmit_frames(plan.answered((await self._request(msg)).body)):
+                    self._send_frame(frame)
+        except ParaError as exc:
+            self._fail_all(exc)
+        finally:
+            self._resuming = None
+            self._silence.reset()
 
     def _fail_all(self, error: ParaError) -> None:
         for task in self._tasks.values():

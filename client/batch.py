@@ -79,6 +79,7 @@ def track_tasks(msg: m.SubmitBatch, make: Callable[[m.TaskSpec], T], registry: d
     handles = {}
     for spec in msg.tasks:
         handle = registry[spec.id] = make(spec)
+        handle.batch = msg.batch   # a lost batch task is not submitted again alone (client/resume.py)
         handles[spec.id.split(":", 1)[1]] = handle
     return handles
 

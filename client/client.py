@@ -7,8 +7,10 @@
 
 A Client owns one socket and is not thread-safe: use one per thread. Every
 wait has a bound: while a task runs, the client pings the daemon whenever it
-has heard nothing for `timeout` seconds, and raises DaemonUnavailable (naming
-the socket path) if the ping goes unanswered.
+has heard nothing for `timeout` seconds. When the Pong shows a restarted
+parad, or the ping goes unanswered, the client reconnects and gets its tasks
+back (client/resume.py); it raises DaemonUnavailable (naming the socket path)
+only when no daemon answers there within `reconnect` seconds.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ import zmq
 from para.client.autostart import start_daemon
 from para.client.batch import BatchHandle, track_tasks
 from para.client.core import MAP_BATCH, MAP_WINDOW, TASK_OPTIONS, BaseClient, ReplySlot, Silence, TaskState, split_options
-from para.client.errors import ParaError, TaskTimeout
+from para.client.errors import DaemonUnavailable, ParaError, TaskTimeout
 from para.client.result import Chunk, Result
+from para.client.resume import awaited
 from para.client.stdin_pump import StdinPump
 from para.ipc import messages as m
 from para.ipc.sockets import make_socket
@@ -38,8 +41,8 @@ __all__ = ["Client", "TaskFuture", "TASK_OPTIONS", "MAP_WINDOW", "MAP_BATCH"]
 class TaskFuture(TaskState):
     """A submitted task. `result()` waits for it; `id` names it to the daemon."""
 
-    def __init__(self, client: "Client", spec: m.TaskSpec) -> None:
-        super().__init__(spec)
+    def __init__(self, client: "Client", spec: m.TaskSpec | None, task_id: str = "") -> None:
+        super().__init__(spec, task_id)
         self._client = client
         self.chunks: collections.deque[Chunk] = collections.deque()
 
@@ -59,13 +62,20 @@ class TaskFuture(TaskState):
 
 
 class Client(BaseClient):
-    """A connection to parad. Use as a context manager, or call close()."""
+    """A connection to parad. Use as a context manager, or call close().
+
+    `timeout`: seconds to wait for the daemon's answer to a request, and of
+    silence before a waiting client pings it. `reconnect`: seconds a waiting
+    client gives a restarted (or silent) parad to answer again before it raises
+    DaemonUnavailable."""
 
     def __init__(self, runtime_dir: str | Path | None = None, *, timeout: float = 10.0,
-                 autostart: bool = False, name: str = "para-client") -> None:
-        super().__init__(runtime_dir, timeout, autostart, name)
+                 autostart: bool = False, name: str = "para-client", reconnect: float = 30.0) -> None:
+        super().__init__(runtime_dir, timeout, autostart, name, reconnect)
         self._ctx = zmq.Context()
         self._sock: zmq.Socket | None = None
+        self._poller = zmq.Poller()  # one for every wait: Socket.poll() builds a new one per call
+        self._wake: StdinPump | None = None   # what a stream's wait watches besides the socket
         self.connect()
 
     def connect(self) -> "Client":
@@ -74,16 +84,22 @@ class Client(BaseClient):
             return self
         if self._needs_start():
             start_daemon(self.endpoints)
+        self._open()
+        self._welcomed(self._request(self._hello()))
+        return self
+
+    def _open(self) -> None:
+        """A fresh socket on the control path (a new identity to parad: nothing queued for an old one)."""
+        if self._sock is not None:
+            self._poller.unregister(self._sock)
+            self._sock.close(linger=0)
         self._sock = make_socket(self._ctx, zmq.DEALER)
         # Read only while waiting: what the daemon sends meanwhile queues here, so
         # bound it; past this many messages it stays in parad, counted, and a
         # stream the caller does not keep up with is paused at its command.
         self._sock.setsockopt(zmq.RCVHWM, RECEIVE_QUEUE)
         self._sock.connect(self._address)
-        self._poller = zmq.Poller()  # one for every wait: Socket.poll() builds a new one per call
         self._poller.register(self._sock, zmq.POLLIN)
-        self._welcomed(self._request(self._hello()))
-        return self
 
     # ---- lifecycle ------------------------------------------------------------
 
@@ -116,7 +132,11 @@ class Client(BaseClient):
     def submit(self, tool: str, /, **kwargs: Any) -> TaskFuture:
         """Send one task; returns once the daemon accepted it (or raises why not)."""
         future = self._track(TaskFuture(self, self._spec(tool, *split_options(kwargs))))
-        self._request(self._submit([future.spec], ack=True))
+        try:
+            self._request(self._submit([future.spec], ack=True))
+        except BaseException:
+            self._tasks.pop(future.id, None)   # not tracked, so a later resume does not submit it again
+            raise
         self._accepted(future)
         return future
 
@@ -212,6 +232,25 @@ class Client(BaseClient):
     def _can_forward(self, future: TaskFuture, pump: StdinPump | None) -> bool:
         return pump is not None and pump.ready() and (future._stdin.room() > 0 or future._stdin.closed)
 
+    def result(self, task_id: str, timeout: float | None = None) -> Result:
+        """Wait for task `task_id`, whoever submitted it and whenever (also before a restart of a
+        journaling parad): its Result, or its error raised as TaskFuture.result() does; NotFound
+        if parad does not know it; TaskTimeout if `timeout` seconds pass first."""
+        own = self._tasks.get(task_id)
+        if own is not None:
+            return own.result(timeout)
+        future = self._track(TaskFuture(self, None, task_id))
+        try:
+            awaited(future, self._request(self._await_msg(task_id)).body)
+            return future.result(timeout)
+        finally:
+            self._tasks.pop(task_id, None)
+
+    def prune(self, older_than: float | None = None) -> dict[str, int]:
+        """Drop finished tasks from parad's journal now: those older than `older_than` seconds, if
+        given, and the oldest past its retention limits. Returns {"tasks": n, "bytes": b, "files": f} removed."""
+        return self._request(self._prune_msg(older_than)).body
+
     def cancel(self, *tasks: TaskFuture | str, session: str | None = None,
                everything: bool = False) -> dict[str, list[str]]:
         """Cancel tasks by future or id, every live task of `session`, or (`everything`) all this client submitted.
@@ -273,14 +312,30 @@ class Client(BaseClient):
     def _send(self, msg: Any) -> None:
         self._sock.send(self._frame(msg))
 
-    def _request(self, msg: Any) -> Any:
+    def _request(self, msg: Any, timeout: float | None = None) -> Any:
+        """The daemon's answer to `msg` within `timeout` seconds (default self.timeout); a refusal raised."""
         key = self._expect(msg, slot := ReplySlot())
         try:
             self._send(msg)
-            self._wait_for(slot.done, self.timeout, "the daemon's answer", ping=False)
+            self._wait_for(slot.done, timeout or self.timeout, "the daemon's answer", ping=False)
         finally:
             self._replies.pop(key, None)
         return self._answer(slot.value)
+
+    def _resume(self, silent: bool) -> None:
+        """parad restarted or stopped answering: reconnect (starting one with autostart), get every task back."""
+        plan = self._resume_plan(silent)
+        self._open()   # first: the old socket must not deliver what it holds to the parad started next
+        if plan.start:
+            start_daemon(self.endpoints)
+        try:
+            welcome = self._request(self._hello(), self.reconnect)
+        except DaemonUnavailable:
+            raise plan.gone(self.reconnect) from None
+        self._resumed(plan, welcome)
+        for msg in plan.awaits(self._reqs):
+            for frame in self._resubmit_frames(plan.answered(self._request(msg).body)):
+                self._sock.send(frame)
 
     def _wait_for(self, condition: Callable[[], bool], timeout: float | None, what: str, ping: bool = True,
                   wake: StdinPump | None = None) -> None:
@@ -290,14 +345,18 @@ class Client(BaseClient):
         self._silence.reset()
         if wake is not None:
             self._poller.register(wake.fileno(), zmq.POLLIN)
+            self._wake = wake
         try:
-            self._wait(condition, deadline, timeout, what, ping, wake)
+            self._wait(condition, deadline, timeout, what, ping)
         finally:
             if wake is not None:
                 self._poller.unregister(wake.fileno())
+                self._wake = None
 
     def _wait(self, condition: Callable[[], bool], deadline: float | None, timeout: float | None, what: str,
-              ping: bool, wake: StdinPump | None) -> None:
+              ping: bool) -> None:
+        # self._wake, not a parameter: a wait within this one (a resume's) clears it too, and
+        # the outer wait looks at its condition again whatever woke it.
         while not condition():
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
@@ -306,17 +365,17 @@ class Client(BaseClient):
                 raise self._no_answer(what)
             wait = self._silence.remaining() if left is None else min(self._silence.remaining(), left)
             ready = dict(self._poller.poll(int(wait * 1000) + 1))
-            if wake is not None and wake.fileno() in ready:
-                wake.clear()
-                if len(ready) == 1:
-                    continue
-            if ready:
+            if self._wake is not None and self._wake.fileno() in ready:
+                self._wake.clear()
+            if self._sock in ready:
                 self._receive(self._sock.recv())
+                if ping and self._restart_seen:
+                    self._resume(silent=False)
                 continue
-            if not ping:
-                continue  # a request's own deadline (self.timeout) decides
+            if ready or not ping:  # the pump's wake-up; or a request's own deadline (self.timeout) decides
+                continue
             step = self._silence.step()
             if step == Silence.PING:
                 self._sock.send(self._ping())
             elif step == Silence.GIVE_UP:
-                raise self._silent()
+                self._resume(silent=True)

@@ -5,7 +5,8 @@ here builds requests (task ids, Submit frames of up to MAP_BATCH tasks, the
 split of task options from tool arguments), routes every frame the daemon
 sends (results and refusals to their task's handle, chunks to its stream,
 answers to the request awaiting them), keeps the tasks in flight, and decides
-when a quiet daemon is pinged or given up on (`Silence`). `Client` and
+when a quiet daemon is pinged or given up on (`Silence`) and, when it restarted
+or went away, how the tasks are got back (`client/resume.py`). `Client` and
 `AsyncClient` add only the socket and the waiting, so both behave the same.
 A task of a tool that runs commands gets the caller's cwd and environment
 (`client/context.py`).
@@ -27,6 +28,7 @@ from para.client.batch import batch_message
 from para.client.context import DEFAULT_CONTEXT_TOOLS, with_caller_context
 from para.client.errors import DaemonUnavailable, InvalidRequest, ParaError, error_for, refusal
 from para.client.result import Chunk, Result
+from para.client.resume import Resume, restarted
 from para.ipc import codec
 from para.ipc import messages as m
 from para.ipc.channels import INPUT_CHUNK, INPUT_WINDOW
@@ -71,10 +73,13 @@ class Slot(Protocol):
 
 
 class TaskState:
-    """What a task handle knows, whichever client made it: its spec, and once finished its Result or error."""
+    """What a task handle knows, whichever client made it: its spec (None for a handle on another's
+    task, made by id), and once finished its Result or error."""
 
-    def __init__(self, spec: m.TaskSpec) -> None:
-        self.id, self.tool, self.spec, self.streaming = spec.id, spec.tool, spec, spec.stream
+    def __init__(self, spec: m.TaskSpec | None, task_id: str = "") -> None:
+        self.id, self.spec = (spec.id if spec else task_id), spec
+        self.tool, self.streaming = (spec.tool, spec.stream) if spec else ("", False)
+        self.batch: str | None = None   # the batch it belongs to (client/batch.py track_tasks)
         self._result: Result | None = None
         self._error: ParaError | None = None
         self._stdin = StdinFlow()
@@ -160,10 +165,11 @@ class Silence:
 class BaseClient:
     """Everything of a para client but its socket: requests, routing of replies, tasks in flight."""
 
-    def __init__(self, runtime_dir: str | Path | None, timeout: float, autostart: bool, name: str) -> None:
+    def __init__(self, runtime_dir: str | Path | None, timeout: float, autostart: bool, name: str,
+                 reconnect: float) -> None:
         self.endpoints = Endpoints(Path(runtime_dir or default_runtime_dir()).absolute())
         self.path = str(self.endpoints.control_path)
-        self.timeout, self.autostart, self.name = timeout, autostart, name
+        self.timeout, self.autostart, self.name, self.reconnect = timeout, autostart, name, reconnect
         # Inside a para bash command: tasks submitted here are the running task's children.
         self._nested = runtime_dir is None and bool(os.environ.get(CHILD_ENDPOINT_ENV))
         self._address = os.environ[CHILD_ENDPOINT_ENV] if self._nested else f"ipc://{self.path}"
@@ -174,6 +180,7 @@ class BaseClient:
         self._tasks: dict[str, Any] = {}          # task id -> its handle, until collected or forgotten
         self._replies: dict[Any, Slot] = {}       # request number (Welcome for Hello) -> where its answer goes
         self._silence = Silence(timeout)
+        self._restart_seen = False                # a Pong named another run of parad: resume
         self.daemon: m.Welcome | None = None
         self.max_message_size = 1 << 20  # until the daemon says its own
 
@@ -242,6 +249,32 @@ class BaseClient:
 
     def _ping(self) -> bytes:
         return codec.encode(m.Ping(next(self._reqs)))
+
+    def _await_msg(self, task_id: str) -> m.Await:
+        return m.Await(next(self._reqs), [task_id])
+
+    def _prune_msg(self, older_than: float | None) -> m.Prune:
+        return m.Prune(next(self._reqs), older_than)
+
+    def _resume_plan(self, silent: bool) -> Resume:
+        """A reconnection after parad restarted (or, `silent`, stopped answering): the tasks to get back.
+        A nested client has nothing to resume (its parent command died with parad): DaemonUnavailable."""
+        if self._nested:
+            raise self._silent()
+        self._restart_seen = False
+        why = (f"para daemon not answering at {self.path} (silent for {self._silence.quiet_for():.1f}s)" if silent
+               else f"para daemon at {self.path} restarted")
+        start = self.autostart and not daemon_running(self.endpoints)
+        return Resume(self.daemon, self.path, list(self._tasks.values()), why, start)
+
+    def _resumed(self, plan: Resume, welcome: m.Welcome) -> None:
+        self._welcomed(welcome)
+        plan.new = welcome
+        self._silence.reset()
+
+    def _resubmit_frames(self, specs: list[m.TaskSpec]) -> Iterator[bytes]:
+        for i in range(0, len(specs), MAP_BATCH):
+            yield from self._submit_frames(specs[i:i + MAP_BATCH])
 
     def _batch(self, spec: dict[str, Any]) -> tuple[str, m.SubmitBatch]:
         batch_id = f"{self._prefix}-b{next(self._ids)}"
@@ -313,7 +346,7 @@ class BaseClient:
         """ValueError unless `task` is this client's and streams its stdin, with EOF not sent yet."""
         if self._tasks.get(task.id) is not task:
             raise ValueError(f"task {task.id} is not one this client is waiting for: only its own tasks take input")
-        if not task.spec.args.get("stdin_stream"):
+        if task.spec is None or not task.spec.args.get("stdin_stream"):
             raise ValueError("submit the task with stdin_stream=True to write to its stdin")
         if task._stdin.eof:
             raise ValueError(f"task {task.id}'s stdin is closed: EOF was sent")
@@ -373,7 +406,9 @@ class BaseClient:
             self._resolve(m.Welcome, msg)  # an ErrorReply with no request number answers the Hello
         elif isinstance(msg, (m.Accepted, m.Reply, m.ErrorReply)):
             self._resolve(msg.req, msg)
-        # Pong: any message resets the silence clock; nothing else to do.
+        elif isinstance(msg, m.Pong) and restarted(self.daemon, msg.boot) and not self._nested:
+            self._restart_seen = True   # the socket reconnected to a new parad by itself; it knows us not
+        # Any message resets the silence clock.
 
     def _resolve(self, key: Any, msg: Any) -> None:
         slot = self._replies.get(key)

@@ -28,6 +28,10 @@ class InvalidRequest(ParaError):
         self.code = code
 
 
+class NotFound(InvalidRequest):
+    """parad knows no such task (or batch): never submitted, or its result is past the retention."""
+
+
 class QueueFull(ParaError):
     """The pool's queue is at its bound; nothing was accepted. Retry later."""
 
@@ -59,6 +63,8 @@ def refusal(code: str, message: str) -> ParaError:
 
     if code == m.E_QUEUE_FULL:
         return QueueFull(message)
+    if code == m.E_NOT_FOUND:
+        return NotFound(message, code)
     if code in (m.E_POOL_FAILED, m.E_POOL_DRAINED, m.E_SHUTTING_DOWN):
         return PoolUnavailable(message)
     return InvalidRequest(message, code)

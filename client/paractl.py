@@ -1,6 +1,7 @@
 """paractl: the para daemon from the command line.
 
-    paractl status | workers | ps | metrics | task ID | cancel ID... [--session S] | shutdown
+    paractl status | workers | ps | metrics | cancel ID... [--session S] | shutdown
+    paractl result ID | task ID | gc [--older-than S]   (results by id, whoever submitted them)
     paractl bash [--timeout S] [--cwd DIR] [--clean-env] [-n] -- make test   (or one shell string: -- 'a | b')
     paractl run TOOL key=value ...          (values are YAML scalars: 1, true, [a, b])
     paractl batch FILE.yaml                 (tasks with dependencies; '-' reads stdin)
@@ -26,13 +27,13 @@ import sys
 from typing import Any
 
 from para.client import paractl_format as fmt
-from para.client import paractl_tools
+from para.client import paractl_results, paractl_tools
 from para.client.client import Client
 from para.client.errors import DaemonUnavailable, InvalidRequest, ParaError, PoolUnavailable, QueueFull, TaskTimeout
 from para.client.paractl_batch import cmd_batch
 from para.client.paractl_output import (
-    EX_INTERRUPTED, EX_TEMPFAIL, EX_TIMEOUT, EX_TOOL, EX_UNAVAILABLE, EX_USAGE, Globals, UsageError, command_exit,
-    command_notes, emit, say, tool_exit, wait,
+    EX_INTERRUPTED, EX_TEMPFAIL, EX_TIMEOUT, EX_TOOL, EX_UNAVAILABLE, EX_USAGE, Globals, UsageError, emit, say,
+    show_result, wait,
 )
 from para.client.paractl_tools import cmd_bash, cmd_glob, cmd_grep, cmd_read
 from para.client.watch import TOPICS, watch
@@ -41,7 +42,7 @@ from para.ipc.options import options_except
 # Task options `paractl run` takes as key=value; any other key is the tool's argument. Not these:
 # run prints a result when it ends (no stream), and retries are asked for by count alone.
 RUN_OPTIONS = options_except("stream", "retry_on", "retry_backoff", "idempotency_key")
-NO_AUTOSTART = ("shutdown", "cancel", "task", "scale", "drain")  # starting a daemon to ask these is pointless
+NO_AUTOSTART = ("shutdown", "cancel", "task", "result", "gc", "scale", "drain")  # starting a daemon to ask these is pointless
 
 
 # ---- command line ---------------------------------------------------------------
@@ -102,7 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("workers", help="every worker process")
     sub.add_parser("ps", help="live (queued and running) tasks")
     sub.add_parser("metrics", help="Prometheus metrics, text format")
-    sub.add_parser("task", help="one task and its result").add_argument("id")
     cancel = sub.add_parser("cancel", help="cancel tasks by id, or a whole session")
     cancel.add_argument("ids", nargs="*", metavar="ID")
     cancel.add_argument("--session", metavar="NAME", help="also every live task of this session")
@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("tool")
     run.add_argument("assignments", nargs="*", metavar="key=value")
     paractl_tools.add_parsers(sub)
+    paractl_results.add_parsers(sub)
     return p
 
 
@@ -164,10 +165,10 @@ def _plain(value: Any) -> bool:
 # ---- commands -------------------------------------------------------------------
 
 def cmd_query(client: Client, g: Globals, args: argparse.Namespace) -> int:
-    body = client.task(args.id) if args.cmd == "task" else getattr(client, args.cmd)()
+    body = getattr(client, args.cmd)()
     if args.cmd == "metrics" and not g.json:
         emit(body)
-    elif g.json or args.cmd == "task":
+    elif g.json:
         emit(fmt.to_json(body))
     else:
         emit(getattr(fmt, args.cmd)(body))
@@ -226,27 +227,10 @@ def cmd_shutdown(client: Client, g: Globals, args: argparse.Namespace) -> int:
 
 def cmd_run(client: Client, g: Globals, args: argparse.Namespace) -> int:
     tool_args, options = parse_assignments(args.assignments)
-    result = wait(client.submit(args.tool, **tool_args, **options))
-    is_command = result.value is None and (result.exit_code is not None or result.signal is not None)
-    code = command_exit(result) if is_command else tool_exit(result)
-    if g.json:
-        emit(fmt.to_json(result))
-        return code
-    if result.value is not None:
-        emit(fmt.to_json(result.value))
-    else:
-        sys.stdout.write(result.stdout)
-        sys.stderr.write(result.stderr)
-    if is_command:
-        notes = command_notes(result)
-    else:
-        notes = [] if result.ok else [result.error or f"{args.tool} task {result.status}"]
-    for note in notes:
-        say(note)
-    return code
+    return show_result(g, wait(client.submit(args.tool, **tool_args, **options)))
 
 
-COMMANDS = {"status": cmd_query, "workers": cmd_query, "ps": cmd_query, "metrics": cmd_query, "task": cmd_query,
+COMMANDS = {"status": cmd_query, "workers": cmd_query, "ps": cmd_query, "metrics": cmd_query, **paractl_results.COMMANDS,
             "cancel": cmd_cancel, "shutdown": cmd_shutdown, "run": cmd_run, "bash": cmd_bash, "batch": cmd_batch,
             "scale": cmd_scale, "drain": cmd_scale, "watch": cmd_watch,
             "grep": cmd_grep, "glob": cmd_glob, "read": cmd_read}

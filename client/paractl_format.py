@@ -165,6 +165,26 @@ def ps(body: list[dict[str, Any]]) -> str:
           duration(t["running_for"]) if t.get("running_for") is not None else None] for t in body])
 
 
+TASK_FIELDS = ("state", "tool", "pool", "attempts", "worker", "session", "priority", "batch", "parent")
+RESULT_FIELDS = ("status", "exit_code", "signal", "limit", "error", "attempts", "worker")
+
+
+def task(body: dict[str, Any]) -> str:
+    """`paractl task ID`: the task's state now and, once finished, what its result says (not its output)."""
+    summary, result = body.get("task") or {}, body.get("result")
+    lines = [f"task {summary.get('id', '?')}"]
+    lines += [f"  {key:<10} {summary[key]}" for key in TASK_FIELDS if summary.get(key) is not None]
+    if summary.get("running_for") is not None:
+        lines.append(f"  {'running':<10} {duration(summary['running_for'])}")
+    if isinstance(result, Result):
+        lines.append("result")
+        lines += [f"  {key:<10} {getattr(result, key)}" for key in RESULT_FIELDS if getattr(result, key) is not None]
+        lines.append(f"  {'duration':<10} {duration(result.duration)}")
+        lines.append(f"  {'output':<10} stdout {size(result.stdout_bytes)}, stderr {size(result.stderr_bytes)}"
+                     + (" (truncated)" if result.truncated else "") + f": paractl result {result.id}")
+    return "\n".join(lines)
+
+
 # ---- tool answers ---------------------------------------------------------------
 
 def grep_lines(matches: list[dict[str, Any]], show_path, context: int) -> list[str]:

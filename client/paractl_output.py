@@ -83,6 +83,25 @@ def emit(text: str) -> None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
+def show_result(g: Globals, result: Result) -> int:
+    """Print a finished task as `paractl run` does (a command's output as it wrote it, a tool's
+    value as JSON, the whole Result with --json); the exit code that stands for it."""
+    is_command = result.value is None and (result.exit_code is not None or result.signal is not None)
+    code = command_exit(result) if is_command else tool_exit(result)
+    if g.json:
+        emit(fmt.to_json(result))
+        return code
+    if result.value is not None:
+        emit(fmt.to_json(result.value))
+    else:
+        sys.stdout.write(result.stdout)
+        sys.stderr.write(result.stderr)
+    notes = command_notes(result) if is_command else [] if result.ok else [result.error or f"{result.tool} task {result.status}"]
+    for note in notes:
+        say(note)
+    return code
+
+
 def run_tool(client: Client, g: Globals, tool: str, args: dict[str, Any]) -> Result:
     """Run a structured tool; print the whole result with --json, else only a failure's reason."""
     result = wait(client.submit(tool, **args))

@@ -34,10 +34,13 @@ Nothing accepted is dropped, except for a client that is gone (the socket no
 longer routes to it): its outbox is freed, and its results stay queryable by id.
 
 A frame that reports what the journal records (an Accepted, a Done) is
-`durable`: it and every frame after it for that client wait behind a fence
-until `committed()` says the commit that records it went through, so a
-client is never told what a crash could take back. Fenced frames count in
-the budgets like any other, so backpressure sees them at once.
+`durable`: it waits, with the client's other durable frames and in their
+order, until `committed()` says the commit that records it went through, so
+a client is never told what a crash could take back. Other frames (output,
+refusals, answers to queries and pings) do not wait for it: a client whose
+results are held on a full disk still hears why its new tasks are refused.
+Held frames count in the budgets like any other, so backpressure sees them
+at once.
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ class _Box:
     paused: dict[str, str] = field(default_factory=dict)   # task id -> worker, commands paused for it
     retry_at: float = 0.0               # when its full queue is tried again; 0: not full
     delay: float = 0.0
-    fence: int | None = None            # frames from the head that may go before the next commit; None: all
+    held: collections.deque[bytes] = field(default_factory=collections.deque)   # durable frames until the commit
 
 
 class Outbox:
@@ -95,7 +98,7 @@ class Outbox:
         self._boxes: dict[bytes, _Box] = {}
         self._dirty: set[bytes] = set()     # clients with new frames, sent at the next flush
         self._stalled: dict[bytes, _Box] = {}   # clients whose queue was full, tried at retry_at
-        self._fenced: set[bytes] = set()         # clients with frames waiting for a commit
+        self._holding: set[bytes] = set()        # clients with durable frames waiting for a commit
 
     # ---- what the daemon owes -------------------------------------------------
 
@@ -104,10 +107,11 @@ class Outbox:
         box = self._boxes.get(owner)
         if box is None:
             box = self._boxes[owner] = _Box(children.split_owner(owner))
-        if durable and box.fence is None:
-            box.fence = len(box.frames)
-            self._fenced.add(owner)
-        box.frames.append(frame)
+        if durable:
+            box.held.append(frame)
+            self._holding.add(owner)
+        else:
+            box.frames.append(frame)
         box.size += len(frame)
         self.total += len(frame)
         if self.total > self.total_budget and not self.squeezed:
@@ -133,14 +137,15 @@ class Outbox:
         self.send(owner, frame, durable).paused.pop(task_id, None)
 
     def committed(self) -> None:
-        """The journal committed: every frame held behind a fence may go."""
-        for owner in self._fenced:
+        """The journal committed: every durable frame held may go."""
+        for owner in self._holding:
             box = self._boxes.get(owner)
             if box is not None:
-                box.fence = None
+                box.frames.extend(box.held)
+                box.held.clear()
                 if not box.retry_at:
                     self._dirty.add(owner)
-        self._fenced.clear()
+        self._holding.clear()
 
     def refusing(self, owner: bytes) -> bool:
         """Whether `owner` holds so much unread that its requests are dropped; counted and logged if so."""
@@ -211,11 +216,10 @@ class Outbox:
         if box.relay is not None:  # batched by the relay, BATCH_FRAMES at a time
             self._relay_box(box)
         sent = False
-        while box.frames and box.fence != 0:
+        while box.frames:
             batch, size = [], 0
             for frame in box.frames:
-                if batch and (size + len(frame) > BATCH_BYTES or len(batch) >= BATCH_FRAMES
-                              or len(batch) == box.fence):
+                if batch and (size + len(frame) > BATCH_BYTES or len(batch) >= BATCH_FRAMES):
                     break
                 batch.append(frame)
                 size += len(frame)
@@ -231,26 +235,22 @@ class Outbox:
                 box.frames.popleft()
             box.size -= size
             self.total -= size
-            if box.fence is not None:
-                box.fence -= len(batch)
             sent = True
         else:
             box.retry_at = box.delay = 0.0
             self._stalled.pop(owner, None)
         if box.over and box.size <= self._budget() // 2:
             self._drained(owner, box)
-        if not box.frames and not box.over and box.fence is None:
+        if not box.frames and not box.over and not box.held:
             del self._boxes[owner]
 
     def _relay_box(self, box: _Box) -> None:
-        count = len(box.frames) if box.fence is None else box.fence
-        frames = [box.frames.popleft() for _ in range(count)]
+        frames = list(box.frames)
+        box.frames.clear()
         self._relay(*box.relay, frames)
         size = sum(len(f) for f in frames)
         box.size -= size
         self.total -= size
-        if box.fence is not None:
-            box.fence = 0
 
     def _relay(self, worker_id: str, identity: bytes, frames: list[bytes]) -> None:
         # A client inside a worker's command: its frames go through that worker.
@@ -274,11 +274,11 @@ class Outbox:
         # The client disconnected: zmq freed its queue, and so do we. Its
         # paused commands go on (their output has nobody to go to).
         box.frames.clear()
+        box.held.clear()
         self.total -= box.size
         box.size = 0
-        box.fence = None
         self._stalled.pop(owner, None)
-        self._fenced.discard(owner)
+        self._holding.discard(owner)
         if box.over:
             self._drained(owner, box)
         self._boxes.pop(owner, None)

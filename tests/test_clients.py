@@ -249,4 +249,4 @@ def test_a_hung_daemon_is_given_up_on_the_same_way(kind, start_daemon) -> None:
             os.kill(d.pid, signal.SIGCONT)
         return await settle(c.status())
 
-    assert drive(kind, d.runtime_dir, scenario, timeout=1.0)["daemon"]["pid"] == d.pid
+    assert drive(kind, d.runtime_dir, scenario, timeout=1.0, reconnect=1.0)["daemon"]["pid"] == d.pid
