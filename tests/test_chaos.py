@@ -111,17 +111,20 @@ def test_sigkill_in_the_middle_of_a_500_task_batch_loses_nothing_and_reruns_noth
     tasks = [{"id": f"t{i}", "tool": "bash", "args": {"command": command(f"t{i}", out)},
               **({"retries": retries} if retries else {}), **({"after": [f"t{i - 1}"]} if i % 10 == 9 else {})}
              for i in range(500)]
-    with d.client() as c:
+    with d.client(timeout=5) as c:   # silent for 5 s, it pings, and resumes when nothing answers
         batch = c.batch({"on_failure": "continue", "tasks": tasks})
         ids = [f.id for f in batch.futures.values()]
         wait_until(lambda: sum(ran(out).values()) >= 100 and all(ran(out)[name] for name in LONG), 60,
                    "100 tasks to run, the long ones among them")
         d.kill()
-    at_kill = sum(ran(out).values())
-    assert at_kill < 450, f"{at_kill} of 500 tasks had run already: the kill came too late to prove anything"
-    d.restart()
+        at_kill = sum(ran(out).values())
+        assert at_kill < 450, f"{at_kill} of 500 tasks had run already: the kill came too late to prove anything"
+        d.restart()
+        results = batch.results(timeout=120)   # the submitting client resumes by itself
     with d.client() as c:
         found = results_by_id(c, ids)
+    assert {f"{batch.id}:{name}": r.status for name, r in results.items()} == {
+        task_id: body["task"]["state"] for task_id, body in found.items()}
     counts = ran(out)
     states = check_ran_once(found, counts, retries)
     print(f"killed after {at_kill} lines; final states {dict(states)}")
@@ -159,7 +162,7 @@ def test_workers_sigkilled_during_a_batch_while_parad_restarts_once_the_counts_a
     def progress_past(lines: int) -> None:
         wait_until(lambda: sum(ran(out).values()) >= lines, 60, f"{lines} tasks to run")
 
-    with d.client() as c:
+    with d.client(timeout=5) as c:   # silent for 5 s, it pings, and resumes when nothing answers
         batch = c.batch({"on_failure": "continue", "tasks": tasks})
         ids = [f.id for f in batch.futures.values()]
         for lines in (30, 60):
@@ -167,12 +170,15 @@ def test_workers_sigkilled_during_a_batch_while_parad_restarts_once_the_counts_a
             kill_a_busy_worker()
         progress_past(100)
         d.kill()
-    d.restart()
-    with d.client() as c:
+        d.restart()
         for lines in (150, 200):
             progress_past(lines)
             kill_a_busy_worker()
+        results = batch.results(timeout=120)   # the submitting client resumes by itself
+    with d.client() as c:
         found = results_by_id(c, ids)
+    assert {f"{batch.id}:{name}": r.status for name, r in results.items()} == {
+        task_id: body["task"]["state"] for task_id, body in found.items()}
     counts = ran(out)
     states = check_ran_once(found, counts, retries=0)
     print(f"{len(killed)} workers and parad killed; final states {dict(states)}")
