@@ -73,6 +73,17 @@ def results_by_id(c: Client, ids: list[str], timeout: float = 120) -> dict[str, 
     return found
 
 
+def every_result(d: Daemon, batch: Any) -> dict[str, dict[str, Any]]:
+    """Every result of `batch`, from the client that submitted it (which resumes by itself after a
+    restart) and by id from a new one; the two agree. By id, as results_by_id returns them."""
+    results = batch.results(timeout=120)
+    with d.client() as c:
+        found = results_by_id(c, [f.id for f in batch.futures.values()])
+    assert {f"{batch.id}:{name}": r.status for name, r in results.items()} == {
+        task_id: body["task"]["state"] for task_id, body in found.items()}
+    return found
+
+
 def check_ran_once(found: dict[str, dict[str, Any]], counts: collections.Counter, retries: int) -> collections.Counter:
     """Every task ended once, in a state its line count agrees with; the count of each final state."""
     states = collections.Counter()
@@ -113,18 +124,13 @@ def test_sigkill_in_the_middle_of_a_500_task_batch_loses_nothing_and_reruns_noth
              for i in range(500)]
     with d.client(timeout=5) as c:   # silent for 5 s, it pings, and resumes when nothing answers
         batch = c.batch({"on_failure": "continue", "tasks": tasks})
-        ids = [f.id for f in batch.futures.values()]
         wait_until(lambda: sum(ran(out).values()) >= 100 and all(ran(out)[name] for name in LONG), 60,
                    "100 tasks to run, the long ones among them")
         d.kill()
         at_kill = sum(ran(out).values())
         assert at_kill < 450, f"{at_kill} of 500 tasks had run already: the kill came too late to prove anything"
         d.restart()
-        results = batch.results(timeout=120)   # the submitting client resumes by itself
-    with d.client() as c:
-        found = results_by_id(c, ids)
-    assert {f"{batch.id}:{name}": r.status for name, r in results.items()} == {
-        task_id: body["task"]["state"] for task_id, body in found.items()}
+        found = every_result(d, batch)
     counts = ran(out)
     states = check_ran_once(found, counts, retries)
     print(f"killed after {at_kill} lines; final states {dict(states)}")
@@ -164,7 +170,6 @@ def test_workers_sigkilled_during_a_batch_while_parad_restarts_once_the_counts_a
 
     with d.client(timeout=5) as c:   # silent for 5 s, it pings, and resumes when nothing answers
         batch = c.batch({"on_failure": "continue", "tasks": tasks})
-        ids = [f.id for f in batch.futures.values()]
         for lines in (30, 60):
             progress_past(lines)
             kill_a_busy_worker()
@@ -174,11 +179,7 @@ def test_workers_sigkilled_during_a_batch_while_parad_restarts_once_the_counts_a
         for lines in (150, 200):
             progress_past(lines)
             kill_a_busy_worker()
-        results = batch.results(timeout=120)   # the submitting client resumes by itself
-    with d.client() as c:
-        found = results_by_id(c, ids)
-    assert {f"{batch.id}:{name}": r.status for name, r in results.items()} == {
-        task_id: body["task"]["state"] for task_id, body in found.items()}
+        found = every_result(d, batch)
     counts = ran(out)
     states = check_ran_once(found, counts, retries=0)
     print(f"{len(killed)} workers and parad killed; final states {dict(states)}")
