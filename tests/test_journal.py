@@ -6,8 +6,6 @@ with SIGKILL (or stopped with SIGTERM), the second recovers from the journal.
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -17,45 +15,35 @@ from typing import Any, Callable
 
 import pytest
 
-from para.client import Client
 from para.daemon.journal import schema
 from para.ipc import codec
 from para.ipc import messages as m
-from para.testing import FAST, Daemon, stop_and_check, wait_until
+from para.testing import Daemon, wait_until
 
 ONE_BASH = {"bash": {"min_workers": 1, "max_workers": 1}, "echo": {"min_workers": 1, "max_workers": 1}}
 
 
 @pytest.fixture
-def parads(tmp_path: Path, make_daemon: Callable[..., Daemon]):
-    """parads(pools, daemon) -> a Daemon; parads.again(d, kill=True, meanwhile=None) -> a new parad on d's
-    state and sockets, after `d` was killed (or stopped) and `meanwhile` was called."""
-    started: list[Daemon] = []
+def parads(start_daemon):
+    """parads(pools, daemon) -> a Daemon; parads.again(d, kill=True, meanwhile=None) -> d restarted in
+    place (same state and sockets) after it was killed (or stopped) and `meanwhile` was called."""
 
     class Parads:
         def __call__(self, pools: dict[str, Any] | None = None, daemon: dict[str, Any] | None = None) -> Daemon:
-            d = make_daemon({"daemon": {**FAST, **(daemon or {})}, "pools": pools or ONE_BASH}, tmp_path / "d")
-            started.append(d)
-            return d
+            return start_daemon(pools=pools or ONE_BASH, daemon=daemon)
 
-        def again(self, d: Daemon, kill: bool = True, meanwhile: Callable[[], None] | None = None) -> Daemon:
+        @staticmethod
+        def again(d: Daemon, kill: bool = True, meanwhile: Callable[[], None] | None = None) -> Daemon:
             if kill:
-                d.tree()
-                os.kill(d.pid, signal.SIGKILL)
-                d.proc.wait()
-                wait_until(lambda: not d.leftovers(), 15, "the killed parad's processes to end")
+                d.kill()
             else:
                 assert d.stop() == 0
-            started.remove(d)
             if meanwhile is not None:
                 meanwhile()
-            new = Daemon(d.config, d.tmp, runtime_dir=d.runtime_dir)
-            started.append(new)
-            return new
+            d.restart()
+            return d
 
-    yield Parads()
-    for d in started:
-        stop_and_check(d)
+    return Parads()
 
 
 def journal_rows(d: Daemon, sql: str, *args: Any) -> list[tuple]:
@@ -96,9 +84,8 @@ def test_queued_tasks_come_back_in_order_and_a_running_command_is_lost_not_rerun
         ids = [f.id for f in queued]
     d = parads.again(d)
     with d.client() as c:
-        wait_until(lambda: len(lines(out)) == 7, 30, "the queued tasks to run after the restart")
+        wait_until(lambda: c.task(ids[-1])["task"]["state"] == "succeeded", 30, "the queued tasks to run after the restart")
         lost = c.task(blocker.id)
-        assert c.task(ids[-1])["task"]["state"] == "succeeded"
     assert lines(out) == ["blocker", "urgent", "0", "1", "2", "3", "4"], "the blocker ran once; the rest in order"
     assert lost["task"]["state"] == "lost"
     assert "parad restarted while it ran" in lost["result"].error
@@ -220,7 +207,7 @@ def test_an_older_journal_is_migrated_and_its_tasks_are_kept(parads) -> None:
     d = parads.again(d, kill=False, meanwhile=put_an_old_journal)
     with d.client() as c:
         assert c.task("old-task")["result"].value == {"old": True}
-    assert "schema version 1 migrated to 2" in d.log()
+    assert "schema version 1 migrated to 2" in d.log(this_run=True)
     assert journal_rows(d, "PRAGMA user_version") == [(schema.VERSION,)]
 
 
@@ -232,7 +219,7 @@ def test_a_journal_of_a_newer_parad_is_moved_aside(parads) -> None:
             db.execute(f"PRAGMA user_version = {schema.VERSION + 1}")
 
     d = parads.again(d, kill=False, meanwhile=make_it_newer)
-    assert "moved it aside" in d.log() and f"schema version {schema.VERSION + 1}" in d.log()
+    assert "moved it aside" in d.log(this_run=True) and f"schema version {schema.VERSION + 1}" in d.log(this_run=True)
     assert list(d.state_dir.glob("journal.sqlite3.unreadable-*"))
     with d.client() as c:
         assert c.run("echo", x=1).value == {"x": 1}
