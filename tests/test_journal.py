@@ -55,6 +55,13 @@ def lines(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
 
+def occupy_the_worker(c: Any, out: Path) -> Any:
+    """A bash task that holds the pool's one worker (it says "blocker" in `out`), started."""
+    blocker = c.submit("bash", command=f"echo blocker >> {out}; sleep 60")
+    wait_until(lambda: lines(out) == ["blocker"], 20, "the blocker to start")
+    return blocker
+
+
 def test_a_finished_task_is_kept_with_its_history_and_found_after_a_kill(parads) -> None:
     d = parads()
     with d.client() as c:
@@ -77,8 +84,7 @@ def test_queued_tasks_come_back_in_order_and_a_running_command_is_lost_not_rerun
     d = parads()
     out = tmp_path / "order"
     with d.client() as c:
-        blocker = c.submit("bash", command=f"echo blocker >> {out}; sleep 60")
-        wait_until(lambda: lines(out) == ["blocker"], 20, "the blocker to start")
+        blocker = occupy_the_worker(c, out)
         queued = [c.submit("bash", command=f"echo {i} >> {out}") for i in range(5)]
         urgent = c.submit("bash", command=f"echo urgent >> {out}", priority=0)
         ids = [f.id for f in queued]
@@ -113,8 +119,7 @@ def test_a_graceful_restart_keeps_queued_tasks_instead_of_cancelling_them(parads
     d = parads(daemon={"shutdown_grace": 0.5})
     out = tmp_path / "graceful"
     with d.client() as c:
-        c.submit("bash", command=f"echo blocker >> {out}; sleep 60")
-        wait_until(lambda: lines(out) == ["blocker"], 20, "the blocker to start")
+        occupy_the_worker(c, out)
         queued = c.submit("bash", command=f"echo queued >> {out}")
     d = parads.again(d, kill=False)
     with d.client() as c:
@@ -126,8 +131,7 @@ def test_a_batch_resumes_with_its_dependencies_and_references(parads, tmp_path: 
     d = parads()
     out = tmp_path / "batch"
     with d.client() as c:
-        blocker = c.submit("bash", command=f"echo blocker >> {out}; sleep 60")
-        wait_until(lambda: lines(out) == ["blocker"], 20, "the blocker to start")
+        blocker = occupy_the_worker(c, out)
         batch = c.batch({"tasks": [
             {"id": "a", "tool": "echo", "args": {"word": "hello"}},
             {"id": "b", "tool": "bash", "args": {"command": f"echo b-${{a.value.word}} >> {out}; echo from-b"},
