@@ -231,8 +231,10 @@ class ClientRequests:
                 enqueue(self.core.tasks, spec, pool, req.identity, dedup=self.core.dedup, parent=req.parent, size=size)
                 woken.add(pool)
             accepted.append(spec.id)
-        if msg.ack:
+        if msg.ack and accepted:
             self._durable_reply(req, m.Accepted(msg.req, accepted))
+        elif msg.ack:   # every task refused: nothing to journal, so no commit to wait for (one may be failing)
+            self._reply(req, m.Accepted(msg.req, accepted))
         wake(self.core, woken)
 
     def _admit(self, req: Request, spec: m.TaskSpec, size: int) -> tuple[Pool, TaskRecord | None]:
