@@ -56,6 +56,7 @@ def test_a_full_disk_refuses_new_tasks_saying_so_and_service_resumes(
             with pytest.raises(ParaError) as refusal:
                 c.submit("echo", x=1)
             assert refusal.value.code == m.E_JOURNAL
+            assert "disk is full" in str(refusal.value), str(refusal.value)   # what SQLite said, not a ROLLBACK's error
             filler.unlink()
             assert ending.result(timeout=60).stdout == "y" * 60000
             assert c.run("echo", x=2).value == {"x": 2}

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from para.daemon.journal.transaction import transaction
+
 # One list of statements per version: MIGRATIONS[n - 1] takes a journal from version n - 1 to n.
 MIGRATIONS: list[list[str]] = [
     [
@@ -71,13 +73,8 @@ def migrate(conn: sqlite3.Connection, target: int = VERSION) -> tuple[int, int]:
     if found > VERSION:
         raise NewerJournal(f"it has schema version {found}, and this parad knows versions up to {VERSION}")
     for version in range(found + 1, target + 1):
-        conn.execute("BEGIN IMMEDIATE")   # a step is applied whole or not at all
-        try:
+        with transaction(conn):   # a step is applied whole or not at all
             for statement in MIGRATIONS[version - 1]:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {version}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
     return found, max(found, target)

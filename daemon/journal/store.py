@@ -33,6 +33,7 @@ from para.daemon.config import JournalSection
 from para.daemon.journal import rows
 from para.daemon.journal.retention import Retention
 from para.daemon.journal.syncer import Syncer
+from para.daemon.journal.transaction import transaction
 from para.daemon.tasks import TaskRecord
 from para.ipc import codec
 from para.ipc import messages as m
@@ -165,19 +166,13 @@ class Journal:
             else:
                 inserts.append(rows.insert(record, spec, self._history[task_id], result, file, size))
             written.append((task_id, spec_size, size if record.ended is not None else None))
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.conn) as conn:
             conn.executemany(rows.INSERT, inserts)
             conn.executemany(rows.UPDATE, updates)
             if respecs:
                 conn.executemany("UPDATE tasks SET spec = ? WHERE id = ?", respecs)
             if self._batches:
                 conn.executemany(BATCH_UPSERT, list(self._batches.values()))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         self.rows_written += len(inserts) + len(updates)
         for task_id, spec_size, ended_size in written:
             if ended_size is None:
