@@ -258,3 +258,12 @@ def test_retained_results_live_in_the_journal_not_in_parads_memory(parads, durab
         assert grown < 64 << 20, f"parad grew by {grown >> 20} MiB holding results the journal keeps"
     else:
         assert grown > 80 << 20, f"parad grew by {grown >> 20} MiB: the in-memory retention this test contrasts with"
+
+
+def test_the_journal_and_its_wal_are_private(parads) -> None:
+    # They hold every task's command and output: 0600 like the journal, whatever the state dir's mode.
+    d = parads()
+    with d.client() as c:
+        c.run("echo", secret=1)
+        files = [d.state_dir / f"journal.sqlite3{suffix}" for suffix in ("", "-wal", "-shm")]
+        assert {f.name: oct(f.stat().st_mode & 0o777) for f in files} == {f.name: "0o600" for f in files}
