@@ -18,7 +18,9 @@ from typing import Any, Callable
 import pytest
 
 from para.client import Client
-from para.daemon.journal import schema
+from para.daemon.config import JournalSection
+from para.daemon.journal import opening, schema
+from para.daemon.tasks import TaskRecord
 from para.ipc import codec
 from para.ipc import messages as m
 from para.testing import FAST, Daemon, stop_and_check, wait_until
@@ -267,3 +269,23 @@ def test_the_journal_and_its_wal_are_private(parads) -> None:
         c.run("echo", secret=1)
         files = [d.state_dir / f"journal.sqlite3{suffix}" for suffix in ("", "-wal", "-shm")]
         assert {f.name: oct(f.stat().st_mode & 0o777) for f in files} == {f.name: "0o600" for f in files}
+
+
+def test_an_id_reused_before_the_commit_is_journaled_with_its_own_spec(tmp_path: Path) -> None:
+    # Task x ends and, in the same group commit, another client submits a new task x (its id is free
+    # again): a crash then must recover the new x, not run the old x's command a second time. The
+    # window is a few milliseconds in a real parad, so this drives a real Journal directly.
+    journal = opening.open_journal(tmp_path, JournalSection())
+    try:
+        old = TaskRecord(m.TaskSpec(id="x", tool="bash", args={"command": "echo old >> marks"}), "bash", b"a", 1)
+        journal.changed(old)
+        assert journal.commit()
+        old.state, old.ended, old.result = m.SUCCEEDED, time.time(), m.TaskResult("x", "bash", m.SUCCEEDED)
+        journal.keep(old, codec.encode(m.Done(old.result)))
+        journal.changed(TaskRecord(m.TaskSpec(id="x", tool="bash", args={"command": "echo new"}), "bash", b"b", 1))
+        assert journal.commit()
+        assert [(r.spec.id, r.spec.args, r.state) for r in journal.live_records()] == \
+            [("x", {"command": "echo new"}, m.QUEUED)]
+        assert journal.conn.execute("SELECT result FROM tasks WHERE id = 'x'").fetchone() == (None,)
+    finally:
+        journal.close()

@@ -78,10 +78,19 @@ class Journal:
         task_id = record.spec.id
         if not self._dirty:
             self.dirty_since = time.monotonic()
+        elif self._dirty.get(task_id, record) is not record:
+            self._reused(task_id)
         self._dirty[task_id] = record
         self._history[task_id] = self._history.get(task_id, "") + rows.history_line(record)
         if spec:
             self._respec.add(task_id)
+
+    def _reused(self, task_id: str) -> None:
+        """A new task took the id of one that ended since the last commit: the new one's row replaces
+        the old one's whole (INSERT OR REPLACE, its own spec), not an update of it with the old spec."""
+        self._ended.pop(task_id, None)
+        self._history.pop(task_id, None)
+        self._written.pop(task_id, None)
 
     def keep(self, record: TaskRecord, wire: bytes) -> None:
         """`record` ended; `wire` is its encoded Done, kept with it."""
