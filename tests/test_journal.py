@@ -222,7 +222,7 @@ def test_an_older_journal_is_migrated_and_its_tasks_are_kept(parads) -> None:
     d = parads.again(d, kill=False, meanwhile=put_an_old_journal)
     with d.client() as c:
         assert c.task("old-task")["result"].value == {"old": True}
-    assert "schema version 1 migrated to 2" in d.log()
+    assert f"schema version 1 migrated to {schema.VERSION}" in d.log()
     assert journal_rows(d, "PRAGMA user_version") == [(schema.VERSION,)]
 
 
@@ -289,3 +289,22 @@ def test_an_id_reused_before_the_commit_is_journaled_with_its_own_spec(tmp_path:
         assert journal.conn.execute("SELECT result FROM tasks WHERE id = 'x'").fetchone() == (None,)
     finally:
         journal.close()
+
+
+def test_an_idempotency_key_is_remembered_across_a_kill(parads, tmp_path: Path) -> None:
+    # A caller repeats a request after parad died (the reason keys exist): within the window it gets the
+    # first task's result, whether that had ended or was still queued, and the command does not run again.
+    marks, go = tmp_path / "marks", tmp_path / "go"
+    d = parads()
+    with d.client() as c:
+        first = c.run("bash", command=f"echo done >> {marks}; echo first", idempotency_key="deploy-1")
+        c.submit("bash", command=f"while [ ! -e {go} ]; do sleep 0.05; done")   # holds the one bash worker
+        queued = c.submit("bash", command=f"echo queued >> {marks}; echo second", idempotency_key="deploy-2")
+        wait_until(lambda: c.task(queued.id)["task"]["state"] == "queued", 30, "the keyed task to be queued")
+    d = parads.again(d)
+    go.touch()
+    with d.client() as c:
+        again = c.run("bash", command=f"echo done >> {marks}; echo first", idempotency_key="deploy-1")
+        second = c.run("bash", command=f"echo queued >> {marks}; echo second", idempotency_key="deploy-2")
+    assert (again.stdout, second.stdout) == (first.stdout, "second\n")
+    assert lines(marks) == ["done", "queued"]

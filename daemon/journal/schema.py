@@ -7,6 +7,7 @@ its own transaction, in order) and moves aside one of a newer version
 
 Version 1 held the tasks and their results. Version 2 added each task's
 history of states and the batches, so that batches resume after a restart.
+Version 3 added the idempotency key of a task that has one.
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ MIGRATIONS: list[list[str]] = [
             ended REAL
         )""",
         "CREATE INDEX tasks_batch ON tasks(batch) WHERE batch IS NOT NULL",
+    ],
+    [
+        # A task's idempotency key (with its tool), so that a restarted parad still knows the window's keys.
+        "ALTER TABLE tasks ADD COLUMN idem TEXT",
+        "CREATE INDEX tasks_idem ON tasks(accepted) WHERE idem IS NOT NULL",
     ],
 ]
 VERSION = len(MIGRATIONS)

@@ -261,6 +261,19 @@ class Journal:
             found.append((record, record.result))
         return found
 
+    def keyed_since(self, since: float) -> list[TaskRecord]:
+        """The ended tasks with an idempotency key accepted after `since` (time.time()), with their results."""
+        found = []
+        for values in self.conn.execute(f"SELECT {rows.LIVE_COLUMNS}, result, result_file FROM tasks WHERE "
+                                        f"idem IS NOT NULL AND accepted > ? AND ended IS NOT NULL ORDER BY seq",
+                                        (since,)):
+            done = self._done(values[0], *values[-2:])
+            if done is not None:
+                record = rows.record_of(values[:-2])
+                record.result = codec.decode(done).result
+                found.append(record)
+        return found
+
     # ---- finished tasks (tasks.TaskStore) -----------------------------------
 
     def lookup(self, task_id: str) -> dict[str, Any] | None:
