@@ -308,3 +308,18 @@ def test_an_idempotency_key_is_remembered_across_a_kill(parads, tmp_path: Path) 
         second = c.run("bash", command=f"echo queued >> {marks}; echo second", idempotency_key="deploy-2")
     assert (again.stdout, second.stdout) == (first.stdout, "second\n")
     assert lines(marks) == ["done", "queued"]
+
+
+def test_a_keyed_task_that_cannot_be_read_back_does_not_stop_parad(parads) -> None:
+    d = parads()
+    with d.client() as c:
+        task_id = c.run("echo", x=1, idempotency_key="k").id
+
+    def spoil_its_spec() -> None:
+        with sqlite3.connect(d.state_dir / "journal.sqlite3") as db:
+            db.execute("UPDATE tasks SET spec = x'c1c1c1' WHERE id = ?", (task_id,))
+
+    d = parads.again(d, kill=False, meanwhile=spoil_its_spec)
+    assert f"task {task_id} cannot be read back" in d.log()
+    with d.client() as c:
+        assert c.run("echo", x=1, idempotency_key="k").value == {"x": 1}   # the key is forgotten: it runs

@@ -268,9 +268,13 @@ class Journal:
                                         f"idem IS NOT NULL AND accepted > ? AND ended IS NOT NULL ORDER BY seq",
                                         (since,)):
             done = self._done(values[0], *values[-2:])
-            if done is not None:
+            try:
                 record = rows.record_of(values[:-2])
-                record.result = codec.decode(done).result
+                record.result = codec.decode(done).result if done is not None else None
+            except (codec.ProtocolError, ValueError, TypeError, AttributeError) as exc:   # its key is forgotten
+                log.error("journal: task %s cannot be read back (%s); its idempotency key is not kept", values[0], exc)
+                continue
+            if record.result is not None:
                 found.append(record)
         return found
 
