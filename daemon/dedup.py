@@ -56,6 +56,14 @@ class Deduplicator:
             self._entries[key] = _Entry(record, _digest(spec), time.monotonic() + self.window)
             self._entries.move_to_end(key)
 
+    def restore(self, record: TaskRecord) -> None:
+        """Remember a task a restarted parad read back from its journal, for what is left of its window."""
+        spec = record.spec
+        if spec.idempotency_key is not None:
+            left = self.window - max(0.0, time.time() - record.accepted)
+            if left > 0:
+                self._entries[(spec.tool, spec.idempotency_key)] = _Entry(record, _digest(spec), time.monotonic() + left)
+
     def _prune(self, now: float) -> None:
         while self._entries:
             key, entry = next(iter(self._entries.items()))

@@ -15,7 +15,9 @@ from typing import Any, Callable
 
 import pytest
 
-from para.daemon.journal import schema
+from para.daemon.config import JournalSection
+from para.daemon.journal import opening, schema
+from para.daemon.tasks import TaskRecord
 from para.ipc import codec
 from para.ipc import messages as m
 from para.testing import Daemon, wait_until
@@ -211,7 +213,7 @@ def test_an_older_journal_is_migrated_and_its_tasks_are_kept(parads) -> None:
     d = parads.again(d, kill=False, meanwhile=put_an_old_journal)
     with d.client() as c:
         assert c.task("old-task")["result"].value == {"old": True}
-    assert "schema version 1 migrated to 2" in d.log(this_run=True)
+    assert f"schema version 1 migrated to {schema.VERSION}" in d.log(this_run=True)
     assert journal_rows(d, "PRAGMA user_version") == [(schema.VERSION,)]
 
 
@@ -249,3 +251,66 @@ def test_retained_results_live_in_the_journal_not_in_parads_memory(parads, durab
         assert grown < 64 << 20, f"parad grew by {grown >> 20} MiB holding results the journal keeps"
     else:
         assert grown > 80 << 20, f"parad grew by {grown >> 20} MiB: the in-memory retention this test contrasts with"
+
+
+def test_the_journal_and_its_wal_are_private(parads) -> None:
+    # They hold every task's command and output: 0600 like the journal, whatever the state dir's mode.
+    d = parads()
+    with d.client() as c:
+        c.run("echo", secret=1)
+        files = [d.state_dir / f"journal.sqlite3{suffix}" for suffix in ("", "-wal", "-shm")]
+        assert {f.name: oct(f.stat().st_mode & 0o777) for f in files} == {f.name: "0o600" for f in files}
+
+
+def test_an_id_reused_before_the_commit_is_journaled_with_its_own_spec(tmp_path: Path) -> None:
+    # Task x ends and, in the same group commit, another client submits a new task x (its id is free
+    # again): a crash then must recover the new x, not run the old x's command a second time. The
+    # window is a few milliseconds in a real parad, so this drives a real Journal directly.
+    journal = opening.open_journal(tmp_path, JournalSection())
+    try:
+        old = TaskRecord(m.TaskSpec(id="x", tool="bash", args={"command": "echo old >> marks"}), "bash", b"a", 1)
+        journal.changed(old)
+        assert journal.commit()
+        old.state, old.ended, old.result = m.SUCCEEDED, time.time(), m.TaskResult("x", "bash", m.SUCCEEDED)
+        journal.keep(old, codec.encode(m.Done(old.result)))
+        journal.changed(TaskRecord(m.TaskSpec(id="x", tool="bash", args={"command": "echo new"}), "bash", b"b", 1))
+        assert journal.commit()
+        assert [(r.spec.id, r.spec.args, r.state) for r in journal.live_records()] == \
+            [("x", {"command": "echo new"}, m.QUEUED)]
+        assert journal.conn.execute("SELECT result FROM tasks WHERE id = 'x'").fetchone() == (None,)
+    finally:
+        journal.close()
+
+
+def test_an_idempotency_key_is_remembered_across_a_kill(parads, tmp_path: Path) -> None:
+    # A caller repeats a request after parad died (the reason keys exist): within the window it gets the
+    # first task's result, whether that had ended or was still queued, and the command does not run again.
+    marks, go = tmp_path / "marks", tmp_path / "go"
+    d = parads()
+    with d.client() as c:
+        first = c.run("bash", command=f"echo done >> {marks}; echo first", idempotency_key="deploy-1")
+        c.submit("bash", command=f"while [ ! -e {go} ]; do sleep 0.05; done")   # holds the one bash worker
+        queued = c.submit("bash", command=f"echo queued >> {marks}; echo second", idempotency_key="deploy-2")
+        wait_until(lambda: c.task(queued.id)["task"]["state"] == "queued", 30, "the keyed task to be queued")
+    d = parads.again(d)
+    go.touch()
+    with d.client() as c:
+        again = c.run("bash", command=f"echo done >> {marks}; echo first", idempotency_key="deploy-1")
+        second = c.run("bash", command=f"echo queued >> {marks}; echo second", idempotency_key="deploy-2")
+    assert (again.stdout, second.stdout) == (first.stdout, "second\n")
+    assert lines(marks) == ["done", "queued"]
+
+
+def test_a_keyed_task_that_cannot_be_read_back_does_not_stop_parad(parads) -> None:
+    d = parads()
+    with d.client() as c:
+        task_id = c.run("echo", x=1, idempotency_key="k").id
+
+    def spoil_its_spec() -> None:
+        with sqlite3.connect(d.state_dir / "journal.sqlite3") as db:
+            db.execute("UPDATE tasks SET spec = x'c1c1c1' WHERE id = ?", (task_id,))
+
+    d = parads.again(d, kill=False, meanwhile=spoil_its_spec)
+    assert f"task {task_id} cannot be read back" in d.log()
+    with d.client() as c:
+        assert c.run("echo", x=1, idempotency_key="k").value == {"x": 1}   # the key is forgotten: it runs

@@ -5,6 +5,7 @@
     schema.py     the tables, versioned, and the migrations between versions
     opening.py    one parad per state directory; an unreadable journal moved aside
     retention.py  finished tasks dropped by age and bytes, oldest first
+    transaction.py  one transaction, rolled back whole (keeping the error that ended it)
     recovery.py   after a restart: unfinished tasks and batches back in the daemon
 
 `opening.open_store` gives the task store a config asks for: the Journal, or,

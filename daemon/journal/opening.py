@@ -76,6 +76,8 @@ def _lock(state_dir: Path) -> int:
 
 def _connect(path: Path, settings: JournalSection) -> sqlite3.Connection:
     fresh = not path.exists()
+    if fresh:   # made 0600 before SQLite opens it: its WAL and shm files are created with the same mode
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, cached_statements=32)
     try:
         if fresh:
@@ -92,7 +94,9 @@ def _connect(path: Path, settings: JournalSection) -> sqlite3.Connection:
         before, after = schema.migrate(conn)
         if before and before != after:
             log.info("journal %s: schema version %d migrated to %d", path, before, after)
-        os.chmod(path, 0o600)
+        for suffix in ("", "-wal", "-shm"):   # also those an older parad made
+            if os.path.exists(f"{path}{suffix}"):
+                os.chmod(f"{path}{suffix}", 0o600)
         return conn
     except BaseException:
         conn.close()

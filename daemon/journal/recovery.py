@@ -9,6 +9,8 @@ scheduler session:
 - running: its command died with its worker when parad did, so it runs again
   if the tool is retry-safe or the task has retries left, else it ends
   `lost`, "parad restarted while it ran";
+- its idempotency key, if it has one and it is within the window (also of
+  an ended task): a repeat gets its result instead of running again;
 - a nested task (its parent's command is gone), a task whose stdin was
   streamed (its input is gone) or one whose pool is no longer configured ends,
   saying why.
@@ -25,6 +27,7 @@ from typing import Protocol
 
 from para.daemon import retries
 from para.daemon.batches import BatchRunner
+from para.daemon.dedup import Deduplicator
 from para.daemon.journal.store import Journal
 from para.daemon.pool import Pool
 from para.daemon.tasks import TaskRecord, TaskTable
@@ -36,6 +39,7 @@ log = logging.getLogger("parad")
 class RecoveryCore(Protocol):
     tasks: TaskTable
     pools: dict[str, Pool]
+    dedup: Deduplicator
 
 
 class Ender(Protocol):
@@ -45,9 +49,12 @@ class Ender(Protocol):
 def recover(journal: Journal, core: RecoveryCore, batches: BatchRunner, ender: Ender) -> Counter[str]:
     """Put the journal's unfinished work back; how many tasks went which way."""
     started = time.monotonic()
+    for record in journal.keyed_since(time.time() - core.dedup.window):   # in acceptance order, as the live ones
+        core.dedup.restore(record)
     records = journal.live_records()
     for record in records:
         core.tasks.add(record)
+        core.dedup.restore(record)
     _restore_batches(journal, records, batches)
     outcome: Counter[str] = Counter()
     for record in records:

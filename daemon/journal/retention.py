@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from para.daemon.config import JournalSection
+from para.daemon.journal.transaction import transaction
 
 log = logging.getLogger("parad")
 
@@ -75,13 +76,8 @@ class Retention:
         return victims
 
     def _delete(self, victims: list[tuple[int, int, str | None]], gone: dict[str, int]) -> None:
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            self.conn.executemany("DELETE FROM tasks WHERE seq = ?", [(seq,) for seq, _, _ in victims])
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
+        with transaction(self.conn) as conn:
+            conn.executemany("DELETE FROM tasks WHERE seq = ?", [(seq,) for seq, _, _ in victims])
         for _, size, file in victims:
             self.count -= 1
             self.bytes -= size

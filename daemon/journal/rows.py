@@ -21,8 +21,8 @@ from para.ipc import messages as m
 # A task's first write inserts its row (replacing an ended one of the same id: a new task that
 # reuses an id); later writes update it, adding to its history.
 INSERT = """INSERT OR REPLACE INTO tasks (id, pool, state, attempts, max_attempts, retry_on, batch, parent, depth,
-    session, spec, arg_bytes, accepted, ended, result, result_file, size, history)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+    session, spec, arg_bytes, accepted, ended, result, result_file, size, history, idem)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 UPDATE = """UPDATE tasks SET state = ?, attempts = ?, ended = ?, result = ?, result_file = ?, size = ?,
     history = history || ? WHERE id = ?"""
 LIVE_COLUMNS = "id, pool, state, attempts, max_attempts, retry_on, batch, parent, depth, session, spec, arg_bytes, accepted"
@@ -44,7 +44,8 @@ def insert(record: TaskRecord, spec: bytes, history: str, result: bytes | None, 
     return (record.spec.id, record.pool, record.state, record.attempts, record.max_attempts,
             ",".join(sorted(record.retry_on)), record.batch, record.parent, record.depth,
             session if isinstance(session, (bytes, str)) else None, spec, record.arg_bytes, record.accepted,
-            record.ended, result, result_file, size, history)
+            record.ended, result, result_file, size, history,
+            None if record.spec.idempotency_key is None else f"{record.spec.tool}\0{record.spec.idempotency_key}")
 
 
 def update(record: TaskRecord, history: str, result: bytes | None, result_file: str | None,

@@ -7,11 +7,14 @@ its own transaction, in order) and moves aside one of a newer version
 
 Version 1 held the tasks and their results. Version 2 added each task's
 history of states and the batches, so that batches resume after a restart.
+Version 3 added the idempotency key of a task that has one.
 """
 
 from __future__ import annotations
 
 import sqlite3
+
+from para.daemon.journal.transaction import transaction
 
 # One list of statements per version: MIGRATIONS[n - 1] takes a journal from version n - 1 to n.
 MIGRATIONS: list[list[str]] = [
@@ -52,6 +55,11 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX tasks_batch ON tasks(batch) WHERE batch IS NOT NULL",
     ],
+    [
+        # A task's idempotency key (with its tool), so that a restarted parad still knows the window's keys.
+        "ALTER TABLE tasks ADD COLUMN idem TEXT",
+        "CREATE INDEX tasks_idem ON tasks(accepted) WHERE idem IS NOT NULL",
+    ],
 ]
 VERSION = len(MIGRATIONS)
 
@@ -71,13 +79,8 @@ def migrate(conn: sqlite3.Connection, target: int = VERSION) -> tuple[int, int]:
     if found > VERSION:
         raise NewerJournal(f"it has schema version {found}, and this parad knows versions up to {VERSION}")
     for version in range(found + 1, target + 1):
-        conn.execute("BEGIN IMMEDIATE")   # a step is applied whole or not at all
-        try:
+        with transaction(conn):   # a step is applied whole or not at all
             for statement in MIGRATIONS[version - 1]:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {version}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
     return found, max(found, target)

@@ -33,6 +33,7 @@ from para.daemon.config import JournalSection
 from para.daemon.journal import rows
 from para.daemon.journal.retention import Retention
 from para.daemon.journal.syncer import Syncer
+from para.daemon.journal.transaction import transaction
 from para.daemon.tasks import TaskRecord
 from para.ipc import codec
 from para.ipc import messages as m
@@ -77,10 +78,19 @@ class Journal:
         task_id = record.spec.id
         if not self._dirty:
             self.dirty_since = time.monotonic()
+        elif self._dirty.get(task_id, record) is not record:
+            self._reused(task_id)
         self._dirty[task_id] = record
         self._history[task_id] = self._history.get(task_id, "") + rows.history_line(record)
         if spec:
             self._respec.add(task_id)
+
+    def _reused(self, task_id: str) -> None:
+        """A new task took the id of one that ended since the last commit: the new one's row replaces
+        the old one's whole (INSERT OR REPLACE, its own spec), not an update of it with the old spec."""
+        self._ended.pop(task_id, None)
+        self._history.pop(task_id, None)
+        self._written.pop(task_id, None)
 
     def keep(self, record: TaskRecord, wire: bytes) -> None:
         """`record` ended; `wire` is its encoded Done, kept with it."""
@@ -165,22 +175,13 @@ class Journal:
             else:
                 inserts.append(rows.insert(record, spec, self._history[task_id], result, file, size))
             written.append((task_id, spec_size, size if record.ended is not None else None))
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with transaction(self.conn) as conn:
             conn.executemany(rows.INSERT, inserts)
             conn.executemany(rows.UPDATE, updates)
             if respecs:
                 conn.executemany("UPDATE tasks SET spec = ? WHERE id = ?", respecs)
             if self._batches:
                 conn.executemany(BATCH_UPSERT, list(self._batches.values()))
-            conn.execute("COMMIT")
-        except BaseException:
-            # SQLite rolls back by itself on some errors (a full disk): a ROLLBACK then would fail
-            # and replace the reason with "no transaction is active".
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         self.rows_written += len(inserts) + len(updates)
         for task_id, spec_size, ended_size in written:
             if ended_size is None:
@@ -258,6 +259,23 @@ class Journal:
             done = self._done(record.spec.id, *values[-2:])
             record.result = codec.decode(done).result if done else None
             found.append((record, record.result))
+        return found
+
+    def keyed_since(self, since: float) -> list[TaskRecord]:
+        """The ended tasks with an idempotency key accepted after `since` (time.time()), with their results."""
+        found = []
+        for values in self.conn.execute(f"SELECT {rows.LIVE_COLUMNS}, result, result_file FROM tasks WHERE "
+                                        f"idem IS NOT NULL AND accepted > ? AND ended IS NOT NULL ORDER BY seq",
+                                        (since,)):
+            done = self._done(values[0], *values[-2:])
+            try:
+                record = rows.record_of(values[:-2])
+                record.result = codec.decode(done).result if done is not None else None
+            except (codec.ProtocolError, ValueError, TypeError, AttributeError) as exc:   # its key is forgotten
+                log.error("journal: task %s cannot be read back (%s); its idempotency key is not kept", values[0], exc)
+                continue
+            if record.result is not None:
+                found.append(record)
         return found
 
     # ---- finished tasks (tasks.TaskStore) -----------------------------------
