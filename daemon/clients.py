@@ -259,8 +259,8 @@ class ClientRequests:
 
     def _repeat(self, req: Request, task_id: str, original: TaskRecord) -> None:
         """A repeat of `original` (same idempotency key): its result, now or when it comes."""
-        if original.result is not None:
-            self._reply(req, m.Done(copy_for(original.result, task_id)))
+        if original.result is not None:   # after the commit that records it, as any Done
+            self._durable_reply(req, m.Done(copy_for(original.result, task_id)))
         else:
             original.followers.append((req.identity, task_id))
 

@@ -151,8 +151,9 @@ def test_a_batch_resumes_with_its_dependencies_and_references(parads, tmp_path: 
     assert status["complete"] and status["done"] == 3
 
 
-def test_a_large_result_goes_to_a_file_and_back(parads) -> None:
-    d = parads(daemon={"journal": {"inline_bytes": 1024}})
+@pytest.mark.parametrize("durability", ["batched", "sync"])
+def test_a_large_result_goes_to_a_file_and_back(parads, durability: str) -> None:
+    d = parads(daemon={"journal": {"inline_bytes": 1024, "durability": durability}})
     with d.client() as c:
         big = c.run("bash", command="head -c 5000 /dev/zero | tr '\\0' x")
         small = c.run("bash", command="echo small")

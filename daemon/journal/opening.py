@@ -54,7 +54,7 @@ def open_journal(state_dir: Path, settings: JournalSection) -> Journal:
                                f"free space on it, or set daemon.journal.durability: off") from None
         moved = _move_aside(path)
         log.error("journal %s cannot be read (%s); moved it aside to %s and started a fresh one: "
-                  "the tasks in it are not recovered", path, exc, moved)
+                  "the tasks in it are not recovered", path, " ".join(str(exc).split()), moved)
     try:
         return Journal(_connect(path, settings), path, settings, lock)
     except sqlite3.Error as exc:
@@ -76,6 +76,8 @@ def _lock(state_dir: Path) -> int:
 
 def _connect(path: Path, settings: JournalSection) -> sqlite3.Connection:
     fresh = not path.exists()
+    if not fresh and path.stat().st_size == 0:   # SQLite takes an empty file for a new database
+        log.warning("journal %s is empty (truncated?): starting a fresh one; no tasks are recovered", path)
     if fresh:   # made 0600 before SQLite opens it: its WAL and shm files are created with the same mode
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, cached_statements=32)

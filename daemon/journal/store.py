@@ -32,7 +32,7 @@ from typing import Any
 from para.daemon.config import JournalSection
 from para.daemon.journal import rows
 from para.daemon.journal.retention import Retention
-from para.daemon.journal.syncer import Syncer
+from para.daemon.journal.syncer import Syncer, fsync
 from para.daemon.journal.transaction import transaction
 from para.daemon.tasks import TaskRecord
 from para.ipc import codec
@@ -212,6 +212,7 @@ class Journal:
                 view = view[os.write(fd, view):]
             if self.settings.durability == "sync":
                 os.fsync(fd)
+                fsync(self.results_dir)   # the file's name too, or a power cut can lose it
             else:
                 self._new_files.append(path)
         finally:
@@ -255,9 +256,13 @@ class Journal:
         found = []
         for values in self.conn.execute(f"SELECT {rows.LIVE_COLUMNS}, result, result_file FROM tasks "
                                         f"WHERE batch = ? AND ended IS NOT NULL", (batch_id,)):
-            record = rows.record_of(values[:-2])
-            done = self._done(record.spec.id, *values[-2:])
-            record.result = codec.decode(done).result if done else None
+            try:
+                record = rows.record_of(values[:-2])
+                done = self._done(record.spec.id, *values[-2:])
+                record.result = codec.decode(done).result if done else None
+            except (codec.ProtocolError, ValueError, TypeError) as exc:   # its dependents see it as not succeeded
+                log.error("journal: task %s of batch %s cannot be read back (%s)", values[0], batch_id, exc)
+                continue
             found.append((record, record.result))
         return found
 

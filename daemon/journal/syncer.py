@@ -71,7 +71,9 @@ class Syncer:
         with self._lock:
             files, self._files = self._files, []
         for path in files:
-            _fsync(path)
+            fsync(path)
+        if files:   # their names too, or a power cut can lose them
+            fsync(files[0].parent)
         try:
             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
             self.syncs += 1
@@ -79,11 +81,12 @@ class Syncer:
             log.warning("journal: checkpoint of %s failed: %s", self.path, exc)
 
 
-def _fsync(path: Path) -> None:
+def fsync(path: Path) -> None:
+    """Put a file, or a directory's entries, on disk; a file already gone (pruned) is skipped."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        return   # gone already (pruned)
+        return
     try:
         os.fsync(fd)
     except OSError as exc:
