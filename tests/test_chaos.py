@@ -8,10 +8,8 @@ import errno
 import os
 import random
 import re
-import shutil
 import signal
 import sqlite3
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Any
 import pytest
 
 from para.client import Client, InvalidRequest
-from para.testing import FAST, Daemon, marked, stop_and_check, wait_until
+from para.testing import FAST, Daemon, marked, mount_tmpfs, stop_and_check, unmount, wait_until
 
 # A command, a background child, and a grandchild that left for a session of its own:
 # each found by its argv[0] tag, whatever pid namespace it runs in.
@@ -199,18 +197,13 @@ ECHO = {"echo": {"min_workers": 1, "max_workers": 1}}
 def small_state_dir(tmp_path: Path) -> Iterator[Path]:
     """A 3 MB tmpfs where make_daemon(..., tmp_path / "parad") keeps its state; unmounted after the test."""
     where = tmp_path / "parad" / "state"
-    where.mkdir(parents=True)
-    if shutil.which("mount") is None:
-        pytest.skip("no mount(8) here to make a small filesystem for the state dir")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m,mode=0700", "tmpfs", str(where)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a 3 MB tmpfs for the state dir (needs root or CAP_SYS_ADMIN): {done.stderr.strip()}")
+    reason = mount_tmpfs(where, "3m")
+    if reason:
+        pytest.skip(reason)
     try:
         yield where
     finally:
-        if subprocess.run(["umount", str(where)]).returncode != 0:
-            subprocess.run(["umount", "-l", str(where)], check=True)
+        unmount(where)
 
 
 def fill(fs: Path) -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 
 from para.client import ParaError
 from para.ipc import messages as m
-from para.testing import FAST, Daemon, stop_and_check, wait_until
+from para.testing import FAST, Daemon, mount_tmpfs, stop_and_check, unmount, wait_until
 
 POOLS = {"bash": {"min_workers": 1, "max_workers": 1}, "echo": {"min_workers": 1, "max_workers": 1}}
 
@@ -26,15 +25,13 @@ POOLS = {"bash": {"min_workers": 1, "max_workers": 1}, "echo": {"min_workers": 1
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A 4 MiB tmpfs, unmounted after the test."""
     mnt = tmp_path / "small"
-    mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mnt)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    reason = mount_tmpfs(mnt, "4m")
+    if reason:
+        pytest.skip(reason)
     try:
         yield mnt
     finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=True)
+        unmount(mnt)
 
 
 def test_a_full_disk_refuses_new_tasks_saying_so_and_service_resumes(
