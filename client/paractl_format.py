@@ -89,8 +89,21 @@ def status(body: dict[str, Any]) -> str:
     lines += sandbox(body.get("sandbox", {}))
     lines += workspaces(body.get("workspaces", []))
     lines += ["", "tasks: " + task_counts(body.get("tasks", {}))]
+    lines += journal(body.get("journal"))
     lines += memory(body)
     return "\n".join(lines)
+
+
+def journal(j: dict[str, Any] | None) -> list[str]:
+    """Where tasks are kept across restarts, and whether it can write now."""
+    if not j:
+        return []
+    if j.get("durability") == "off":
+        return ["journal: off (nothing kept across a restart of parad)"]
+    line = f"journal: {j.get('durability')}, {j.get('path')}, {j.get('commits', 0)} commits"
+    if j.get("trouble"):
+        line += f"\n  CANNOT WRITE: {j['trouble']}"
+    return [line]
 
 
 def workspaces(entries: list[dict[str, Any]]) -> list[str]:

@@ -226,6 +226,7 @@ def test_status_human_and_json(parad: Daemon) -> None:
         assert any(line.split()[:1] == [pool] for line in human.stdout.splitlines()), pool
     body = json.loads(paractl(parad, "--json", "status").stdout)
     assert sorted(p["name"] for p in body["pools"]) == parad.pools
+    assert f"journal: batched, {body['journal']['path']}" in human.stdout
 
 
 def test_workers_human_and_json(parad: Daemon) -> None:
