@@ -33,7 +33,7 @@ from para.client.batch import track_tasks
 from para.client.core import BaseClient, Silence, TaskState, split_options
 from para.client.errors import DaemonUnavailable, ParaError, TaskTimeout
 from para.client.result import Chunk, Result
-from para.client.resume import Resume, awaited
+from para.client.resume import AwaitSlot, Resume
 from para.ipc import messages as m
 
 
@@ -261,10 +261,13 @@ class AsyncClient(BaseClient):
         if own is not None:
             return await own.result(timeout)
         task = self._track(AsyncTask(self, None, task_id))
+        msg = self._await_msg(task_id)
+        key = self._expect(msg, AwaitSlot(task))
         try:
-            awaited(task, (await self._request(self._await_msg(task_id))).body)
+            self._send(msg)
             return await task.result(timeout)
         finally:
+            self._replies.pop(key, None)
             self._tasks.pop(task_id, None)
 
     async def prune(self, older_than: float | None = None) -> dict[str, int]:

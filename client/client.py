@@ -28,7 +28,7 @@ from para.client.batch import BatchHandle, track_tasks
 from para.client.core import MAP_BATCH, MAP_WINDOW, TASK_OPTIONS, BaseClient, ReplySlot, Silence, TaskState, split_options
 from para.client.errors import DaemonUnavailable, ParaError, TaskTimeout
 from para.client.result import Chunk, Result
-from para.client.resume import awaited
+from para.client.resume import AwaitSlot
 from para.client.stdin_pump import StdinPump
 from para.ipc import messages as m
 from para.ipc.sockets import make_socket
@@ -240,10 +240,13 @@ class Client(BaseClient):
         if own is not None:
             return own.result(timeout)
         future = self._track(TaskFuture(self, None, task_id))
+        msg = self._await_msg(task_id)
+        key = self._expect(msg, AwaitSlot(future))
         try:
-            awaited(future, self._request(self._await_msg(task_id)).body)
+            self._send(msg)
             return future.result(timeout)
         finally:
+            self._replies.pop(key, None)
             self._tasks.pop(task_id, None)
 
     def prune(self, older_than: float | None = None) -> dict[str, int]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from para.client.errors import DaemonUnavailable, NotFound, ParaError
+from para.client.errors import DaemonUnavailable, NotFound, ParaError, refusal
 from para.ipc import messages as m
 
 AWAIT_CHUNK = 1024   # task ids per Await (parad takes at most 4096)
@@ -46,6 +46,28 @@ def awaited(handle: Any, body: dict[str, Any]) -> None:
     """After the Await for `handle` (a task by id, `result(id)`): NotFound if parad does not know it."""
     if handle.id in body.get("unknown", ()) and not handle.done():
         handle._settle(None, unknown_task(handle.id))
+
+
+class AwaitSlot:
+    """Where the answer to `result(id)`'s Await goes: to the handle itself, which the caller waits on
+    as on any task. Not a request of its own to wait for: if parad dies before it answers, the wait
+    resumes like any other and the resume awaits the handle again."""
+    __slots__ = ("handle", "answered")
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.answered = False
+
+    def done(self) -> bool:
+        return self.answered
+
+    def set_result(self, reply: Any) -> None:
+        self.answered = True
+        if isinstance(reply, m.ErrorReply):
+            if not self.handle.done():
+                self.handle._settle(None, refusal(reply.code, reply.message))
+        else:
+            awaited(self.handle, reply.body)
 
 
 class Resume:

@@ -26,7 +26,7 @@ from para.client import AsyncClient, Client, DaemonUnavailable, NotFound
 from para.testing import FAST, Daemon, alive, daemons_serving, stop_and_check, wait_running, wait_until
 
 POOLS = {"echo": {"min_workers": 1, "max_workers": 2}, "bash": {"min_workers": 2, "max_workers": 4}}
-FAST_CLIENT = {"timeout": 1.0, "reconnect": 60.0}
+FAST_CLIENT = {"timeout": 2.0, "reconnect": 60.0}   # 1 s was too short for a Hello on a loaded machine
 
 
 
@@ -148,13 +148,22 @@ def test_without_a_journal_a_wait_by_id_ends_not_found(restarts) -> None:
     r = restarts("off")
     with r.current.client() as c:
         task_id = c.submit("bash", command="sleep 30").id
+    connected, go = threading.Event(), threading.Event()
 
     def client_life() -> None:
         with Client(r.current.runtime_dir, **FAST_CLIENT) as c:
+            connected.set()
+            go.wait(30)
             c.result(task_id)
 
     waiting = in_thread(client_life)
-    kill_and_restart_when(r, 1, "the sleep to run")
+    assert connected.wait(30)
+    # The wait's Await reaches a parad that will never answer it, then that parad dies: the
+    # wait resumes as any wait does, it does not fail as an unanswered request would.
+    os.kill(r.current.pid, signal.SIGSTOP)
+    go.set()
+    r.kill()   # (SIGKILL ends a stopped process too)
+    r.start()
     with pytest.raises(NotFound, match=f"knows no task '{task_id}'"):
         waiting.result(timeout=120)
 
@@ -310,7 +319,7 @@ def test_a_submit_that_failed_is_not_submitted_again_by_a_later_resume(restarts)
     r = restarts("batched")
     with Client(r.current.runtime_dir, **FAST_CLIENT) as c:
         os.kill(r.current.pid, signal.SIGSTOP)   # the Submit waits in its socket, never read
-        with pytest.raises(DaemonUnavailable, match="waited 1s for the daemon's answer"):
+        with pytest.raises(DaemonUnavailable, match=f"waited {FAST_CLIENT['timeout']:g}s for the daemon's answer"):
             c.submit("echo", orphan=True)
         r.kill()
         r.start()
