@@ -176,7 +176,7 @@ class ClientRequests:
         self._reply(req, m.Welcome(self.core.version, PROTOCOL_VERSION, os.getpid(), sorted(pools), self.max_size,
                                    sorted(n for n, p in pools.items() if p.uses_workspace),
                                    sorted(n for n, p in pools.items() if p.reads_as_owner), self.core.boot,
-                                   self.core.tasks.durable))
+                                   self.core.tasks.store.durable))
 
     def _on_ping(self, req: Request, msg: m.Ping) -> None:
         self._reply(req, m.Pong(msg.req, self.core.boot))

@@ -45,7 +45,7 @@ from para.daemon.forkserver import ForkServer
 from para.daemon.intake import Intake
 from para.daemon.isolation import PoolIsolation
 from para.daemon.journal import recovery
-from para.daemon.journal.store import Journal
+from para.daemon.journal.store import RETRY_EVERY, Journal
 from para.daemon.journal.upkeep import Upkeep
 from para.daemon.lifecycle import TaskLifecycle
 from para.daemon.listeners import Listeners
@@ -67,7 +67,6 @@ log = logging.getLogger("parad")
 BATCH = 256            # messages read from one socket per loop turn
 DATA_BATCH = 16        # data frames (up to 1 MiB each) read per loop turn
 EXIT_SETTLE = 0.25     # seconds to let a dead worker's last results arrive
-RETRY_EVERY = 0.5      # seconds between commits tried while the journal cannot write
 
 
 class Supervisor:

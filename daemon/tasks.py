@@ -195,10 +195,6 @@ class TaskTable:
         self.by_pool: collections.Counter[tuple[str, str]] = collections.Counter()
         self.limits: collections.Counter[tuple[str, str]] = collections.Counter()  # (pool, limit) that ended commands
 
-    @property
-    def durable(self) -> bool:
-        return self.store.durable
-
     def lookup(self, task_id: str) -> dict[str, Any] | None:
         """{"task": summary, "result": TaskResult or None} of a live or kept finished task."""
         record = self.live.get(task_id)

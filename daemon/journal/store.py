@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from para.daemon import retries
 from para.daemon.config import JournalSection
 from para.daemon.journal import rows
 from para.daemon.journal.retention import Retention
@@ -81,7 +82,7 @@ class Journal:
         elif self._dirty.get(task_id, record) is not record:
             self._reused(task_id)
         self._dirty[task_id] = record
-        self._history[task_id] = self._history.get(task_id, "") + rows.history_line(record)
+        self._note(record)
         if spec:
             self._respec.add(task_id)
 
@@ -110,12 +111,16 @@ class Journal:
         be. The others are written with the next commit: lost in a crash, they simply run again."""
         must = False
         for record in records:
-            if m.LOST not in record.retry_on or record.attempts >= record.max_attempts:
+            if retries.should_retry(record, m.LOST):   # its row changes with its end; the history line waits
+                self._note(record)
+            else:
                 self.changed(record)
                 must = True
-            else:   # its row changes with its end; the history line waits for it
-                self._history[record.spec.id] = self._history.get(record.spec.id, "") + rows.history_line(record)
         return self.commit() if must else True
+
+    def _note(self, record: TaskRecord) -> None:
+        """A history line for `record`'s state now, written with its row's next write."""
+        self._history[record.spec.id] = self._history.get(record.spec.id, "") + rows.history_line(record)
 
     @property
     def pending(self) -> bool:
