@@ -2,11 +2,13 @@
 
 A command that wants child tasks uses the ordinary client (`paractl`,
 `para.client.Client()`), which finds PARA_CHILD_ENDPOINT and PARA_CHILD_TOKEN
-in its environment. The endpoint is an abstract Unix socket: no file, and
-inside a sandbox without network it exists only in the sandbox's network
-namespace. The worker checks the token, then relays every frame up to the
-supervisor, tagged with the task it runs; the supervisor's answers come
-back as `Relay` messages and go out unchanged.
+in its environment. The endpoint is an abstract Unix socket, one per worker:
+no file, and inside a sandbox without network it exists only in the
+sandbox's network namespace. Each task gets a token of its own, so the
+worker knows which of the commands it drives a client speaks for: it checks
+the token, then relays every frame up to the supervisor, tagged with that
+task; the supervisor's answers come back as `Relay` messages and go out
+unchanged.
 """
 
 from __future__ import annotations
@@ -29,19 +31,22 @@ RELAY_SLACK = 64 << 10
 class ChildRelay:
     def __init__(self, ctx: zmq.Context, worker_id: str, max_message_size: int) -> None:
         self.worker_id = worker_id
-        self.token = secrets.token_hex(16)
         self.endpoint = f"ipc://@para-child-{secrets.token_hex(8)}"
         self.sock = make_socket(ctx, zmq.ROUTER)
         # ZeroMQ drops a client whose frame passes this as its size arrives:
         # neither this worker nor parad ever holds a bigger one.
         self.sock.setsockopt(zmq.MAXMSGSIZE, max_message_size + RELAY_SLACK)
         self.sock.bind(self.endpoint)
-        self._trusted: set[bytes] = set()
+        self._tokens: dict[str, str] = {}      # token -> the task whose commands hold it
+        self._trusted: dict[bytes, str] = {}   # client identity -> the task it speaks for
 
-    def env(self) -> dict[str, str]:
-        return {CHILD_ENDPOINT_ENV: self.endpoint, CHILD_TOKEN_ENV: self.token}
+    def env(self, task_id: str) -> dict[str, str]:
+        """What the command of `task_id` finds in its environment: where to connect, and its token."""
+        token = secrets.token_hex(16)
+        self._tokens[token] = task_id
+        return {CHILD_ENDPOINT_ENV: self.endpoint, CHILD_TOKEN_ENV: token}
 
-    def on_readable(self, task_id: str | None) -> list[m.Relayed]:
+    def on_readable(self) -> list[m.Relayed]:
         """Read what the command's clients sent; what may go up to the supervisor."""
         up = []
         while True:
@@ -51,24 +56,28 @@ class ChildRelay:
                 return up
             except ValueError:
                 continue  # not [identity, frame]
-            refusal = self._check(identity, frame, task_id)
+            task_id, refusal = self._check(identity, frame)
             if refusal:
                 self.sock.send_multipart([identity, codec.encode(m.ErrorReply(0, m.E_PROTOCOL, refusal))])
             else:
                 up.append(m.Relayed(self.worker_id, task_id, identity, frame))
 
-    def _check(self, identity: bytes, frame: bytes, task_id: str | None) -> str | None:
-        if identity not in self._trusted:
-            try:
-                hello = codec.decode(frame)
-            except codec.ProtocolError as exc:
-                return str(exc)
-            if not isinstance(hello, m.Hello) or hello.token != self.token:
-                return f"say Hello with the token from ${CHILD_TOKEN_ENV} first"
-            self._trusted.add(identity)
+    def _check(self, identity: bytes, frame: bytes) -> tuple[str | None, str | None]:
+        """(the task this client speaks for, None), or (None, why its frame goes no further)."""
+        task_id = self._trusted.get(identity)
+        if task_id is not None:
+            return task_id, None
+        try:
+            hello = codec.decode(frame)
+        except codec.ProtocolError as exc:
+            return None, str(exc)
+        if not isinstance(hello, m.Hello) or not isinstance(hello.token, str):
+            return None, f"say Hello with the token from ${CHILD_TOKEN_ENV} first"
+        task_id = self._tokens.get(hello.token)
         if task_id is None:
-            return "no task is running in this worker any more"
-        return None
+            return None, f"no task of this worker holds that token (its task ended, or it is not from ${CHILD_TOKEN_ENV})"
+        self._trusted[identity] = task_id
+        return task_id, None
 
     def deliver(self, relay: m.Relay) -> None:
         try:
@@ -76,9 +85,10 @@ class ChildRelay:
         except zmq.ZMQError:
             pass  # that client is gone
 
-    def forget_clients(self) -> None:
-        """A task ended: its clients' trust ends with it."""
-        self._trusted.clear()
+    def forget(self, task_id: str) -> None:
+        """`task_id` ended: its token and its clients' trust end with it."""
+        self._tokens = {t: task for t, task in self._tokens.items() if task != task_id}
+        self._trusted = {i: task for i, task in self._trusted.items() if task != task_id}
 
     def close(self) -> None:
         self.sock.close(linger=0)

@@ -1,13 +1,22 @@
-"""A worker process: takes tasks by credit, runs one at a time, reports on five channels.
+"""A worker process: takes tasks by credit, drives all its commands at once, reports on five channels.
 
-Its main loop polls the command socket, the running command's pipes and the
-data socket (when output is waiting to go out), and sends a heartbeat on the
-metrics channel every `heartbeat_interval` from that same loop, so a silent
-worker is a hung worker. Output flow control: when the data channel is full,
-the loop stops reading the command's pipes (the command blocks on write)
-instead of buffering without bound, while heartbeats and cancels go on.
-The supervisor does the same per task (PauseOutput/ResumeOutput) when the
-client that owns a task's output is not reading it.
+A worker of a tool that runs commands (bash, grep, glob) starts every task
+it is assigned at once: its credit is how many commands it drives side by
+side. One loop polls the command socket, every running command's pipes and
+pidfd, and the data socket (when output is waiting to go out), and sends a
+heartbeat on the metrics channel every `heartbeat_interval` from that same
+loop, so a silent worker is a hung worker. A sync tool (echo, read) answers
+inside `_start`, one task after another.
+
+Results, output and events that become ready in one turn of the loop leave
+together at its end, many to a frame: a batch is never waited for, it is
+whatever is ready.
+
+Output flow control: when the data channel is full, the loop stops reading
+the commands' pipes (they block on write) instead of buffering without
+bound, while heartbeats, cancels and timeouts go on. The supervisor does the
+same per task (PauseOutput/ResumeOutput) when the client that owns a task's
+output is not reading it.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import os
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +38,8 @@ import psutil
 import zmq
 
 from para.daemon.child_relay import ChildRelay
+from para.daemon.pollset import PollSet
+from para.daemon.task_result import task_result
 from para.daemon.tools import TOOLS
 from para.daemon.tools.base import Finished, RunCommand, TaskContext, ToolFailure
 from para.ipc import channels, codec
@@ -38,6 +50,25 @@ from para.sandbox import identity, prctl, spawn
 from para.sandbox.command import Command, Outcome
 
 BATCH_BYTES = 1 << 20   # most bytes of output or results packed into one frame
+# Output read in one turn, at most, before the loop sends it: with many commands
+# readable at once, the rest waits in their pipes (the poll is level-triggered).
+TURN_BYTES = 4 << 20
+
+
+@dataclass(slots=True, eq=False)
+class Running:
+    """A task whose command runs in this worker, and what the worker owes it."""
+    assign: m.Assign
+    step: RunCommand
+    started: float
+    command: Command | None = None
+    chunk_seq: int = 0
+    input_acked: tuple[int, bool] | None = None   # (written, closed) last acknowledged
+    deadline: float | None = None                 # the command's next timer, as of the last call into it
+
+    @property
+    def task_id(self) -> str:
+        return self.assign.task.id
 
 
 class Worker:
@@ -58,23 +89,21 @@ class Worker:
         self.command, self.data = self.channels.command, self.channels.sockets["data"]
         self.on_command = self._command_handlers()
         self.pending: collections.deque[m.Assign] = collections.deque()
-        self.current: m.Assign | None = None
-        self.running: Command | None = None
+        self.running: dict[str, Running] = {}
         self.data_backlog: collections.deque[bytes] = collections.deque()
+        self.turn_bytes = 0     # output read this turn, not sent yet
+        self.blocked = False    # the data channel is full: the commands' pipes are not polled
         self.paused: set[str] = set()   # tasks whose output the supervisor asked us not to read for now
         self.events: list[bytes] = []
-        self._poll = zmq.Poller()
-        self._poll.register(self.command, zmq.POLLIN)
-        self._poll_key: tuple[bool, tuple[tuple[int, int], ...]] = (False, ())   # what _poll waits on beside commands
-        self.chunk_seq = 0
-        self.input_acked: tuple[int, bool] | None = None   # (written, closed) last acknowledged
+        self.polls = PollSet()
+        self.polls.set("command", [(self.command, zmq.POLLIN)])
         self.stopping = False
         self.hb_seq = 0
         self.proc = psutil.Process()
         # Commands that may submit child tasks get a socket to do it through.
         self.relay = ChildRelay(self.ctx, worker_id, settings.max_message_size) if self.tool.runs_commands else None
         if self.relay is not None:
-            self._poll.register(self.relay.sock, zmq.POLLIN)
+            self.polls.set("relay", [(self.relay.sock, zmq.POLLIN)])
         self._act_as(settings)
 
     def _act_as(self, settings: m.WorkerSettings) -> None:
@@ -94,73 +123,82 @@ class Worker:
     # ---- main loop ---------------------------------------------------------
 
     def run(self) -> None:
+        """Start what was assigned, send what is ready, wait, handle what woke us, fire due timers."""
         self.channels.send("command", m.Ready(self.id, os.getpid(), self.credit))
         next_heartbeat = time.monotonic()
-        while not (self.stopping and self.current is None and not self.pending):
+        while not (self.stopping and not self.running and not self.pending):
             now = time.monotonic()
             if now >= next_heartbeat:
                 self._heartbeat()
                 next_heartbeat = now + self.heartbeat_interval
-            # Sync tools (echo, read) finish inside _start: run all that are waiting.
-            while self.current is None and self.pending and len(self.data_backlog) < DATA_HWM:
-                self._start(self.pending.popleft())
-            self._flush_data()
-            deadline = next_heartbeat
-            if self.running is not None:
-                deadline = min(deadline, self.running.next_deadline() or deadline)
-            timeout = max(0, int((deadline - time.monotonic()) * 1000) + 1)
+            self._start_pending()
             self._flush_events()
-            for sock, _ in self._poller().poll(timeout):
+            self._flush_data()
+            timeout = max(0, int((self._next_deadline(next_heartbeat) - time.monotonic()) * 1000) + 1)
+            for sock, _ in self.polls.poll(timeout):
                 self._on_ready(sock)
-            if self.running is not None:
-                self._ack_input()
-                self.running.on_timer(time.monotonic())
-                if self.running.done:
-                    self._finish_command()
+            self._on_timers(time.monotonic())
         self._flush_events()
         self._flush_data(block=True)
 
+    def _start_pending(self) -> None:
+        # Sync tools (echo, read) finish inside _start; commands start and run on.
+        while self.pending and len(self.data_backlog) < DATA_HWM:
+            self._start(self.pending.popleft())
+
+    def _next_deadline(self, heartbeat: float) -> float:
+        return min((r.deadline for r in self.running.values() if r.deadline is not None), default=heartbeat) \
+            if self.running else heartbeat
+
     def _on_ready(self, sock: Any) -> None:
         """One socket or pipe the poll found ready: a command from parad, a nested client's
-        request, room on the data channel, or the running command's pipes."""
+        request, room on the data channel, or one of the commands' pipes."""
         if sock is self.command:
             self._on_command()
         elif self.relay is not None and sock is self.relay.sock:
-            current = self.current.task.id if self.current else None
-            for relayed in self.relay.on_readable(current):
+            for relayed in self.relay.on_readable():
                 self.channels.send("command", relayed)
         elif sock is self.data:
             self._flush_data()
-        elif self.running is not None and sock in self.running.write_fds():
-            self.running.on_writable(sock)
-        elif self.running is not None:
-            self.running.on_readable(sock)
+        else:
+            run = self.running.get(self.polls.owner_of.get(sock))
+            if run is None:
+                return
+            if sock in run.command.write_fds():
+                run.command.on_writable(sock)
+            elif self.turn_bytes < TURN_BYTES:
+                run.command.on_readable(sock)
+            self._touched(run)
 
-    def _poller(self) -> zmq.Poller:
-        """What to wait on: output backlog to send, else the command's pipes; always commands.
+    def _on_timers(self, now: float) -> None:
+        for run in [r for r in self.running.values() if r.deadline is not None and r.deadline <= now]:
+            run.command.on_timer(now)
+            self._touched(run)
 
-        One poller, changed in place when that set changes (a command starts,
-        a pipe closes): a new one per change cost a few registrations per command.
-        """
-        pipes = () if self.data_backlog or self.running is None else tuple(self.running.fds())
-        # The command's stdin, while input waits for room in it: written whatever the output does.
-        stdin = () if self.running is None else tuple(self.running.write_fds())
-        key = (bool(self.data_backlog), tuple((fd, zmq.POLLIN) for fd in pipes) + tuple((fd, zmq.POLLOUT) for fd in stdin))
-        if key == self._poll_key:
-            return self._poll
-        backlog, old_fds = self._poll_key
-        for fd, flags in old_fds:
-            if (fd, flags) not in key[1]:
-                self._poll.unregister(fd)
-        for fd, flags in key[1]:
-            if (fd, flags) not in old_fds:
-                self._poll.register(fd, flags)
-        if key[0] and not backlog:
-            self._poll.register(self.data, zmq.POLLOUT)
-        elif backlog and not key[0]:
-            self._poll.unregister(self.data)
-        self._poll_key = key
-        return self._poll
+    def _touched(self, run: Running) -> None:
+        """After any call into a command: its timers, its descriptors, and its end."""
+        command = run.command
+        self._ack_input(run)
+        if command.done:
+            self._finish_command(run)
+            return
+        run.deadline = command.next_deadline()
+        self._poll_command(run)
+
+    def _poll_command(self, run: Running) -> None:
+        """What to wait on for `run`: its pipes and pidfd (not while the data channel is full), and its
+        stdin while input waits for room in it (written whatever the output does)."""
+        command = run.command
+        reads = () if self.blocked else command.fds()
+        self.polls.set(run.task_id, [(fd, zmq.POLLIN) for fd in reads] + [(fd, zmq.POLLOUT) for fd in command.write_fds()])
+
+    def _set_blocked(self, blocked: bool) -> None:
+        if blocked == self.blocked:
+            return
+        self.blocked = blocked
+        self.polls.set("data", [(self.data, zmq.POLLOUT)] if blocked else ())
+        for run in self.running.values():
+            self._poll_command(run)
 
     def _command_handlers(self) -> dict[type, Callable[[Any], None]]:
         """What each message parad sends on the command channel does here."""
@@ -191,39 +229,42 @@ class Worker:
     def _pause(self, task_id: str, pause: bool) -> None:
         # Remembered for a task not started yet; a running command stops or resumes reading its pipes.
         # A task no longer held (its result crossed this message) is not remembered.
-        held = (self.current is not None and self.current.task.id == task_id) or any(
-            a.task.id == task_id for a in self.pending)
+        run = self.running.get(task_id)
+        held = run is not None or any(a.task.id == task_id for a in self.pending)
         if pause and held:
             self.paused.add(task_id)
         else:
             self.paused.discard(task_id)
-        if self.running is None or self.current.task.id != task_id:
+        if run is None:
             return
         if pause:
-            self.running.pause_output()
+            run.command.pause_output()
         else:
-            self.running.resume_output()
+            run.command.resume_output()
+        self._touched(run)
 
     def _input(self, msg: m.Input) -> None:
-        # parad forwards input only for the task it knows runs here, after its first
-        # InputAck; one that crossed the task's end has nowhere to go.
-        if self.running is None or self.running.stdin_pipe is None or self.current.task.id != msg.task_id:
+        # parad forwards input only for a task it knows runs here, after its first
+        # InputAck; input that crossed the task's end has nowhere to go.
+        run = self.running.get(msg.task_id)
+        if run is None or run.command.stdin_pipe is None:
             return
-        self.running.stdin_pipe.feed(msg.data, msg.eof)
+        run.command.stdin_pipe.feed(msg.data, msg.eof)
+        self._touched(run)
 
-    def _ack_input(self) -> None:
+    def _ack_input(self, run: Running) -> None:
         """Tell the task's owner (through parad) how much of its input is in the command's stdin."""
-        pipe = self.running.stdin_pipe
-        if pipe is None or (pipe.written, pipe.closed) == self.input_acked:
+        pipe = run.command.stdin_pipe
+        if pipe is None or (pipe.written, pipe.closed) == run.input_acked:
             return
-        self.input_acked = (pipe.written, pipe.closed)
-        self.data_backlog.append(codec.encode(m.InputAck(self.current.task.id, pipe.written, pipe.closed)))
-        self._flush_data()
+        run.input_acked = (pipe.written, pipe.closed)
+        self.data_backlog.append(codec.encode(m.InputAck(run.task_id, pipe.written, pipe.closed)))
 
     def _cancel(self, task_id: str) -> None:
-        if self.current is not None and self.current.task.id == task_id:
-            if self.running is not None:
-                self.running.cancel()
+        run = self.running.get(task_id)
+        if run is not None:
+            run.command.cancel()
+            self._touched(run)
             return
         for assign in list(self.pending):
             if assign.task.id == task_id:
@@ -235,8 +276,7 @@ class Worker:
 
     def _start(self, assign: m.Assign) -> None:
         task = assign.task
-        self.current = assign
-        self.started = time.monotonic()
+        started = time.monotonic()
         ctx = TaskContext(task.id, self.id, task.timeout, task.workspace)
         try:
             args = self.tool.Args.model_validate(task.args)
@@ -247,75 +287,81 @@ class Worker:
             self._send("error", m.ErrorReport(self.id, task.id, "exception", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
             step = Finished(error=f"{self.tool.name} raised {type(exc).__name__}: {exc}")
         if isinstance(step, Finished):
-            self._finish(step, None)
+            self._finish(assign, started, step, None)
             return
-        self.finish_step = step
+        run = Running(assign, step, started)
         # Only commands get a "started" event (a sync tool's result follows at
         # once), and only when someone watches: each message costs both ends.
         if assign.events:
             self.events.append(codec.encode(m.TaskEvent(task.id, self.id, "started", {"attempt": assign.attempt})))
-        on_output = self._stream_chunk if task.stream else None
+        self._launch(run)
+
+    def _launch(self, run: Running) -> None:
+        spec = run.step.spec
+        on_output = (lambda stream, data: self._stream_chunk(run, stream, data)) if run.assign.task.stream else self._count_output
         if self.command_cgroup is not None:
-            step.spec.cgroup = self.command_cgroup
+            spec.cgroup = self.command_cgroup
         if self.relay is not None:
-            step.spec.env = {**(step.spec.env or {}), **self.relay.env()}
+            spec.env = {**(spec.env or {}), **self.relay.env(run.task_id)}
         try:
-            self.running = Command(step.spec, on_output, held=self.held)
-            if task.id in self.paused:
-                self.running.pause_output()
-            self.input_acked = None
-            self._ack_input()   # the first InputAck: the command's stdin is open, input may come
+            run.command = Command(spec, on_output, held=self.held)
         except Exception as exc:  # OSError, or ValueError for a NUL byte in argv/env/cwd
             detail = exc.strerror if isinstance(exc, OSError) else str(exc)
-            self._finish(Finished(error=f"cannot start {step.spec.argv[0]}: {detail}"), None)
+            self._finish(run.assign, run.started, Finished(error=f"cannot start {spec.argv[0]}: {detail}"), None)
+            return
+        self.running[run.task_id] = run
+        if run.task_id in self.paused:
+            run.command.pause_output()
+        self._touched(run)   # with the first InputAck: the command's stdin is open, input may come
 
-    def _stream_chunk(self, stream: str, data: bytes) -> None:
+    def _count_output(self, stream: str, data: bytes) -> None:
+        self.turn_bytes += len(data)
+
+    def _stream_chunk(self, run: Running, stream: str, data: bytes) -> None:
         # Every byte is streamed: only what the result keeps is capped (output_bytes).
         # Memory stays bounded: while this backlog waits, the pipes are not read.
-        self.chunk_seq += 1
-        self.data_backlog.append(codec.encode(m.Chunk(self.current.task.id, stream, data, self.chunk_seq)))
-        self._flush_data()
+        run.chunk_seq += 1
+        self.turn_bytes += len(data)
+        self.data_backlog.append(codec.encode(m.Chunk(run.task_id, stream, data, run.chunk_seq)))
 
-    def _finish_command(self) -> None:
-        outcome = self.running.outcome()
-        if self.running.unkillable:
+    def _finish_command(self, run: Running) -> None:
+        command = run.command
+        outcome = command.outcome()
+        del self.running[run.task_id]
+        self.polls.drop(run.task_id)
+        if command.unkillable:
             # Unkillable (stuck in the kernel): a worker that still holds them
             # would count them against every later command, so it retires.
-            self._send("error", m.ErrorReport(self.id, self.current.task.id, "unkillable",
-                                              f"processes {self.running.unkillable} outlived every kill; the worker retires"))
+            self._send("error", m.ErrorReport(self.id, run.task_id, "unkillable",
+                                              f"processes {command.unkillable} outlived every kill; the worker retires"))
             self.stopping = True
         else:
-            self.running.close()
-        self.running = None
-        step: RunCommand = self.finish_step
+            command.close()
         answer = None
+        step = run.step
         if step.finish is not None and not outcome.cancelled and outcome.limit is None:
             try:
                 answer = step.finish(outcome)
             except Exception as exc:
                 answer = Finished(error=f"{self.tool.name}: cannot read the command's output: {exc}")
-        self._finish(answer, outcome)
+        self._finish(run.assign, run.started, answer, outcome)
 
-    def _finish(self, answer: Finished | None, outcome: Outcome | None) -> None:
-        assign = self.current
-        result = _result(assign.task, answer, outcome)
+    def _finish(self, assign: m.Assign, started: float, answer: Finished | None, outcome: Outcome | None) -> None:
+        self.paused.discard(assign.task.id)
+        if self.relay is not None:
+            self.relay.forget(assign.task.id)   # its commands' clients lose their trust with it
+        result = task_result(assign.task, answer, outcome)
         if outcome is not None and outcome.limit:
             self._send("error", m.ErrorReport(self.id, assign.task.id, "limit", f"{outcome.limit} limit ended the command"))
-        self._send_result(assign, result, self.started)
-        self.paused.discard(assign.task.id)
-        self.current = None
-        if self.relay is not None:
-            self.relay.forget_clients()
-        self.chunk_seq = 0
+        self._send_result(assign, result, started)
 
     def _send_result(self, assign: m.Assign, result: m.TaskResult, started: float) -> None:
+        # Not sent here: every result ready this turn leaves in one frame at its end.
         result.worker = self.id
         result.attempts = assign.attempt
         if not result.duration:
             result.duration = time.monotonic() - started
         self.data_backlog.append(codec.encode(m.Done(result)))
-        if self.running is not None or not self.pending:
-            self._flush_data()  # else the next sync task's result joins this batch
 
     # ---- channels ----------------------------------------------------------
 
@@ -328,7 +374,7 @@ class Worker:
         self.events = []
 
     def _flush_data(self, block: bool = False) -> None:
-        """Send waiting output and results, many per frame; stop when the channel is full."""
+        """Send waiting output and results, many per frame; while the channel is full, poll no pipe."""
         backlog = self.data_backlog
         while backlog:
             batch, size = [], 0
@@ -338,53 +384,26 @@ class Worker:
                 batch.append(frame)
                 size += len(frame)
             if not self.channels.send_encoded("data", batch, block):
+                self._set_blocked(True)
                 return
             for _ in batch:
                 backlog.popleft()
+        self.turn_bytes = 0
+        self._set_blocked(False)
 
     def _heartbeat(self) -> None:
         self.hb_seq += 1
         cpu = self.proc.cpu_times()
-        task = self.current.task.id if self.current else None
+        task = next(iter(self.running), None)
         self._send("metrics", m.Heartbeat(self.id, os.getpid(), self.hb_seq, self.proc.memory_info().rss, cpu.user + cpu.system, task))
 
     def close(self) -> None:
-        if self.running is not None:
-            self.running.close()
+        for run in self.running.values():
+            run.command.close()
         if self.relay is not None:
             self.relay.close()
         self.channels.close(linger=1000)
         self.ctx.term()
-
-
-def _result(task: m.TaskSpec, answer: Finished | None, outcome: Outcome | None) -> m.TaskResult:
-    result = m.TaskResult(task.id, task.tool, m.SUCCEEDED)
-    if outcome is not None:
-        result.exit_code, result.signal = outcome.exit_code, outcome.signal
-        result.stdout, result.stderr = outcome.stdout, outcome.stderr
-        result.stdout_bytes, result.stderr_bytes = outcome.stdout_bytes, outcome.stderr_bytes
-        result.truncated, result.duration = outcome.truncated, outcome.duration
-        result.rusage, result.limit = outcome.rusage, outcome.limit
-        if outcome.cancelled:
-            result.status, result.error = m.CANCELLED, "cancelled while running"
-        elif outcome.limit in ("timeout", "no_output"):
-            result.status, result.error = m.TIMED_OUT, f"timed out after {outcome.limit_detail}; the command's process tree was killed"
-        elif outcome.limit:
-            result.status = m.FAILED
-            result.error = f"the {outcome.limit} limit ({outcome.limit_detail}) ended the command; its process tree was killed"
-        elif answer is not None:
-            pass  # the tool read the outcome (rg exits 1 for "no match"): its answer decides
-        elif outcome.signal:
-            result.status, result.error = m.FAILED, f"killed by signal {outcome.signal}"
-        elif outcome.exit_code:
-            result.status = m.FAILED
-    if answer is not None:
-        # The tool turned the command's output into its answer: don't ship the raw output too.
-        result.stdout = b""
-        result.value = answer.value
-        if answer.error is not None:
-            result.status, result.error, result.error_code = m.FAILED, answer.error, m.E_TOOL
-    return result
 
 
 def _assume_identity(tool: Any, settings: m.WorkerSettings) -> None:

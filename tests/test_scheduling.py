@@ -17,7 +17,7 @@ from para.ipc import codec
 from para.ipc import messages as m
 from para.testing import silent_client, wait_running, wait_until
 
-ONE_WORKER = {"bash": {"min_workers": 1, "max_workers": 1}}
+ONE_WORKER = {"bash": {"min_workers": 1, "max_workers": 1, "credit": 1}}
 
 
 def gate(c, tmp_path: Path):

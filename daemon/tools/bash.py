@@ -50,9 +50,9 @@ class Bash(Tool):
     name = "bash"
     Args = BashArgs
     Options = BashOptions
-    # Credit 1: a command can run for an hour, and a task queued behind it at
-    # a worker would wait that long while another worker sits idle.
-    default_credit = 1
+    # A worker starts every task it is given at once (worker.py), so its credit
+    # is how many commands it drives side by side: 2 warm workers run 64.
+    default_credit = 32
     runs_commands = True
 
     def admit(self, args: BashArgs, options: BashOptions, timeout: float | None) -> None:
