@@ -5,8 +5,12 @@ process in a leaf):
 
     <root>/supervisor/                 parad and its fork server
     <root>/pool-<name>/                cpu.weight per pool
-    <root>/pool-<name>/<worker>/worker/    the worker process
-    <root>/pool-<name>/<worker>/command/   its command: memory.max, pids.max, cpu.max; cgroup.kill
+    <root>/pool-<name>/<worker>/worker/         the worker process
+    <root>/pool-<name>/<worker>/command/        no process: the controllers, for the leaves below
+    <root>/pool-<name>/<worker>/command/<n>/    one running command: memory.max, pids.max, cpu.max; cgroup.kill
+
+A worker drives several commands at once, each in a leaf of its own under
+`command/` (CommandCgroup), taken from a free list of emptied leaves or made.
 
 Every function takes paths, so the tests drive it against a temporary
 directory as well as a real cgroup2 mount.
@@ -82,12 +86,13 @@ def make_pool(root: Path, pool: str, cpu_weight: int | None) -> Path:
 
 
 def make_worker(pool_dir: Path, worker: str) -> tuple[Path, Path]:
-    """(the worker's leaf, its command's leaf)."""
+    """(the worker's leaf, the parent of its commands' leaves)."""
     path = pool_dir / worker
     path.mkdir(exist_ok=True)
     _enable(path)
     (path / "worker").mkdir(exist_ok=True)
     (path / "command").mkdir(exist_ok=True)
+    _enable(path / "command")
     return path / "worker", path / "command"
 
 
@@ -112,12 +117,44 @@ def _rmdir(path: Path) -> None:
         pass
 
 
-class CommandCgroup:
-    """The leaf one worker's commands run in: limits per command, attribution after it."""
+_free: dict[Path, list[Path]] = {}   # per commands' directory: emptied leaves, to reuse
+_made: dict[Path, int] = {}          # per commands' directory: leaves made so far, to name the next
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+
+def _take_leaf(parent: Path) -> Path:
+    free = _free.get(parent)
+    if free:
+        return free.pop()
+    n = _made.get(parent, 0)
+    while (parent / str(n)).exists():   # left by an earlier worker of the same name, or still busy
+        n += 1
+    _made[parent] = n + 1
+    (parent / str(n)).mkdir()
+    return parent / str(n)
+
+
+class CommandCgroup:
+    """One running command's leaf, under its worker's `command/` directory: limits, attribution, kill.
+
+    `parent` is that directory (CommandSpec.cgroup); the leaf is `path`,
+    returned by release() for the next command once it holds no process.
+    """
+
+    def __init__(self, parent: Path) -> None:
+        self.parent = parent
+        self.path = _take_leaf(parent)
         self._before: dict[str, int] = {}
+        self._final: str | None = None   # limit_hit() as it stood at release
+        self._released = False
+
+    def release(self) -> None:
+        """Done with the leaf: free for the next command if empty; one still holding processes is not reused."""
+        if self._released:
+            return
+        self._final = self.limit_hit()
+        self._released = True
+        if not self.procs():
+            _free.setdefault(self.parent, []).append(self.path)
 
     def prepare(self, memory: int | None, processes: int | None, cpu_max: str | None) -> None:
         """Set this command's limits and remember the event counters it starts from."""
@@ -136,6 +173,8 @@ class CommandCgroup:
 
     def limit_hit(self) -> str | None:
         """'memory' or 'pids' when the kernel enforced one since prepare(), else None."""
+        if self._released:
+            return self._final
         now = self.counters()
         if now["oom_kill"] > self._before.get("oom_kill", 0):
             return "memory"

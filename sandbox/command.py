@@ -6,6 +6,10 @@ running -> (terminating) -> draining -> done; when `done`, `outcome()` tells
 how it ended and which limit, if any, ended it. `pause_output()` takes the
 pipes out of `fds()` until `resume_output()`: the command blocks on a full
 pipe, which is how a reader that does not keep up slows it down.
+
+Several commands may run side by side in one process: each acts on its own
+processes only (its Family says which, see family.py), and none waits for
+"any child", which could reap a sibling's top process.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from para.sandbox import cgroup, spawn, tree
+from para.sandbox import family as families
 from para.sandbox.input_pipe import InputPipe
 from para.sandbox.limits import Limits
 from para.sandbox.output import CappedBuffer
@@ -27,6 +32,7 @@ READ_SIZE = 65536
 SWEEP_SLICE = 0.05   # longest a kill pass holds the owner's loop
 SWEEP_PAUSE = 0.002  # between passes, for the loop's own work
 SWEEP_GIVE_UP = 10.0  # a tree still there after this long is unkillable (D state): stop trying
+PIDFD_SIGNAL_PROCESS_GROUP = 4  # linux/pidfd.h, Linux 6.9+
 
 
 @dataclass(slots=True)
@@ -118,11 +124,15 @@ class Command:
     it is spawned with vfork, which is about 2 ms faster than a fork that
     runs Python code in the child; anything else, a CPU limit included,
     takes that slower path.
+
+    `family` is the registry of this process's running commands (by default
+    the process's own): what tells this command's processes from a sibling's.
     """
 
     def __init__(self, spec: CommandSpec, on_output: Callable[[str, bytes], None] | None = None,
-                 held: Limits | None = None):
+                 held: Limits | None = None, family: families.Family | None = None):
         self.spec = spec
+        self._family = family or families.default()
         self._on_output = on_output
         self._stdout = CappedBuffer(spec.output_cap)
         self._stderr = CappedBuffer(spec.output_cap)
@@ -156,17 +166,21 @@ class Command:
         if spec.stdin_stream:
             stdin, write_end = os.pipe()
             self.stdin_pipe = InputPipe(write_end)
+        born = families.now_ticks()  # before the spawn: no earlier than anything the command starts
         try:
             started = spawn.start(spec.argv, spec.executable, spec.cwd, spec.env, stdin, inherited, spec.limits,
-                                  spec.cgroup, spec.user, spec.pass_fds)
+                                  self._cgroup.path if self._cgroup else None, spec.user, spec.pass_fds)
         except BaseException:
             if self.stdin_pipe is not None:
                 self.stdin_pipe.close()
+            if self._cgroup is not None:
+                self._cgroup.release()
             raise
         finally:
             if stdin is not None:
                 os.close(stdin)  # the child has its own copy
         self.pid = started.pid
+        self._family.join(self, self.pid, born)
         self._popen = started.popen
         self._pidfd = os.pidfd_open(self.pid)
         self._pipes = {started.stdout: "stdout", started.stderr: "stderr"}
@@ -176,7 +190,7 @@ class Command:
         self._silent_until = self.started + spec.no_output_timeout if spec.no_output_timeout else None
         # Where a cgroup caps memory and processes, the kernel enforces them; else sample.
         watched = (None, None) if self._cgroup else (spec.memory, spec.processes)
-        self._watch = TreeWatch(os.getpid(), *watched)
+        self._watch = TreeWatch(self._members, *watched)
         self._next_sample = self.started + self._watch.interval if self._watch.active else None
 
     @staticmethod
@@ -296,31 +310,52 @@ class Command:
         self._kill_everything()
         self._kill_at = None
 
+    def _members(self, more_than: int | None = None, until: float | None = None) -> list[int]:
+        """This command's processes: its tree, its session's strays and theirs, its cgroup leaf's."""
+        pids = self._family.members(self.pid, self._status is None, more_than, until)
+        if self._cgroup is not None:
+            known = set(pids)
+            pids += [p for p in self._cgroup.procs() if p not in known]
+        return pids
+
+    def _targets(self, until: float | None = None) -> list[int]:
+        """What a kill sweep must end: this command's processes, and strays no running command owns."""
+        return self._members(until=until) + self._family.doomed_trees(until)
+
+    def _signal_group(self, sig: int) -> None:
+        # Through the pidfd: it names this command's group even once the top is
+        # reaped, when its pid (and group id) may be a sibling's by now.
+        if self._pidfd >= 0:
+            try:
+                signal.pidfd_send_signal(self._pidfd, sig, None, PIDFD_SIGNAL_PROCESS_GROUP)
+                return
+            except ProcessLookupError:
+                return
+            except OSError:
+                pass  # before Linux 6.9: by group id, which is only sure to be ours until the top is reaped
+        if self._status is None:
+            try:
+                os.killpg(self.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
     def _terminate(self, now: float) -> None:
         self.paused = False  # a command being ended is drained, whoever reads its output
         # Bounded: the SIGKILL sweep after the grace finds whatever this walk missed.
-        pids = [self.pid] + tree.subtree(os.getpid(), until=now + SWEEP_SLICE)
-        tree.signal_pids(pids, signal.SIGTERM)
-        try:
-            os.killpg(self.pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            pass
+        tree.signal_pids(self._members(until=now + SWEEP_SLICE), signal.SIGTERM)
+        self._signal_group(signal.SIGTERM)
         self._kill_at = now + self.spec.kill_grace
 
     def _kill_everything(self, block: bool = False) -> None:
         # The worker is a child subreaper, so every orphan of this command is
-        # now a descendant of ours: kill all of them, not just the group.
+        # now a child of ours (a stray, see family.py): kill them, not just the group.
         if self._cgroup is not None:
             self._cgroup.kill()
-        try:
-            # The group first, in one call: the kernel lets no member fork
-            # past a group-wide SIGKILL, so a fork bomb stops growing at once.
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+        # The group first, in one call: the kernel lets no member fork
+        # past a group-wide SIGKILL, so a fork bomb stops growing at once.
+        self._signal_group(signal.SIGKILL)
         if block:
-            tree.kill_tree(os.getpid(), include_root=False)
-            tree.reap_children()
+            tree.kill_set(self._targets, self._family.reap_strays)
         else:
             self._sweep()
 
@@ -328,16 +363,17 @@ class Command:
         # Killing and reaping thousands of processes can take seconds on a busy
         # host; in slices, the owner's loop goes on (heartbeats, cancels) between them.
         if self._status is None:
-            self._reap()  # it may have exited on its own: keep its real status, before a reap-all takes it
+            self._reap()  # it may have exited on its own: keep its real status
         now = time.monotonic()
         self._sweep_since = self._sweep_since or now
         end = now + SWEEP_SLICE  # the kill pass and the reaping after it share one slice
-        tree.kill_tree(os.getpid(), include_root=False, deadline=0, until=end)
-        tree.reap_children(until=end)
-        if not tree.has_children():
+        self._family.check()  # strays that no running command can own are swept with ours
+        tree.kill_set(lambda: self._targets(until=end), self._family.reap_strays, deadline=0, until=end)
+        left = self._targets()
+        if not left:
             self._sweep_at = self._sweep_since = None
         elif now - self._sweep_since > SWEEP_GIVE_UP:
-            self.unkillable = tree.subtree(os.getpid())
+            self.unkillable = left
             self._sweep_at = self._sweep_since = None
             self._abandon()  # the owner reports them and retires
         else:
@@ -350,8 +386,6 @@ class Command:
         if self._status is None:
             self._status, self._ended = signal.SIGKILL, time.monotonic()
             self._reaped(self._status)
-            os.close(self._pidfd)
-            self._pidfd = -1
         for fd in list(self._pipes):
             self._drain_nonblocking(fd)
             del self._pipes[fd]
@@ -362,7 +396,7 @@ class Command:
         try:
             pid, status, rusage = os.wait4(self.pid, os.WNOHANG)
         except ChildProcessError:
-            # Reaped already by a kill of the whole tree, which only ever sends SIGKILL.
+            # Reaped behind our back (by a waitpid(-1) elsewhere in the process): its status is lost.
             pid, status, rusage = self.pid, signal.SIGKILL, None
         if pid == 0:
             return
@@ -373,8 +407,6 @@ class Command:
         self._kill_at = None
         self._deadline = self._silent_until = None
         self._drain_until = self._ended + self.spec.drain_timeout
-        os.close(self._pidfd)
-        self._pidfd = -1
         if not self._pipes:
             self._finish()  # the pipes closed first: what the command left running goes now
 
@@ -397,7 +429,9 @@ class Command:
 
     def _finish(self) -> None:
         self._drain_until = self._next_sample = None
-        if tree.has_children():
+        self._family.leave(self)
+        # Nothing left behind, by anyone: no stray, one /proc read at most.
+        if self._family.check() and self._targets():
             if self._watch.active and self._limit is None:
                 self._limit = self._watch.check()  # what it left behind may be past a limit
             self._kill_everything()
@@ -407,8 +441,11 @@ class Command:
         if self._status is None:
             self._kill_everything(block=True)
             self._reap_blocking()
-        if tree.has_children():
+        self._family.leave(self)
+        if self._family.check() and self._targets():
             self._kill_everything(block=True)
+        if self._cgroup is not None:
+            self._cgroup.release()
         self._sweep_at = None
         for fd in list(self._pipes):
             self._close_pipe(fd)
@@ -421,7 +458,7 @@ class Command:
     def _reap_blocking(self) -> None:
         try:
             _, status, rusage = os.wait4(self.pid, 0)
-        except ChildProcessError:  # reaped by the tree kill, which only sends SIGKILL
+        except ChildProcessError:  # reaped behind our back (by a waitpid(-1) elsewhere in the process)
             status, rusage = signal.SIGKILL, None
         self._status, self._rusage = status, rusage
         self._reaped(status)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 
 
 def children_of(pid: int) -> list[int]:
@@ -85,38 +86,46 @@ def kill_tree(root: int, include_root: bool = True, deadline: float = 5.0, until
 
     `deadline` 0 makes one pass and returns at once (for a loop that must not block).
     `until` (a monotonic time) also cuts a pass short: part of the tree is
-    killed, and the caller comes back for the rest (see Command._sweep).
-
-    Processes are stopped before they are killed so a forking loop cannot add
-    members faster than they die; the scan (of /proc children lists, not of
-    every process) repeats until the tree is empty or `deadline` seconds pass.
+    killed, and the caller comes back for the rest.
     Called on itself by a child subreaper, it reaps as it goes, so the dead
     do not pile up as zombies in the next scan.
     """
+    def find() -> list[int]:
+        return ([root] if include_root else []) + subtree(root, until=until)
+    reap = (lambda: reap_children(until)) if root == os.getpid() else None
+    return kill_set(find, reap, deadline, until)
+
+
+def kill_set(find: Callable[[], list[int]], reap: Callable[[], object] | None = None, deadline: float = 5.0,
+             until: float | None = None) -> int:
+    """SIGKILL what `find()` returns, again and again, until it finds nothing alive; returns how many were signalled.
+
+    `find` is asked afresh each pass: a process whose parent was killed moves
+    (to a subreaper), and a forking loop adds members. They are stopped before
+    they are killed so it cannot add them faster than they die. `reap` (if
+    given) runs before each scan and once at the end, so the dead do not pile
+    up as zombies. `deadline` and `until` as for kill_tree.
+    """
     end = time.monotonic() + deadline
-    reaping = root == os.getpid()
     signalled = 0
     while True:
-        if reaping:
-            reap_children(until)  # thousands of dead children make every scan below slow
-        pids = subtree(root, until=until)
-        if include_root:
-            pids.insert(0, root)
+        if reap is not None:
+            reap()  # thousands of dead children make every scan below slow
         live = []
-        for pid in pids:
+        for pid in find():
             if _alive(pid):
                 live.append(pid)
             if until is not None and time.monotonic() >= until:
                 break
         if not live:
+            if reap is not None and signalled:
+                reap()  # what the last pass killed
             return signalled
         signal_pids(live, signal.SIGSTOP)
         signal_pids(live, signal.SIGKILL)
         signalled += len(live)
         if time.monotonic() >= (end if until is None else min(end, until)):
             return signalled
-        if include_root and not _alive(root):
-            include_root = False  # a killed root stays a zombie until its parent reaps it
         time.sleep(0.001)
 
 

@@ -1,8 +1,10 @@
 """Memory and process limits enforced by sampling, where no cgroup enforces them.
 
 The owner calls `check()` every `interval` seconds while a command runs. It
-counts the processes under the owner (a worker runs one command at a time, so
-everything below it belongs to that command) and sums their resident memory.
+counts the command's own processes and sums their resident memory. A worker
+drives several commands at once, so "everything below the worker" is not one
+command's: the caller says which processes are (Command asks its Family, see
+family.py), and a sibling's processes never count against another's limit.
 Sampling can overshoot by what a command allocates or forks within one
 interval; a cgroup (memory.max, pids.max) has no such window.
 """
@@ -10,8 +12,7 @@ interval; a cgroup (memory.max, pids.max) has no such window.
 from __future__ import annotations
 
 import os
-
-from para.sandbox import tree
+from collections.abc import Callable
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -28,12 +29,17 @@ def rss_bytes(pids: list[int]) -> int:
 
 
 class TreeWatch:
-    """Which limit, if any, the tree under `owner` has passed."""
+    """Which limit, if any, a command's processes have passed.
 
-    __slots__ = ("owner", "memory", "processes", "interval")
+    `members(more_than)` lists them; it may stop early once it has found
+    more than `more_than` (past the process limit the count is all that matters).
+    """
 
-    def __init__(self, owner: int, memory: int | None, processes: int | None, interval: float = 0.05) -> None:
-        self.owner = owner
+    __slots__ = ("members", "memory", "processes", "interval")
+
+    def __init__(self, members: Callable[[int | None], list[int]], memory: int | None, processes: int | None,
+                 interval: float = 0.05) -> None:
+        self.members = members
         self.memory = memory
         self.processes = processes
         self.interval = interval
@@ -44,7 +50,7 @@ class TreeWatch:
 
     def check(self) -> str | None:
         # Past the process limit the count is all that matters: stop walking there.
-        pids = tree.subtree(self.owner, more_than=self.processes)
+        pids = self.members(self.processes)
         if self.processes is not None and len(pids) > self.processes:
             return "pids"
         if self.memory is not None and rss_bytes(pids) > self.memory:

@@ -167,6 +167,9 @@ def test_adopt_pool_and_worker_layout(fake_cgroup: Path) -> None:
     leaf, command = cgroup.make_worker(pool, "bash-1")
     assert leaf == pool / "bash-1" / "worker" and command == pool / "bash-1" / "command"
     assert (pool / "bash-1" / "cgroup.subtree_control").read_text() == "+memory +pids +cpu"
+    # The commands' leaves go below command/, which holds no process: its controllers are open.
+    assert (command / "cgroup.subtree_control").read_text() == "+memory +pids +cpu"
+    (command / "cgroup.subtree_control").unlink()  # on cgroupfs the kernel's files never stop rmdir
     (leaf / "cgroup.procs").write_text("123\n")  # a live worker: rmdir fails, as on a real cgroup
     cgroup.remove(pool / "bash-1")
     assert leaf.exists() and not command.exists()
@@ -177,11 +180,13 @@ def test_adopt_pool_and_worker_layout(fake_cgroup: Path) -> None:
 
 
 def test_command_cgroup_limits_attribution_and_kill(tmp_path: Path) -> None:
-    leaf = tmp_path / "command"
-    leaf.mkdir()
+    commands = tmp_path / "command"
+    commands.mkdir()
+    cg = cgroup.CommandCgroup(commands)
+    leaf = cg.path
+    assert leaf.parent == commands
     (leaf / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
     (leaf / "pids.events").write_text("max 0\n")
-    cg = cgroup.CommandCgroup(leaf)
     cg.prepare(memory=256 << 20, processes=64, cpu_max="50000 100000")
     assert (leaf / "memory.max").read_text() == str(256 << 20)
     assert (leaf / "memory.swap.max").read_text() == "0"
@@ -195,6 +200,26 @@ def test_command_cgroup_limits_attribution_and_kill(tmp_path: Path) -> None:
     assert (leaf / "cgroup.kill").read_text() == "1"
     cg.prepare(memory=None, processes=None, cpu_max=None)
     assert (leaf / "memory.max").read_text() == "max" and (leaf / "pids.max").read_text() == "max"
+
+
+def test_each_running_command_has_a_leaf_of_its_own_reused_once_empty(tmp_path: Path) -> None:
+    """Several commands of one worker at once: a leaf each (limits and cgroup.kill are per leaf),
+    under the worker's command/ directory; an emptied leaf serves the next command."""
+    commands = tmp_path / "command"
+    commands.mkdir()
+    first, second = cgroup.CommandCgroup(commands), cgroup.CommandCgroup(commands)
+    assert first.path != second.path and first.path.parent == second.path.parent == commands
+    first.prepare(memory=1 << 20, processes=8, cpu_max=None)
+    second.prepare(memory=None, processes=None, cpu_max=None)
+    assert (first.path / "pids.max").read_text() == "8" and (second.path / "pids.max").read_text() == "max"
+    (first.path / "pids.events").write_text("max 1\n")
+    (second.path / "cgroup.procs").write_text("4242\n")   # a process outlived its command's kill
+    first.release()
+    second.release()
+    assert first.limit_hit() == "pids"   # as it stood when released: the leaf is someone else's next
+    third, fourth = cgroup.CommandCgroup(commands), cgroup.CommandCgroup(commands)
+    assert third.path == first.path   # emptied: reused
+    assert fourth.path not in (first.path, second.path)   # still holding a process: never reused
 
 
 @pytest.mark.skipif(HOST.cgroup is None, reason=f"no delegated cgroup v2 subtree: {HOST.cgroup_error}")
@@ -284,10 +309,10 @@ from para.sandbox.command import Command, CommandSpec
 
 prctl.set_child_subreaper()
 command.SWEEP_GIVE_UP = 0.3
-real = (os.killpg, tree.kill_tree, tree.signal_pids)
+real = (os.killpg, signal.pidfd_send_signal, tree.kill_set, tree.signal_pids)
 # No kill lands, as when a tree is stuck in the kernel (D state), which a test cannot arrange.
-os.killpg = lambda *args: None
-tree.kill_tree = lambda *args, **kwargs: None
+os.killpg = signal.pidfd_send_signal = lambda *args: None
+tree.kill_set = lambda *args, **kwargs: None
 tree.signal_pids = lambda *args: None
 
 cmd = Command(CommandSpec(argv=["bash", "-c", "sleep 60 & echo up; wait"], kill_grace=0.1))
@@ -302,7 +327,7 @@ while not cmd.done and time.monotonic() < end:
 outcome = cmd.outcome()
 report = {"done": cmd.done, "unkillable": len(cmd.unkillable), "signal": outcome.signal,
           "stdout": outcome.stdout.decode(), "cancelled": outcome.cancelled, "fds": cmd.fds()}
-os.killpg, tree.kill_tree, tree.signal_pids = real
+os.killpg, signal.pidfd_send_signal, tree.kill_set, tree.signal_pids = real
 tree.kill_tree(os.getpid(), include_root=False)
 tree.reap_children()
 report["left"] = tree.has_children()

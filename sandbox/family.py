@@ -1,0 +1,174 @@
+"""Which processes under this one belong to which of its running commands.
+
+A worker drives several commands at once. Each starts in a session of its
+own (spawn.start), so its top process's pid is its session id; the worker is
+a child subreaper, so what a command orphans (a double fork) comes back to
+the worker as a direct child: a *stray*. A command's processes are:
+
+- the subtree of its top process, while that is not reaped;
+- the strays in its session (orphans that kept it) and their subtrees;
+- (cgroup) its own leaf, which Command reads and kills itself.
+
+A stray that left the session (setsid after a double fork) names no owner.
+It is condemned, with its subtree, once every command still running started
+after it: none of those can be its ancestor, so its own command has ended.
+
+Nothing here waits for "any child": that would reap a sibling's top process
+behind its Command's back. Only strays are reaped here; a Command reaps its top.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+from para.sandbox import tree
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+# /proc starttime is rounded down to a tick; one more tick of slack, so a
+# stray is never taken as older than a command that could be its ancestor.
+TICK_SLACK = 2
+
+
+def now_ticks() -> float:
+    """CLOCK_BOOTTIME in clock ticks: the clock of /proc/PID/stat starttime."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME) * CLK_TCK
+
+
+def stat(pid: int) -> tuple[int, int] | None:
+    """(session id, start time in ticks since boot) of `pid`, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        fields = data[data.rfind(b")") + 2:].split()
+        return int(fields[3]), int(fields[19])   # fields 6 and 22 of proc(5)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def session_of(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
+
+
+class Family:
+    """The running commands of this process and its strays.
+
+    One per process (`default()`): a second Family in the same process would
+    take the first one's commands for strays. Pass one explicitly only where
+    every command of the process goes through it.
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[object, tuple[int, float]] = {}  # command -> (top pid, start in ticks)
+        self.doomed: set[int] = set()   # strays condemned by the start-time rule, until reaped
+
+    def reset(self) -> None:
+        """Forget everything: a forked child's commands are none of its parent's."""
+        self._running.clear()
+        self.doomed.clear()
+
+    def join(self, command: object, pid: int, started: float) -> None:
+        """`command`'s top is `pid`, started no earlier than `started` (now_ticks() before the spawn)."""
+        self._running[command] = (pid, started)
+
+    def leave(self, command: object) -> None:
+        """`command` has ended: its strays no longer have a running owner."""
+        self._running.pop(command, None)
+
+    def tops(self) -> set[int]:
+        return {pid for pid, _ in self._running.values()}
+
+    def children(self) -> list[int]:
+        """Direct children, live or zombie: commands are started by, and orphans come back to, the main thread."""
+        pid = os.getpid()
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children", "rb") as f:
+                return [int(c) for c in f.read().split()]
+        except (OSError, ValueError):
+            return []
+
+    def strays(self) -> list[int]:
+        """Direct children that are no running command's top."""
+        kids = self.children()
+        if not kids:
+            return kids
+        tops = self.tops()
+        return [k for k in kids if k not in tops]
+
+    def members(self, session: int, top_alive: bool, more_than: int | None = None,
+                until: float | None = None) -> list[int]:
+        """The processes of the command whose session is `session` (see the module docstring).
+
+        `top_alive`: its top is not reaped yet, so `session` still names it
+        (a reaped pid may be anyone's by now). `more_than` and `until` cut the
+        walk short as tree.subtree does.
+        """
+        roots = [session] if top_alive else []
+        roots += [s for s in self.strays() if session_of(s) == session]
+        return self._walk(roots, more_than, until)
+
+    def doomed_trees(self, until: float | None = None) -> list[int]:
+        return self._walk(list(self.doomed), None, until)
+
+    @staticmethod
+    def _walk(roots: list[int], more_than: int | None, until: float | None) -> list[int]:
+        found = list(roots)
+        for root in roots:
+            left = None if more_than is None else more_than - len(found)
+            found += tree.subtree(root, more_than=left, until=until)
+            if (more_than is not None and len(found) > more_than) or (until is not None and time.monotonic() >= until):
+                break
+        return found
+
+    def reap_strays(self, strays: list[int] | None = None) -> list[int]:
+        """Reap the strays that have exited (no one needs their status); returns those still there."""
+        live = []
+        for pid in self.strays() if strays is None else strays:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                self.doomed.discard(pid)
+            else:
+                live.append(pid)
+        return live
+
+    def check(self) -> list[int]:
+        """Reap exited strays and condemn (into `doomed`) those no running command can own.
+
+        Returns the strays still there. Cheap when nothing was left behind:
+        one system call with no child at all, one /proc read with no stray.
+        """
+        if not self._running and not tree.has_children():
+            self.doomed.clear()
+            return []
+        strays = self.strays()
+        if not strays:
+            self.doomed.clear()
+            return strays
+        live = self.reap_strays(strays)
+        tops = self.tops()
+        oldest = min((start for _, start in self._running.values()), default=math.inf)
+        for pid in live:
+            if pid in self.doomed:
+                continue
+            found = stat(pid)
+            if found is None or found[0] in tops:
+                continue   # gone, or in a running command's session: that command's own
+            if found[1] + TICK_SLACK <= oldest:
+                self.doomed.add(pid)
+        return live
+
+
+_DEFAULT = Family()
+os.register_at_fork(after_in_child=_DEFAULT.reset)
+
+
+def default() -> Family:
+    """This process's Family, which every Command uses unless given another."""
+    return _DEFAULT
