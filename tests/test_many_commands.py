@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from para.client import ToolError
+from para.client import TaskTimeout, ToolError
 from para.testing import wait_running, wait_until
 
 ONE_WORKER = {"bash": {"min_workers": 1, "max_workers": 1, "credit": 8}}
@@ -29,7 +29,7 @@ def test_one_worker_runs_the_commands_it_is_given_at_once(start_daemon, tmp_path
     d = start_daemon(pools=ONE_WORKER)
     with d.client() as c:
         # Eight commands that each wait for all eight: run one after another, none would end.
-        results = list(c.map("bash", ({"command": barrier(tmp_path, 8, f"c{i}"), "timeout": 60} for i in range(8))))
+        results = list(c.map("bash", ({"command": barrier(tmp_path, 8, f"c{i}")} for i in range(8))))
     assert [r.stdout for r in results] == [f"c{i}\n" for i in range(8)]
     assert len({r.worker for r in results}) == 1
 
@@ -45,9 +45,7 @@ def test_cancelling_one_command_leaves_its_siblings_and_their_children_running(s
         running = wait_running(c, count=4, what="all four commands to run")
         assert len({t["worker"] for t in running}) == 1
         c.cancel(victim)
-        with pytest.raises(ToolError) as info:
-            victim.result(timeout=30)
-        assert info.value.result.status == "cancelled"
+        assert victim.result(timeout=30).status == "cancelled"
         flag.touch()
         results = [s.result(timeout=60) for s in siblings]
     assert [(r.exit_code, r.stdout) for r in results] == [(0, "child-alive\n")] * 3
@@ -61,7 +59,7 @@ def test_a_command_that_times_out_ends_alone(start_daemon, tmp_path: Path) -> No
                     for i in range(3)]
         wait_running(c, count=3, what="the siblings to run")
         slow = c.submit("bash", command="sleep 300", timeout=0.5)
-        with pytest.raises(ToolError) as info:
+        with pytest.raises(TaskTimeout) as info:
             slow.result(timeout=30)
         assert info.value.result.status == "timed_out"
         assert all(not s.done() for s in siblings)
