@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable, Mapping
+from itertools import chain
 
 DEFAULT_ALLOW = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_*", "TERM", "TZ", "SHELL", "TMPDIR")
 # Names that look like they hold a credential; matched on the upper-cased name.
@@ -81,8 +82,8 @@ def env_problem(*envs: Mapping[str, str]) -> str | None:
     # A few joins over every name and value, not a check per variable: parad
     # runs this for every bash task admitted, and most carry their caller's
     # whole environment.
-    names = "\n".join(k for e in envs for k in e)
-    values = "".join(v for e in envs for v in e.values())
+    names = "\n".join(chain.from_iterable(envs))
+    values = "".join(chain.from_iterable(e.values() for e in envs))
     size = len(names) - max(count - 1, 0) + len(values) + 2 * count   # an "=" and a NUL per variable
     if not (names.isascii() and values.isascii()):
         size += len(names.encode(errors="surrogatepass")) - len(names) + len(values.encode(errors="surrogatepass")) - len(values)
