@@ -80,5 +80,22 @@ def with_caller_context(tool: str, args: dict[str, Any], options: dict[str, Any]
     if "cwd" not in args and cwd is not None and (not isinstance(workspace, str) or within(cwd, workspace)):
         args["cwd"] = cwd
     if env and "caller_env" not in args:
-        args["caller_env"] = dict(os.environ)
+        args["caller_env"] = caller_env()
     return args, options
+
+
+_env_seen: tuple[dict[bytes, bytes], dict[str, str]] = ({}, {})
+
+
+def caller_env() -> dict[str, str]:
+    """The caller's environment as it is now; the same dict while it does not change (not to be changed).
+
+    `dict(os.environ)` decodes every variable, about 100 us for 40 of them,
+    which a map() of bash tasks paid per task. The bytes os.environ keeps
+    (`os.environ._data`) compare in C in about a microsecond.
+    """
+    global _env_seen
+    data = os.environ._data  # type: ignore[attr-defined]
+    if data != _env_seen[0]:
+        _env_seen = (dict(data), dict(os.environ))
+    return _env_seen[1]
