@@ -400,6 +400,7 @@ class Worker:
     def close(self) -> None:
         for run in self.running.values():
             run.command.close()
+        self.polls.close()
         if self.relay is not None:
             self.relay.close()
         self.channels.close(linger=1000)

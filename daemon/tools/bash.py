@@ -76,10 +76,7 @@ class Bash(Tool):
         except PolicyError as exc:
             raise ToolFailure(str(exc)) from None
         if args.cwd:
-            given = os.path.expanduser(args.cwd)
-            if not os.path.isabs(given):
-                raise ToolFailure(f"cwd {args.cwd!r} is not absolute; pass a full path")
-            cwd = str(Path(given))
+            cwd = self._cwd(args.cwd)
         else:
             cwd = self._cached("cwd", options, lambda: str(Path(os.path.expanduser(options.default_cwd)).absolute()))
         _check_dir(cwd)
@@ -112,6 +109,17 @@ class Bash(Tool):
             cpu_max=policy.cgroup.cpu_max,
         )
         return RunCommand(spec)
+
+    def _cwd(self, named: str) -> str:
+        # A client names the same cwd in each of its tasks: worked out once while it repeats.
+        last = self.__dict__.get("_last_cwd")
+        if last is not None and last[0] == named:
+            return last[1]
+        given = os.path.expanduser(named)
+        if not os.path.isabs(given):
+            raise ToolFailure(f"cwd {named!r} is not absolute; pass a full path")
+        self._last_cwd = (named, str(Path(given)))
+        return self._last_cwd[1]
 
     def _nested(self, policy: SandboxPolicy, pool: SandboxPolicy, argv: list[str]) -> list[str]:
         bwrap = namespaces.bwrap_path()
