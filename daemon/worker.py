@@ -65,6 +65,7 @@ class Running:
     chunk_seq: int = 0
     input_acked: tuple[int, bool] | None = None   # (written, closed) last acknowledged
     deadline: float | None = None                 # the command's next timer, as of the last call into it
+    polled: tuple[list[int], list[int]] | None = None   # the descriptors last registered for it
 
     @property
     def task_id(self) -> str:
@@ -189,8 +190,12 @@ class Worker:
         """What to wait on for `run`: its pipes and pidfd (not while the data channel is full), and its
         stdin while input waits for room in it (written whatever the output does)."""
         command = run.command
-        reads = () if self.blocked else command.fds()
-        self.polls.set(run.task_id, [(fd, zmq.POLLIN) for fd in reads] + [(fd, zmq.POLLOUT) for fd in command.write_fds()])
+        polled = ([] if self.blocked else command.fds(), command.write_fds())
+        if polled == run.polled:
+            return   # most calls change nothing: a cheap comparison, no registration
+        run.polled = polled
+        reads, writes = polled
+        self.polls.set(run.task_id, [(fd, zmq.POLLIN) for fd in reads] + [(fd, zmq.POLLOUT) for fd in writes])
 
     def _set_blocked(self, blocked: bool) -> None:
         if blocked == self.blocked:
