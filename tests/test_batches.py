@@ -9,7 +9,7 @@ import pytest
 from para.client import InvalidRequest
 from para.testing import wait_running, wait_until
 
-ONE_BASH = {"bash": {"min_workers": 1, "max_workers": 1}, "echo": {"min_workers": 1, "max_workers": 1},
+ONE_BASH = {"bash": {"min_workers": 1, "max_workers": 1, "credit": 1}, "echo": {"min_workers": 1, "max_workers": 1},
             "glob": {"min_workers": 1, "max_workers": 1}}
 
 

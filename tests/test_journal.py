@@ -22,7 +22,7 @@ from para.ipc import codec
 from para.ipc import messages as m
 from para.testing import Daemon, wait_until
 
-ONE_BASH = {"bash": {"min_workers": 1, "max_workers": 1}, "echo": {"min_workers": 1, "max_workers": 1}}
+ONE_BASH = {"bash": {"min_workers": 1, "max_workers": 1, "credit": 1}, "echo": {"min_workers": 1, "max_workers": 1}}
 
 
 @pytest.fixture

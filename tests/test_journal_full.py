@@ -18,7 +18,7 @@ from para.client import ParaError
 from para.ipc import messages as m
 from para.testing import FAST, Daemon, mount_tmpfs, stop_and_check, unmount, wait_until
 
-POOLS = {"bash": {"min_workers": 1, "max_workers": 1}, "echo": {"min_workers": 1, "max_workers": 1}}
+POOLS = {"bash": {"min_workers": 1, "max_workers": 1, "credit": 1}, "echo": {"min_workers": 1, "max_workers": 1}}
 
 
 @pytest.fixture
