@@ -51,6 +51,7 @@ from para.testing import Daemon, DaemonError
 
 from floor import SpawnFloor
 from peers import Peers
+from stats import percentile
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -75,14 +76,6 @@ TARGETS = {
 }
 
 # ---- helpers -------------------------------------------------------------------
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    if not sorted_values:
-        return float("nan")
-    k = max(0, min(len(sorted_values) - 1, int(round(q / 100 * len(sorted_values) + 0.5)) - 1))
-    return sorted_values[k]
-
 
 def log(msg: str) -> None:
     print(f"  .. {msg}", file=sys.stderr, flush=True)
