@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from para.daemon.tools.base import ToolFailure
 from para.daemon.tools.ripgrep import rg_path
 
 # Common in Python code, none of them on a minified line of megabytes (a `TODO` in
@@ -48,6 +49,15 @@ def tree_size(root: Path) -> tuple[int, int]:
             except OSError:
                 pass
     return files, size
+
+
+def missing_rg() -> str:
+    """Why rg cannot run here, or "" when it can."""
+    try:
+        rg_path()
+    except ToolFailure as exc:
+        return str(exc)
+    return ""
 
 
 def rg_argv(pattern: str) -> list[str]:

@@ -92,17 +92,19 @@ def bash_rows(res: dict) -> list[tuple[str, ...]]:
 
 def other_rows(res: dict) -> list[tuple[str, ...]]:
     f, r, t, ok = res["figures"], res["ratios"], res["targets"], res["pass"]
-    s, g = f["sleep64"], f["grep"]
-    return [
+    s, g = f["sleep64"], f.get("grep")
+    rows = [
         (f"{s['tasks']} concurrent {s['command']}, default config", f"{s['wall_s']:.2f} s",
          f"{s['workers']} bash workers (pool {s['pool']['min_workers']}-{s['pool']['max_workers']})", "",
          f"<= {t['sleep64_wall_max_s']:g} s {verdict(ok['sleep64_wall'])}"),
         ("  para's own PSS meanwhile", f"{s['pss_mb']:.0f} MB", f"{s['rounds'][0]['processes']} processes", "",
          f"< {t['sleep64_pss_max_mb']:g} MB {verdict(ok['sleep64_pss'])}"),
-        (f"grep, {len(g['patterns'])} patterns, map()", f"{g['para']['seconds']:.3f} s",
-         f"{len(g['patterns'])} rg --json at once {g['rg']['seconds']:.3f} s", f"{r['grep_vs_rg']:.2f}x",
-         f">= {t['grep_vs_rg_min']:g}x {verdict(ok['grep_vs_rg'])}"),
     ]
+    if g:
+        rows.append((f"grep, {len(g['patterns'])} patterns, map()", f"{g['para']['seconds']:.3f} s",
+                     f"{len(g['patterns'])} rg --json at once {g['rg']['seconds']:.3f} s", f"{r['grep_vs_rg']:.2f}x",
+                     f">= {t['grep_vs_rg_min']:g}x {verdict(ok['grep_vs_rg'])}"))
+    return rows
 
 
 def floor_rows(res: dict) -> list[str]:
@@ -144,9 +146,10 @@ def round_lines(res: dict) -> list[str]:
         f"  run() p99 para {lat['rounds_p99_us']} / REQ-REP {raw['rounds_p99_us']} us",
         f"  echo map() {f['echo_tput_para']['rounds_per_s']} / raw pipelined {f['echo_tput_raw_pipelined']['rounds_per_s']} per s",
         f"  bash map() {bash} per s",
-        f"  grep para {f['grep']['para']['rounds_s']} / rg {f['grep']['rg']['rounds_s']} s",
         f"  sleep64 {[(r['wall_s'], r['pss_mb'], r['workers']) for r in f['sleep64']['rounds']]} (s, MB, workers)",
     ]
+    if "grep" in f:
+        lines.append(f"  grep para {f['grep']['para']['rounds_s']} / rg {f['grep']['rg']['rounds_s']} s")
     for name in ("ray", "dask"):
         if name in f:
             fw = f[name]
@@ -158,7 +161,7 @@ def round_lines(res: dict) -> list[str]:
 
 def report(res: dict[str, Any]) -> str:
     """The whole report as text."""
-    f, m, g = res["figures"], res["meta"], res["figures"]["grep"]
+    f, m, g = res["figures"], res["meta"], res["figures"].get("grep")
     lines = header(res)
     lines += table([("figure", "para", "peer / floor, same rounds", "ratio", "target"),
                     *echo_rows(res), *bash_rows(res), *other_rows(res)])
@@ -171,9 +174,10 @@ def report(res: dict[str, Any]) -> str:
         if f"bash_tput_{key}" in f:
             cmd = f[f"bash_tput_{key}"]["command"]
             lines.append(f"{name + ':':<9} {cmd if len(cmd) < 200 else cmd[:120] + ' ... ' + cmd[-40:]}")
-    lines.append(f"grep:     {g['root']} ({g['files']:,} files, {g['bytes'] / 1e6:,.0f} MB); patterns {g['patterns']}; "
-                 f"matching lines para {g['para']['matches']}, rg {g['rg']['matches']}")
-    lines.append(f"rg:       {g['rg']['command']}")
+    if g:
+        lines.append(f"grep:     {g['root']} ({g['files']:,} files, {g['bytes'] / 1e6:,.0f} MB); patterns {g['patterns']}; "
+                     f"matching lines para {g['para']['matches']}, rg {g['rg']['matches']}")
+        lines.append(f"rg:       {g['rg']['command']}")
     if m.get("gnu_parallel"):
         lines.append(f"GNU:      {m['gnu_parallel']}")
     for note in res["notes"]:

@@ -474,6 +474,10 @@ def measure_bash(res: dict, client: Any, daemon: Daemon, p: dict, workers: int) 
 
 def measure_grep(res: dict, client: Any, root: Path, p: dict) -> None:
     """8 searches of `root` through para's grep pool against the same 8 rg run at once."""
+    missing = grep_peer.missing_rg()
+    if missing:
+        res["notes"].append(f"grep row skipped: {missing}")
+        return
     files, size = grep_peer.tree_size(root)
     patterns = grep_peer.PATTERNS
     log(f"grep: {len(patterns)} patterns over {root} ({files:,} files, {size / 1e6:,.0f} MB), para map() vs "
