@@ -132,8 +132,10 @@ class FrameworkPeer:
         return killed
 
 
-# Telemetry off, no prompts: the bench measures, it does not phone home.
-QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_IMPORT_WARNING": "1", "DASK_DISTRIBUTED__LOGGING__DISTRIBUTED": "error"}
+# Telemetry off, no prompts: the bench measures, it does not phone home. No token auth for a
+# cluster that lives a minute: Ray would write a token into ~/.ray that outlives the bench.
+QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_IMPORT_WARNING": "1", "RAY_AUTH_MODE": "disabled",
+             "DASK_DISTRIBUTED__LOGGING__DISTRIBUTED": "error"}
 
 
 def serve(start: Callable[[int, Path], tuple[str, Callable[[int], None], Callable[[], None], Callable[[], None]]]) -> None:
