@@ -92,8 +92,8 @@ def bash_rows(res: dict) -> list[tuple[str, ...]]:
 
 def other_rows(res: dict) -> list[tuple[str, ...]]:
     f, r, t, ok = res["figures"], res["ratios"], res["targets"], res["pass"]
-    s, g = f["sleep64"], f.get("grep")
-    rows = [
+    s, g = f.get("sleep64"), f.get("grep")
+    rows = [] if s is None else [
         (f"{s['tasks']} concurrent {s['command']}, default config", f"{s['wall_s']:.2f} s",
          f"{s['workers']} bash workers (pool {s['pool']['min_workers']}-{s['pool']['max_workers']}"
          + ("; host pressure held growth)" if s["pressure"] else ")"), "",
@@ -147,8 +147,9 @@ def round_lines(res: dict) -> list[str]:
         f"  run() p99 para {lat['rounds_p99_us']} / REQ-REP {raw['rounds_p99_us']} us",
         f"  echo map() {f['echo_tput_para']['rounds_per_s']} / raw pipelined {f['echo_tput_raw_pipelined']['rounds_per_s']} per s",
         f"  bash map() {bash} per s",
-        f"  sleep64 {[(r['wall_s'], r['pss_mb'], r['workers']) for r in f['sleep64']['rounds']]} (s, MB, workers)",
     ]
+    if "sleep64" in f:
+        lines.append(f"  sleep64 {[(r['wall_s'], r['pss_mb'], r['workers']) for r in f['sleep64']['rounds']]} (s, MB, workers)")
     if "grep" in f:
         lines.append(f"  grep para {f['grep']['para']['rounds_s']} / rg {f['grep']['rg']['rounds_s']} s")
     for name in ("ray", "dask"):
