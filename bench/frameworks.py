@@ -42,6 +42,7 @@ class FrameworkPeer:
         self.version = ""
         self.skipped: str | None = None
         self._seen: dict[int, object] = {}
+        self._busy = False   # a request is out: stopped now, it is interrupted, not shut down
         self._stderr_path = tmp / f"{module}.stderr"
         with open(self._stderr_path, "wb") as err:
             # A session of its own: what the framework starts stays findable as one tree.
@@ -76,7 +77,10 @@ class FrameworkPeer:
         self._remember_tree()
         self.proc.stdin.write(request.encode() + b"\n")
         self.proc.stdin.flush()
-        return self._reply(REPLY_DEADLINE)
+        self._busy = True
+        answer = self._reply(REPLY_DEADLINE)
+        self._busy = False
+        return answer
 
     def _reply(self, deadline: float) -> str:
         ready, _, _ = select.select([self.proc.stdout], [], [], deadline)
@@ -114,7 +118,8 @@ class FrameworkPeer:
             pass
         killed = []
         try:
-            self.proc.wait(STOP_DEADLINE)
+            # Interrupted mid-round (an error, Ctrl-C): the driver reads EOF only after the round, so do not wait.
+            self.proc.wait(0.1 if self._busy else STOP_DEADLINE)
         except subprocess.TimeoutExpired:
             killed.append(f"{self.name} driver {self.proc.pid}")
             os.killpg(self.proc.pid, signal.SIGKILL)   # its session: whatever it started and we did not see
