@@ -42,7 +42,7 @@ class FrameworkPeer:
         self.version = ""
         self.skipped: str | None = None
         self._seen: dict[int, object] = {}
-        self._busy = False   # a request is out: stopped now, it is interrupted, not shut down
+        self._busy = True   # starting, or a request is out: stopped now, it is interrupted, not shut down
         self._stderr_path = tmp / f"{module}.stderr"
         with open(self._stderr_path, "wb") as err:
             # A session of its own: what the framework starts stays findable as one tree.
@@ -54,6 +54,7 @@ class FrameworkPeer:
         except BaseException:
             self.stop()
             raise
+        self._busy = False
         kind, _, rest = line.partition(" ")
         if kind == "skip":
             self.skipped = rest
