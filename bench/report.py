@@ -96,7 +96,7 @@ def other_rows(res: dict) -> list[tuple[str, ...]]:
     rows = [] if s is None else [
         (f"{s['tasks']} concurrent {s['command']}, default config", f"{s['wall_s']:.2f} s",
          f"{s['workers']} bash workers (pool {s['pool']['min_workers']}-{s['pool']['max_workers']}"
-         + ("; host pressure held growth)" if s["pressure"] else ")"), "",
+         + ("; host pressure held growth)" if s["pressure"] and s["workers"] < s["pool"]["max_workers"] else ")"), "",
          f"<= {t['sleep64_wall_max_s']:g} s {verdict(ok['sleep64_wall'])}"),
         ("  para's own PSS meanwhile", f"{s['pss_mb']:.0f} MB", f"{s['rounds'][0]['processes']} processes", "",
          f"< {t['sleep64_pss_max_mb']:g} MB {verdict(ok['sleep64_pss'])}"),
