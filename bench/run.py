@@ -1,21 +1,27 @@
 #!/usr/bin/env python3
 """para benchmarks: parad against its peers, measured in the same run.
 
-    python bench/run.py [--quick] [--workers N] [--json [FILE]]
+    python bench/run.py [--quick] [--workers N] [--grep-root DIR] [--json [FILE]]
 
 Starts its own parad (temporary config, runtime and state dirs), waits until
 every pool is ready, then measures
 
   1. echo round-trip latency, p50/p99: client.run("echo", x=1) in a loop,
-     against a raw pyzmq REQ/REP round trip over ipc:// to an echo server in
-     a child process (the target's reference), and through a raw 2-hop relay
-     (the floor of parad's client -> daemon -> worker shape);
+     against a raw 2-hop relay (the floor of parad's client -> daemon -> worker
+     shape: the target's reference) and a raw pyzmq REQ/REP round trip;
   2. echo pipelined throughput: Client.map over many echo tasks, against raw
      pyzmq DEALER/ROUTER pipelining to the same child echo server;
   3. `bash -c true` throughput: Client.map on the bash pool (N workers),
-     against `xargs -P N` and GNU parallel (if installed), and through a bare
-     pyzmq relay in front of N bare Python spawners (bench/floor.py: the
-     floor of parad's client -> daemon -> worker shape for commands).
+     against `xargs -P N`, GNU parallel, `xargs -P N bwrap ... bash -c true`
+     (each if present), and through a bare pyzmq relay in front of N bare
+     Python spawners (bench/floor.py); para's own CPU per task against the
+     floor's;
+  4. grep: 8 patterns over a large tree through Client.map, against the same
+     8 `rg --json` run at once (bench/grep_peer.py);
+  5. Ray and Dask (if installed; not with --quick), each started for its own
+     rounds: `bash -c true` tasks and no-op round trips (bench/frameworks.py);
+  6. 64 concurrent `sleep 1` on a second parad with the default pool config:
+     wall time and para's own PSS (bench/concurrency.py).
 
 para and its peers alternate round by round (so a burst of load from elsewhere
 hits both); each figure is the median over rounds and each ratio the median of
@@ -27,11 +33,9 @@ See bench/README.md for what each figure means.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
-import resource
 import shlex
 import shutil
 import signal
@@ -41,7 +45,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from collections.abc import Iterator
 from typing import Any
 
 import msgpack
@@ -49,8 +52,15 @@ import zmq
 
 from para.testing import Daemon, DaemonError
 
+import concurrency
+import grep_peer
 from floor import SpawnFloor
-from peers import Peers
+from frameworks import FrameworkPeer
+from meters import ChildCpu, CpuMeter, own_cpu, steal_and_busy
+from raw import RawPeers, RawSocket
+from report import report
+from sandbox import per_command_argv
+from stats import percentile
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -59,30 +69,30 @@ REPO = HERE.parent
 PARAMS = {
     "full": dict(rounds=5, lat_warmup=300, lat_calls=2000, raw_lat_calls=5000,
                  tput_tasks=50_000, tput_rounds=3, raw_tput_msgs=50_000,
-                 bash_tasks=2000, bash_rounds=3),
+                 bash_tasks=2000, bash_rounds=3, peer_tasks={"bwrap_per_command": 300}, grep_rounds=5, sleep_rounds=3,
+                 frameworks=True, fw_lat_calls=300),
+    # Ray and Dask take 5-10 s to start and minutes to measure: --quick skips them.
     "quick": dict(rounds=3, lat_warmup=100, lat_calls=1000, raw_lat_calls=2000,
                   tput_tasks=10_000, tput_rounds=3, raw_tput_msgs=20_000,
-                  bash_tasks=500, bash_rounds=3),
+                  bash_tasks=500, bash_rounds=3, peer_tasks={"gnu_parallel": 200, "bwrap_per_command": 60}, grep_rounds=3, sleep_rounds=1,
+                  frameworks=False, fw_lat_calls=0),
 }
-RAW_WINDOW = 2048          # messages in flight for the raw pipelined reference (= para's MAP_WINDOW)
 READY_DEADLINE = 30.0      # seconds for parad to bring all pools up
 STOP_DEADLINE = 30.0       # seconds for parad to exit after SIGTERM before it is killed
 
 TARGETS = {
-    "latency_ratio_max": 3.0,          # para echo p50 / raw pyzmq p50
-    "echo_tput_min": 10_000.0,         # tasks/s through Client.map
-    "bash_vs_xargs_min": 0.8,          # para bash tasks/s / xargs tasks/s
+    "latency_vs_relay_max": 1.5,       # para echo run() p50 / raw 2-hop relay p50
+    "echo_tput_min": 40_000.0,         # tasks/s through Client.map
+    "bash_vs_xargs_min": 0.85,         # para bash tasks/s / xargs -P N tasks/s
+    "bash_vs_parallel_min": 3.0,       # ... / GNU parallel -j N
+    "bash_vs_bwrap_min": 3.0,          # ... / xargs -P N bwrap ... bash -c true
+    "bash_cpu_vs_floor_max": 0.8,      # para's own CPU per bash task / the floor's
+    "sleep64_wall_max_s": 1.3,         # 64 concurrent sleep 1 on the default config, all done
+    "sleep64_pss_max_mb": 400.0,       # para's own processes' PSS while they run
+    "grep_vs_rg_min": 0.8,             # para grep map() rate / 8 rg --json at once
 }
 
 # ---- helpers -------------------------------------------------------------------
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    if not sorted_values:
-        return float("nan")
-    k = max(0, min(len(sorted_values) - 1, int(round(q / 100 * len(sorted_values) + 0.5)) - 1))
-    return sorted_values[k]
-
 
 def log(msg: str) -> None:
     print(f"  .. {msg}", file=sys.stderr, flush=True)
@@ -108,6 +118,7 @@ def start_daemon(tmp: Path, bash_workers: int) -> Daemon:
         # The default sandbox: bubblewrap per worker and, as root, commands as the workspace's owner
         # (root for the bench's own folder: no switch; see bench/README.md).
         "bash": {"min_workers": bash_workers, "max_workers": bash_workers},
+        "grep": {},  # the default grep pool, for the grep row
     }}
     return Daemon(config, tmp, runtime_dir=tmp / "r", python_flags=("-P",), ready_timeout=READY_DEADLINE,
                   require_ok=True)
@@ -127,85 +138,7 @@ def log_tail(daemon: Daemon, n: int = 20) -> str:
     return "\n".join(daemon.log().splitlines()[-n:])
 
 
-class RawPeers:
-    """The raw pyzmq peers of the echo rounds (bench/peers.py), each in a child process."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.rep_path = str(tmp / "raw-rep.sock")
-        self.router_path = str(tmp / "raw-router.sock")
-        self.relay_path = str(tmp / "raw-relay.sock")
-        backend_path = str(tmp / "raw-backend.sock")
-        self.peers = Peers()
-        try:
-            self.peers.start("rep", self.rep_path)
-            self.peers.start("router", self.router_path)
-            relay = self.peers.start("relay", self.relay_path, backend_path, wait=False)
-            self.peers.start("backend", backend_path)
-            self.peers.ready(relay)
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        self.peers.stop()
-
-
-class CpuMeter:
-    """CPU seconds (user + system, all threads) of each party of a para measurement,
-    summed over the timed rounds only."""
-
-    def __init__(self, daemon_pid: int, workers: list[dict], pool: str) -> None:
-        import psutil
-        self.procs = {"client": [psutil.Process()], "parad": [psutil.Process(daemon_pid)],
-                      "workers": [psutil.Process(w["pid"]) for w in workers if w["pool"] == pool and w.get("pid")]}
-        self.total = {"client": 0.0, "parad": 0.0, "workers": 0.0, "commands": 0.0}
-        self.tasks = 0
-
-    def _snapshot(self) -> dict[str, float]:
-        out = {}
-        for name, procs in self.procs.items():
-            times = [p.cpu_times() for p in procs]
-            out[name] = sum(t.user + t.system for t in times)
-            if name == "workers":  # the commands they ran and reaped (bash)
-                out["commands"] = sum(t.children_user + t.children_system for t in times)
-        return out
-
-    @contextlib.contextmanager
-    def timed(self, tasks: int) -> Iterator[None]:
-        before = self._snapshot()
-        yield
-        after = self._snapshot()
-        for k in self.total:
-            self.total[k] += after[k] - before[k]
-        self.tasks += tasks
-
-    def per_task_us(self) -> dict[str, float]:
-        return {k: round(v / max(self.tasks, 1) * 1e6, 1) for k, v in self.total.items()}
-
-
-class ChildCpu:
-    """CPU of reaped children (an external tool and everything it ran), summed over timed rounds."""
-
-    def __init__(self) -> None:
-        self.total = 0.0
-        self.tasks = 0
-
-    @contextlib.contextmanager
-    def timed(self, tasks: int) -> Iterator[None]:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        yield
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        self.total += (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-        self.tasks += tasks
-
-    def per_task_us(self) -> dict[str, float]:
-        return {"total": round(self.total / max(self.tasks, 1) * 1e6, 1)}
-
-
 # ---- measurements: one round each ---------------------------------------------------
-
-PAYLOAD = {"tool": "echo", "args": {"x": 1}}   # what the raw peers carry: about a TaskSpec's size
-
 
 def para_latency_round(client: Any, n: int) -> tuple[float, float]:
     clock = time.perf_counter
@@ -227,45 +160,6 @@ def para_map_round(client: Any, pool: str, args: dict, n: int) -> float:
     if ok != n:
         raise RuntimeError(f"{pool}: only {ok} of {n} tasks succeeded")
     return dt
-
-
-class RawSocket:
-    """A client socket to one raw peer."""
-
-    def __init__(self, path: str, kind: int) -> None:
-        self.ctx = zmq.Context()
-        self.sock = self.ctx.socket(kind)
-        for opt, value in ((zmq.LINGER, 0), (zmq.SNDHWM, 0), (zmq.RCVHWM, 0)):
-            self.sock.setsockopt(opt, value)
-        self.sock.connect("ipc://" + path)
-
-    def latency_round(self, n: int) -> tuple[float, float]:
-        sock, pack, unpack, clock = self.sock, msgpack.packb, msgpack.unpackb, time.perf_counter
-        samples = []
-        for _ in range(n):
-            t = clock()
-            sock.send(pack(PAYLOAD))
-            unpack(sock.recv())
-            samples.append(clock() - t)
-        samples.sort()
-        return percentile(samples, 50), percentile(samples, 99)
-
-    def pipelined_round(self, n: int) -> float:
-        """n messages with up to RAW_WINDOW in flight, one message per send (no batching)."""
-        sock, pack, unpack = self.sock, msgpack.packb, msgpack.unpackb
-        t = time.perf_counter()
-        sent = received = 0
-        while received < n:
-            while sent < n and sent - received < RAW_WINDOW:
-                sock.send(pack(PAYLOAD))
-                sent += 1
-            unpack(sock.recv())
-            received += 1
-        return time.perf_counter() - t
-
-    def close(self) -> None:
-        self.sock.close()
-        self.ctx.term()
 
 
 def external_round(cmd: list[str], n: int, cpu: ChildCpu) -> float:
@@ -323,218 +217,213 @@ def paired_ratio(ours: list[float], theirs: list[float]) -> float:
     return statistics.median(a / b for a, b in zip(ours, theirs))
 
 
-def own_cpu() -> float:
-    """CPU seconds of this process and of every child it has reaped (and theirs, transitively)."""
-    return sum(getattr(resource.getrusage(who), field) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-               for field in ("ru_utime", "ru_stime"))
+# ---- phases ----------------------------------------------------------------------------
 
-
-def steal_and_busy() -> tuple[float, float] | None:
-    """(steal, busy) jiffies from /proc/stat, to tell how contended the machine was."""
+def measure_echo(res: dict, client: Any, daemon: Daemon, peers: RawPeers, p: dict) -> None:
+    """echo run() round trips and echo map() throughput against the raw pyzmq peers."""
+    f, r = res["figures"], res["ratios"]
+    worker_list = client.workers()
+    rep, relay = RawSocket(peers.rep_path, zmq.REQ), RawSocket(peers.relay_path, zmq.DEALER)
+    pipe = RawSocket(peers.router_path, zmq.DEALER)
     try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = v[3] + (v[4] if len(v) > 4 else 0)
-    steal = v[7] if len(v) > 7 else 0
-    return steal, sum(v[:8]) - idle - steal
+        log(f"echo round trips: para run() x {p['lat_calls']}, raw REQ/REP and relay x {p['raw_lat_calls']}, "
+            f"{p['rounds']} rounds")
+        para_latency_round(client, p["lat_warmup"])
+        rep.latency_round(p["lat_warmup"])
+        relay.latency_round(p["lat_warmup"])
+        cpu = CpuMeter(daemon.proc.pid, worker_list, "echo")
+        lat: dict[str, list] = {"para": [], "rep": [], "relay": []}
+        for _ in range(p["rounds"]):
+            with cpu.timed(p["lat_calls"]):
+                lat["para"].append(para_latency_round(client, p["lat_calls"]))
+            lat["rep"].append(rep.latency_round(p["raw_lat_calls"]))
+            lat["relay"].append(relay.latency_round(p["raw_lat_calls"]))
+        f["echo_latency_para"] = latency_figure(lat["para"], cpu)
+        f["echo_latency_raw_reqrep"] = latency_figure(lat["rep"])
+        f["echo_latency_raw_relay"] = latency_figure(lat["relay"])
+
+        log(f"echo throughput: para map() x {p['tput_tasks']:,}, raw pipelined x {p['raw_tput_msgs']:,}, "
+            f"{p['tput_rounds']} rounds")
+        para_map_round(client, "echo", {"x": 1}, min(p["tput_tasks"], 2000))
+        pipe.pipelined_round(min(p["raw_tput_msgs"], 2000))
+        cpu = CpuMeter(daemon.proc.pid, worker_list, "echo")
+        para_s, raw_s = [], []
+        for _ in range(p["tput_rounds"]):
+            with cpu.timed(p["tput_tasks"]):
+                para_s.append(para_map_round(client, "echo", {"x": 1}, p["tput_tasks"]))
+            raw_s.append(pipe.pipelined_round(p["raw_tput_msgs"]))
+        f["echo_tput_para"] = tput_figure(para_s, p["tput_tasks"], cpu)
+        f["echo_tput_raw_pipelined"] = tput_figure(raw_s, p["raw_tput_msgs"])
+    finally:
+        for sock in (rep, relay, pipe):
+            sock.close()
+        peers.stop()  # idle, but not in the way of the bash rounds
+    p50 = lambda rounds: [x[0] for x in rounds]  # noqa: E731
+    r["echo_latency_p50_vs_raw"] = paired_ratio(p50(lat["para"]), p50(lat["rep"]))
+    r["echo_latency_p99_vs_raw"] = paired_ratio([x[1] for x in lat["para"]], [x[1] for x in lat["rep"]])
+    r["echo_latency_p50_vs_relay"] = paired_ratio(p50(lat["para"]), p50(lat["relay"]))
+    r["echo_latency_relay_vs_raw"] = paired_ratio(p50(lat["relay"]), p50(lat["rep"]))
+    r["echo_tput_vs_raw"] = paired_ratio(f["echo_tput_para"]["rounds_per_s"], f["echo_tput_raw_pipelined"]["rounds_per_s"])
+    res["pass"]["echo_latency"] = r["echo_latency_p50_vs_relay"] <= TARGETS["latency_vs_relay_max"]
+    res["pass"]["echo_tput"] = f["echo_tput_para"]["per_s"] >= TARGETS["echo_tput_min"]
 
 
-# ---- report ------------------------------------------------------------------------
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
-
-
-def cpu_line(cpu: dict[str, float]) -> str:
-    parts = [f"{k} {v:.0f}" for k, v in cpu.items() if k != "commands" or v >= 1]
-    return ", ".join(parts) + f"; total {sum(cpu.values()):.0f}"
-
-
-def table(rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    out = []
-    for i, row in enumerate(rows):
-        out.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
-        if i == 0:
-            out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return out
+def bash_peers(res: dict, workers: int) -> dict[str, list[str]]:
+    """The external peers of the bash rounds that this host has, by name; a note for each one skipped."""
+    peers = {"xargs": ["xargs", "-P", str(workers), "-I{}", "bash", "-c", "{}"]}
+    parallel_prefix, parallel_note = gnu_parallel()
+    res["meta"]["gnu_parallel"] = parallel_note
+    if parallel_prefix:
+        peers["gnu_parallel"] = parallel_prefix + ["-j", str(workers), "bash", "-c", "{}"]
+    else:
+        res["notes"].append(f"GNU parallel skipped: {parallel_note}")
+    bwrap, why = per_command_argv(["bash", "-c", "{}"])
+    if bwrap:
+        peers["bwrap_per_command"] = ["xargs", "-P", str(workers), "-I{}", *bwrap]
+    else:
+        res["notes"].append(f"per-command bubblewrap skipped: {why}")
+    return peers
 
 
-def report(res: dict) -> str:
-    m, f, r, t, ok = res["meta"], res["figures"], res["ratios"], TARGETS, res["pass"]
-    n, nan = m["bash_workers"], float("nan")
-    lat, raw, relay = f["echo_latency_para"], f["echo_latency_raw_reqrep"], f["echo_latency_raw_relay"]
-    et, rt = f["echo_tput_para"], f["echo_tput_raw_pipelined"]
-    bt, xt, gp, ft = f["bash_tput_para"], f["bash_tput_xargs"], f.get("bash_tput_gnu_parallel"), f["bash_tput_floor"]
-    lines = [
-        "## para bench",
-        "",
-        f"command:  {m['command']}",
-        f"machine:  {m['cpu_count']} CPUs, {m['platform']}, Python {m['python']}",
-        f"versions: pyzmq {m['pyzmq']}, libzmq {m['libzmq']}, msgpack {m['msgpack']}, para {m['para_commit']}",
-        f"load:     load avg at start {m['loadavg']}; during the run the machine was "
-        f"{m.get('machine_busy_pct', nan):.0f}% busy (this bench and its children "
-        f"{m.get('bench_cpu_pct', nan):.0f}%), steal {m.get('steal_pct', nan):.0f}%",
-        f"daemon:   echo pool 2 workers, bash pool {n} workers, ready in {m['ready_s']:.2f}s",
-        f"mode:     {m['mode']}; para and its peers alternate round by round; figures are medians "
-        f"over rounds, ratios medians of per-round ratios; wall {m['wall_s']:.1f}s",
-        "",
-    ]
-    rows = [
-        ("figure", "para", "peer / floor, same rounds", "ratio", "target"),
-        ("echo run() round trip p50", f"{lat['p50_us']:.0f} us", f"raw REQ/REP {raw['p50_us']:.0f} us",
-         f"{r['echo_latency_p50_vs_raw']:.2f}x", f"<= {t['latency_ratio_max']:g}x {verdict(ok['echo_latency'])}"),
-        ("echo run() round trip p99", f"{lat['p99_us']:.0f} us", f"raw REQ/REP {raw['p99_us']:.0f} us",
-         f"{r['echo_latency_p99_vs_raw']:.2f}x", ""),
-        ("echo run() round trip p50", f"{lat['p50_us']:.0f} us", f"raw 2-hop relay {relay['p50_us']:.0f} us",
-         f"{r['echo_latency_p50_vs_relay']:.2f}x", "(info)"),
-        (f"echo map(), {et['tasks']:,} tasks", f"{et['per_s']:,.0f} /s", f"raw DEALER/ROUTER {rt['per_s']:,.0f} /s",
-         f"{r['echo_tput_vs_raw']:.2f}x", f">= {t['echo_tput_min']:,.0f}/s {verdict(ok['echo_tput'])}"),
-        (f"bash -c true map(), {bt['tasks']:,}", f"{bt['per_s']:,.0f} /s", f"xargs -P {n} {xt['per_s']:,.0f} /s",
-         f"{r['bash_tput_vs_xargs']:.2f}x", f">= {t['bash_vs_xargs_min']:g}x {verdict(ok['bash_vs_xargs'])}"),
-    ]
-    if gp:
-        rows.append((f"bash -c true map(), {bt['tasks']:,}", f"{bt['per_s']:,.0f} /s",
-                     f"GNU parallel -j {n} {gp['per_s']:,.0f} /s", f"{r['bash_tput_vs_gnu_parallel']:.2f}x", "(info)"))
-    rows.append((f"bash -c true map(), {bt['tasks']:,}", f"{bt['per_s']:,.0f} /s",
-                 f"relay + spawn floor {ft['per_s']:,.0f} /s", f"{r['bash_tput_vs_floor']:.2f}x", "(info)"))
-    lines += table(rows)
-    lines += [
-        "",
-        "Floors of para's shape, with no para code (see bench/README.md). para's code only adds to",
-        "them: a floor at or near a target leaves no room for any Python supervisor relaying to Python workers.",
-        "",
-    ]
-    lines += table([
-        ("floor", "measured", "peer, same rounds", "ratio", "target it bounds"),
-        ("raw 2-hop relay round trip p50", f"{relay['p50_us']:.0f} us", f"raw REQ/REP {raw['p50_us']:.0f} us",
-         f"{r['echo_latency_relay_vs_raw']:.2f}x", f"echo p50 <= {t['latency_ratio_max']:g}x"),
-        (f"relay + spawn, {ft['tasks']:,} bash -c true", f"{ft['per_s']:,.0f} /s", f"xargs -P {n} {xt['per_s']:,.0f} /s",
-         f"{r['bash_floor_vs_xargs']:.2f}x", f"bash >= {t['bash_vs_xargs_min']:g}x xargs"),
-    ])
-    lines += [
-        "",
-        "CPU per task, us (user+sys, all threads, timed rounds only):",
-        f"  echo run():  {cpu_line(lat['cpu_us_per_task'])}",
-        f"  echo map():  {cpu_line(et['cpu_us_per_task'])}",
-        f"  bash map():  {cpu_line(bt['cpu_us_per_task'])}",
-        f"  xargs:       xargs + bash {xt['cpu_us_per_task']['total']:.0f}",
-    ]
-    if gp:
-        lines.append(f"  parallel:    parallel + bash {gp['cpu_us_per_task']['total']:.0f}")
-    lines.append(f"  floor:       {cpu_line(ft['cpu_us_per_task'])}")
-    lines += [
-        "",
-        "rounds:",
-        f"  run() p50 para {lat['rounds_p50_us']} / REQ-REP {raw['rounds_p50_us']} / relay {relay['rounds_p50_us']} us",
-        f"  run() p99 para {lat['rounds_p99_us']} / REQ-REP {raw['rounds_p99_us']} us",
-        f"  echo map() {et['rounds_per_s']} / raw pipelined {rt['rounds_per_s']} per s",
-        f"  bash map() {bt['rounds_per_s']} / xargs {xt['rounds_per_s']}"
-        + (f" / parallel {gp['rounds_per_s']}" if gp else "") + f" / floor {ft['rounds_per_s']} per s",
-        "",
-        f"xargs:    {xt['command']}",
-        f"parallel: {gp['command'] if gp else m['gnu_parallel'] + '; skipped'}",
-    ]
-    for note in res["notes"]:
-        lines.append(f"note:     {note}")
-    return "\n".join(lines)
+def measure_bash(res: dict, client: Any, daemon: Daemon, p: dict, workers: int) -> None:
+    """`bash -c true` throughput against xargs, GNU parallel, per-command bubblewrap and the floor."""
+    f, r, n = res["figures"], res["ratios"], p["bash_tasks"]
+    peers = bash_peers(res, workers)
+    log(f"bash -c true throughput: para map() vs {', '.join(peers)} and the relay + spawn floor, {n:,} tasks, "
+        f"{p['bash_rounds']} rounds")
+    para_map_round(client, "bash", {"command": "true"}, min(n, 50))
+    cpu = CpuMeter(daemon.proc.pid, client.workers(), "bash")
+    peer_cpu = {name: ChildCpu() for name in peers}
+    # The slow peers (a bubblewrap per command costs ~0.1 s here, its mounts) may run fewer tasks: rates are compared.
+    tasks = {name: min(n, p["peer_tasks"].get(name, n)) for name in peers}
+    para_s: list[float] = []
+    peer_s: dict[str, list[float]] = {name: [] for name in [*peers, "floor"]}
+    floor = None
+    try:
+        floor = SpawnFloor(daemon.tmp, workers)
+        floor.round(min(n, 50))
+        for cmd in peers.values():   # warm: a first start reads from disk (parallel's perl, bwrap's mounts)
+            external_round(cmd, 10, ChildCpu())
+        for _ in range(p["bash_rounds"]):
+            with cpu.timed(n):
+                para_s.append(para_map_round(client, "bash", {"command": "true"}, n))
+            for name, cmd in peers.items():
+                peer_s[name].append(external_round(cmd, tasks[name], peer_cpu[name]))
+            peer_s["floor"].append(floor.round(n))
+    finally:
+        if floor is not None:
+            floor.stop()
+    f["bash_tput_para"] = tput_figure(para_s, n, cpu)
+    for name, cmd in peers.items():
+        f[f"bash_tput_{name}"] = tput_figure(peer_s[name], tasks[name], peer_cpu[name],
+                                             command=f"printf 'true\\n%.0s' $(seq {tasks[name]}) | "
+                                             + shlex.join(cmd).replace("'{}'", "{}"))
+        r[f"bash_tput_vs_{name}"] = paired_ratio([n / x for x in para_s], [tasks[name] / x for x in peer_s[name]])
+    f["bash_tput_floor"] = tput_figure(peer_s["floor"], n, floor)
+    r["bash_tput_vs_floor"] = paired_ratio(peer_s["floor"], para_s)
+    r["bash_floor_vs_xargs"] = paired_ratio(peer_s["xargs"], peer_s["floor"])
+    ours, theirs = f["bash_tput_para"]["cpu_us_per_task"], f["bash_tput_floor"]["cpu_us_per_task"]
+    f["bash_cpu_own_us"] = {"para": round(ours["client"] + ours["parad"] + ours["workers"], 1),
+                            "floor": round(theirs["client"] + theirs["relay"] + theirs["spawners"], 1)}
+    r["bash_cpu_vs_floor"] = f["bash_cpu_own_us"]["para"] / f["bash_cpu_own_us"]["floor"]
+    ok = res["pass"]
+    ok["bash_vs_xargs"] = r["bash_tput_vs_xargs"] >= TARGETS["bash_vs_xargs_min"]
+    if "gnu_parallel" in peers:
+        ok["bash_vs_gnu_parallel"] = r["bash_tput_vs_gnu_parallel"] >= TARGETS["bash_vs_parallel_min"]
+    if "bwrap_per_command" in peers:
+        ok["bash_vs_bwrap"] = r["bash_tput_vs_bwrap_per_command"] >= TARGETS["bash_vs_bwrap_min"]
+    ok["bash_cpu_vs_floor"] = r["bash_cpu_vs_floor"] <= TARGETS["bash_cpu_vs_floor_max"]
 
 
-# ---- main ----------------------------------------------------------------------------
+def measure_grep(res: dict, client: Any, root: Path, p: dict) -> None:
+    """8 searches of `root` through para's grep pool against the same 8 rg run at once."""
+    missing = grep_peer.missing_rg()
+    if missing:
+        res["notes"].append(f"grep row skipped: {missing}")
+        return
+    files, size = grep_peer.tree_size(root)
+    patterns = grep_peer.PATTERNS
+    log(f"grep: {len(patterns)} patterns over {root} ({files:,} files, {size / 1e6:,.0f} MB), para map() vs "
+        f"{len(patterns)} rg --json at once, {p['grep_rounds']} rounds")
+    grep_peer.para_round(client, root, patterns)  # warm: the pool grows to its workers, the tree into the page cache
+    grep_peer.rg_round(root, patterns)
+    para, rg = [], []
+    for _ in range(p["grep_rounds"]):
+        para.append(grep_peer.para_round(client, root, patterns))
+        rg.append(grep_peer.rg_round(root, patterns))
+    fig = {"root": str(root), "files": files, "bytes": size, "patterns": patterns}
+    for name, rounds in (("para", para), ("rg", rg)):
+        fig[name] = {"seconds": statistics.median(s for s, _ in rounds), "rounds_s": [round(s, 3) for s, _ in rounds],
+                     "matches": sorted({m for _, m in rounds})}
+    fig["rg"]["command"] = "cd ROOT && " + shlex.join(grep_peer.rg_argv("PATTERN")) + "  # x 8 at once"
+    res["figures"]["grep"] = fig
+    if fig["para"]["matches"] != fig["rg"]["matches"]:
+        warning = (f"WARNING grep: para found {fig['para']['matches']} matching lines, rg {fig['rg']['matches']}: "
+                   "the two sides did different work, the grep ratio is not a comparison")
+        res["notes"].append(warning)
+        print(f"bench: {warning}", file=sys.stderr)
+    res["ratios"]["grep_vs_rg"] = paired_ratio([s for s, _ in rg], [s for s, _ in para])
+    res["pass"]["grep_vs_rg"] = res["ratios"]["grep_vs_rg"] >= TARGETS["grep_vs_rg_min"]
 
-def measure(res: dict, daemon: Daemon, peers: RawPeers, p: dict, workers: int) -> None:
-    """Run the three measurements, para and its peers alternating round by round."""
+
+def measure_frameworks(res: dict, client: Any, tmp: Path, p: dict, workers: int) -> None:
+    """Ray and Dask, each up for its own rounds, alternating with para's bash map() and echo run()."""
+    if not p["frameworks"]:
+        res["notes"].append("Ray and Dask skipped: --quick (they take 5-10 s to start); run without --quick")
+        return
+    n, calls = p["bash_tasks"], p["fw_lat_calls"]
+    for module, name in (("peers_ray", "ray"), ("peers_dask", "dask")):
+        log(f"{name}: starting ({workers} CPUs)")
+        fw = FrameworkPeer(module, workers, tmp)
+        if fw.skipped:
+            res["notes"].append(f"{name} skipped: {fw.skipped}")
+            continue
+        try:
+            log(f"{name}: bash -c true x {n:,} and no-op round trips x {calls}, {p['bash_rounds']} rounds, "
+                "alternating with para")
+            para_s, fw_s, para_lat, fw_lat = [], [], [], []
+            for _ in range(p["bash_rounds"]):
+                para_s.append(para_map_round(client, "bash", {"command": "true"}, n))
+                fw_s.append(fw.tput_round(n))
+                para_lat.append(para_latency_round(client, calls))
+                fw_lat.append(fw.latency_round(calls))
+        finally:
+            killed = fw.stop()
+            if killed:
+                res["notes"].append(f"{name}: left processes that had to be killed: {', '.join(killed)}")
+        res["figures"][name] = {"version": fw.version, "bash_tput": tput_figure(fw_s, n),
+                                "para_bash_tput": tput_figure(para_s, n), "noop_latency": latency_figure(fw_lat),
+                                "para_echo_latency": latency_figure(para_lat)}
+        res["ratios"][f"bash_tput_vs_{name}"] = paired_ratio(fw_s, para_s)
+        res["ratios"][f"echo_latency_p50_vs_{name}_noop"] = paired_ratio([x[0] for x in para_lat],
+                                                                         [x[0] for x in fw_lat])
+
+
+def measure_sleep64(res: dict, tmp: Path, p: dict) -> None:
+    """64 concurrent `sleep 1` on a second parad with the default pool config."""
+    log(f"64 concurrent sleep 1: a second parad on the default config, {p['sleep_rounds']} round(s)")
+    try:
+        fig = concurrency.measure(tmp / "d", p["sleep_rounds"], READY_DEADLINE * 2)
+    except DaemonError as exc:   # not the bench's own parad: say so, and keep the other rows
+        res["notes"].append(f"64 concurrent sleep row failed: the default-config parad: {str(exc)[:2000]}")
+        return
+    if fig["parad_exit"] != 0:
+        res["notes"].append(f"the default-config parad exited with {fig['parad_exit']}")
+    res["figures"]["sleep64"] = fig
+    res["pass"]["sleep64_wall"] = fig["wall_s"] <= TARGETS["sleep64_wall_max_s"]
+    res["pass"]["sleep64_pss"] = fig["pss_mb"] < TARGETS["sleep64_pss_max_mb"]
+
+
+def measure(res: dict, daemon: Daemon, peers: RawPeers, p: dict, workers: int, grep_root: Path) -> None:
+    """Every phase, para and its peers alternating round by round within each."""
     from para.client import Client
 
-    f = res["figures"]
-    with Client(daemon.runtime_dir, timeout=30.0, name="bench") as client:
-        worker_list = client.workers()
-        rep, relay = RawSocket(peers.rep_path, zmq.REQ), RawSocket(peers.relay_path, zmq.DEALER)
-        pipe = RawSocket(peers.router_path, zmq.DEALER)
-        try:
-            log(f"1/3 echo round trips: para run() x {p['lat_calls']}, raw REQ/REP and relay x {p['raw_lat_calls']}, "
-                f"{p['rounds']} rounds")
-            para_latency_round(client, p["lat_warmup"])
-            rep.latency_round(p["lat_warmup"])
-            relay.latency_round(p["lat_warmup"])
-            cpu = CpuMeter(daemon.proc.pid, worker_list, "echo")
-            lat: dict[str, list] = {"para": [], "rep": [], "relay": []}
-            for _ in range(p["rounds"]):
-                with cpu.timed(p["lat_calls"]):
-                    lat["para"].append(para_latency_round(client, p["lat_calls"]))
-                lat["rep"].append(rep.latency_round(p["raw_lat_calls"]))
-                lat["relay"].append(relay.latency_round(p["raw_lat_calls"]))
-            f["echo_latency_para"] = latency_figure(lat["para"], cpu)
-            f["echo_latency_raw_reqrep"] = latency_figure(lat["rep"])
-            f["echo_latency_raw_relay"] = latency_figure(lat["relay"])
-
-            log(f"2/3 echo throughput: para map() x {p['tput_tasks']:,}, raw pipelined x {p['raw_tput_msgs']:,}, "
-                f"{p['tput_rounds']} rounds")
-            para_map_round(client, "echo", {"x": 1}, min(p["tput_tasks"], 2000))
-            pipe.pipelined_round(min(p["raw_tput_msgs"], 2000))
-            cpu = CpuMeter(daemon.proc.pid, worker_list, "echo")
-            para_s, raw_s = [], []
-            for _ in range(p["tput_rounds"]):
-                with cpu.timed(p["tput_tasks"]):
-                    para_s.append(para_map_round(client, "echo", {"x": 1}, p["tput_tasks"]))
-                raw_s.append(pipe.pipelined_round(p["raw_tput_msgs"]))
-            f["echo_tput_para"] = tput_figure(para_s, p["tput_tasks"], cpu)
-            f["echo_tput_raw_pipelined"] = tput_figure(raw_s, p["raw_tput_msgs"])
-        finally:
-            for sock in (rep, relay, pipe):
-                sock.close()
-            peers.stop()  # idle, but not in the way of the bash rounds
-
-        n = p["bash_tasks"]
-        xargs_cmd = ["xargs", "-P", str(workers), "-I{}", "bash", "-c", "{}"]
-        parallel_prefix, parallel_note = gnu_parallel()
-        res["meta"]["gnu_parallel"] = parallel_note
-        parallel_cmd = parallel_prefix + ["-j", str(workers), "bash", "-c", "{}"] if parallel_prefix else None
-        log(f"3/3 bash -c true throughput: para map() vs xargs -P {workers}"
-            + (" vs GNU parallel" if parallel_cmd else "") + f" vs the relay + spawn floor, {n:,} tasks, "
-            f"{p['bash_rounds']} rounds")
-        para_map_round(client, "bash", {"command": "true"}, min(n, 50))
-        floor = None
-        try:
-            floor = SpawnFloor(daemon.tmp, workers)
-            floor.round(min(n, 50))
-            cpu, xcpu, pcpu = CpuMeter(daemon.proc.pid, worker_list, "bash"), ChildCpu(), ChildCpu()
-            para_s, xargs_s, par_s, floor_s = [], [], [], []
-            for _ in range(p["bash_rounds"]):
-                with cpu.timed(n):
-                    para_s.append(para_map_round(client, "bash", {"command": "true"}, n))
-                xargs_s.append(external_round(xargs_cmd, n, xcpu))
-                if parallel_cmd:
-                    par_s.append(external_round(parallel_cmd, n, pcpu))
-                floor_s.append(floor.round(n))
-        finally:
-            if floor is not None:
-                floor.stop()
-    shell_cmd = f"printf 'true\\n%.0s' $(seq {n}) | "
-    f["bash_tput_para"] = tput_figure(para_s, n, cpu)
-    f["bash_tput_xargs"] = tput_figure(xargs_s, n, xcpu, command=shell_cmd + shlex.join(xargs_cmd))
-    if parallel_cmd:
-        f["bash_tput_gnu_parallel"] = tput_figure(par_s, n, pcpu, command=shell_cmd + shlex.join(parallel_cmd))
-    f["bash_tput_floor"] = tput_figure(floor_s, n, floor)
-
-    r = res["ratios"]
-    r["echo_latency_p50_vs_raw"] = paired_ratio([x[0] for x in lat["para"]], [x[0] for x in lat["rep"]])
-    r["echo_latency_p99_vs_raw"] = paired_ratio([x[1] for x in lat["para"]], [x[1] for x in lat["rep"]])
-    r["echo_latency_p50_vs_relay"] = paired_ratio([x[0] for x in lat["para"]], [x[0] for x in lat["relay"]])
-    r["echo_latency_relay_vs_raw"] = paired_ratio([x[0] for x in lat["relay"]], [x[0] for x in lat["rep"]])
-    r["echo_tput_vs_raw"] = paired_ratio(f["echo_tput_para"]["rounds_per_s"], f["echo_tput_raw_pipelined"]["rounds_per_s"])
-    r["bash_tput_vs_xargs"] = paired_ratio(xargs_s, para_s)  # seconds: theirs / ours = our rate / theirs
-    if parallel_cmd:
-        r["bash_tput_vs_gnu_parallel"] = paired_ratio(par_s, para_s)
-    r["bash_tput_vs_floor"] = paired_ratio(floor_s, para_s)
-    r["bash_floor_vs_xargs"] = paired_ratio(xargs_s, floor_s)
-    res["pass"] = {
-        "echo_latency": r["echo_latency_p50_vs_raw"] <= TARGETS["latency_ratio_max"],
-        "echo_tput": f["echo_tput_para"]["per_s"] >= TARGETS["echo_tput_min"],
-        "bash_vs_xargs": r["bash_tput_vs_xargs"] >= TARGETS["bash_vs_xargs_min"],
-    }
+    with Client(daemon.runtime_dir, timeout=60.0, name="bench") as client:
+        measure_echo(res, client, daemon, peers, p)
+        measure_bash(res, client, daemon, p, workers)
+        measure_grep(res, client, grep_root, p)
+        measure_frameworks(res, client, daemon.tmp, p, workers)
+    measure_sleep64(res, daemon.tmp, p)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -542,11 +431,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="smaller sizes, under ~30 s")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                     help="bash pool workers and xargs/parallel -P (default: os.cpu_count())")
+    ap.add_argument("--grep-root", type=Path, default=grep_peer.default_root(),
+                    help="tree the grep row searches (default: this Python's site-packages)")
     ap.add_argument("--json", nargs="?", const="-", metavar="FILE",
                     help="also dump figures as JSON, to FILE or (no FILE) to stdout after the table")
     args = ap.parse_args(argv)
     if args.workers < 1:
         ap.error("--workers must be at least 1")
+    if not args.grep_root.is_dir():
+        ap.error(f"--grep-root {args.grep_root} is not a directory")
 
     # SIGTERM/SIGHUP become SystemExit, so the finally below still stops parad and the raw peers.
     def _terminated(signum: int, _frame: Any) -> None:
@@ -573,10 +466,12 @@ def main(argv: list[str] | None = None) -> int:
             "mode": mode,
             "bash_workers": args.workers,
             "params": p,
+            "grep_root": str(args.grep_root),
         },
         "targets": TARGETS,
         "figures": {},
         "ratios": {},
+        "pass": {},
         "notes": [],
     }
     tmp = Path(tempfile.mkdtemp(prefix="pb", dir="/tmp"))
@@ -588,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         daemon = start_daemon(tmp, args.workers)
         res["meta"]["ready_s"] = daemon.ready_s
         peers = RawPeers(tmp)
-        measure(res, daemon, peers, p, args.workers)
+        measure(res, daemon, peers, p, args.workers, args.grep_root.resolve())
         ok = True
     except DaemonError as exc:  # it did not come up: it is stopped already, and its log is in the message
         exit_note = f"parad did not start: {exc}"

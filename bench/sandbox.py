@@ -35,6 +35,22 @@ from para.testing import Daemon
 TARGET_VS_NONE, TARGET_VS_PER_COMMAND = 0.8, 3.0
 
 
+# Commands run as parad's own user in every column: under run_as, the
+# unisolated pool pays a fork per command (its worker may not lend the
+# user its ids, see sandbox/spawn.py), which would flatter the ratio.
+POLICY = {"run_as": None, "filesystem": {"writable": []}}
+
+
+def per_command_argv(command: list[str]) -> tuple[list[str] | None, str]:
+    """`command` inside a bubblewrap of its own, with the namespaces and mounts of an
+    isolated pool's worker (bench/run.py reuses it); None and why when this host has none."""
+    host = probe()
+    if not host.namespaces:
+        return None, f"bubblewrap namespaces unavailable: {host.namespaces_error}"
+    return [*namespaces.worker_argv(host.bwrap, SandboxPolicy.model_validate(POLICY), host.unshare_user, [],
+                                    command)], ""
+
+
 def start_parad(tmp: Path, workers: int, policy: dict) -> Daemon:
     pool = {"tool": "bash", "min_workers": workers, "max_workers": workers}
     daemon = local_parad.start(tmp, {"daemon": {"log_level": "warning"}, "pools": {
@@ -71,15 +87,10 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    host = probe()
-    if not host.namespaces:
-        raise SystemExit(f"bench/sandbox.py needs bubblewrap namespaces here: {host.namespaces_error}")
-    # Commands run as parad's own user in every column: under run_as, the
-    # unisolated pool pays a fork per command (its worker may not lend the
-    # user its ids, see sandbox/spawn.py), which would flatter the ratio.
-    policy = {"run_as": None, "filesystem": {"writable": []}}
-    per_command = [*namespaces.worker_argv(host.bwrap, SandboxPolicy.model_validate(policy), host.unshare_user, [],
-                                          ["bash", "-c", "{}"])]
+    per_command, why = per_command_argv(["bash", "-c", "{}"])
+    if per_command is None:
+        raise SystemExit(f"bench/sandbox.py needs bubblewrap namespaces here: {why}")
+    policy = POLICY
     xargs = ["xargs", "-P", str(args.workers), "-I{}", *per_command]
     tmp = Path(tempfile.mkdtemp(prefix="pbs", dir="/tmp"))
     daemon = start_parad(tmp, args.workers, policy)
