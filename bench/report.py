@@ -72,7 +72,8 @@ def bash_rows(res: dict) -> list[tuple[str, ...]]:
     label, para = f"bash -c true map(), {bt['tasks']:,}", f"{bt['per_s']:,.0f} /s"
     peers = [("xargs", f"xargs -P {n}", "bash_vs_xargs_min", "bash_vs_xargs"),
              ("gnu_parallel", f"GNU parallel -j {n}", "bash_vs_parallel_min", "bash_vs_gnu_parallel"),
-             ("bwrap_per_command", f"xargs -P {n} bwrap per command", "bash_vs_bwrap_min", "bash_vs_bwrap"),
+             ("bwrap_minimal", f"xargs -P {n} minimal bwrap", "bash_vs_bwrap_min", "bash_vs_bwrap"),
+             ("bwrap_per_command", f"xargs -P {n} bwrap, a worker's mounts", None, None),
              ("floor", "relay + spawn floor", None, None)]
     rows = []
     for key, name, target, check in peers:
@@ -129,7 +130,7 @@ def cpu_lines(res: dict) -> list[str]:
         f"  echo map():  {cpu_line(f['echo_tput_para']['cpu_us_per_task'])}",
         f"  bash map():  {cpu_line(f['bash_tput_para']['cpu_us_per_task'])}",
     ]
-    for key, name in (("xargs", "xargs"), ("gnu_parallel", "parallel"), ("bwrap_per_command", "bwrap")):
+    for key, name in (("xargs", "xargs"), ("gnu_parallel", "parallel"), ("bwrap_minimal", "bwrap-min"), ("bwrap_per_command", "bwrap")):
         if f"bash_tput_{key}" in f:
             lines.append(f"  {name + ':':<12} {name} + bash {f[f'bash_tput_{key}']['cpu_us_per_task']['total']:.0f}")
     lines.append(f"  floor:       {cpu_line(f['bash_tput_floor']['cpu_us_per_task'])}")
@@ -140,7 +141,7 @@ def round_lines(res: dict) -> list[str]:
     f = res["figures"]
     lat, raw, relay = f["echo_latency_para"], f["echo_latency_raw_reqrep"], f["echo_latency_raw_relay"]
     bash = " / ".join(f"{k} {f[f'bash_tput_{k}']['rounds_per_s']}"
-                      for k in ("para", "xargs", "gnu_parallel", "bwrap_per_command", "floor") if f"bash_tput_{k}" in f)
+                      for k in ("para", "xargs", "gnu_parallel", "bwrap_minimal", "bwrap_per_command", "floor") if f"bash_tput_{k}" in f)
     lines = [
         "rounds:",
         f"  run() p50 para {lat['rounds_p50_us']} / relay {relay['rounds_p50_us']} / REQ-REP {raw['rounds_p50_us']} us",
@@ -172,7 +173,7 @@ def report(res: dict[str, Any]) -> str:
               ""]
     lines += floor_rows(res)
     lines += ["", *cpu_lines(res), "", *round_lines(res), ""]
-    for key, name in (("xargs", "xargs"), ("gnu_parallel", "parallel"), ("bwrap_per_command", "bwrap")):
+    for key, name in (("xargs", "xargs"), ("gnu_parallel", "parallel"), ("bwrap_minimal", "bwrap-min"), ("bwrap_per_command", "bwrap")):
         if f"bash_tput_{key}" in f:
             cmd = f[f"bash_tput_{key}"]["command"]
             lines.append(f"{name + ':':<9} {cmd if len(cmd) < 200 else cmd[:120] + ' ... ' + cmd[-40:]}")

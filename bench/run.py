@@ -59,7 +59,7 @@ from frameworks import FrameworkPeer
 from meters import ChildCpu, CpuMeter, own_cpu, steal_and_busy
 from raw import RawPeers, RawSocket
 from report import report
-from sandbox import per_command_argv
+from sandbox import minimal_per_command_argv, per_command_argv
 from stats import percentile
 
 HERE = Path(__file__).resolve().parent
@@ -69,12 +69,12 @@ REPO = HERE.parent
 PARAMS = {
     "full": dict(rounds=5, lat_warmup=300, lat_calls=2000, raw_lat_calls=5000,
                  tput_tasks=50_000, tput_rounds=3, raw_tput_msgs=50_000,
-                 bash_tasks=2000, bash_rounds=3, peer_tasks={"bwrap_per_command": 300}, grep_rounds=5, sleep_rounds=3,
+                 bash_tasks=2000, bash_rounds=3, peer_tasks={"bwrap_per_command": 300, "bwrap_minimal": 1000}, grep_rounds=5, sleep_rounds=3,
                  frameworks=True, fw_lat_calls=300),
     # Ray and Dask take 5-10 s to start and minutes to measure: --quick skips them.
     "quick": dict(rounds=3, lat_warmup=100, lat_calls=1000, raw_lat_calls=2000,
                   tput_tasks=10_000, tput_rounds=3, raw_tput_msgs=20_000,
-                  bash_tasks=500, bash_rounds=3, peer_tasks={"gnu_parallel": 200, "bwrap_per_command": 60}, grep_rounds=3, sleep_rounds=1,
+                  bash_tasks=500, bash_rounds=3, peer_tasks={"gnu_parallel": 200, "bwrap_per_command": 60, "bwrap_minimal": 250}, grep_rounds=3, sleep_rounds=1,
                   frameworks=False, fw_lat_calls=0),
 }
 READY_DEADLINE = 30.0      # seconds for parad to bring all pools up
@@ -277,11 +277,12 @@ def bash_peers(res: dict, workers: int) -> dict[str, list[str]]:
         peers["gnu_parallel"] = parallel_prefix + ["-j", str(workers), "bash", "-c", "{}"]
     else:
         res["notes"].append(f"GNU parallel skipped: {parallel_note}")
-    bwrap, why = per_command_argv(["bash", "-c", "{}"])
-    if bwrap:
-        peers["bwrap_per_command"] = ["xargs", "-P", str(workers), "-I{}", *bwrap]
-    else:
-        res["notes"].append(f"per-command bubblewrap skipped: {why}")
+    for name, argv in (("bwrap_minimal", minimal_per_command_argv), ("bwrap_per_command", per_command_argv)):
+        bwrap, why = argv(["bash", "-c", "{}"])
+        if bwrap:
+            peers[name] = ["xargs", "-P", str(workers), "-I{}", *bwrap]
+        else:
+            res["notes"].append(f"per-command bubblewrap skipped: {why}")
     return peers
 
 
@@ -330,8 +331,8 @@ def measure_bash(res: dict, client: Any, daemon: Daemon, p: dict, workers: int) 
     ok["bash_vs_xargs"] = r["bash_tput_vs_xargs"] >= TARGETS["bash_vs_xargs_min"]
     if "gnu_parallel" in peers:
         ok["bash_vs_gnu_parallel"] = r["bash_tput_vs_gnu_parallel"] >= TARGETS["bash_vs_parallel_min"]
-    if "bwrap_per_command" in peers:
-        ok["bash_vs_bwrap"] = r["bash_tput_vs_bwrap_per_command"] >= TARGETS["bash_vs_bwrap_min"]
+    if "bwrap_minimal" in peers:   # the lightest per-command sandbox: the fairest peer for the 3x target
+        ok["bash_vs_bwrap"] = r["bash_tput_vs_bwrap_minimal"] >= TARGETS["bash_vs_bwrap_min"]
     ok["bash_cpu_vs_floor"] = r["bash_cpu_vs_floor"] <= TARGETS["bash_cpu_vs_floor_max"]
 
 

@@ -51,6 +51,17 @@ def per_command_argv(command: list[str]) -> tuple[list[str] | None, str]:
                                     command)], ""
 
 
+def minimal_per_command_argv(command: list[str]) -> tuple[list[str] | None, str]:
+    """`command` in the lightest bubblewrap an agent's sandbox would use: the host read-only, its own
+    /dev, /proc and /tmp, every namespace bwrap can unshare; None and why when this host has none."""
+    host = probe()
+    if not host.namespaces:
+        return None, f"bubblewrap namespaces unavailable: {host.namespaces_error}"
+    unshare = ["--unshare-all"] if host.unshare_user else ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net"]
+    return [host.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+            *unshare, "--die-with-parent", "--new-session", *command], ""
+
+
 def start_parad(tmp: Path, workers: int, policy: dict) -> Daemon:
     pool = {"tool": "bash", "min_workers": workers, "max_workers": workers}
     daemon = local_parad.start(tmp, {"daemon": {"log_level": "warning"}, "pools": {
