@@ -144,6 +144,7 @@ class Command:
         self._drain_until: float | None = None
         self._sweep_at: float | None = None
         self._sweep_since: float | None = None
+        self._settled = False   # ended, and nothing of it is left: close() has nothing to look for
         self.unkillable: list[int] = []  # what outlived SWEEP_GIVE_UP seconds of kills
         self.paused = False              # its output is not read for now (see pause_output)
         self.started = time.monotonic()
@@ -372,6 +373,7 @@ class Command:
         left = self._targets()
         if not left:
             self._sweep_at = self._sweep_since = None
+            self._settled = self._status is not None and not self._pipes
         elif now - self._sweep_since > SWEEP_GIVE_UP:
             self.unkillable = left
             self._sweep_at = self._sweep_since = None
@@ -401,6 +403,7 @@ class Command:
         if pid == 0:
             return
         self._status = status
+        self._family.reaped(self)
         self._reaped(status)
         self._rusage = rusage
         self._ended = time.monotonic()
@@ -435,6 +438,8 @@ class Command:
             if self._watch.active and self._limit is None:
                 self._limit = self._watch.check()  # what it left behind may be past a limit
             self._kill_everything()
+        else:
+            self._settled = True
 
     def close(self) -> None:
         """Release everything, killing the tree if the command still runs and whatever it left."""
@@ -442,7 +447,7 @@ class Command:
             self._kill_everything(block=True)
             self._reap_blocking()
         self._family.leave(self)
-        if self._family.check() and self._targets():
+        if not self._settled and self._family.check() and self._targets():
             self._kill_everything(block=True)
         if self._cgroup is not None:
             self._cgroup.release()
@@ -461,6 +466,7 @@ class Command:
         except ChildProcessError:  # reaped behind our back (by a waitpid(-1) elsewhere in the process)
             status, rusage = signal.SIGKILL, None
         self._status, self._rusage = status, rusage
+        self._family.reaped(self)
         self._reaped(status)
         self._ended = time.monotonic()
 
