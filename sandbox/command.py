@@ -191,7 +191,7 @@ class Command:
         self._silent_until = self.started + spec.no_output_timeout if spec.no_output_timeout else None
         # Where a cgroup caps memory and processes, the kernel enforces them; else sample.
         watched = (None, None) if self._cgroup else (spec.memory, spec.processes)
-        self._watch = TreeWatch(self._members, *watched)
+        self._watch = TreeWatch(*watched)
         self._next_sample = self.started + self._watch.interval if self._watch.active else None
 
     @staticmethod
@@ -275,7 +275,7 @@ class Command:
             # Sampling goes on after the command's own exit: what it left
             # running (holding the pipes) is still its own.
             self._next_sample = now + self._watch.interval
-            if limit := self._watch.check():
+            if limit := self._watch.check(self._members):
                 self._limit_reached(limit)
         if self._deadline and now >= self._deadline and self._status is None:
             self._deadline = self._silent_until = None
@@ -436,7 +436,7 @@ class Command:
         # Nothing left behind, by anyone: no stray, one /proc read at most.
         if self._family.check() and self._targets():
             if self._watch.active and self._limit is None:
-                self._limit = self._watch.check()  # what it left behind may be past a limit
+                self._limit = self._watch.check(self._members)  # what it left behind may be past a limit
             self._kill_everything()
         else:
             self._settled = True
