@@ -144,7 +144,8 @@ def test_what_a_command_leaves_running_is_killed_when_it_ends_but_not_its_siblin
 ESCAPE = r"""
 import os
 r, w = os.pipe()
-if os.fork() == 0:
+middle = os.fork()
+if middle == 0:
     os.setsid()
     if os.fork() == 0:
         null = os.open(os.devnull, os.O_RDWR)
@@ -153,6 +154,7 @@ if os.fork() == 0:
         os.write(w, b"x")
         os.execvp("sleep", ["sleep", "64"])
     os._exit(0)
+os.waitpid(middle, 0)   # its child is an orphan now, the driver's
 os.read(r, 1)
 """
 
