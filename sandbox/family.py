@@ -114,12 +114,17 @@ class Family:
             return b""
 
     def strays(self) -> list[int]:
-        """Direct children that are no running command's top."""
+        """Direct children that are no running command's top, nor in our own session.
+
+        A command starts a session of its own, and nothing can join another
+        session: a child in ours is this process's own business, not a command's.
+        """
         kids = self.children()
         if not kids:
             return kids
         tops = set(self._unreaped.values())
-        return [k for k in kids if k not in tops]
+        ours = os.getsid(0)
+        return [k for k in kids if k not in tops and session_of(k) != ours]
 
     def members(self, session: int, top_alive: bool, more_than: int | None = None,
                 until: float | None = None) -> list[int]:
