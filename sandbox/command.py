@@ -323,6 +323,15 @@ class Command:
         """What a kill sweep must end: this command's processes, and strays no running command owns."""
         return self._members(until=until) + self._family.doomed_trees(until)
 
+    def _left(self) -> bool:
+        """Whether anything of this command is left to kill; cheaper than listing it all."""
+        if self._status is None or self._family.doomed:
+            return True
+        if self._cgroup is not None and self._cgroup.procs():
+            return True
+        # Its top reaped, whatever is left descends from a stray in its session.
+        return bool(self._family.members(self.pid, False, more_than=0))
+
     def _signal_group(self, sig: int) -> None:
         # Through the pidfd: it names this command's group even once the top is
         # reaped, when its pid (and group id) may be a sibling's by now.
@@ -369,13 +378,13 @@ class Command:
         self._sweep_since = self._sweep_since or now
         end = now + SWEEP_SLICE  # the kill pass and the reaping after it share one slice
         self._family.check()  # strays that no running command can own are swept with ours
-        tree.kill_set(lambda: self._targets(until=end), self._family.reap_strays, deadline=0, until=end)
-        left = self._targets()
-        if not left:
+        tree.kill_set(lambda: self._targets(until=end), lambda: self._family.reap_strays(until=end),
+                      deadline=0, until=end)
+        if not self._left():
             self._sweep_at = self._sweep_since = None
             self._settled = self._status is not None and not self._pipes
         elif now - self._sweep_since > SWEEP_GIVE_UP:
-            self.unkillable = left
+            self.unkillable = self._targets()
             self._sweep_at = self._sweep_since = None
             self._abandon()  # the owner reports them and retires
         else:
@@ -434,7 +443,7 @@ class Command:
         self._drain_until = self._next_sample = None
         self._family.leave(self)
         # Nothing left behind, by anyone: no stray, one /proc read at most.
-        if self._family.check() and self._targets():
+        if self._family.check() and self._left():
             if self._watch.active and self._limit is None:
                 self._limit = self._watch.check(self._members)  # what it left behind may be past a limit
             self._kill_everything()
@@ -447,7 +456,7 @@ class Command:
             self._kill_everything(block=True)
             self._reap_blocking()
         self._family.leave(self)
-        if not self._settled and self._family.check() and self._targets():
+        if not self._settled and self._family.check() and self._left():
             self._kill_everything(block=True)
         if self._cgroup is not None:
             self._cgroup.release()

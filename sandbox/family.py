@@ -151,10 +151,15 @@ class Family:
                 break
         return found
 
-    def reap_strays(self, strays: list[int] | None = None) -> list[int]:
-        """Reap the strays that have exited (no one needs their status); returns those still there."""
+    def reap_strays(self, strays: list[int] | None = None, until: float | None = None) -> list[int]:
+        """Reap the strays that have exited (no one needs their status); returns those still there.
+
+        With `until` (a monotonic time) it may stop early, as tree.reap_children does.
+        """
         live = []
         for pid in self.strays() if strays is None else strays:
+            if until is not None and time.monotonic() >= until:
+                break
             try:
                 done, _ = os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
@@ -183,12 +188,10 @@ class Family:
         tops = self.tops()
         oldest = min((start for _, start in self._running.values()), default=math.inf)
         for pid in live:
-            if pid in self.doomed:
-                continue
+            if pid in self.doomed or session_of(pid) in tops:
+                continue   # in a running command's session: that command's own
             found = stat(pid)
-            if found is None or found[0] in tops:
-                continue   # gone, or in a running command's session: that command's own
-            if found[1] + TICK_SLACK <= oldest:
+            if found is not None and found[1] + TICK_SLACK <= oldest:
                 self.doomed.add(pid)
         return live
 
