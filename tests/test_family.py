@@ -17,6 +17,7 @@ PRELUDE = r"""
 import json, os, select, sys, time
 from para.sandbox import prctl, tree
 from para.sandbox.command import Command, CommandSpec
+from para.testing import wait_until
 
 prctl.set_child_subreaper()
 END = time.monotonic() + 60
@@ -189,6 +190,13 @@ report["own_session"] = bool(found) and os.getsid(stray) not in (maker.pid, olde
 report["kept_while_older_runs"] = alive(stray) and alive(older.pid)
 maker.close()
 report["kept_after_close"] = alive(stray)
+if stray > 0:
+    # Start times are compared in clock ticks, with slack on the safe side: a command
+    # started within a few ticks of the stray could be its owner, for all one can tell.
+    with open(f"/proc/{stray}/stat", "rb") as f:
+        born = int(f.read().rsplit(b")", 1)[1].split()[19])
+    tick = os.sysconf("SC_CLK_TCK")
+    wait_until(lambda: time.clock_gettime(time.CLOCK_BOOTTIME) * tick > born + 3, 10, "three ticks past the stray's start")
 newer = waiting(["bash", "-c", "read x; exit 0"])   # started after it: cannot be its owner
 cmds.append(newer)
 older.stdin_pipe.close()
