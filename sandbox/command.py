@@ -144,6 +144,7 @@ class Command:
         self._drain_until: float | None = None
         self._sweep_at: float | None = None
         self._sweep_since: float | None = None
+        self._settled = False   # ended, and nothing of it is left: close() has nothing to look for
         self.unkillable: list[int] = []  # what outlived SWEEP_GIVE_UP seconds of kills
         self.paused = False              # its output is not read for now (see pause_output)
         self.started = time.monotonic()
@@ -190,7 +191,7 @@ class Command:
         self._silent_until = self.started + spec.no_output_timeout if spec.no_output_timeout else None
         # Where a cgroup caps memory and processes, the kernel enforces them; else sample.
         watched = (None, None) if self._cgroup else (spec.memory, spec.processes)
-        self._watch = TreeWatch(self._members, *watched)
+        self._watch = TreeWatch(*watched)
         self._next_sample = self.started + self._watch.interval if self._watch.active else None
 
     @staticmethod
@@ -274,7 +275,7 @@ class Command:
             # Sampling goes on after the command's own exit: what it left
             # running (holding the pipes) is still its own.
             self._next_sample = now + self._watch.interval
-            if limit := self._watch.check():
+            if limit := self._watch.check(self._members):
                 self._limit_reached(limit)
         if self._deadline and now >= self._deadline and self._status is None:
             self._deadline = self._silent_until = None
@@ -322,6 +323,15 @@ class Command:
         """What a kill sweep must end: this command's processes, and strays no running command owns."""
         return self._members(until=until) + self._family.doomed_trees(until)
 
+    def _left(self) -> bool:
+        """Whether anything of this command is left to kill; cheaper than listing it all."""
+        if self._status is None or self._family.doomed:
+            return True
+        if self._cgroup is not None and self._cgroup.procs():
+            return True
+        # Its top reaped, whatever is left descends from a stray in its session.
+        return bool(self._family.members(self.pid, False, more_than=0))
+
     def _signal_group(self, sig: int) -> None:
         # Through the pidfd: it names this command's group even once the top is
         # reaped, when its pid (and group id) may be a sibling's by now.
@@ -368,12 +378,13 @@ class Command:
         self._sweep_since = self._sweep_since or now
         end = now + SWEEP_SLICE  # the kill pass and the reaping after it share one slice
         self._family.check()  # strays that no running command can own are swept with ours
-        tree.kill_set(lambda: self._targets(until=end), self._family.reap_strays, deadline=0, until=end)
-        left = self._targets()
-        if not left:
+        tree.kill_set(lambda: self._targets(until=end), lambda: self._family.reap_strays(until=end),
+                      deadline=0, until=end)
+        if not self._left():
             self._sweep_at = self._sweep_since = None
+            self._settled = self._status is not None and not self._pipes
         elif now - self._sweep_since > SWEEP_GIVE_UP:
-            self.unkillable = left
+            self.unkillable = self._targets()
             self._sweep_at = self._sweep_since = None
             self._abandon()  # the owner reports them and retires
         else:
@@ -401,6 +412,7 @@ class Command:
         if pid == 0:
             return
         self._status = status
+        self._family.reaped(self)
         self._reaped(status)
         self._rusage = rusage
         self._ended = time.monotonic()
@@ -431,10 +443,12 @@ class Command:
         self._drain_until = self._next_sample = None
         self._family.leave(self)
         # Nothing left behind, by anyone: no stray, one /proc read at most.
-        if self._family.check() and self._targets():
+        if self._family.check() and self._left():
             if self._watch.active and self._limit is None:
-                self._limit = self._watch.check()  # what it left behind may be past a limit
+                self._limit = self._watch.check(self._members)  # what it left behind may be past a limit
             self._kill_everything()
+        else:
+            self._settled = True
 
     def close(self) -> None:
         """Release everything, killing the tree if the command still runs and whatever it left."""
@@ -442,7 +456,7 @@ class Command:
             self._kill_everything(block=True)
             self._reap_blocking()
         self._family.leave(self)
-        if self._family.check() and self._targets():
+        if not self._settled and self._family.check() and self._left():
             self._kill_everything(block=True)
         if self._cgroup is not None:
             self._cgroup.release()
@@ -461,6 +475,7 @@ class Command:
         except ChildProcessError:  # reaped behind our back (by a waitpid(-1) elsewhere in the process)
             status, rusage = signal.SIGKILL, None
         self._status, self._rusage = status, rusage
+        self._family.reaped(self)
         self._reaped(status)
         self._ended = time.monotonic()
 

@@ -29,17 +29,11 @@ def rss_bytes(pids: list[int]) -> int:
 
 
 class TreeWatch:
-    """Which limit, if any, a command's processes have passed.
+    """Which limit, if any, a command's processes have passed."""
 
-    `members(more_than)` lists them; it may stop early once it has found
-    more than `more_than` (past the process limit the count is all that matters).
-    """
+    __slots__ = ("memory", "processes", "interval")
 
-    __slots__ = ("members", "memory", "processes", "interval")
-
-    def __init__(self, members: Callable[[int | None], list[int]], memory: int | None, processes: int | None,
-                 interval: float = 0.05) -> None:
-        self.members = members
+    def __init__(self, memory: int | None, processes: int | None, interval: float = 0.05) -> None:
         self.memory = memory
         self.processes = processes
         self.interval = interval
@@ -48,9 +42,10 @@ class TreeWatch:
     def active(self) -> bool:
         return self.memory is not None or self.processes is not None
 
-    def check(self) -> str | None:
+    def check(self, members: Callable[[int | None], list[int]]) -> str | None:
+        """`members(more_than)` lists the command's processes; it may stop once it has found more than `more_than`."""
         # Past the process limit the count is all that matters: stop walking there.
-        pids = self.members(self.processes)
+        pids = members(self.processes)
         if self.processes is not None and len(pids) > self.processes:
             return "pids"
         if self.memory is not None and rss_bytes(pids) > self.memory:

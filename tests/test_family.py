@@ -17,6 +17,7 @@ PRELUDE = r"""
 import json, os, select, sys, time
 from para.sandbox import prctl, tree
 from para.sandbox.command import Command, CommandSpec
+from para.testing import wait_until
 
 prctl.set_child_subreaper()
 END = time.monotonic() + 60
@@ -117,9 +118,14 @@ def test_ending_one_command_kills_its_whole_tree_and_spares_its_sibling(mode: st
 
 
 LEFT_BEHIND = r"""
+import subprocess
+from para.sandbox.limits import Limits
+helper = subprocess.Popen(["sleep", "65"])   # the owner's own child, in its session: no command's
 b = waiting(["bash", "-c", "sleep 62 & echo $!; read x; exit 7"])
-a = Command(CommandSpec(argv=["bash", "-c", "sleep 63 >/dev/null 2>&1 & echo $!"]))
+# Held limits: started by posix_spawn, where b is started by subprocess; both in a session of their own.
+a = Command(CommandSpec(argv=["bash", "-c", "sleep 63 >/dev/null 2>&1 & echo $!"]), held=Limits())
 cmds += [b, a]
+report["own_sessions"] = [os.getsid(c.pid) == c.pid for c in cmds]
 drive(cmds, lambda: a.done and len(out(b)) == 1, "the first command's end")
 report.update(a_exit=a.outcome().exit_code, a_child=state(out(a)[0]),
               b_running=not b.done and alive(b.pid), b_child=alive(out(b)[0]))
@@ -128,11 +134,20 @@ report["b_running_after_close"] = not b.done and alive(b.pid) and alive(out(b)[0
 b.stdin_pipe.close()
 drive(cmds, lambda: b.done, "the second command's end")
 report.update(b_exit=b.outcome().exit_code)
+for c in cmds:
+    c.close()
+report["helper"] = helper.poll() is None
+helper.kill()
+helper.wait()
 """
 
 
 def test_what_a_command_leaves_running_is_killed_when_it_ends_but_not_its_siblings() -> None:
+    """Nor the owner's own children: only processes in a command's session, or orphans
+    that left it, are any command's."""
     report = _run(LEFT_BEHIND)
+    assert report["own_sessions"] == [True, True], report
+    assert report["helper"], report
     assert report["a_exit"] == 0 and report["a_child"] is None, report
     assert report["b_running"] and report["b_child"] and report["b_running_after_close"], report
     assert report["b_exit"] == 7, report
@@ -144,7 +159,8 @@ def test_what_a_command_leaves_running_is_killed_when_it_ends_but_not_its_siblin
 ESCAPE = r"""
 import os
 r, w = os.pipe()
-if os.fork() == 0:
+middle = os.fork()
+if middle == 0:
     os.setsid()
     if os.fork() == 0:
         null = os.open(os.devnull, os.O_RDWR)
@@ -153,6 +169,7 @@ if os.fork() == 0:
         os.write(w, b"x")
         os.execvp("sleep", ["sleep", "64"])
     os._exit(0)
+os.waitpid(middle, 0)   # its child is an orphan now, the driver's
 os.read(r, 1)
 """
 
@@ -173,6 +190,13 @@ report["own_session"] = bool(found) and os.getsid(stray) not in (maker.pid, olde
 report["kept_while_older_runs"] = alive(stray) and alive(older.pid)
 maker.close()
 report["kept_after_close"] = alive(stray)
+if stray > 0:
+    # Start times are compared in clock ticks, with slack on the safe side: a command
+    # started within a few ticks of the stray could be its owner, for all one can tell.
+    with open(f"/proc/{stray}/stat", "rb") as f:
+        born = int(f.read().rsplit(b")", 1)[1].split()[19])
+    tick = os.sysconf("SC_CLK_TCK")
+    wait_until(lambda: time.clock_gettime(time.CLOCK_BOOTTIME) * tick > born + 3, 10, "three ticks past the stray's start")
 newer = waiting(["bash", "-c", "read x; exit 0"])   # started after it: cannot be its owner
 cmds.append(newer)
 older.stdin_pipe.close()
