@@ -47,9 +47,12 @@ from para.ipc import messages as m
 from para.ipc.channels import DATA_HWM
 from para.ipc.endpoints import Endpoints
 from para.sandbox import identity, prctl, spawn
-from para.sandbox.command import Command, Outcome
+from para.sandbox.command import READ_SIZE, Command, Outcome
 
-BATCH_BYTES = 1 << 20   # most bytes of output or results packed into one frame
+# Most bytes of output or results packed into one data frame (a bigger result goes alone).
+# The data channel's high-water mark counts frames: with frames of one pipe read each,
+# what a worker has in flight toward parad stays DATA_HWM reads, however many commands it drives.
+BATCH_BYTES = READ_SIZE
 # Output read in one turn, at most, before the loop sends it: with many commands
 # readable at once, the rest waits in their pipes (the poll is level-triggered).
 TURN_BYTES = 4 << 20

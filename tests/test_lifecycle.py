@@ -82,7 +82,7 @@ def test_grace_over_kills_the_worker_tree(start_daemon, durability: str) -> None
 
 @pytest.mark.parametrize("durability", ["off", "batched"])
 def test_submissions_during_shutdown_are_refused_and_queued_tasks_reported(start_daemon, durability: str) -> None:
-    d = start_daemon(pools={"bash": {"min_workers": 1, "max_workers": 1}},
+    d = start_daemon(pools={"bash": {"min_workers": 1, "max_workers": 1, "credit": 1}},
                      daemon={"shutdown_grace": 10, "journal": {"durability": durability}})
     with d.client() as c:
         running = c.submit("bash", command="sleep 1")

@@ -276,7 +276,7 @@ def test_many_clients_that_do_not_read_hold_about_the_total_budget_not_one_budge
 
 def test_queued_tasks_are_bounded_by_bytes(start_daemon) -> None:
     d = start_daemon(pools={"echo": {"min_workers": 1, "max_workers": 1},
-                            "bash": {"min_workers": 1, "max_workers": 1, "max_queue_bytes": 16 << 20}})
+                            "bash": {"min_workers": 1, "max_workers": 1, "credit": 1, "max_queue_bytes": 16 << 20}})
     pad = "#" + "x" * MB
     with RssSampler(d.pid) as rss, d.client(timeout=30) as c:
         base = rss.proc.memory_info().rss
@@ -297,7 +297,7 @@ def test_queued_tasks_are_bounded_by_bytes(start_daemon) -> None:
 
 def test_batch_tasks_waiting_for_dependencies_count_toward_the_queue_bytes(start_daemon) -> None:
     d = start_daemon(pools={"echo": {"min_workers": 1, "max_workers": 1},
-                            "bash": {"min_workers": 1, "max_workers": 1, "max_queue_bytes": 8 << 20}})
+                            "bash": {"min_workers": 1, "max_workers": 1, "credit": 1, "max_queue_bytes": 8 << 20}})
     pad = "#" + "x" * MB
     with d.client(timeout=30) as c:
         h = c.batch({"tasks": [{"id": "first", "tool": "bash", "args": {"command": "sleep 60"}}]

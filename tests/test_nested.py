@@ -13,9 +13,9 @@ PARACTL = f"{sys.executable} -m para.client.paractl"
 
 
 def test_parents_filling_the_pool_do_not_deadlock_on_children_in_the_same_pool(start_daemon) -> None:
-    d = start_daemon(pools={"bash": {"min_workers": 2, "max_workers": 2}})
-    # Each parent holds one of the pool's two workers while it waits for two
-    # children that need a bash worker too.
+    d = start_daemon(pools={"bash": {"min_workers": 2, "max_workers": 2, "credit": 1}})
+    # Each parent holds one of the pool's two workers (and its only slot) while
+    # it waits for two children that need a bash worker too.
     parent = f'for i in 1 2; do {PARACTL} --json run bash command="echo child-$i"; done'
     with d.client() as c:
         parents = [c.submit("bash", command=parent, timeout=120) for _ in range(2)]

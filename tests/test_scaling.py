@@ -16,12 +16,14 @@ from para.testing import paractl as paractl_run, wait_running, wait_until
 
 
 def test_a_pool_grows_under_load_and_shrinks_when_idle(start_daemon, tmp_path: Path) -> None:
-    d = start_daemon(pools={"bash": {"min_workers": 1, "max_workers": 4, "idle_timeout": 0.5}})
+    # A worker per `credit` tasks: 10 tasks at credit 2 want 5 workers, and get the 4 allowed.
+    d = start_daemon(pools={"bash": {"min_workers": 1, "max_workers": 4, "credit": 2, "idle_timeout": 0.5}})
     flag = tmp_path / "go"
     with d.client() as c:
-        futures = [c.submit("bash", command=f"while [ ! -e {flag} ]; do sleep 0.01; done") for _ in range(6)]
+        futures = [c.submit("bash", command=f"while [ ! -e {flag} ]; do sleep 0.01; done") for _ in range(10)]
         wait_until(lambda: d.pool("bash")["ready"] == 4, 30, "the pool to grow to max_workers")
-        assert len([t for t in c.ps() if t["state"] == "running"]) == 4
+        wait_until(lambda: len([t for t in c.ps() if t["state"] == "running"]) == 8, 30, "each worker to run two")
+        assert len([t for t in c.ps() if t["state"] == "queued"]) == 2
         flag.touch()
         assert all(f.result(timeout=60).ok for f in futures)
     wait_until(lambda: d.pool("bash")["workers"] == 1, 30, "idle workers to be stopped down to min_workers")
@@ -30,7 +32,7 @@ def test_a_pool_grows_under_load_and_shrinks_when_idle(start_daemon, tmp_path: P
 
 def test_host_pressure_holds_growth_but_not_min_workers() -> None:
     pool = Pool("bash", TOOLS["bash"], PoolSection(min_workers=1, max_workers=8), TOOLS["bash"].Options())
-    for i in range(10):
+    for i in range(8 * pool.credit + 1):   # more than 8 workers' credit
         pool.queue.push(TaskRecord(m.TaskSpec(f"t{i}", "bash", {}), "bash", b"c", 1))
     assert pool.wanted() == 8
     pool.pressure = True
@@ -68,7 +70,7 @@ def test_drain_and_scale_from_paractl(start_daemon, tmp_path: Path) -> None:
 
 
 def test_a_drained_pool_refuses_new_tasks_at_once_while_queued_ones_wait(start_daemon, tmp_path: Path) -> None:
-    d = start_daemon(pools={"bash": {"min_workers": 1, "max_workers": 1}, "grep": {"min_workers": 1, "max_workers": 1}})
+    d = start_daemon(pools={"bash": {"min_workers": 1, "max_workers": 1, "credit": 1}, "grep": {"min_workers": 1, "max_workers": 1}})
     flag = tmp_path / "go"
     with d.client() as c:
         running = c.submit("bash", command=f"while [ ! -e {flag} ]; do sleep 0.01; done")

@@ -72,7 +72,7 @@ def test_sessions_named_by_one_client_also_take_turns(start_daemon, tmp_path: Pa
 
 
 def test_a_full_queue_refuses_with_its_depth_and_keeps_what_it_took(start_daemon, tmp_path: Path) -> None:
-    d = start_daemon(pools={"bash": {"min_workers": 1, "max_workers": 1, "max_queue": 5}})
+    d = start_daemon(pools={"bash": {"min_workers": 1, "max_workers": 1, "credit": 1, "max_queue": 5}})
     with d.client() as c:
         release = gate(c, tmp_path)
         accepted = [c.submit("bash", command=f"echo {i}") for i in range(5)]
@@ -188,7 +188,7 @@ def test_a_client_over_its_output_budget_does_not_hold_up_a_shared_session(start
     """Client X stops reading and goes over budget with a task queued in session "s"; client Y's
     task in "s", queued behind it, runs: X's tasks wait, the session's others keep their order."""
     d = start_daemon(pools={"echo": {"min_workers": 1, "max_workers": 1},
-                            "bash": {"min_workers": 1, "max_workers": 2}})
+                            "bash": {"min_workers": 1, "max_workers": 2, "credit": 1}})
     ctx = zmq.Context()
     x = silent_client(ctx, d.runtime_dir)
     try:

@@ -238,7 +238,7 @@ def test_a_deleted_workspace_fails_its_own_tasks_not_the_pool(start_daemon, proj
 def test_idle_workers_of_another_workspace_give_way_to_a_backlog(start_daemon, projects) -> None:
     # Two warm workers of parad's folder, room for one more: the project's backlog gets all three.
     app, lib, start = projects
-    d = start_daemon(pools=only_the_workspace(min_workers=2, max_workers=3), cwd=start)
+    d = start_daemon(pools=only_the_workspace(min_workers=2, max_workers=3, credit=1), cwd=start)
     with d.client() as c:
         wait_until(lambda: len([w for w in c.workers() if w["state"] == "ready"]) == 2, 30, "two warm workers")
         tasks = [c.submit("bash", command="sleep 0.5; echo $$", workspace=str(app)) for _ in range(6)]
@@ -250,7 +250,7 @@ def test_idle_workers_of_another_workspace_give_way_to_a_backlog(start_daemon, p
 @needs_namespaces
 def test_two_workspaces_sharing_one_worker_take_turns(start_daemon, projects) -> None:
     app, lib, start = projects
-    d = start_daemon(pools=only_the_workspace(min_workers=1, max_workers=1), cwd=start)
+    d = start_daemon(pools=only_the_workspace(min_workers=1, max_workers=1, credit=1), cwd=start)
     with d.client() as first, d.client() as second:
         backlog = [first.submit("bash", command="sleep 0.2; date +%s.%N", workspace=str(app)) for _ in range(8)]
         wait_until(lambda: any(t["state"] == "running" for t in first.ps()), 30, "the backlog to start")
