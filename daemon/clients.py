@@ -334,6 +334,9 @@ class ClientRequests:
             if body is None:
                 self._error(req, msg.req, m.E_NOT_FOUND, f"no task {msg.arg!r}: {self.core.tasks.retention_hint()}")
                 return
+            if body["result"] is not None:   # a result, as a Done: told only once committed (commits.py)
+                self._durable_reply(req, m.Reply(msg.req, body))
+                return
         else:
             self._error(req, msg.req, m.E_INVALID, f"unknown query {msg.what!r}; ask for status, workers, ps, metrics, task or batch")
             return

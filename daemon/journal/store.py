@@ -1,8 +1,8 @@
 """The journal: an SQLite database (WAL) in the state directory that keeps every accepted task.
 
 Writes are grouped: helpers say what changed (`changed`, `keep`, `batch`),
-and `commit` writes it all in one transaction, once per loop turn, a task
-that changed several times in the turn as one row. What a commit records
+and `commit` writes it all in one transaction (when, commits.py says), a task
+that changed several times since the last one as one row. What a commit records
 is acknowledged only after it (the supervisor holds Accepted and Done frames
 until then), and a task's `running` state is committed before its
 assignment leaves (`record_starts`): so a task a restarted parad does not
