@@ -110,9 +110,8 @@ class Supervisor:
         self.metrics_server = self._metrics_server()
         self.poller = self._poller()
         self._busy = (listeners.control, listeners.workers["data"])
-        interval = config.daemon.journal.commit_interval if isinstance(self.store, Journal) else 0.0
-        self.commits = Commits(self.store, self.outbox, core.timers, self._requests_wait, interval,
-                               RETRY_EVERY, self._writable_again)
+        self.commits = Commits(self.store, self.outbox, core.timers, self._requests_wait, RETRY_EVERY,
+                               self._writable_again)
 
     # ---- the core's ports ------------------------------------------------------
 

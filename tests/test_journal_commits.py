@@ -1,15 +1,23 @@
-"""When parad commits its journal: when a client waits for it, else within commit_interval.
+"""When parad commits its journal: when a client waits for it, else when its changes are due.
 
 A real parad; what it committed is read from its status (`journal.commits`)
-and from the journal itself.
+and from the journal itself. Waits of a second are driven on a real Journal.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
+from para.daemon.config import JournalSection
+from para.daemon.journal import opening
+from para.daemon.journal.store import UNTOLD_WAIT
+from para.daemon.tasks import TaskRecord
+from para.ipc import codec
+from para.ipc import messages as m
 from para.testing import Daemon, wait_until
 
 BASH = {"bash": {"min_workers": 1, "max_workers": 1}}
@@ -41,16 +49,82 @@ def test_a_run_costs_one_commit_its_row_written_once_with_its_end(start_daemon) 
                for _, history in rows)
 
 
-def test_an_unacknowledged_task_is_committed_within_commit_interval(start_daemon) -> None:
-    # Nothing waits for this commit (run() sends no ack, and the task may run twice): a timer brings it.
-    d = start_daemon(pools=BASH, daemon={"journal": {"commit_interval": 0.2}})
+def test_each_task_of_a_map_is_written_once_with_its_end(start_daemon) -> None:
+    # map() asks no ack: a task's row waits for its end (up to a second) instead of being written
+    # at its acceptance and again at its end, two commits apart.
+    d = start_daemon(pools={"echo": {"min_workers": 1, "max_workers": 1}})
+    n = 300
+    with d.client() as c:
+        c.run("echo", x=0)
+        before = c.status()["journal"]["rows_written"]
+        results = list(c.map("echo", ({"i": i} for i in range(n))))
+        rows = c.status()["journal"]["rows_written"] - before
+    assert all(r.ok for r in results)
+    assert rows <= n * 1.25, f"{rows} rows written for {n} tasks (one each expected)"
+    assert journal_rows(d, "SELECT count(*) FROM tasks WHERE state = 'succeeded'")[0][0] == n + 1
+
+
+def test_an_unacknowledged_task_is_written_within_a_second_though_still_running(start_daemon) -> None:
+    # Nothing waits for its commit (run() asks no ack, and a task with a retry left may run twice),
+    # yet the journal shows it long before it ends: a timer brings its first write.
+    d = start_daemon(pools=BASH)
     with d.client() as c:
         box: list[Any] = []
-        runner = threading.Thread(target=lambda: box.append(c.run("bash", command="sleep 2", retries=1)))
+        runner = threading.Thread(target=lambda: box.append(c.run("bash", command="sleep 6", retries=1)))
         runner.start()
         try:
-            wait_until(lambda: journal_rows(d, "SELECT state FROM tasks WHERE pool = 'bash'"), 20,
-                       "the run's row to be committed without anything else happening")
+            states = wait_until(lambda: journal_rows(d, "SELECT state FROM tasks WHERE pool = 'bash'"), 20,
+                                "the run's row to be written without anything else happening")
         finally:
             runner.join(60)
+    assert states[0][0] in ("queued", "running")
     assert box and box[0].ok
+
+
+def test_an_untold_task_is_written_after_untold_wait_or_with_its_end(tmp_path: Path) -> None:
+    # The waits are a second long in a real parad; this drives a real Journal, its clock moved by
+    # ageing the records.
+    journal = opening.open_journal(tmp_path, JournalSection())
+    try:
+        def task(task_id: str) -> TaskRecord:
+            record = TaskRecord(m.TaskSpec(id=task_id, tool="echo", args={}), "echo", b"a", 3)
+            journal.changed(record)
+            journal.untold(record)
+            return record
+
+        def written() -> list[tuple[str, str]]:
+            return journal.conn.execute("SELECT id, state FROM tasks ORDER BY id").fetchall()
+
+        old, young, ends = task("old"), task("young"), task("ends")
+        assert journal.commit() and written() == []
+        assert 0 < journal.due_in() <= UNTOLD_WAIT
+        old.submitted -= UNTOLD_WAIT
+        assert journal.due_in() <= 0
+        ends.state, ends.ended, ends.result = m.SUCCEEDED, time.time(), m.TaskResult("ends", "echo", m.SUCCEEDED)
+        journal.keep(ends, codec.encode(m.Done(ends.result)))
+        assert journal.commit()
+        assert written() == [("ends", "succeeded"), ("old", "queued")]
+        journal.close()   # the rest goes with the last commit
+        journal = opening.open_journal(tmp_path, JournalSection())
+        assert [r.spec.id for r in journal.live_records()] == ["old", "young"]
+    finally:
+        journal.close()
+
+
+def test_a_task_reusing_an_id_in_the_same_commit_is_written_at_once(tmp_path: Path) -> None:
+    # Its row replaces the ended task's at this commit, which releases that task's Done: waiting,
+    # a crash would leave neither.
+    journal = opening.open_journal(tmp_path, JournalSection())
+    try:
+        first = TaskRecord(m.TaskSpec(id="x", tool="echo", args={"n": 1}), "echo", b"a", 3)
+        journal.changed(first)
+        assert journal.commit()
+        first.state, first.ended, first.result = m.SUCCEEDED, time.time(), m.TaskResult("x", "echo", m.SUCCEEDED)
+        journal.keep(first, codec.encode(m.Done(first.result)))
+        again = TaskRecord(m.TaskSpec(id="x", tool="echo", args={"n": 2}), "echo", b"b", 3)
+        journal.changed(again)
+        journal.untold(again)
+        assert journal.commit()
+        assert [(r.spec.id, r.spec.args, r.state) for r in journal.live_records()] == [("x", {"n": 2}, m.QUEUED)]
+    finally:
+        journal.close()
