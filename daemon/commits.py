@@ -1,18 +1,17 @@
 """When the loop commits the task store, and what leaves after it (the outbox's fence).
 
-A commit is owed to a client only when a frame waits for it (an Accepted, a
-Done: `Outbox.holding`); otherwise what changed was told to nobody, and a
-crash that takes it back takes back nothing acknowledged (a task submitted
-without an ack is resubmitted by its client's resume). So:
+Once per loop turn, what changed is committed, then the frames that report
+it (an Accepted, a Done) may leave. Group commit: while more requests or
+results wait to be read (`more_waiting`), the commit waits for the next
+turn, up to commit_interval after the oldest change. So anything a client
+can see (a reply, `ps`) of a task that may not run again unnoticed is
+committed by the time it sees it.
 
-- frames wait: commit now, unless more requests or results wait to be
-  read (`more_waiting`) and the oldest change is younger than commit_interval:
-  then the next turn commits with it (group commit);
-- nothing waits: the changes wait too, until the store says they are due
-  (`due_in`: commit_interval after the oldest, or, for a task accepted
-  without an ack, UNTOLD_WAIT or its end, journal/store.py), a timer
-  bringing the loop back then. A quick `run()` thus costs one commit, its
-  row written once with its end, and so does each task of a `map()`.
+A task the store lets wait (journal/store.py: a retry-safe tool's task
+accepted without an ack, written with its end or after UNTOLD_WAIT) is not a
+change for this: the store says when it is due (`due_in`), and a timer brings
+the loop back then. A quick `run()` or each task of a `map()` is thus one row
+written once, in the commit its Done waits for.
 
 Starts of tasks that may not run twice are committed by the store itself
 before their assignment leaves (`record_starts`). While the store cannot
@@ -31,8 +30,6 @@ from para.daemon.timers import Timers
 
 
 class Fence(Protocol):
-    holding: bool
-
     def committed(self) -> None: ...
 
 
@@ -51,16 +48,10 @@ class Commits:
         self._timer: int | None = None
 
     def turn(self, force: bool = False) -> None:
-        """Commit what changed if it is owed now (always if `force`); then what it records may leave."""
+        """Commit what changed, unless grouped with the next turn's (never if `force`); then what it records may leave."""
         store = self.store
-        if not force:
-            if not self.outbox.holding:
-                left = store.due_in()
-                if left is not None and left > 0:
-                    self._wake_in(left)
-                    return
-            elif store.pending and not store.due() and self._more_waiting():
-                return   # the next turn comes at once, and commits with it
+        if not force and store.pending and not store.due() and self._more_waiting():
+            return   # the next turn comes at once, and commits with it
         in_trouble = store.trouble is not None
         if not store.commit():
             self._wake_in(self.retry_every)
@@ -68,6 +59,9 @@ class Commits:
         left = store.due_in()   # tasks accepted untold wait on (journal/store.py)
         if left is not None:
             self._wake_in(max(0.0, left))
+        elif self._timer is not None:   # nothing left to commit: no turn for nothing
+            self.timers.cancel(self._timer)
+            self._woken()
         self.outbox.committed()
         if in_trouble:
             self._on_writable()

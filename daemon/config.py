@@ -30,8 +30,8 @@ class WorkspacesSection(BaseModel):
 
 class JournalSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    durability: str = Field("batched", pattern="^(batched|sync|off)$", description="batched: committed before anything is acknowledged, synced to disk every sync_interval; sync: synced before anything is acknowledged; off: no journal, nothing kept across restarts (README: Durability)")
-    commit_interval: float = Field(0.005, ge=0, le=1, description="the longest a change waits for its commit: while more requests wait (they are grouped), or while no client waits for it (a task submitted without an ack); an idle parad commits what a client waits for at once")
+    durability: str = Field("batched", pattern="^(batched|sync|off)$", description="batched: committed once per loop turn before anything is acknowledged, synced to disk every sync_interval; sync: synced before anything is acknowledged; off: no journal, nothing kept across restarts (README: Durability)")
+    commit_interval: float = Field(0.005, ge=0, le=1, description="while parad is busy, the longest a change waits for its commit (a busy turn's changes are grouped; an idle parad commits at once)")
     sync_interval: float = Field(0.05, gt=0, le=60, description="batched: seconds between syncs of the journal to disk")
     retain: float = Field(7 * 86400.0, ge=0, description="seconds finished tasks and their output are kept in the journal, by when they ended")
     max_bytes: ByteSize = Field(1 << 30, ge=1 << 20, description="and at most this many bytes of them (rows and output files); past either limit the oldest are dropped")

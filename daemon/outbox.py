@@ -147,11 +147,6 @@ class Outbox:
                     self._dirty.add(owner)
         self._holding.clear()
 
-    @property
-    def holding(self) -> bool:
-        """Whether durable frames wait for a commit."""
-        return bool(self._holding)
-
     def refusing(self, owner: bytes) -> bool:
         """Whether `owner` holds so much unread that its requests are dropped; counted and logged if so."""
         box = self._boxes.get(owner)

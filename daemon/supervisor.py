@@ -11,7 +11,7 @@ fork server, the bound sockets); then each turn of the loop reads:
     timers: heartbeat checks, respawns, retries, the shutdown deadline
     reconcile the pools the turn asked for (workforce.py)
     dispatch the pools the turn asked for (dispatch.py)
-    commit the journal when a client waits for it (commits.py: grouped while more messages wait)
+    commit the journal (commits.py: grouped while more messages wait)
     send clients what they take (outbox.py: bounded by bytes, with backpressure;
         what the journal records, only once committed)
 

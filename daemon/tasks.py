@@ -72,7 +72,7 @@ Ending = tuple[TaskRecord, m.TaskResult, "bytes | None"]
 class TaskStore(Protocol):
     """Where tasks are kept beyond memory: the journal (daemon/journal/), or MemoryResults with durability off.
 
-    Helpers say what changed; the supervisor commits at the end of a loop turn (commits.py) and holds
+    Helpers say what changed; the supervisor commits once per loop turn (commits.py) and holds
     what reports a commit's contents (an Accepted, a Done) until it went through."""
     durable: bool    # whether it survives parad
     trouble: str | None   # why it cannot write now (new tasks are refused), else None

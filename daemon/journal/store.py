@@ -1,7 +1,8 @@
 """The journal: an SQLite database (WAL) in the state directory that keeps every accepted task.
 
-Writes are grouped: helpers say what changed (`changed`, `keep`, `batch`),
-and `commit` writes it all in one transaction (when, commits.py says), a task
+Writes are grouped: helpers say what changed (`changed`, `keep`, `batch`;
+`untold`: a new task's first write may wait for its end), and `commit`
+writes it all in one transaction, once per loop turn (commits.py), a task
 that changed several times since the last one as one row. What a commit records
 is acknowledged only after it (the supervisor holds Accepted and Done frames
 until then), and a task's `running` state is committed before its
