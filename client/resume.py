@@ -7,9 +7,10 @@ start one), and sends `Await` with the id of every task it still waits for.
 The daemon sends each finished one's Done at once, makes the client the owner
 (or a follower) of each live one, and names the ids it does not know:
 
-- a journaling parad (Welcome.durable) records a task before acknowledging it
-  and before it reaches a worker, so an id the parad after it does not know
-  was never started: its spec is submitted again (same id), which is safe;
+- a journaling parad (Welcome.durable) records a task before acknowledging it,
+  and before it reaches a worker unless it may run twice (retry-safe, or
+  retries left), so an id the parad after it does not know was never started
+  or may run again: its spec is submitted again (same id), which is safe;
 - without a journal the task's fate is unknown (it may have run): it ends
   with a DaemonUnavailable that says so, and is not run a second time;
 - a handle made by `result(id)` has no spec to submit: NotFound;

@@ -22,11 +22,11 @@ from para.daemon.batches import BatchRunner
 from para.daemon.config import Config
 from para.daemon.core import Ports
 from para.daemon.dedup import Deduplicator, copy_for
-from para.daemon.enqueue import enqueue, wake
+from para.daemon.enqueue import enqueue
 from para.daemon.intake import Intake
 from para.daemon.lifecycle import TaskLifecycle
 from para.daemon.outbox import Outbox
-from para.daemon.pool import Pool
+from para.daemon.pool import OK, READY, Pool
 from para.daemon.task_input import InputRouter
 from para.daemon.tasks import TaskRecord, TaskTable
 from para.daemon.workspaces import WorkspacePolicy
@@ -228,13 +228,19 @@ class ClientRequests:
             if original is not None:
                 self._repeat(req, spec.id, original)
             else:
-                enqueue(self.core.tasks, spec, pool, req.identity, dedup=self.core.dedup, parent=req.parent, size=size)
+                record = enqueue(self.core.tasks, spec, pool, req.identity, dedup=self.core.dedup, parent=req.parent,
+                                 size=size)
+                if not msg.ack and pool.tool.retry_safe:   # run(), map(): told of nothing before its end,
+                    self.core.tasks.store.untold(record)     # and run again after a crash whatever its attempts
                 woken.add(pool)
             accepted.append(spec.id)
         if msg.ack:
             # Nothing accepted, nothing to journal: held, it would wait for a commit a full disk never lets through.
             (self._durable_reply if accepted else self._reply)(req, m.Accepted(msg.req, accepted))
-        wake(self.core, woken)
+        for pool in woken:
+            self.core.want_dispatch(pool)
+            if not _served(pool):   # growing is maintain's, a step every run() would pay for nothing
+                self.core.want_maintain(pool)
 
     def _admit(self, req: Request, spec: m.TaskSpec, size: int) -> tuple[Pool, TaskRecord | None]:
         """A single task's pool, and the task it repeats (same idempotency key) if any; Refusal if it may not run."""
@@ -334,6 +340,9 @@ class ClientRequests:
             if body is None:
                 self._error(req, msg.req, m.E_NOT_FOUND, f"no task {msg.arg!r}: {self.core.tasks.retention_hint()}")
                 return
+            if body["result"] is not None:   # a result, as a Done: told only once committed (commits.py)
+                self._durable_reply(req, m.Reply(msg.req, body))
+                return
         else:
             self._error(req, msg.req, m.E_INVALID, f"unknown query {msg.what!r}; ask for status, workers, ps, metrics, task or batch")
             return
@@ -367,3 +376,16 @@ class ClientRequests:
         log.info("shutdown requested by a client")
         self._reply(req, m.Reply(msg.req, {"stopping": True, "pid": os.getpid()}))
         self.daemon.shutdown()
+
+
+def _served(pool: Pool) -> bool:
+    """Whether `pool`'s workers, all ready, have credit for all its queued work: then it cannot want
+    more workers now (pool.wanted), and the turn need not reconcile it (the tick still does)."""
+    if pool.pinned is not None or pool.uses_workspace or pool.state != OK or len(pool.workers) < pool.config.min_workers:
+        return False
+    free = 0
+    for worker in pool.workers.values():
+        if worker.state != READY:
+            return False
+        free += worker.credit
+    return free >= pool.queue.runnable

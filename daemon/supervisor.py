@@ -11,7 +11,7 @@ fork server, the bound sockets); then each turn of the loop reads:
     timers: heartbeat checks, respawns, retries, the shutdown deadline
     reconcile the pools the turn asked for (workforce.py)
     dispatch the pools the turn asked for (dispatch.py)
-    commit the journal (journal/: grouped while more messages wait)
+    commit the journal (commits.py: grouped while more messages wait)
     send clients what they take (outbox.py: bounded by bytes, with backpressure;
         what the journal records, only once committed)
 
@@ -37,6 +37,7 @@ import zmq
 from para.daemon import identities, isolation, notify
 from para.daemon.batches import BatchRunner
 from para.daemon.clients import ClientRequests
+from para.daemon.commits import Commits
 from para.daemon.config import Config
 from para.daemon.core import Core
 from para.daemon.dispatch import Dispatcher
@@ -84,7 +85,6 @@ class Supervisor:
         d = config.daemon
         self.core = core = Core(config, ports=self, workspaces=workspaces, store=store)
         self.store = core.tasks.store
-        self._retry_armed = False   # a timer will bring the loop back to retry a failed commit
         self.upkeep = Upkeep(self.store, core.timers) if isinstance(self.store, Journal) else None
         self.intake = Intake()
         self.events = EventPublisher(listeners.events, endpoints)
@@ -109,6 +109,9 @@ class Supervisor:
         self.signals = SignalPipe()
         self.metrics_server = self._metrics_server()
         self.poller = self._poller()
+        self._busy = (listeners.control, listeners.workers["data"])
+        self.commits = Commits(self.store, self.outbox, core.timers, self._requests_wait, RETRY_EVERY,
+                               self._writable_again)
 
     # ---- the core's ports ------------------------------------------------------
 
@@ -220,25 +223,17 @@ class Supervisor:
                 return
 
     def _commit(self, force: bool = False) -> None:
-        """Commit the changes made since the last commit; then what they report may leave (outbox.py's
-        fence). Group commit: while more messages wait to be read, the commit waits too, up to
-        commit_interval after the oldest change. While the store cannot write, fenced frames wait and
-        a timer brings the loop back every RETRY_EVERY seconds to try again (journal/store.py)."""
-        if not force and self.store.pending and not self.store.due() and self.poller.poll(0):
-            return   # the next turn comes at once, and commits with it
-        in_trouble = self.store.trouble is not None
-        if not self.store.commit():
-            if not self._retry_armed:
-                self._retry_armed = True
-                self.core.timers.call_later(RETRY_EVERY, self._disarm_retry)
-            return
-        self.outbox.committed()
-        if in_trouble:   # its dispatch stopped while the store could not keep starts
-            for pool in self.core.pools.values():
-                self.core.want_dispatch(pool)
+        self.commits.turn(force)
 
-    def _disarm_retry(self) -> None:
-        self._retry_armed = False
+    def _requests_wait(self) -> bool:
+        # Requests and results: what a grouped commit waits for. Asking two sockets costs a third
+        # of polling them all, on the path of every run().
+        return any(sock.getsockopt(zmq.EVENTS) & zmq.POLLIN for sock in self._busy)
+
+    def _writable_again(self) -> None:
+        # Dispatch stopped while the store could not keep starts.
+        for pool in self.core.pools.values():
+            self.core.want_dispatch(pool)
 
     @staticmethod
     def _guarded(what: str, step: Callable[[Pool], None], pool: Pool) -> None:

@@ -72,7 +72,7 @@ Ending = tuple[TaskRecord, m.TaskResult, "bytes | None"]
 class TaskStore(Protocol):
     """Where tasks are kept beyond memory: the journal (daemon/journal/), or MemoryResults with durability off.
 
-    Helpers say what changed; the supervisor commits once per loop turn and holds
+    Helpers say what changed; the supervisor commits once per loop turn (commits.py) and holds
     what reports a commit's contents (an Accepted, a Done) until it went through."""
     durable: bool    # whether it survives parad
     trouble: str | None   # why it cannot write now (new tasks are refused), else None
@@ -88,8 +88,15 @@ class TaskStore(Protocol):
               accepted: float, ended: float | None) -> None:
         """A batch was accepted, failed first, or ended."""
 
+    def untold(self, record: TaskRecord) -> None:
+        """`record`, of a retry-safe tool, was just accepted without telling its client: keeping it may
+        wait (journal/store.py)."""
+
     def record_starts(self, records: list[TaskRecord]) -> bool:
         """`records` are about to start: keep that first; False if it cannot be kept (they must not start)."""
+
+    def due_in(self) -> float | None:
+        """Seconds until what changed must be committed (<= 0: now); None if nothing waits."""
 
     def commit(self) -> bool:
         """Keep what changed; False if it could not be (`trouble` says why)."""
@@ -136,8 +143,14 @@ class MemoryResults:
               accepted: float, ended: float | None) -> None:
         pass
 
+    def untold(self, record: TaskRecord) -> None:
+        pass
+
     def record_starts(self, records: list[TaskRecord]) -> bool:
         return True
+
+    def due_in(self) -> float | None:
+        return None
 
     def commit(self) -> bool:
         return True

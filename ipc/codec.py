@@ -16,6 +16,7 @@ bytes actually there, and a batch holds at most MAX_BATCH_FRAMES frames.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import fields
 from typing import Any
 
@@ -39,6 +40,11 @@ MAX_BATCH_FRAMES = 4 * BATCH_FRAMES
 
 _FIELDS: dict[type, tuple[str, ...]] = {
     cls: tuple(f.name for f in fields(cls)) for cls in WIRE_TAGS
+}
+# Each message's field values as a tuple, in one C call.
+_VALUES: dict[type, Any] = {
+    cls: operator.attrgetter(*names) if len(names) > 1 else (lambda message, name=names[0]: (getattr(message, name),))
+    for cls, names in _FIELDS.items()
 }
 _BY_TAG: dict[int, type] = {tag: cls for cls, tag in WIRE_TAGS.items()}
 _NAMES = {cls.__name__ for cls in WIRE_TAGS}
@@ -87,20 +93,27 @@ _HOOKS = [_hook_at(depth) for depth in range(MAX_DEPTH + 1)]
 _packer = msgpack.Packer(default=_default, use_bin_type=True)
 
 
+# ExtType's own constructor checks its arguments in Python; ours are right by construction.
+_new_ext = tuple.__new__
+
+
 def _ext(message: Any, packer: msgpack.Packer = _packer) -> msgpack.ExtType:
     cls = type(message)
     tag = WIRE_TAGS.get(cls)
     if tag is None:
         raise TypeError(f"cannot encode {cls.__name__} on the para wire")
-    values = [getattr(message, name) for name in _FIELDS[cls]]
-    for i in _NESTED[cls]:
-        value = values[i]
-        if type(value) is list:
-            values[i] = [_ext(v, packer) if type(v) in WIRE_TAGS else v for v in value]
-        elif type(value) in WIRE_TAGS:
-            values[i] = _ext(value, packer)
+    values = _VALUES[cls](message)
+    nested = _NESTED[cls]
+    if nested:
+        values = list(values)
+        for i in nested:
+            value = values[i]
+            if type(value) is list:
+                values[i] = [_ext(v, packer) if type(v) in WIRE_TAGS else v for v in value]
+            elif type(value) in WIRE_TAGS:
+                values[i] = _ext(value, packer)
     # Inner payloads are packed before the outer one starts, so one Packer serves all.
-    return msgpack.ExtType(tag, packer.pack(values))
+    return _new_ext(msgpack.ExtType, (tag, packer.pack(values)))
 
 
 def encode(message: Any) -> bytes:

@@ -9,6 +9,7 @@ lists and dicts, which cost more than they protect.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import fields
 from typing import Any
 
@@ -50,11 +51,21 @@ def check(message: Any, expected: tuple[type, ...]) -> None:
     _check_fields(message)
 
 
+# Per message type: its checked fields' values in one C call, and their allowed types in the same order.
+_CHECKS: dict[type, tuple[Any, tuple[tuple[type, ...], ...]]] = {
+    cls: (operator.attrgetter(*(name for name, _ in shape)), tuple(allowed for _, allowed in shape))
+    for cls, shape in _SHAPES.items() if len(shape) > 1
+}
+
+
 def _check_fields(message: Any) -> None:
     cls = type(message)
-    for name, allowed in _SHAPES[cls]:
-        if not isinstance(getattr(message, name), allowed):
-            raise ProtocolError(f"{cls.__name__}.{name} is {type(getattr(message, name)).__name__}, "
-                                f"expected {' or '.join(t.__name__ for t in allowed)}")
+    check = _CHECKS.get(cls)
+    # Every field at once (isinstance mapped in C); the slow loop only finds which one is wrong.
+    if check is None or not all(map(isinstance, check[0](message), check[1])):
+        for name, allowed in _SHAPES[cls]:
+            if not isinstance(getattr(message, name), allowed):
+                raise ProtocolError(f"{cls.__name__}.{name} is {type(getattr(message, name)).__name__}, "
+                                    f"expected {' or '.join(t.__name__ for t in allowed)}")
     for name in _NESTED[cls]:
         _check_fields(getattr(message, name))

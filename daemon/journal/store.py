@@ -1,8 +1,9 @@
 """The journal: an SQLite database (WAL) in the state directory that keeps every accepted task.
 
-Writes are grouped: helpers say what changed (`changed`, `keep`, `batch`),
-and `commit` writes it all in one transaction, once per loop turn, a task
-that changed several times in the turn as one row. What a commit records
+Writes are grouped: helpers say what changed (`changed`, `keep`, `batch`;
+`untold`: a new task's first write may wait for its end), and `commit`
+writes it all in one transaction, once per loop turn (commits.py), a task
+that changed several times since the last one as one row. What a commit records
 is acknowledged only after it (the supervisor holds Accepted and Done frames
 until then), and a task's `running` state is committed before its
 assignment leaves (`record_starts`): so a task a restarted parad does not
@@ -42,6 +43,7 @@ from para.ipc import messages as m
 log = logging.getLogger("parad")
 
 RETRY_EVERY = 0.5       # seconds between commits tried while the journal cannot write (supervisor.py wakes for it)
+UNTOLD_WAIT = 1.0       # seconds a task accepted without an ack may wait for its first write (its end's, if sooner)
 BATCH_UPSERT = ("INSERT INTO batches (id, on_failure, after, first_failure, accepted, ended) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(id) DO UPDATE SET first_failure = excluded.first_failure, ended = excluded.ended")
 
@@ -62,6 +64,8 @@ class Journal:
         self._batches: dict[str, tuple[Any, ...]] = {}
         self._respec: set[str] = set()          # known tasks whose spec changed since the last commit
         self._written: dict[str, int] = {}      # live tasks that have a row: their spec's bytes
+        self._untold: dict[str, TaskRecord] = {}   # new tasks nobody was told of, oldest first (`untold`)
+        self._replacing: set[str] = set()       # new tasks that took the id of one ended since the last commit
         self.dirty_since = 0.0                  # when the oldest change waiting for a commit was made
         self._new_files: list[Path] = []        # result files written since the last commit
         self.syncer = Syncer(path, settings.sync_interval)
@@ -77,6 +81,8 @@ class Journal:
     def changed(self, record: TaskRecord, spec: bool = False) -> None:
         """`record` changed state (and its spec, if `spec`): its row is written, as it is then, at the next commit."""
         task_id = record.spec.id
+        if self._untold:
+            self._untold.pop(task_id, None)
         if not self._dirty:
             self.dirty_since = time.monotonic()
         elif self._dirty.get(task_id, record) is not record:
@@ -86,12 +92,25 @@ class Journal:
         if spec:
             self._respec.add(task_id)
 
+    def untold(self, record: TaskRecord) -> None:
+        """`record` (of a retry-safe tool) was just accepted and its client was not told (no ack asked):
+        its first write may wait for its end, up to UNTOLD_WAIT, so that a quick task is one row written
+        once. A crash meanwhile takes back nothing acknowledged: its client submits it again. Batch, nested and
+        keyed tasks are written at once, and any other change (a start that must be kept, a retry)
+        writes it at the next commit."""
+        task_id = record.spec.id
+        if (self._dirty.get(task_id) is record and task_id not in self._written and task_id not in self._replacing
+                and record.batch is None and record.parent is None and record.spec.idempotency_key is None):
+            del self._dirty[task_id]
+            self._untold[task_id] = record
+
     def _reused(self, task_id: str) -> None:
         """A new task took the id of one that ended since the last commit: the new one's row replaces
         the old one's whole (INSERT OR REPLACE, its own spec), not an update of it with the old spec."""
         self._ended.pop(task_id, None)
         self._history.pop(task_id, None)
         self._written.pop(task_id, None)
+        self._replacing.add(task_id)   # its row replaces the old one's at the next commit, not later
 
     def keep(self, record: TaskRecord, wire: bytes) -> None:
         """`record` ended; `wire` is its encoded Done, kept with it."""
@@ -131,14 +150,40 @@ class Journal:
         """Whether the oldest change has waited commit_interval."""
         return time.monotonic() - self.dirty_since >= self.settings.commit_interval
 
+    def due_in(self) -> float | None:
+        """Seconds until a change must be committed (<= 0: now); None if none waits."""
+        left = None
+        if self._dirty or self._batches:
+            left = self.dirty_since + self.settings.commit_interval - time.monotonic()
+        if self._untold:
+            oldest = next(iter(self._untold.values())).submitted + UNTOLD_WAIT - time.monotonic()
+            left = oldest if left is None else min(left, oldest)
+        return left
+
+    def _take_untold(self, everything: bool) -> None:
+        """The untold tasks that waited UNTOLD_WAIT (all of them if `everything`) join this commit."""
+        if not self._untold:
+            return
+        deadline = time.monotonic() - UNTOLD_WAIT
+        while self._untold:
+            task_id, record = next(iter(self._untold.items()))
+            if not everything and record.submitted > deadline:
+                return
+            del self._untold[task_id]
+            if not self._dirty:
+                self.dirty_since = time.monotonic()
+            self._dirty[task_id] = record
+
     @property
     def writable(self) -> bool:
         return self.trouble is None
 
     # ---- commit and sync --------------------------------------------------------
 
-    def commit(self) -> bool:
-        """Write what changed in one transaction; False (and `trouble` set) if it could not be."""
+    def commit(self, everything: bool = False) -> bool:
+        """Write what changed in one transaction (the untold tasks too if `everything`, else those
+        that waited UNTOLD_WAIT); False (and `trouble` set) if it could not be."""
+        self._take_untold(everything)
         if not self._dirty and not self._batches:
             return self.trouble is None
         if self.trouble is not None and time.monotonic() < self._retry_at:
@@ -154,6 +199,7 @@ class Journal:
         self._ended.clear()
         self._batches.clear()
         self._respec.clear()
+        self._replacing.clear()
         self.commits += 1
         files, self._new_files = self._new_files, []
         self.syncer.committed(files)
@@ -181,8 +227,10 @@ class Journal:
                 inserts.append(rows.insert(record, spec, self._history[task_id], result, file, size))
             written.append((task_id, spec_size, size if record.ended is not None else None))
         with transaction(self.conn) as conn:
-            conn.executemany(rows.INSERT, inserts)
-            conn.executemany(rows.UPDATE, updates)
+            if inserts:   # a statement run for no rows still costs its call: a run()'s commit has one kind
+                conn.executemany(rows.INSERT, inserts)
+            if updates:
+                conn.executemany(rows.UPDATE, updates)
             if respecs:
                 conn.executemany("UPDATE tasks SET spec = ? WHERE id = ?", respecs)
             if self._batches:
@@ -291,7 +339,7 @@ class Journal:
     # ---- finished tasks (tasks.TaskStore) -----------------------------------
 
     def lookup(self, task_id: str) -> dict[str, Any] | None:
-        record = self._dirty.get(task_id)
+        record = self._dirty.get(task_id) or self._untold.get(task_id)
         if record is not None:
             return {"task": record.summary(), "result": record.result}
         found = self._query("SELECT id, pool, state, attempts, batch, parent, spec, accepted, ended, result, "
@@ -325,7 +373,7 @@ class Journal:
             return None
 
     def prune(self, older_than: float | None) -> dict[str, int]:
-        self.commit()
+        self.commit(everything=True)
         return self.retention.prune(older_than)
 
     def retained(self) -> dict[str, int]:
@@ -341,7 +389,7 @@ class Journal:
 
     def close(self) -> None:
         """Commit what is left, sync it, close the database."""
-        self.commit()
+        self.commit(everything=True)
         self.syncer.close()
         try:
             self.conn.execute("PRAGMA optimize")

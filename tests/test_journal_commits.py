@@ -1,0 +1,109 @@
+"""What parad's journal writes, and when: a retry-safe task accepted without an ack, with its end.
+
+A real parad; what it committed is read from its status (`journal.commits`)
+and from the journal itself. Waits of a second are driven on a real Journal.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from para.daemon.config import JournalSection
+from para.daemon.journal import opening
+from para.daemon.journal.store import UNTOLD_WAIT
+from para.daemon.tasks import TaskRecord
+from para.ipc import codec
+from para.ipc import messages as m
+from para.testing import Daemon
+
+
+def journal_rows(d: Daemon, sql: str, *args: Any) -> list[tuple]:
+    with sqlite3.connect(d.state_dir / "journal.sqlite3") as db:
+        return db.execute(sql, args).fetchall()
+
+
+def test_an_echo_run_costs_one_commit_its_row_written_once_with_its_end(start_daemon) -> None:
+    # run() asks no ack, and echo may run again after a crash: its row waits for its end instead of
+    # being committed at its acceptance too. commit_interval 0: every turn commits what changed.
+    d = start_daemon(pools={"echo": {"min_workers": 1, "max_workers": 1}}, daemon={"journal": {"commit_interval": 0}})
+    n = 20
+    with d.client() as c:
+        c.run("echo", x=0)
+        before = c.status()["journal"]
+        ids = [c.run("echo", x=i).id for i in range(n)]
+        after = c.status()["journal"]
+    # One each (a few more if a run outlasts a second); two each when the acceptance was committed alone.
+    commits = after["commits"] - before["commits"]
+    assert commits <= n * 1.25, f"{commits} commits for {n} runs"
+    assert after["rows_written"] - before["rows_written"] <= n * 1.25
+    rows = journal_rows(d, f"SELECT state, history FROM tasks WHERE id IN ({','.join('?' * n)})", *ids)
+    assert len(rows) == n and all(state == "succeeded" for state, _ in rows)
+    assert all([line.split()[1] for line in history.splitlines()] == ["queued", "running", "succeeded"]
+               for _, history in rows)
+
+
+def test_each_task_of_a_map_is_written_once_with_its_end(start_daemon) -> None:
+    # map() asks no ack: a task's row waits for its end (up to a second) instead of being written
+    # at its acceptance and again at its end, two commits apart.
+    d = start_daemon(pools={"echo": {"min_workers": 1, "max_workers": 1}})
+    n = 300
+    with d.client() as c:
+        c.run("echo", x=0)
+        before = c.status()["journal"]["rows_written"]
+        results = list(c.map("echo", ({"i": i} for i in range(n))))
+        rows = c.status()["journal"]["rows_written"] - before
+    assert all(r.ok for r in results)
+    assert rows <= n * 1.25, f"{rows} rows written for {n} tasks (one each expected)"
+    assert journal_rows(d, "SELECT count(*) FROM tasks WHERE state = 'succeeded'")[0][0] == n + 1
+
+
+def test_an_untold_task_is_written_after_untold_wait_or_with_its_end(tmp_path: Path) -> None:
+    # The waits are a second long in a real parad; this drives a real Journal, its clock moved by
+    # ageing the records.
+    journal = opening.open_journal(tmp_path, JournalSection())
+    try:
+        def task(task_id: str) -> TaskRecord:
+            record = TaskRecord(m.TaskSpec(id=task_id, tool="echo", args={}), "echo", b"a", 3)
+            journal.changed(record)
+            journal.untold(record)
+            return record
+
+        def written() -> list[tuple[str, str]]:
+            return journal.conn.execute("SELECT id, state FROM tasks ORDER BY id").fetchall()
+
+        old, young, ends = task("old"), task("young"), task("ends")
+        assert journal.commit() and written() == []
+        assert 0 < journal.due_in() <= UNTOLD_WAIT
+        old.submitted -= UNTOLD_WAIT
+        assert journal.due_in() <= 0
+        ends.state, ends.ended, ends.result = m.SUCCEEDED, time.time(), m.TaskResult("ends", "echo", m.SUCCEEDED)
+        journal.keep(ends, codec.encode(m.Done(ends.result)))
+        assert journal.commit()
+        assert written() == [("ends", "succeeded"), ("old", "queued")]
+        journal.close()   # the rest goes with the last commit
+        journal = opening.open_journal(tmp_path, JournalSection())
+        assert [r.spec.id for r in journal.live_records()] == ["old", "young"]
+    finally:
+        journal.close()
+
+
+def test_a_task_reusing_an_id_in_the_same_commit_is_written_at_once(tmp_path: Path) -> None:
+    # Its row replaces the ended task's at this commit, which releases that task's Done: waiting,
+    # a crash would leave neither.
+    journal = opening.open_journal(tmp_path, JournalSection())
+    try:
+        first = TaskRecord(m.TaskSpec(id="x", tool="echo", args={"n": 1}), "echo", b"a", 3)
+        journal.changed(first)
+        assert journal.commit()
+        first.state, first.ended, first.result = m.SUCCEEDED, time.time(), m.TaskResult("x", "echo", m.SUCCEEDED)
+        journal.keep(first, codec.encode(m.Done(first.result)))
+        again = TaskRecord(m.TaskSpec(id="x", tool="echo", args={"n": 2}), "echo", b"b", 3)
+        journal.changed(again)
+        journal.untold(again)
+        assert journal.commit()
+        assert [(r.spec.id, r.spec.args, r.state) for r in journal.live_records()] == [("x", {"n": 2}, m.QUEUED)]
+    finally:
+        journal.close()
