@@ -36,7 +36,8 @@ class CappedBuffer:
 
     def getvalue(self) -> bytes:
         if not self.truncated:
-            return bytes(self._head + self._tail)
+            # One copy: head + tail would build a bytearray first (rg's output can be 100s of MB).
+            return b"".join((self._head, self._tail))
         dropped = self.total - len(self._head) - len(self._tail)
         marker = f"\n[... para: {dropped} bytes truncated ...]\n".encode()
         return bytes(self._head) + marker + bytes(self._tail)

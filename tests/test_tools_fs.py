@@ -181,3 +181,24 @@ def test_read_refuses_a_fifo_instead_of_hanging(fs, tmp_path: Path) -> None:
     os.mkfifo(fifo)
     with pytest.raises(ToolError, match="not a regular file"):
         fs.run("read", path=str(fifo))
+
+
+def test_grep_capped_answer_agrees_with_the_whole_one(fs, tmp_path: Path) -> None:
+    # Past max_results matches are counted, not decoded: the count, the files and the
+    # kept matches (context, a line that is not UTF-8) must be what the whole answer says.
+    # rg searches files in parallel, so which matches are kept first may differ between runs.
+    (tmp_path / "sub").mkdir()
+    for i in range(12):
+        (tmp_path / f"top{i}.py").write_text("".join(f"x\nhit {i} {j}\n" for j in range(4)))
+        (tmp_path / "sub" / f"low{i}.py").write_text("".join(f"y\nhit {i} {j}\ny\n" for j in range(3)) if i % 2 else "none\n")
+        (tmp_path / f"notes{i}.txt").write_text(f"hit {i}\n")
+    (tmp_path / "raw.txt").write_bytes(b"hit \xff\xfe raw\n")
+    for glob, files in (([], 31), (["sub/*.py"], 6), (["!*.txt"], 18)):
+        whole = fs.run("grep", pattern="hit", path=str(tmp_path), context=1, glob=glob).value
+        assert whole["files_with_matches"] == files == len({m["path"] for m in whole["matches"]})
+        assert whole["count"] == len(whole["matches"]) and not whole["truncated"]
+        capped = fs.run("grep", pattern="hit", path=str(tmp_path), context=1, glob=glob, max_results=5).value
+        assert (capped["count"], capped["files_with_matches"], capped["truncated"]) == (whole["count"], files, True)
+        assert len(capped["matches"]) == 5 and all(m in whole["matches"] for m in capped["matches"])
+    raw = fs.run("grep", pattern="raw", path=str(tmp_path)).value["matches"]
+    assert [m["text"] for m in raw] == ["hit \ufffd\ufffd raw"]

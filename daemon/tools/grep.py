@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import json
-from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from para.daemon.tools.base import Finished, RunCommand, StrictModel, TaskContext
 from para.daemon.tools.globmatch import compile_globs
+from para.daemon.tools.rg_json import parse_rg_json
 from para.daemon.tools.ripgrep import RipgrepTool, absolute_dir
 from para.sandbox.command import Outcome
 from para.sandbox.policy import ReadOnlySandbox
@@ -85,54 +83,3 @@ def _glob_flags(globs: list[str]) -> list[str]:
     if any(not g.startswith("!") for g in globs):
         flags += ["--type", "para"]
     return flags
-
-
-def _text(field: dict[str, Any]) -> str:
-    if "text" in field:
-        return field["text"]
-    return base64.b64decode(field.get("bytes", "")).decode("utf-8", "replace")
-
-
-def parse_rg_json(stdout: bytes, limit: int, wanted: Callable[[str], bool] | None = None,
-                  context: int = 0) -> dict[str, Any]:
-    """Turn `rg --json` lines into matches, with context lines attached to their match.
-
-    Up to `context` lines right after a match are its `after`; any other
-    context line is the `before` of the next match.
-    """
-    matches: list[dict[str, Any]] = []
-    before: list[str] = []
-    last_line = -1       # line number of the last line attached to matches[-1]
-    total = 0
-    files = 0
-    for line in stdout.splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue  # a truncation marker or a partial line
-        kind, data = event.get("type"), event.get("data", {})
-        if kind == "begin":
-            before = []
-        elif kind == "end":
-            files += 1
-        elif kind == "context":
-            text = _text(data["lines"]).rstrip("\n")
-            last = matches[-1] if matches else None
-            if (last and not before and len(last["after"]) < context and last["path"] == _text(data["path"])
-                    and data["line_number"] == last_line + 1):
-                last["after"].append(text)
-                last_line += 1
-            else:
-                before.append(text)
-        elif kind == "match":
-            path = _text(data["path"])
-            if wanted is not None and not wanted(path):
-                before = []
-                continue
-            total += 1
-            if len(matches) < limit:
-                matches.append({"path": path, "line_number": data["line_number"],
-                                "text": _text(data["lines"]).rstrip("\n"), "before": before, "after": []})
-                last_line = data["line_number"]
-            before = []
-    return {"matches": matches, "count": total, "truncated": total > limit, "files_with_matches": files}
