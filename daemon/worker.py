@@ -339,10 +339,11 @@ class Worker:
         self.polls.drop(run.task_id)
         if command.unkillable:
             # Unkillable (stuck in the kernel): a worker that still holds them
-            # would count them against every later command, so it retires.
+            # would count them against every later command, so it retires:
+            # parad, told, assigns it nothing more and sends Stop. Not stopping
+            # here: an Assign may be on its way, and would be lost with us.
             self._send("error", m.ErrorReport(self.id, run.task_id, "unkillable",
                                               f"processes {command.unkillable} outlived every kill; the worker retires"))
-            self.stopping = True
         else:
             command.close()
         answer = None
