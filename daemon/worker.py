@@ -165,8 +165,10 @@ class Worker:
         elif sock is self.data:
             self._flush_data()
         else:
-            run = self.running.get(self.polls.owner_of.get(sock))
-            if run is None:
+            # A command's descriptors are owned by its Running, not its task id:
+            # a client picks task ids, and "command" must not name our socket.
+            run = self.polls.owner_of.get(sock)
+            if not isinstance(run, Running) or self.running.get(run.task_id) is not run:
                 return
             if sock in run.command.write_fds():
                 run.command.on_writable(sock)
@@ -198,7 +200,7 @@ class Worker:
             return   # most calls change nothing: a cheap comparison, no registration
         run.polled = polled
         reads, writes = polled
-        self.polls.set(run.task_id, [(fd, zmq.POLLIN) for fd in reads] + [(fd, zmq.POLLOUT) for fd in writes])
+        self.polls.set(run, [(fd, zmq.POLLIN) for fd in reads] + [(fd, zmq.POLLOUT) for fd in writes])
 
     def _set_blocked(self, blocked: bool) -> None:
         if blocked == self.blocked:
@@ -336,7 +338,7 @@ class Worker:
         command = run.command
         outcome = command.outcome()
         del self.running[run.task_id]
-        self.polls.drop(run.task_id)
+        self.polls.drop(run)
         if command.unkillable:
             # Unkillable (stuck in the kernel): a worker that still holds them
             # would count them against every later command, so it retires:
