@@ -192,10 +192,10 @@ class Worker:
         self._poll_command(run)
 
     def _poll_command(self, run: Running) -> None:
-        """What to wait on for `run`: its pipes and pidfd (not while the data channel is full), and its
+        """What to wait on for `run`: its pipes (not while the data channel is full), its pidfd, and its
         stdin while input waits for room in it (written whatever the output does)."""
         command = run.command
-        polled = ([] if self.blocked else command.fds(), command.write_fds())
+        polled = (command.exit_fds() if self.blocked else command.fds(), command.write_fds())
         if polled == run.polled:
             return   # most calls change nothing: a cheap comparison, no registration
         run.polled = polled
@@ -207,8 +207,15 @@ class Worker:
             return
         self.blocked = blocked
         self.polls.set("data", [(self.data, zmq.POLLOUT)] if blocked else ())
-        for run in self.running.values():
-            self._poll_command(run)
+        # Unread for now, as when paused: a command that writes on is not silent, nor
+        # late to close its pipes; and its exit is still seen, or its timeout would
+        # fire on a command that ended in time.
+        for run in list(self.running.values()):
+            if blocked:
+                run.command.pause_output()
+            elif run.task_id not in self.paused:
+                run.command.resume_output()
+            self._touched(run)
 
     def _command_handlers(self) -> dict[type, Callable[[Any], None]]:
         """What each message parad sends on the command channel does here."""
@@ -249,7 +256,7 @@ class Worker:
             return
         if pause:
             run.command.pause_output()
-        else:
+        elif not self.blocked:
             run.command.resume_output()
         self._touched(run)
 
@@ -320,7 +327,7 @@ class Worker:
             self._finish(run.assign, run.started, Finished(error=f"cannot start {spec.argv[0]}: {detail}"), None)
             return
         self.running[run.task_id] = run
-        if run.task_id in self.paused:
+        if run.task_id in self.paused or self.blocked:
             run.command.pause_output()
         self._touched(run)   # with the first InputAck: the command's stdin is open, input may come
 
