@@ -14,7 +14,8 @@ whatever is ready.
 
 Output flow control: when the data channel is full, the loop stops reading
 the commands' pipes (they block on write) instead of buffering without
-bound, while heartbeats, cancels and timeouts go on. The supervisor does the
+bound, while heartbeats, cancels and timeouts go on; the commands are paused
+meanwhile (their exits are still seen, their silence is not counted). The supervisor does the
 same per task (PauseOutput/ResumeOutput) when the client that owns a task's
 output is not reading it.
 """
