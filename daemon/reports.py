@@ -108,7 +108,17 @@ class WorkerReports:
         log.warning("worker %s, task %s: %s: %s", report.worker, report.task_id, report.kind, report.message)
         if report.detail:
             log.debug("%s", report.detail)
+        if report.kind == "unkillable":
+            self._retire(report)
         self.core.ports.publish(b"errors", lambda: report)
+
+    def _retire(self, report: m.ErrorReport) -> None:
+        # Its commands' limits would count what it could not kill: it gets no
+        # new task, ends those it drives, and exits on the Stop (after every
+        # Assign already sent to it, so none is lost on the way).
+        worker = self.core.find_worker(report.worker)
+        if worker is not None and worker.state == READY:
+            self._recycle(worker, f"retired: {report.message}")
 
     def on_data(self, frames: list[bytes]) -> None:
         """Streamed output (Chunk), input written (InputAck) and results (Done), many to a frame."""

@@ -14,7 +14,8 @@ whatever is ready.
 
 Output flow control: when the data channel is full, the loop stops reading
 the commands' pipes (they block on write) instead of buffering without
-bound, while heartbeats, cancels and timeouts go on. The supervisor does the
+bound, while heartbeats, cancels and timeouts go on; the commands are paused
+meanwhile (their exits are still seen, their silence is not counted). The supervisor does the
 same per task (PauseOutput/ResumeOutput) when the client that owns a task's
 output is not reading it.
 """
@@ -165,8 +166,10 @@ class Worker:
         elif sock is self.data:
             self._flush_data()
         else:
-            run = self.running.get(self.polls.owner_of.get(sock))
-            if run is None:
+            # A command's descriptors are owned by its Running, not its task id:
+            # a client picks task ids, and "command" must not name our socket.
+            run = self.polls.owner_of.get(sock)
+            if not isinstance(run, Running) or self.running.get(run.task_id) is not run:
                 return
             if sock in run.command.write_fds():
                 run.command.on_writable(sock)
@@ -190,23 +193,30 @@ class Worker:
         self._poll_command(run)
 
     def _poll_command(self, run: Running) -> None:
-        """What to wait on for `run`: its pipes and pidfd (not while the data channel is full), and its
+        """What to wait on for `run`: its pipes (not while the data channel is full), its pidfd, and its
         stdin while input waits for room in it (written whatever the output does)."""
         command = run.command
-        polled = ([] if self.blocked else command.fds(), command.write_fds())
+        polled = (command.exit_fds() if self.blocked else command.fds(), command.write_fds())
         if polled == run.polled:
             return   # most calls change nothing: a cheap comparison, no registration
         run.polled = polled
         reads, writes = polled
-        self.polls.set(run.task_id, [(fd, zmq.POLLIN) for fd in reads] + [(fd, zmq.POLLOUT) for fd in writes])
+        self.polls.set(run, [(fd, zmq.POLLIN) for fd in reads] + [(fd, zmq.POLLOUT) for fd in writes])
 
     def _set_blocked(self, blocked: bool) -> None:
         if blocked == self.blocked:
             return
         self.blocked = blocked
         self.polls.set("data", [(self.data, zmq.POLLOUT)] if blocked else ())
-        for run in self.running.values():
-            self._poll_command(run)
+        # Unread for now, as when paused: a command that writes on is not silent, nor
+        # late to close its pipes; and its exit is still seen, or its timeout would
+        # fire on a command that ended in time.
+        for run in list(self.running.values()):
+            if blocked:
+                run.command.pause_output()
+            elif run.task_id not in self.paused:
+                run.command.resume_output()
+            self._touched(run)
 
     def _command_handlers(self) -> dict[type, Callable[[Any], None]]:
         """What each message parad sends on the command channel does here."""
@@ -247,7 +257,7 @@ class Worker:
             return
         if pause:
             run.command.pause_output()
-        else:
+        elif not self.blocked:
             run.command.resume_output()
         self._touched(run)
 
@@ -318,7 +328,7 @@ class Worker:
             self._finish(run.assign, run.started, Finished(error=f"cannot start {spec.argv[0]}: {detail}"), None)
             return
         self.running[run.task_id] = run
-        if run.task_id in self.paused:
+        if run.task_id in self.paused or self.blocked:
             run.command.pause_output()
         self._touched(run)   # with the first InputAck: the command's stdin is open, input may come
 
@@ -336,13 +346,14 @@ class Worker:
         command = run.command
         outcome = command.outcome()
         del self.running[run.task_id]
-        self.polls.drop(run.task_id)
+        self.polls.drop(run)
         if command.unkillable:
             # Unkillable (stuck in the kernel): a worker that still holds them
-            # would count them against every later command, so it retires.
+            # would count them against every later command, so it retires:
+            # parad, told, assigns it nothing more and sends Stop. Not stopping
+            # here: an Assign may be on its way, and would be lost with us.
             self._send("error", m.ErrorReport(self.id, run.task_id, "unkillable",
                                               f"processes {command.unkillable} outlived every kill; the worker retires"))
-            self.stopping = True
         else:
             command.close()
         answer = None

@@ -211,6 +211,10 @@ class Command:
             fds.append(self._pidfd)
         return fds
 
+    def exit_fds(self) -> list[int]:
+        """The pidfd, while the command runs: what tells its exit, polled even while no pipe is read."""
+        return [self._pidfd] if self._status is None else []
+
     def write_fds(self) -> list[int]:
         """The stdin pipe, while it has input waiting to be written (see on_writable)."""
         pipe = self.stdin_pipe
