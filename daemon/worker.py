@@ -173,8 +173,8 @@ class Worker:
                 return
             if sock in run.command.write_fds():
                 run.command.on_writable(sock)
-            elif self.turn_bytes < TURN_BYTES:
-                run.command.on_readable(sock)
+            elif self.turn_bytes < TURN_BYTES or sock in run.command.exit_fds():
+                run.command.on_readable(sock)   # an exit is seen at once, whatever this turn has read
             self._touched(run)
 
     def _on_timers(self, now: float) -> None:
