@@ -24,7 +24,7 @@ from __future__ import annotations
 from para.daemon.child_relay import RELAY_SLACK
 from para.daemon.config import Config
 from para.daemon.tools.ripgrep import RG_OUTPUT_CAP
-from para.daemon.worker import BATCH_BYTES
+from para.daemon.data_out import BATCH_BYTES
 
 SLACK = 1 << 20   # message envelopes, ids, status fields
 

@@ -39,25 +39,16 @@ import psutil
 import zmq
 
 from para.daemon.child_relay import ChildRelay
+from para.daemon.data_out import DataOut
 from para.daemon.pollset import PollSet
 from para.daemon.task_result import task_result
 from para.daemon.tools import TOOLS
 from para.daemon.tools.base import Finished, RunCommand, TaskContext, ToolFailure
 from para.ipc import channels, codec
 from para.ipc import messages as m
-from para.ipc.channels import DATA_HWM
 from para.ipc.endpoints import Endpoints
 from para.sandbox import identity, prctl, spawn
-from para.sandbox.command import READ_SIZE, Command, Outcome
-
-# Most bytes of output or results packed into one data frame (a bigger result goes alone).
-# The data channel's high-water mark counts frames: with frames of one pipe read each,
-# what a worker has in flight toward parad stays DATA_HWM reads, however many commands it drives.
-BATCH_BYTES = READ_SIZE
-# Output read in one turn, at most, before the loop sends it: with many commands
-# readable at once, the rest waits in their pipes (the poll is level-triggered).
-TURN_BYTES = 4 << 20
-
+from para.sandbox.command import Command, Outcome
 
 @dataclass(slots=True, eq=False)
 class Running:
@@ -95,8 +86,7 @@ class Worker:
         self.on_command = self._command_handlers()
         self.pending: collections.deque[m.Assign] = collections.deque()
         self.running: dict[str, Running] = {}
-        self.data_backlog: collections.deque[bytes] = collections.deque()
-        self.turn_bytes = 0     # output read this turn, not sent yet
+        self.out = DataOut(lambda frames, block: self.channels.send_encoded("data", frames, block))
         self.blocked = False    # the data channel is full: the commands' pipes are not polled
         self.paused: set[str] = set()   # tasks whose output the supervisor asked us not to read for now
         self.events: list[bytes] = []
@@ -148,7 +138,7 @@ class Worker:
 
     def _start_pending(self) -> None:
         # Sync tools (echo, read) finish inside _start; commands start and run on.
-        while self.pending and len(self.data_backlog) < DATA_HWM:
+        while self.pending and self.out.room:
             self._start(self.pending.popleft())
 
     def _next_deadline(self, heartbeat: float) -> float:
@@ -173,7 +163,7 @@ class Worker:
                 return
             if sock in run.command.write_fds():
                 run.command.on_writable(sock)
-            elif self.turn_bytes < TURN_BYTES or sock in run.command.exit_fds():
+            elif not self.out.turn_full or sock in run.command.exit_fds():
                 run.command.on_readable(sock)   # an exit is seen at once, whatever this turn has read
             self._touched(run)
 
@@ -276,7 +266,7 @@ class Worker:
         if pipe is None or (pipe.written, pipe.closed) == run.input_acked:
             return
         run.input_acked = (pipe.written, pipe.closed)
-        self.data_backlog.append(codec.encode(m.InputAck(run.task_id, pipe.written, pipe.closed)))
+        self.out.add(m.InputAck(run.task_id, pipe.written, pipe.closed))
 
     def _cancel(self, task_id: str) -> None:
         run = self.running.get(task_id)
@@ -333,14 +323,14 @@ class Worker:
         self._touched(run)   # with the first InputAck: the command's stdin is open, input may come
 
     def _count_output(self, stream: str, data: bytes) -> None:
-        self.turn_bytes += len(data)
+        self.out.output_read(len(data))
 
     def _stream_chunk(self, run: Running, stream: str, data: bytes) -> None:
         # Every byte is streamed: only what the result keeps is capped (output_bytes).
         # Memory stays bounded: while this backlog waits, the pipes are not read.
         run.chunk_seq += 1
-        self.turn_bytes += len(data)
-        self.data_backlog.append(codec.encode(m.Chunk(run.task_id, stream, data, run.chunk_seq)))
+        self.out.output_read(len(data))
+        self.out.add(m.Chunk(run.task_id, stream, data, run.chunk_seq))
 
     def _finish_command(self, run: Running) -> None:
         command = run.command
@@ -380,7 +370,7 @@ class Worker:
         result.attempts = assign.attempt
         if not result.duration:
             result.duration = time.monotonic() - started
-        self.data_backlog.append(codec.encode(m.Done(result)))
+        self.out.add(m.Done(result))
 
     # ---- channels ----------------------------------------------------------
 
@@ -393,22 +383,8 @@ class Worker:
         self.events = []
 
     def _flush_data(self, block: bool = False) -> None:
-        """Send waiting output and results, many per frame; while the channel is full, poll no pipe."""
-        backlog = self.data_backlog
-        while backlog:
-            batch, size = [], 0
-            for frame in backlog:
-                if batch and (size + len(frame) > BATCH_BYTES or len(batch) >= codec.BATCH_FRAMES):
-                    break
-                batch.append(frame)
-                size += len(frame)
-            if not self.channels.send_encoded("data", batch, block):
-                self._set_blocked(True)
-                return
-            for _ in batch:
-                backlog.popleft()
-        self.turn_bytes = 0
-        self._set_blocked(False)
+        """Send waiting output and results; while the channel is full, no command's pipes are read."""
+        self._set_blocked(not self.out.flush(block))
 
     def _heartbeat(self) -> None:
         self.hb_seq += 1
