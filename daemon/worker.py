@@ -142,8 +142,9 @@ class Worker:
             self._start(self.pending.popleft())
 
     def _next_deadline(self, heartbeat: float) -> float:
-        return min((r.deadline for r in self.running.values() if r.deadline is not None), default=heartbeat) \
-            if self.running else heartbeat
+        # The heartbeat too: a command's next timer may be its timeout, minutes away.
+        return min((r.deadline for r in self.running.values() if r.deadline is not None and r.deadline < heartbeat),
+                   default=heartbeat)
 
     def _on_ready(self, sock: Any) -> None:
         """One socket or pipe the poll found ready: a command from parad, a nested client's

@@ -131,3 +131,15 @@ def test_sessions_take_turns_for_a_worker_s_commands(start_daemon, tmp_path: Pat
     order = log.read_text().split()
     # The two slots freed by the gates go one to each session, not both to the batch.
     assert order.index("b") <= 1, order
+
+
+def test_a_worker_whose_commands_have_no_near_timer_still_sends_heartbeats(start_daemon) -> None:
+    # No sampled limits (a cgroup host samples nothing either): a command's next timer is its
+    # timeout. The worker must still wake for its heartbeats, or parad kills it as hung.
+    unsampled = {"sandbox": {"limits": {"memory": None, "processes": None}}}
+    d = start_daemon(daemon={"heartbeat_interval": 0.2, "failure_detection_timeout": 1.0},
+                     pools={"bash": {**ONE_WORKER["bash"], "options": unsampled}})
+    with d.client() as c:
+        results = [c.submit("bash", command="sleep 3; echo slept", timeout=120) for _ in range(2)]
+        assert [r.result(timeout=60).stdout for r in results] == ["slept\n"] * 2
+    assert d.pool("bash")["crashes"] == 0
