@@ -45,9 +45,7 @@ class DaemonCollector:
         self.plans = plans
 
     def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily("para_uptime_seconds", "Seconds since parad started")
-        up.add_metric([], time.monotonic() - self.core.started)
-        yield up
+        yield GaugeMetricFamily("para_uptime_seconds", "Seconds since parad started", value=time.monotonic() - self.core.started)
         tasks = CounterMetricFamily("para_tasks", "Finished tasks by pool and final status", labels=["pool", "status"])
         for (pool, status), n in sorted(self.core.tasks.by_pool.items()):
             tasks.add_metric([pool, status], n)
@@ -67,9 +65,7 @@ class DaemonCollector:
     def _input(self) -> Iterator[Metric]:
         if self.inputs is None:
             return
-        sent = CounterMetricFamily("para_input_bytes", "Bytes of streamed stdin passed on to workers")
-        sent.add_metric([], self.inputs.forwarded)
-        yield sent
+        yield CounterMetricFamily("para_input_bytes", "Bytes of streamed stdin passed on to workers", value=self.inputs.forwarded)
         refused = CounterMetricFamily("para_input_refused", "Input messages refused (dropped) by reason: the task "
                                       "is not running, not the sender's, not streaming stdin, not started, closed, "
                                       "past the window, or its worker is gone", labels=["reason"])
@@ -81,30 +77,28 @@ class DaemonCollector:
         j = self.core.tasks.store.summary()
         if j["durability"] == "off":   # no journal
             return
-        commits = CounterMetricFamily("para_journal_commits", "Journal commits (each groups a loop turn's changes, or more)")
-        commits.add_metric([], j["commits"])
-        rows = CounterMetricFamily("para_journal_rows_written", "Task rows inserted or updated in the journal")
-        rows.add_metric([], j["rows_written"])
-        failures = CounterMetricFamily("para_journal_commit_failures", "Journal commits that failed (a full disk)")
-        failures.add_metric([], j["failures"])
-        trouble = GaugeMetricFamily("para_journal_unwritable", "1 while the journal cannot write: new tasks are refused")
-        trouble.add_metric([], 1 if j["trouble"] else 0)
-        yield from (commits, rows, failures, trouble)
+        # Families of one unlabelled sample each: `value=` is prometheus_client's way to say so.
+        yield CounterMetricFamily("para_journal_commits", "Journal commits (each groups a loop turn's changes, or more)",
+                                  value=j["commits"])
+        yield CounterMetricFamily("para_journal_rows_written", "Task rows inserted or updated in the journal",
+                                  value=j["rows_written"])
+        yield CounterMetricFamily("para_journal_commit_failures", "Journal commits that failed (a full disk)",
+                                  value=j["failures"])
+        yield GaugeMetricFamily("para_journal_unwritable", "1 while the journal cannot write: new tasks are refused",
+                                value=1 if j["trouble"] else 0)
 
     def _output(self) -> Iterator[Metric]:
         out = self.outbox.summary()
-        backlog = GaugeMetricFamily("para_client_backlog_bytes", "Bytes of results and output held for clients that have not read them")
-        backlog.add_metric([], out["backlog_bytes"])
-        over = GaugeMetricFamily("para_clients_over_budget", "Clients past client_output_budget: their tasks wait")
-        over.add_metric([], out["clients_over_budget"])
-        paused = GaugeMetricFamily("para_tasks_paused", "Commands whose output is not read until their client reads")
-        paused.add_metric([], out["paused_tasks"])
-        retained = GaugeMetricFamily("para_finished_retained_bytes", "Bytes of finished results kept for queries")
-        retained.add_metric([], self.core.tasks.retained()["bytes"])
-        dropped = CounterMetricFamily("para_client_requests_dropped", "Requests not answered: their client held more "
-                                      "than twice its output budget unread")
-        dropped.add_metric([], self.outbox.dropped)
-        yield from (backlog, over, paused, retained, dropped)
+        yield GaugeMetricFamily("para_client_backlog_bytes", "Bytes of results and output held for clients that have "
+                                "not read them", value=out["backlog_bytes"])
+        yield GaugeMetricFamily("para_clients_over_budget", "Clients past client_output_budget: their tasks wait",
+                                value=out["clients_over_budget"])
+        yield GaugeMetricFamily("para_tasks_paused", "Commands whose output is not read until their client reads",
+                                value=out["paused_tasks"])
+        yield GaugeMetricFamily("para_finished_retained_bytes", "Bytes of finished results kept for queries",
+                                value=self.core.tasks.retained()["bytes"])
+        yield CounterMetricFamily("para_client_requests_dropped", "Requests not answered: their client held more "
+                                  "than twice its output budget unread", value=self.outbox.dropped)
 
     def _sandbox(self) -> Iterator[Metric]:
         mode = GaugeMetricFamily("para_sandbox_isolation", "1 for the isolation each pool runs under", labels=["pool", "isolation"])
