@@ -308,6 +308,11 @@ class AsyncClient(BaseClient):
         """One dict per live task."""
         return await self._query("ps")
 
+    async def tools(self) -> list[dict[str, Any]]:
+        """The tools parad runs, one dict per pool: name, tool, description, read_only, retry_safe,
+        workspace, and input_schema (the JSON Schema of its arguments)."""
+        return await self._query("tools")
+
     async def metrics(self) -> str:
         """The daemon's Prometheus metrics, in the text exposition format."""
         return await self._query("metrics")

@@ -295,6 +295,11 @@ class Client(BaseClient):
         """One dict per live task."""
         return self._query("ps")
 
+    def tools(self) -> list[dict[str, Any]]:
+        """The tools parad runs, one dict per pool: name, tool, description, read_only, retry_safe,
+        workspace, and input_schema (the JSON Schema of its arguments)."""
+        return self._query("tools")
+
     def metrics(self) -> str:
         """The daemon's Prometheus metrics, in the text exposition format."""
         return self._query("metrics")

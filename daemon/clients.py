@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from para.daemon import children
+from para.daemon import children, tool_catalog
 from para.daemon.admission import Refusal, admit
 from para.daemon.batch_plan import BatchError
 from para.daemon.batches import BatchRunner
@@ -330,6 +330,8 @@ class ClientRequests:
             body = [r.summary() for r in self.core.tasks.live.values()]
         elif msg.what == "metrics":
             body = self.daemon.metrics_text()
+        elif msg.what == "tools":
+            body = tool_catalog.describe(self.core.pools)
         elif msg.what == "batch":
             body = self.batches.status(msg.arg) if isinstance(msg.arg, str) else None
             if body is None:
@@ -344,7 +346,7 @@ class ClientRequests:
                 self._durable_reply(req, m.Reply(msg.req, body))
                 return
         else:
-            self._error(req, msg.req, m.E_INVALID, f"unknown query {msg.what!r}; ask for status, workers, ps, metrics, task or batch")
+            self._error(req, msg.req, m.E_INVALID, f"unknown query {msg.what!r}; ask for status, workers, ps, metrics, tools, task or batch")
             return
         self._reply(req, m.Reply(msg.req, body))
 

@@ -139,7 +139,7 @@ class Relayed:
 
 @dataclass(slots=True)
 class Query:
-    """A read-only question: what is 'status', 'workers', 'ps', 'metrics', 'task' or 'batch' (arg: its id)."""
+    """A read-only question: what is 'status', 'workers', 'ps', 'metrics', 'tools', 'task' or 'batch' (arg: its id)."""
     req: int
     what: str
     arg: str | None = None

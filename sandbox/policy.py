@@ -120,24 +120,25 @@ class ReadOnlySandbox(_Model):
 
 
 class TaskLimits(_Model):
-    timeout: float | None = Field(None, gt=0)
-    cpu_seconds: int | None = Field(None, gt=0)
-    memory: ByteSize | None = Field(None, gt=0)
-    processes: int | None = Field(None, gt=0)
-    open_files: int | None = Field(None, gt=0)
-    file_size: ByteSize | None = Field(None, gt=0)
-    address_space: ByteSize | None = Field(None, gt=0)
-    output_bytes: ByteSize | None = Field(None, gt=0)
-    output_kill_bytes: ByteSize | None = Field(None, gt=0)
+    """A task's limits: each may only lower its pool's (LimitsPolicy says what each one is)."""
+    timeout: float | None = Field(None, gt=0, description="wall-clock seconds before the command's tree is killed")
+    cpu_seconds: int | None = Field(None, gt=0, description="CPU seconds (RLIMIT_CPU)")
+    memory: ByteSize | None = Field(None, gt=0, description="memory of the command's whole tree, in bytes or as '512MiB'")
+    processes: int | None = Field(None, gt=0, description="processes in the command's tree")
+    open_files: int | None = Field(None, gt=0, description="open files per process (RLIMIT_NOFILE)")
+    file_size: ByteSize | None = Field(None, gt=0, description="largest file the command may write (RLIMIT_FSIZE)")
+    address_space: ByteSize | None = Field(None, gt=0, description="virtual memory per process (RLIMIT_AS)")
+    output_bytes: ByteSize | None = Field(None, gt=0, description="bytes kept per output stream (head and tail)")
+    output_kill_bytes: ByteSize | None = Field(None, gt=0, description="a stream that passes this many bytes ends the command")
 
 
 class TaskPolicy(_Model):
     """A task's request to run under a stricter policy than its pool's."""
-    limits: TaskLimits = Field(default_factory=TaskLimits)
-    network: bool | None = None
+    limits: TaskLimits = Field(default_factory=TaskLimits, description="limits lower than the pool's")
+    network: bool | None = Field(None, description="false: no network, even where the pool allows it (true only where the pool allows it)")
     writable: list[str] | None = Field(None, description="a subset of the pool's writable roots (or paths inside them)")
-    deny_read: list[str] = Field(default_factory=list)
-    read_only: list[str] = Field(default_factory=list)
+    deny_read: list[str] = Field(default_factory=list, description="more paths the command cannot read")
+    read_only: list[str] = Field(default_factory=list, description="paths inside writable roots that the command may only read")
 
     def touches_mounts(self) -> bool:
         """Whether honouring this needs a sandbox of its own (mounts or network differ from the pool's)."""

@@ -59,10 +59,14 @@ class ToolFailure(Exception):
 
 class Tool:
     name: ClassVar[str]
+    # What the tool does, for whoever chooses tools (paractl tools, an agent through MCP): a sentence or two.
+    description: ClassVar[str] = ""
     Args: ClassVar[type[BaseModel]]
     Options: ClassVar[type[BaseModel]] = NoOptions
     # Safe to run again after a worker died mid-task (no side effects).
     retry_safe: ClassVar[bool] = False
+    # Changes nothing outside its answer: agents may run many of its calls at once (MCP's readOnlyHint).
+    read_only: ClassVar[bool] = False
     # Tasks a worker of this tool may hold at once (credit window).
     default_credit: ClassVar[int] = 1
     # Runs commands of the user's, which may submit child tasks (nested tasks).

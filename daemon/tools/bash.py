@@ -48,6 +48,9 @@ class BashOptions(BaseModel):
 
 class Bash(Tool):
     name = "bash"
+    description = ("Runs a shell command (or an argv) in the caller's workspace, confined by the pool's sandbox: "
+                   "namespaces, resource limits, a timeout, an output cap and a kill of its whole process tree. "
+                   "Answers with its exit code, its output and the limit that ended it, if one did.")
     Args = BashArgs
     Options = BashOptions
     # A worker starts every task it is given at once (worker.py), so its credit

@@ -16,8 +16,10 @@ class EchoArgs(BaseModel):
 
 class Echo(Tool):
     name = "echo"
+    description = "Returns its arguments as they were sent: a health check, and a measure of para's own overhead."
     Args = EchoArgs
     retry_safe = True
+    read_only = True
     default_credit = 32
 
     def run(self, args: EchoArgs, options: Any, ctx: TaskContext) -> Finished:

@@ -28,6 +28,8 @@ class GlobOptions(BaseModel):
 
 class Glob(RipgrepTool):
     name = "glob"
+    description = ("Lists the files under a directory that match glob patterns (e.g. **/*.py), skipping what "
+                   ".gitignore excludes.")
     Args = GlobArgs
     Options = GlobOptions
 

@@ -36,6 +36,8 @@ class GrepOptions(BaseModel):
 
 class Grep(RipgrepTool):
     name = "grep"
+    description = ("Searches file contents with ripgrep (Rust regex syntax), skipping what .gitignore excludes; "
+                   "answers with structured matches (path, line number, text, context) and counts.")
     Args = GrepArgs
     Options = GrepOptions
 

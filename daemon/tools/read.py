@@ -33,6 +33,8 @@ class Read(ReadOnlyTool):
     `binary: true` and no lines rather than an error, so a caller can tell."""
 
     name = "read"
+    description = ("Reads a text file's lines (with an offset, a line limit and a byte cap), as the owner of the "
+                   "workspace; a binary file answers `binary: true` and no lines.")
     Args = ReadArgs
     Options = ReadOptions
 

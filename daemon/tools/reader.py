@@ -19,6 +19,7 @@ from para.sandbox import identity, prctl
 
 class ReadOnlyTool(Tool):
     retry_safe = True
+    read_only = True
     default_credit = 8
 
     def identity(self, options: Any, ctx: TaskContext | None = None) -> tuple[int, int] | None:
