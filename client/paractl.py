@@ -1,6 +1,7 @@
 """paractl: the para daemon from the command line.
 
     paractl status | workers | ps | metrics | cancel ID... [--session S] | shutdown
+    paractl tools [NAME...] [--format openai|anthropic]   (what each tool does, its arguments)
     paractl result ID | task ID | gc [--older-than S]   (results by id, whoever submitted them)
     paractl bash [--timeout S] [--cwd DIR] [--clean-env] [-n] -- make test   (or one shell string: -- 'a | b')
     paractl run TOOL key=value ...          (values are YAML scalars: 1, true, [a, b])
@@ -27,7 +28,7 @@ import sys
 from typing import Any
 
 from para.client import paractl_format as fmt
-from para.client import paractl_results, paractl_tools
+from para.client import paractl_catalog, paractl_results, paractl_tools
 from para.client.client import Client
 from para.client.errors import DaemonUnavailable, InvalidRequest, ParaError, PoolUnavailable, QueueFull, TaskTimeout
 from para.client.paractl_batch import cmd_batch
@@ -122,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("assignments", nargs="*", metavar="key=value")
     paractl_tools.add_parsers(sub)
     paractl_results.add_parsers(sub)
+    paractl_catalog.add_parsers(sub)
     return p
 
 
@@ -231,6 +233,7 @@ def cmd_run(client: Client, g: Globals, args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"status": cmd_query, "workers": cmd_query, "ps": cmd_query, "metrics": cmd_query, **paractl_results.COMMANDS,
+            **paractl_catalog.COMMANDS,
             "cancel": cmd_cancel, "shutdown": cmd_shutdown, "run": cmd_run, "bash": cmd_bash, "batch": cmd_batch,
             "scale": cmd_scale, "drain": cmd_scale, "watch": cmd_watch,
             "grep": cmd_grep, "glob": cmd_glob, "read": cmd_read}
