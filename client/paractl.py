@@ -223,7 +223,10 @@ def cmd_watch(client: Client, g: Globals, args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     for seen, (topic, msg) in enumerate(events, 1):
-        emit(fmt.to_json({"topic": topic, "event": msg}) if g.json else fmt.event(topic, msg))
+        if g.json:
+            emit_line({"topic": topic, "event": msg})
+        else:
+            emit(fmt.event(topic, msg), flush=True)
         if args.count and seen >= args.count:
             break
     return 0
