@@ -14,6 +14,15 @@ Global options (anywhere before `--`): --json, --runtime-dir DIR, --no-autostart
 --version, --timeout SECONDS (how long to wait for the daemon's answers; but
 after `bash`, --timeout is the command's own time limit).
 
+--json, for scripts: stdout is JSON only, stderr only logs. An answer is one JSON
+value (a task's Result for bash, run, result, grep, glob, read; `tools --json`:
+a list with JSON Schemas). Streams are JSON Lines, one object per line as it
+comes: watch {"topic", "event"}; batch {"task", "done", "tasks", "result"} per
+finished task, then {"batch": totals}. An error is one line
+{"error": {"code", "message"}}, with the exit code it has without --json
+(code: the daemon's, e.g. unknown_tool, not_found, queue_full; or usage,
+daemon_unavailable, timed_out, interrupted).
+
 Exit codes: what the command exited with (bash, run of a command tool); 124 when
 a task timed out, 128+N when a signal N killed it; 1 a tool error (grep: 1 no
 match, 2 an error); 2 usage or a refused request; 69 no daemon answers
@@ -102,7 +111,7 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="paractl", description=__doc__.split("\n\n")[0],
                epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--json", action="store_true", help="print the daemon's answer as JSON")
+    p.add_argument("--json", action="store_true", help="JSON on stdout, errors included (see below)")
     p.add_argument("--runtime-dir", metavar="DIR", help="the daemon's runtime directory (default: $XDG_RUNTIME_DIR/para)")
     p.add_argument("--no-autostart", action="store_true", help="fail (exit 69) instead of starting a daemon")
     p.add_argument("--timeout", metavar="SECONDS", help="wait this long for the daemon's answers (default 10)")
