@@ -1,6 +1,7 @@
 """paractl: the para daemon from the command line.
 
     paractl status | workers | ps | metrics | cancel ID... [--session S] | shutdown
+    paractl tools [NAME...] [--format openai|anthropic]   (what each tool does, its arguments)
     paractl result ID | task ID | gc [--older-than S]   (results by id, whoever submitted them)
     paractl bash [--timeout S] [--cwd DIR] [--clean-env] [-n] -- make test   (or one shell string: -- 'a | b')
     paractl run TOOL key=value ...          (values are YAML scalars: 1, true, [a, b])
@@ -13,6 +14,15 @@ Global options (anywhere before `--`): --json, --runtime-dir DIR, --no-autostart
 --version, --timeout SECONDS (how long to wait for the daemon's answers; but
 after `bash`, --timeout is the command's own time limit).
 
+--json, for scripts: stdout is JSON only, stderr only logs. An answer is one JSON
+value (a task's Result for bash, run, result, grep, glob, read; `tools --json`:
+a list with JSON Schemas). Streams are JSON Lines, one object per line as it
+comes: watch {"topic", "event"}; batch {"task", "done", "tasks", "result"} per
+finished task, then {"batch": totals}. An error is one line
+{"error": {"code", "message"}}, with the exit code it has without --json
+(code: the daemon's, e.g. unknown_tool, not_found, queue_full; or usage,
+daemon_unavailable, timed_out, interrupted).
+
 Exit codes: what the command exited with (bash, run of a command tool); 124 when
 a task timed out, 128+N when a signal N killed it; 1 a tool error (grep: 1 no
 match, 2 an error); 2 usage or a refused request; 69 no daemon answers
@@ -24,16 +34,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from para.client import paractl_format as fmt
-from para.client import paractl_results, paractl_tools
+from para.client import paractl_catalog, paractl_results, paractl_tools
 from para.client.client import Client
-from para.client.errors import DaemonUnavailable, InvalidRequest, ParaError, PoolUnavailable, QueueFull, TaskTimeout
+from para.client.errors import ParaError
 from para.client.paractl_batch import cmd_batch
 from para.client.paractl_output import (
-    EX_INTERRUPTED, EX_TEMPFAIL, EX_TIMEOUT, EX_TOOL, EX_UNAVAILABLE, EX_USAGE, Globals, UsageError, emit, say,
-    show_result, wait,
+    EX_INTERRUPTED, EX_TOOL, EX_USAGE, Globals, UsageError, emit, emit_line, exit_code, fail, show_result, wait,
 )
 from para.client.paractl_tools import cmd_bash, cmd_glob, cmd_grep, cmd_read
 from para.client.watch import TOPICS, watch
@@ -90,10 +99,19 @@ def _seconds(text: str) -> float:
     return value
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of printing and exiting, so --json can report it as JSON.
+    Subcommands' parsers are of this class too (argparse makes them of their parent's)."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("paractl").strip()
+        raise UsageError(f"{command}: {message}" if command else message, usage=self.format_usage())
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="paractl", description=__doc__.split("\n\n")[0],
-                                epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--json", action="store_true", help="print the daemon's answer as JSON")
+    p = Parser(prog="paractl", description=__doc__.split("\n\n")[0],
+               epilog=__doc__.split("\n\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--json", action="store_true", help="JSON on stdout, errors included (see below)")
     p.add_argument("--runtime-dir", metavar="DIR", help="the daemon's runtime directory (default: $XDG_RUNTIME_DIR/para)")
     p.add_argument("--no-autostart", action="store_true", help="fail (exit 69) instead of starting a daemon")
     p.add_argument("--timeout", metavar="SECONDS", help="wait this long for the daemon's answers (default 10)")
@@ -122,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("assignments", nargs="*", metavar="key=value")
     paractl_tools.add_parsers(sub)
     paractl_results.add_parsers(sub)
+    paractl_catalog.add_parsers(sub)
     return p
 
 
@@ -213,7 +232,10 @@ def cmd_watch(client: Client, g: Globals, args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     for seen, (topic, msg) in enumerate(events, 1):
-        emit(fmt.to_json({"topic": topic, "event": msg}) if g.json else fmt.event(topic, msg))
+        if g.json:
+            emit_line({"topic": topic, "event": msg})
+        else:
+            emit(fmt.event(topic, msg), flush=True)
         if args.count and seen >= args.count:
             break
     return 0
@@ -231,6 +253,7 @@ def cmd_run(client: Client, g: Globals, args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"status": cmd_query, "workers": cmd_query, "ps": cmd_query, "metrics": cmd_query, **paractl_results.COMMANDS,
+            **paractl_catalog.COMMANDS,
             "cancel": cmd_cancel, "shutdown": cmd_shutdown, "run": cmd_run, "bash": cmd_bash, "batch": cmd_batch,
             "scale": cmd_scale, "drain": cmd_scale, "watch": cmd_watch,
             "grep": cmd_grep, "glob": cmd_glob, "read": cmd_read}
@@ -240,12 +263,16 @@ COMMANDS = {"status": cmd_query, "workers": cmd_query, "ps": cmd_query, "metrics
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in (argv[:argv.index("--")] if "--" in argv else argv)
     try:
         return _main(argv)
     except UsageError as exc:
-        say(str(exc))
-        return EX_USAGE
-    except KeyboardInterrupt:
+        if exc.usage and not as_json:
+            sys.stderr.write(exc.usage)
+        return fail(as_json, exc.code, str(exc), EX_USAGE)
+    except KeyboardInterrupt:   # silent, as a shell's Ctrl-C is; a script reading --json gets a last line
+        if as_json:
+            emit_line({"error": {"code": "interrupted", "message": "interrupted"}})
         return EX_INTERRUPTED
     except BrokenPipeError:  # `paractl ... | head`: the reader left; stay quiet like cat does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -256,38 +283,23 @@ def _main(argv: list[str]) -> int:
     g, before, after = split_globals(argv)
     if g.version:
         from importlib.metadata import version
-        print(f"paractl {version('para')}")
+        emit(fmt.to_json({"version": version("para")}) if g.json else f"paractl {version('para')}")
         return 0
     parser = build_parser()
     try:
         args = parser.parse_args(before if after is None or _is_bash(before) else before + ["--"] + after)
-    except SystemExit as exc:
+    except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else EX_USAGE
     if args.cmd is None:
-        parser.print_usage(sys.stderr)
-        say("name a command, e.g. `paractl status`; see paractl --help")
-        return EX_USAGE
+        raise UsageError("name a command, e.g. `paractl status`; see paractl --help", usage=parser.format_usage())
     if args.cmd == "bash":
         args.words = args.words + (after or [])
     try:
         with Client(g.runtime_dir, timeout=g.timeout, name="paractl",
                     autostart=g.autostart and args.cmd not in NO_AUTOSTART) as client:
             return COMMANDS[args.cmd](client, g, args)
-    except DaemonUnavailable as exc:
-        say(str(exc))
-        return EX_UNAVAILABLE
-    except (QueueFull, PoolUnavailable) as exc:
-        say(str(exc))
-        return EX_TEMPFAIL
-    except InvalidRequest as exc:
-        say(str(exc))
-        return EX_USAGE
-    except TaskTimeout as exc:
-        say(str(exc))
-        return EX_TIMEOUT
     except ParaError as exc:
-        say(str(exc))
-        return EX_TOOL
+        return fail(g.json, exc.code, str(exc), exit_code(exc))
 
 
 def _is_bash(before: list[str]) -> bool:

@@ -1,8 +1,9 @@
 """`paractl batch FILE`: run a batch of tasks with dependencies, with live progress.
 
 On a terminal, one progress line is redrawn (done / running / failed /
-pending, throughput, ETA); otherwise one plain line per finished task. The
-exit code is 0 when every task succeeded, else 1.
+pending, throughput, ETA); otherwise one plain line per finished task; with
+--json, one JSON line per finished task and one for the batch (json_lines).
+The exit code is 0 when every task succeeded, else 1.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import time
 from typing import Any
 
 from para.client import paractl_format as fmt
+from para.client.batch import BatchHandle
 from para.client.client import Client
 from para.client.errors import InvalidRequest
+from para.client.paractl_output import emit_line
 from para.client.result import Result
 
 REDRAW = 0.2  # seconds between progress queries on a terminal
@@ -54,7 +57,9 @@ def task_line(name: str, r: Result) -> str:
 
 def cmd_batch(client: Client, g: Any, args: Any) -> int:
     handle = client.batch(load_spec(args.file))
-    live = sys.stderr.isatty() and not g.json
+    if g.json:
+        return json_lines(handle)
+    live = sys.stderr.isatty()
     results: dict[str, Result] = {}
     last_draw = 0.0
     for name, result in handle.as_completed():
@@ -66,14 +71,22 @@ def cmd_batch(client: Client, g: Any, args: Any) -> int:
                 last_draw = time.monotonic()
             if not result.ok:
                 sys.stderr.write("\r\033[K" + task_line(name, result) + "\n")
-        elif not g.json:
+        else:
             print(task_line(name, result), flush=True)
     if live:
         sys.stderr.write("\n")
     summary = handle.progress()
-    if g.json:
-        print(fmt.to_json({"batch": summary, "results": results}))
-    else:
-        print(f"batch {handle.id}: {summary['done']} tasks, {summary['failed']} failed, {summary['skipped']} skipped "
-              f"in {fmt.duration(summary['elapsed'])}", file=sys.stderr if live else sys.stdout)
+    print(f"batch {handle.id}: {summary['done']} tasks, {summary['failed']} failed, {summary['skipped']} skipped "
+          f"in {fmt.duration(summary['elapsed'])}", file=sys.stderr if live else sys.stdout)
     return 0 if all(r.ok for r in results.values()) else 1
+
+
+def json_lines(handle: BatchHandle) -> int:
+    """--json: one line per task as it finishes, {"task": NAME, "done": N, "tasks": TOTAL, "result": {...}},
+    then {"batch": PROGRESS} (the totals `Client.batch(...).progress()` gives)."""
+    ok = True
+    for done, (name, result) in enumerate(handle.as_completed(), 1):
+        ok = ok and result.ok
+        emit_line({"task": name, "done": done, "tasks": len(handle.futures), "result": result})
+    emit_line({"batch": handle.progress()})
+    return 0 if ok else 1

@@ -65,6 +65,11 @@ def to_json(obj: Any) -> str:
     return json.dumps(obj, indent=2, default=_jsonable, ensure_ascii=False)
 
 
+def to_json_line(obj: Any) -> str:
+    """As to_json, on one line: a line of JSON Lines."""
+    return json.dumps(obj, default=_jsonable, ensure_ascii=False)
+
+
 # ---- daemon queries -------------------------------------------------------------
 
 def status(body: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 from para.client import paractl_format as fmt
 from para.client.client import Client, TaskFuture
-from para.client.errors import TaskError
+from para.client.errors import DaemonUnavailable, InvalidRequest, ParaError, PoolUnavailable, QueueFull, TaskError, TaskTimeout
 from para.client.result import Result
 from para.ipc import messages as m
 
@@ -20,7 +20,13 @@ EX_TIMEOUT, EX_INTERRUPTED = 124, 130
 
 
 class UsageError(Exception):
-    """A command line that cannot be run; exit 2."""
+    """A command line that cannot be run; exit 2. `usage` is the command's synopsis, shown to people."""
+
+    code = "usage"
+
+    def __init__(self, message: str, usage: str = "") -> None:
+        super().__init__(message)
+        self.usage = usage
 
 
 @dataclass
@@ -74,13 +80,43 @@ def tool_exit(result: Result, failure: int = EX_TOOL) -> int:
     return 0 if result.ok else failure
 
 
+def exit_code(exc: ParaError) -> int:
+    """The exit status that stands for a client error (see paractl --help)."""
+    if isinstance(exc, DaemonUnavailable):
+        return EX_UNAVAILABLE
+    if isinstance(exc, (QueueFull, PoolUnavailable)):
+        return EX_TEMPFAIL
+    if isinstance(exc, InvalidRequest):
+        return EX_USAGE
+    if isinstance(exc, TaskTimeout):
+        return EX_TIMEOUT
+    return EX_TOOL
+
+
+def fail(as_json: bool, code: str, message: str, status: int) -> int:
+    """Report an error and return `status`: `paractl: MESSAGE` on stderr, or with --json one line
+    {"error": {"code": CODE, "message": MESSAGE}} on stdout, so a script reads one stream."""
+    if as_json:
+        emit_line({"error": {"code": code, "message": message}})
+    else:
+        say(message)
+    return status
+
+
 def say(message: str) -> None:
     print(f"paractl: {message}", file=sys.stderr, flush=True)
 
 
-def emit(text: str) -> None:
+def emit(text: str, flush: bool = False) -> None:
     if text:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    if flush:
+        sys.stdout.flush()
+
+
+def emit_line(obj: Any) -> None:
+    """`obj` as JSON on one line, flushed: one line of a --json stream (JSON Lines)."""
+    emit(fmt.to_json_line(obj), flush=True)
 
 
 def show_result(g: Globals, result: Result) -> int:

@@ -14,7 +14,8 @@ from typing import Any
 from para.client import paractl_format as fmt
 from para.client.client import Client
 from para.client.paractl_output import (
-    EX_INTERRUPTED, EX_TOOL, Globals, UsageError, command_exit, command_notes, emit, run_tool, say, tool_exit, wait,
+    EX_INTERRUPTED, EX_TOOL, Globals, UsageError, command_exit, command_notes, emit, fail, run_tool, say, tool_exit,
+    wait,
 )
 
 
@@ -94,8 +95,7 @@ def cmd_bash(client: Client, g: Globals, args: argparse.Namespace) -> int:
         result = wait(future)
     except KeyboardInterrupt:
         client.cancel(future)
-        say(f"interrupted: cancelled task {future.id}")
-        return EX_INTERRUPTED
+        return fail(g.json, "interrupted", f"interrupted: cancelled task {future.id}", EX_INTERRUPTED)
     except BrokenPipeError:  # nobody reads the output any more (`paractl bash -- yes | head`)
         client.cancel(future)
         raise

@@ -39,10 +39,11 @@ def test_explore_batch_example(start_daemon) -> None:
     d = start_daemon(pools=ALL_POOLS)
     proc = paractl_batch(d, "explore.yaml", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    out = json.loads(proc.stdout)
-    assert out["batch"]["done"] == 6 and out["batch"]["failed"] == 0
-    summary = out["results"]["summary"]["stdout"]
-    python_files = out["results"]["python"]["value"]["count"]
+    *tasks, last = [json.loads(line) for line in proc.stdout.splitlines()]   # a line per task, then the batch
+    assert last["batch"]["done"] == 6 and last["batch"]["failed"] == 0
+    results = {line["task"]: line["result"] for line in tasks}
+    summary = results["summary"]["stdout"]
+    python_files = results["python"]["value"]["count"]
     assert f"({python_files} Python)" in summary and python_files > 20
 
 
