@@ -20,10 +20,31 @@ class DescribedPool(Protocol):
     uses_workspace: bool
 
 
+# pydantic leaves a bound it cannot place on a union (ByteSize | int > 0) as its own keyword,
+# which JSON Schema does not have: it goes to the union's numeric branches as the keyword that is.
+_BOUNDS = {"gt": "exclusiveMinimum", "ge": "minimum", "lt": "exclusiveMaximum", "le": "maximum"}
+
+
 @cache
 def arguments_schema(tool: type[Tool]) -> dict[str, Any]:
     """The JSON Schema of `tool`'s arguments (pydantic's validation schema: what a task may send)."""
-    return tool.Args.model_json_schema()
+    return _standard(tool.Args.model_json_schema())
+
+
+def _standard(node: Any, names: bool = False) -> Any:
+    """`node` with pydantic's bounds as JSON Schema keywords; `names`: node maps field names to schemas."""
+    if isinstance(node, list):
+        return [_standard(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _standard(v, k in ("properties", "$defs")) for k, v in node.items() if names or k not in _BOUNDS}
+    if names:
+        return out
+    for key, bound in ((k, node[k]) for k in _BOUNDS if k in node and isinstance(node[k], (int, float))):
+        for branch in [out, *out.get("anyOf", [])]:
+            if branch.get("type") in ("integer", "number"):
+                branch.setdefault(_BOUNDS[key], bound)
+    return out
 
 
 def describe(pools: dict[str, DescribedPool]) -> list[dict[str, Any]]:

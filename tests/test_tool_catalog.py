@@ -4,6 +4,7 @@ reads, and a JSON Schema of its arguments in which every field says what it is."
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any, Iterator
 
 import pytest
@@ -49,7 +50,27 @@ def test_every_tool_and_every_field_is_described(parad: Daemon) -> None:
 def test_the_schema_is_the_one_admission_checks(parad: Daemon) -> None:
     with parad.client() as client:
         schema = {t["name"]: t["input_schema"] for t in client.tools()}
-    assert schema["read"] == TOOLS["read"].Args.model_json_schema()
+    assert schema["read"] == TOOLS["read"].Args.model_json_schema()   # no union bounds to move: as pydantic gives it
+
+
+def test_the_schemas_use_only_json_schema_keywords(parad: Daemon) -> None:
+    """pydantic's own bound keywords (gt, ge, lt, le) are not JSON Schema: strict validators refuse them."""
+    def keywords(node: Any, names: bool = False) -> Iterator[str]:
+        if isinstance(node, list):
+            for item in node:
+                yield from keywords(item)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                if not names:
+                    yield key
+                yield from keywords(value, not names and key in ("properties", "$defs"))
+    with parad.client() as client:
+        tools = client.tools()
+    found = {k for t in tools for k in keywords(t["input_schema"])} & {"gt", "ge", "lt", "le"}
+    assert not found
+    bash = tools[[t["name"] for t in tools].index("bash")]["input_schema"]
+    timeout = json.dumps(bash["properties"]["no_output_timeout"])   # the bound moved, not dropped
+    assert '"type": "number", "exclusiveMinimum": 0' in timeout, timeout
 
 
 def test_the_async_client_lists_them_too(parad: Daemon) -> None:
