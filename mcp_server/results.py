@@ -56,9 +56,12 @@ def outcome(result: Result) -> dict[str, Any]:
 
 
 def text_of(result: Result, view: dict[str, Any] | None = None) -> str:
-    """The readable part: body_of, then how it ended if there is more to say than 'succeeded'."""
-    end = ending(result)
-    return _then(body_of(result, view), f"[{end}]") if end else body_of(result, view)
+    """The readable part: body_of, then how it ended if there is more to say than 'succeeded' (para's
+    error message alone when there is nothing else)."""
+    body, end = body_of(result, view), ending(result)
+    if not body and result.error is not None:
+        return end
+    return _then(body, f"[{end}]") if end else body
 
 
 def body_of(result: Result, view: dict[str, Any] | None = None) -> str:
