@@ -3,8 +3,9 @@
     para-mcp                                # stdio: what an agent's MCP config starts
     para-mcp --http 127.0.0.1:8765          # streamable HTTP at http://127.0.0.1:8765/mcp (port 0: any free one)
     para-mcp --runtime-dir DIR              # the parad of DIR (default: this user's, started if none runs)
+    para-mcp --cwd DIR                      # tasks run in DIR, not in the directory it was started in
 
-The directory it is started in is every task's: bash runs there (its project is
+The directory it is started in (or --cwd) is every task's: bash runs there (its project is
 the workspace, as for paractl), relative paths of read, grep and glob resolve
 there. Tasks get this process's environment, filtered by the pool's sandbox policy.
 It stops on stdin's EOF (stdio), SIGTERM or SIGINT, and cancels the tasks it
@@ -37,6 +38,8 @@ def build_parser(prog: str = "para-mcp") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--http", metavar="HOST:PORT", help="serve streamable HTTP on this loopback address instead of stdio")
+    p.add_argument("--cwd", metavar="DIR", help="the directory tasks run in (default: the current one), for clients "
+                                                "that start servers elsewhere than the project")
     p.add_argument("--runtime-dir", metavar="DIR", type=Path,
                    help="parad's runtime directory (default: $XDG_RUNTIME_DIR/para, as paractl)")
     p.add_argument("--no-autostart", action="store_true", help="exit 69 instead of starting parad when none runs")
@@ -51,10 +54,20 @@ def main(argv: list[str] | None = None, prog: str = "para-mcp") -> int:
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(), format=f"{prog}: %(message)s")
     try:
         address = parse_address(args.http) if args.http else None
+        if args.cwd is not None:
+            args.runtime_dir = args.runtime_dir and args.runtime_dir.absolute()   # as typed, from where it was typed
+            _chdir(args.cwd)
     except UsageError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return EX_USAGE
     return anyio.run(_serve, args, address, prog)
+
+
+def _chdir(path: str) -> None:
+    try:
+        os.chdir(path)
+    except OSError as exc:
+        raise UsageError(f"--cwd {path}: {exc.strerror}; name the project directory tasks should run in") from None
 
 
 async def _serve(args: argparse.Namespace, address: tuple[str, int] | None, prog: str) -> int:

@@ -1,8 +1,8 @@
 """para-mcp against the MCP SDK's own client, over stdio and over streamable HTTP, with a real parad.
 
-The stdio server is `python -m para.mcp_server.main` (para-mcp), the HTTP one
-`paractl mcp --http 127.0.0.1:0`; both run in a workspace folder of their own,
-which is their tasks' working directory. Waits on the async side are bounded
+The stdio server is `python -m para.mcp_server.main --cwd WORKSPACE` (para-mcp),
+the HTTP one `paractl mcp --http 127.0.0.1:0` started in WORKSPACE: a folder of
+their own, which is their tasks' working directory. Waits on the async side are bounded
 by anyio.fail_after; waits on parad go through wait_until in a thread, so the
 client's event loop keeps delivering messages meanwhile.
 """
@@ -69,8 +69,9 @@ def servers() -> list[psutil.Process]:
 @pytest.fixture(params=["stdio", "http"])
 def connect(request: pytest.FixtureRequest, parad: Daemon, workspace: Path, tmp_path: Path) -> Iterator[Callable[[], Client]]:
     """connect() -> an MCP SDK Client of a para-mcp started in `workspace`, over stdio or streamable HTTP."""
-    if request.param == "stdio":
-        params = StdioServerParameters(command=sys.executable, args=server_argv(parad)[1:], cwd=str(workspace))
+    if request.param == "stdio":   # started elsewhere, told its directory (as a client may need to)
+        params = StdioServerParameters(command=sys.executable, args=server_argv(parad, "--cwd", str(workspace))[1:],
+                                       cwd=str(tmp_path))
         yield lambda: Client(params)
         wait_until(lambda: not servers(), 20, "the stdio para-mcp to exit")
         return
