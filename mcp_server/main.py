@@ -60,7 +60,10 @@ def main(argv: list[str] | None = None, prog: str = "para-mcp") -> int:
     except UsageError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return EX_USAGE
-    return anyio.run(_serve, args, address, prog)
+    try:
+        return anyio.run(_serve, args, address, prog)
+    except KeyboardInterrupt:   # before the signal handlers were in place
+        return 130
 
 
 def _chdir(path: str) -> None:

@@ -26,6 +26,7 @@ import anyio
 import uvicorn
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
+from mcp.server.transport_security import TransportSecuritySettings
 
 
 class UsageError(ValueError):
@@ -168,7 +169,7 @@ async def serve_http(server: Server, host: str, port: int, stop: anyio.Event, an
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sock.listen(128)   # connections wait in the backlog until uvicorn accepts them
-        app = server.streamable_http_app(host=host)
+        app = server.streamable_http_app(host=host, transport_security=_local_only(host))
         uv = _Uvicorn(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2, lifespan="on"))
         bound = sock.getsockname()[1]
         announce(f"http://{'[' + host + ']' if ':' in host else host}:{bound}/mcp")
@@ -178,6 +179,14 @@ async def serve_http(server: Server, host: str, port: int, stop: anyio.Event, an
             tg.cancel_scope.cancel()
     finally:
         sock.close()
+
+
+def _local_only(host: str) -> TransportSecuritySettings:
+    """DNS-rebinding protection: only requests naming a loopback host (the SDK sets it up by itself
+    for 127.0.0.1, localhost and ::1 alone, not for the rest of 127.0.0.0/8)."""
+    names = {f"[{host}]" if ":" in host else host, "127.0.0.1", "localhost", "[::1]"}
+    return TransportSecuritySettings(enable_dns_rebinding_protection=True, allowed_hosts=[f"{n}:*" for n in names],
+                                     allowed_origins=[f"http://{n}:*" for n in names])
 
 
 async def _exit_on(stop: anyio.Event, uv: uvicorn.Server) -> None:
