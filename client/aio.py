@@ -64,11 +64,6 @@ class AsyncTask(TaskState):
         """Cancel this task; the daemon's answer as AsyncClient.cancel gives it."""
         return await self._client.cancel(self)
 
-    def close(self) -> None:
-        """Stop tracking this task, as AsyncBatchHandle.close does (a long-lived client forgets
-        what it has collected); parad keeps its result by id (AsyncClient.result)."""
-        self._client._forget([self])
-
     def _settle(self, result: Result | None, error: ParaError | None) -> None:
         super()._settle(result, error)
         self._finished.set_result(None)
