@@ -181,10 +181,11 @@ class TaskBook:
         return await self.client.cancel(*task_ids)
 
     async def close(self) -> None:
-        """Cancel every task still running (bounded: a silent parad does not hold the exit up)."""
+        """Cancel every task still running: also when the server is being cancelled itself (shielded),
+        and bounded, so a silent parad does not hold the exit up."""
         live = list(self._live)
         if live:
-            with anyio.move_on_after(5), suppress(ParaError):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5), suppress(ParaError):
                 await self.client.cancel(*live)
 
     def _follow(self, handle: Handle, task: AsyncTask) -> None:
