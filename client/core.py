@@ -76,6 +76,8 @@ class TaskState:
     """What a task handle knows, whichever client made it: its spec (None for a handle on another's
     task, made by id), and once finished its Result or error."""
 
+    _client: Any   # the Client or AsyncClient tracking it (set by the subclass)
+
     def __init__(self, spec: m.TaskSpec | None, task_id: str = "") -> None:
         self.id, self.spec = (spec.id if spec else task_id), spec
         self.tool, self.streaming = (spec.tool, spec.stream) if spec else ("", False)
@@ -87,6 +89,11 @@ class TaskState:
     def done(self) -> bool:
         """Whether the task has finished (or was refused)."""
         return self._result is not None or self._error is not None
+
+    def close(self) -> None:
+        """Stop tracking this task, as a batch handle's close() does: a long-lived client forgets
+        what it has collected. parad keeps its result by id (`result(task_id)`)."""
+        self._client._forget([self])
 
     def outcome(self) -> Result:
         """The finished task's Result, whatever its status (result() raises for failures); for a

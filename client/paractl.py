@@ -9,6 +9,7 @@
     paractl scale TOOL N|auto | drain TOOL  (operators: pin or release a pool's size)
     paractl watch [progress results errors metrics] [--count N]
     paractl grep PATTERN [PATH] | glob PATTERN [ROOT] | read FILE
+    paractl mcp [--http 127.0.0.1:PORT]     (an MCP server for AI agents: para-mcp, see para-mcp --help)
 
 Global options (anywhere before `--`): --json, --runtime-dir DIR, --no-autostart,
 --version, --timeout SECONDS (how long to wait for the daemon's answers; but
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     paractl_tools.add_parsers(sub)
     paractl_results.add_parsers(sub)
     paractl_catalog.add_parsers(sub)
+    sub.add_parser("mcp", help="serve para's tools to AI agents over MCP (para-mcp; see paractl mcp --help)")
     return p
 
 
@@ -285,9 +287,11 @@ def _main(argv: list[str]) -> int:
         from importlib.metadata import version
         emit(fmt.to_json({"version": version("para")}) if g.json else f"paractl {version('para')}")
         return 0
+    if _command(before) == "mcp":   # its options are para-mcp's
+        return cmd_mcp(g, before[before.index("mcp") + 1:] + ([] if after is None else ["--", *after]))
     parser = build_parser()
     try:
-        args = parser.parse_args(before if after is None or _is_bash(before) else before + ["--"] + after)
+        args = parser.parse_args(before if after is None or _command(before) == "bash" else before + ["--"] + after)
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else EX_USAGE
     if args.cmd is None:
@@ -302,8 +306,16 @@ def _main(argv: list[str]) -> int:
         return fail(g.json, exc.code, str(exc), exit_code(exc))
 
 
-def _is_bash(before: list[str]) -> bool:
-    return next((a for a in before if not a.startswith("-")), None) == "bash"
+def cmd_mcp(g: Globals, argv: list[str]) -> int:
+    """para-mcp, with paractl's --runtime-dir and --no-autostart: it makes its own client on its own event loop."""
+    from para.mcp_server.main import main as mcp_main   # here: paractl's other commands do not load the MCP SDK
+
+    forwarded = (["--runtime-dir", str(g.runtime_dir)] if g.runtime_dir else []) + ([] if g.autostart else ["--no-autostart"])
+    return mcp_main(forwarded + argv, prog="paractl mcp")
+
+
+def _command(before: list[str]) -> str | None:
+    return next((a for a in before if not a.startswith("-")), None)
 
 
 if __name__ == "__main__":

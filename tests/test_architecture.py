@@ -18,9 +18,11 @@ LAYERS = {
     "sandbox": set(),
     "client": {"ipc"},
     "daemon": {"ipc", "sandbox", "configs"},
+    "mcp_server": {"client", "ipc"},   # talks to parad as any client does
 }
-# Single modules allowed across: autostart starts parad with the sys.path rules parad keeps itself.
-EXCEPTIONS = {"para.client.autostart": {"para.daemon.safe_path"}}
+# Single modules allowed across: autostart starts parad with the sys.path rules parad keeps itself;
+# `paractl mcp` is para-mcp's main, imported only when that command runs.
+EXCEPTIONS = {"para.client.autostart": {"para.daemon.safe_path"}, "para.client.paractl": {"para.mcp_server.main"}}
 
 
 def modules(folder: str) -> dict[str, Path]:

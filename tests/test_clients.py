@@ -64,13 +64,17 @@ def test_run_submit_and_map_in_order(kind, shared_daemon) -> None:
         echoed = await settle(c.run("echo", greeting="hi", priority=1))
         task = await settle(c.submit("bash", command="echo from submit", timeout=30))
         submitted = await settle(task.result())
+        tracked = task.id in c._tasks
+        task.close()   # what a long-lived client does with a task it collected
+        tracked = (tracked, task.id in c._tasks)
         # More than one Submit frame's worth (128), with task options for every task.
         mapped = await items(c.map("echo", ({"i": i} for i in range(300)), priority=1, timeout=30))
-        return echoed, task.done(), submitted, mapped
+        return echoed, task.done(), submitted, mapped, tracked
 
-    echoed, done, submitted, mapped = drive(kind, shared_daemon.runtime_dir, scenario)
+    echoed, done, submitted, mapped, tracked = drive(kind, shared_daemon.runtime_dir, scenario)
     assert echoed.value == {"greeting": "hi"}
     assert done and submitted.stdout == "from submit\n"
+    assert tracked == (True, False)
     assert [r.value for r in mapped] == [{"i": i} for i in range(300)]
 
 

@@ -31,12 +31,13 @@ def test_wheel_holds_every_package_the_default_config_and_scripts(tmp_path: Path
         assert module in names, f"{module} missing from {wheel.name}"
     # Every package of the source tree, a new subpackage too (pyproject.toml lists them by hand).
     for init in ROOT.glob("*/**/__init__.py"):
-        if init.parts[len(ROOT.parts)] in ("ipc", "daemon", "sandbox", "client", "testing"):
+        if init.parts[len(ROOT.parts)] in ("ipc", "daemon", "sandbox", "client", "mcp_server", "testing"):
             module = "para/" + init.relative_to(ROOT).as_posix()
             assert module in names, f"{module} missing from {wheel.name}: add its package to pyproject.toml"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "parad = para.daemon.main:main" in text and "paractl = para.client.paractl:main" in text
+    assert "para-mcp = para.mcp_server.main:main" in text
     assert not any(n.startswith(("tests/", "bench/", "daemon/", "client/")) for n in names)
     # A fresh install sandboxes without a system package: the bwrap comes with para (sandbox/bwrap.py).
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()

@@ -1,0 +1,117 @@
+"""para-mcp: serve para's tools to AI agents over the Model Context Protocol (also `paractl mcp`).
+
+    para-mcp                                # stdio: what an agent's MCP config starts
+    para-mcp --http 127.0.0.1:8765          # streamable HTTP at http://127.0.0.1:8765/mcp (port 0: any free one)
+    para-mcp --runtime-dir DIR              # the parad of DIR (default: this user's, started if none runs)
+    para-mcp --cwd DIR                      # tasks run in DIR, not in the directory it was started in
+
+The directory it is started in (or --cwd) is every task's: bash runs there (its project is
+the workspace, as for paractl), relative paths of read, grep and glob resolve
+there. Tasks get this process's environment, filtered by the pool's sandbox policy.
+It stops on stdin's EOF (stdio), SIGTERM or SIGINT, and cancels the tasks it
+started that still run: nothing it started outlives it.
+
+Exit codes: 0 stopped; 1 the HTTP address cannot be had; 2 usage; 69 no parad
+answers and none could be started (EX_UNAVAILABLE).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import anyio
+
+from para.client import AsyncClient, DaemonUnavailable
+from para.mcp_server.server import ParaServer
+from para.mcp_server.tasks import TaskBook
+from para.mcp_server.transports import UsageError, parse_address, serve_http, serve_stdio
+
+EX_ADDRESS, EX_USAGE, EX_UNAVAILABLE = 1, 2, 69
+
+
+def build_parser(prog: str = "para-mcp") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
+                                epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--http", metavar="HOST:PORT", help="serve streamable HTTP on this loopback address instead of stdio")
+    p.add_argument("--cwd", metavar="DIR", help="the directory tasks run in (default: the current one), for clients "
+                                                "that start servers elsewhere than the project")
+    p.add_argument("--runtime-dir", metavar="DIR", type=Path,
+                   help="parad's runtime directory (default: $XDG_RUNTIME_DIR/para, as paractl)")
+    p.add_argument("--no-autostart", action="store_true", help="exit 69 instead of starting parad when none runs")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],
+                   help="what goes to stderr (default: warning)")
+    return p
+
+
+def main(argv: list[str] | None = None, prog: str = "para-mcp") -> int:
+    """Run the server until it is stopped; its exit code."""
+    args = build_parser(prog).parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(), format=f"{prog}: %(message)s")
+    try:
+        address = parse_address(args.http) if args.http else None
+        if args.cwd is not None:
+            args.runtime_dir = args.runtime_dir and args.runtime_dir.absolute()   # as typed, from where it was typed
+            _chdir(args.cwd)
+    except UsageError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return EX_USAGE
+    try:
+        return anyio.run(_serve, args, address, prog)
+    except KeyboardInterrupt:   # before the signal handlers were in place
+        return 130
+
+
+def _chdir(path: str) -> None:
+    try:
+        os.chdir(path)
+    except OSError as exc:
+        raise UsageError(f"--cwd {path}: {exc.strerror}; name the project directory tasks should run in") from None
+
+
+async def _serve(args: argparse.Namespace, address: tuple[str, int] | None, prog: str) -> int:
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_stop_on_signals, stop)
+        try:
+            return await _run(args, address, stop, prog)
+        except DaemonUnavailable as exc:
+            print(f"{prog}: {exc}", file=sys.stderr)
+            return EX_UNAVAILABLE
+        except OSError as exc:   # the HTTP address is taken, or not ours
+            print(f"{prog}: cannot listen on {args.http}: {exc.strerror or exc}", file=sys.stderr)
+            return EX_ADDRESS
+        finally:
+            tg.cancel_scope.cancel()
+
+
+async def _run(args: argparse.Namespace, address: tuple[str, int] | None, stop: anyio.Event, prog: str) -> int:
+    cwd = os.getcwd()
+    client = AsyncClient(args.runtime_dir, autostart=not args.no_autostart, name="para-mcp")
+    try:
+        await client.connect()
+        async with TaskBook(client) as book:
+            para = ParaServer(client, book, cwd)
+            await para.refresh()
+            if address is None:
+                await serve_stdio(para.lowlevel(), stop)
+            else:
+                await serve_http(para.lowlevel(), *address, stop,
+                                 lambda url: print(f"{prog}: serving MCP at {url}", file=sys.stderr, flush=True))
+    finally:
+        await client.close()
+    return 0
+
+
+async def _stop_on_signals(stop: anyio.Event) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            stop.set()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
