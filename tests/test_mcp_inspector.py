@@ -7,7 +7,9 @@ tools/list reports tool schemas that other clients may not take (exit 6 on an er
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import signal
 import subprocess
@@ -18,11 +20,13 @@ from typing import Any
 
 import pytest
 
-from para.testing import FAST, Daemon, paractl_argv, stop_and_check, wait_until
+from para.testing import FAST, Daemon, paractl_argv, stop_and_check, wait_running, wait_until
 from para.testing.inspector import Inspector, inspector
 
 POOLS = {"echo": {"min_workers": 1, "max_workers": 1}, "bash": {"min_workers": 1, "max_workers": 2},
          **{tool: {"min_workers": 1, "max_workers": 1} for tool in ("read", "grep", "glob")}}
+# The 20-calls test stops the read and grep workers for a while: they are not to be taken for hung.
+DAEMON = {**FAST, "failure_detection_timeout": 120.0}
 URL = re.compile(r"serving MCP at (http://\S+)")
 INSPECTOR_TIMEOUT = 120   # seconds for one inspector run: Node's start and the call
 TOOL_ERROR = 5            # the inspector's exit code for a call answered with isError
@@ -38,7 +42,7 @@ def cli() -> Inspector:
 
 @pytest.fixture(scope="module")
 def parad(tmp_path_factory: pytest.TempPathFactory, make_daemon: Callable[..., Daemon]) -> Iterator[Daemon]:
-    d = make_daemon({"daemon": FAST, "pools": POOLS}, tmp_path_factory.mktemp("inspector-parad"))
+    d = make_daemon({"daemon": DAEMON, "pools": POOLS}, tmp_path_factory.mktemp("inspector-parad"))
     yield d
     stop_and_check(d)
 
@@ -47,6 +51,8 @@ def parad(tmp_path_factory: pytest.TempPathFactory, make_daemon: Callable[..., D
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ws = tmp_path_factory.mktemp("inspector-ws")
     (ws / "notes.txt").write_text("alpha\nneedle here\nomega\n")
+    for i in range(10):
+        (ws / f"f{i}.txt").write_text(f"line one\nneedle {i}\n")
     return ws
 
 
@@ -72,19 +78,37 @@ def http_url(parad: Daemon, workspace: Path, tmp_path_factory: pytest.TempPathFa
     assert code == 0 and "Traceback" not in log.read_text(), log.read_text()
 
 
-def run(cli: Inspector, target: list[str], tmp: Path, *args: str, expect: int = 0) -> Any:
-    """One inspector invocation against `target` (a command, or [URL]); its JSON answer."""
+def start(cli: Inspector, target: list[str], tmp: Path, *args: str) -> subprocess.Popen:
+    """One inspector invocation against `target` (a command, or [URL]), running."""
+    tmp.mkdir(parents=True, exist_ok=True)
     env = dict(cli.env, HOME=str(tmp), MCP_CATALOG_PATH=str(tmp / "catalog.json"))   # it writes a catalog and storage: not in ~
-    proc = subprocess.run([*cli.argv, *target, *args], capture_output=True, text=True, env=env, cwd=tmp,
-                          timeout=INSPECTOR_TIMEOUT, stdin=subprocess.DEVNULL)
-    assert proc.returncode == expect, f"inspector exited {proc.returncode}: {proc.stdout}\n{proc.stderr}"
-    return json.loads(proc.stdout)
+    return subprocess.Popen([*cli.argv, *target, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=tmp, stdin=subprocess.DEVNULL)
+
+
+def answer(proc: subprocess.Popen, expect: int = 0) -> Any:
+    """A started invocation's JSON answer, once it exits with `expect`."""
+    try:
+        out, err = proc.communicate(timeout=INSPECTOR_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == expect, f"inspector exited {proc.returncode}: {out}\n{err}"
+    return json.loads(out)
+
+
+def run(cli: Inspector, target: list[str], tmp: Path, *args: str, expect: int = 0) -> Any:
+    return answer(start(cli, target, tmp, *args), expect)
+
+
+def tool_args(tool: str, args: dict[str, Any]) -> list[str]:
+    pairs = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in args.items()]
+    return ["--method", "tools/call", "--tool-name", tool, *(["--tool-arg", *pairs] if pairs else [])]
 
 
 def call(cli: Inspector, target: list[str], tmp: Path, tool: str, expect: int = 0, **args: Any) -> dict[str, Any]:
-    pairs = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in args.items()]
-    return run(cli, target, tmp, "--method", "tools/call", "--tool-name", tool, *(["--tool-arg", *pairs] if pairs else []),
-               expect=expect)
+    return run(cli, target, tmp, *tool_args(tool, args), expect=expect)
 
 
 def test_it_lists_every_tool_with_schemas_it_takes_as_portable(cli: Inspector, parad: Daemon, workspace: Path,
@@ -115,3 +139,72 @@ def test_a_policy_breach_is_a_tool_error_over_http(cli: Inspector, http_url: str
     answer = call(cli, [http_url], tmp_path, "bash", TOOL_ERROR, command="touch /etc/x", policy={"writable": ["/etc"]})
     text = " ".join(c.get("text", "") for c in answer["content"])
     assert answer["isError"] is True and "policy.writable" in text and "Traceback" not in text, answer
+
+
+def test_twenty_searches_and_reads_from_twenty_clients_run_at_once(cli: Inspector, parad: Daemon, http_url: str,
+                                                                    tmp_path: Path) -> None:
+    """The read and grep workers are stopped until all 20 calls are in parad, so none can finish
+    before the last one starts: a server that took calls one at a time would never get there."""
+    calls = [("grep", {"pattern": "needle", "path": f"f{i}.txt"}) for i in range(10)]
+    calls += [("read", {"path": f"f{i}.txt"}) for i in range(10)]
+    stopped = [w["pid"] for w in parad.workers() if w["pool"] in ("read", "grep")]
+
+    def in_parad() -> bool:
+        with parad.client() as c:
+            return len([t for t in c.ps() if t["tool"] in ("read", "grep")]) >= len(calls)
+
+    for pid in stopped:
+        os.kill(pid, signal.SIGSTOP)
+    procs: list[subprocess.Popen] = []
+    try:
+        procs = [start(cli, [http_url], tmp_path / str(n), *tool_args(tool, args)) for n, (tool, args) in enumerate(calls)]
+        wait_until(in_parad, 90, "20 calls to be in parad at once")
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        replies = [answer(p) for p in procs]
+    for i in range(10):
+        assert f"needle {i}" in json.dumps(replies[i]["structuredContent"])
+        assert replies[10 + i]["content"][0]["text"] == f"line one\nneedle {i}"
+    starts = [r["structuredContent"]["started"] for r in replies]
+    ends = [r["structuredContent"]["finished"] for r in replies]
+    assert max(starts) < min(ends), "every call started before any finished"
+
+
+def test_a_long_command_is_a_handle_followed_to_its_end(cli: Inspector, http_url: str, workspace: Path,
+                                                         tmp_path: Path) -> None:
+    go = workspace / "go"
+    handle = call(cli, [http_url], tmp_path, "bash", command=f"echo waiting; while [ ! -e {go} ]; do sleep 0.05; done; echo went",
+                  wait=0)["structuredContent"]
+    assert handle["state"] == "running" and handle["task_id"], handle
+    go.touch()
+    try:
+        output, offset, state = "", 0, "running"
+        for _ in range(10):   # each call waits up to 20 s for more: bounded however slow the machine
+            got = call(cli, [http_url], tmp_path, "task_output", task_id=handle["task_id"], offset=offset,
+                       wait=20)["structuredContent"]
+            output, offset, state = output + got["output"], got["offset"], got["state"]
+            if state != "running" and not got["more"]:
+                break
+    finally:
+        go.unlink()
+    assert state == "succeeded" and got["exit_code"] == 0 and output == "waiting\nwent\n", got
+
+
+def test_task_cancel_ends_a_command(cli: Inspector, parad: Daemon, http_url: str, tmp_path: Path) -> None:
+    handle = call(cli, [http_url], tmp_path, "bash", command="sleep 300", wait=0)["structuredContent"]
+    with parad.client() as c:
+        wait_running(c, handle["task_id"])
+    cancelled = call(cli, [http_url], tmp_path, "task_cancel", task_id=handle["task_id"])["structuredContent"]
+    assert cancelled["cancelled"] is True and cancelled["state"] == "cancelled", cancelled
+    with parad.client() as c:
+        assert c.task(handle["task_id"])["task"]["state"] == "cancelled"
+
+
+def test_a_batch_with_a_dependency_over_stdio(cli: Inspector, parad: Daemon, workspace: Path, tmp_path: Path) -> None:
+    tasks = [{"id": "first", "tool": "bash", "args": {"command": "echo hello"}},
+             {"id": "second", "tool": "bash", "after": ["first"], "args": {"command": "echo ${first.stdout} world"}}]
+    batch = call(cli, stdio_target(parad, workspace), tmp_path, "batch", tasks=tasks)["structuredContent"]
+    assert batch["state"] == "done" and batch["ok"], batch
+    assert batch["results"]["second"]["stdout"] == "hello world\n"
