@@ -91,6 +91,7 @@ def status(body: dict[str, Any]) -> str:
           f"{p.get('min_workers')}..{p.get('max_workers')}", p.get("queued"), p.get("running"),
           p.get("crashes")] for p in pools])]
     lines += [f"  {p['name']}: last crash: {p['last_crash']}" for p in pools if p.get("last_crash")]
+    lines += [f"  {p['name']}: {p['error']}" for p in pools if p.get("error")]
     lines += sandbox(body.get("sandbox", {}))
     lines += workspaces(body.get("workspaces", []))
     lines += ["", "tasks: " + task_counts(body.get("tasks", {}))]

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from para.daemon.config_merge import OverlayError, overlay
-from para.daemon.tools import TOOLS
+from para.daemon.tools.base import Tool
+from para.daemon.tools.registry import ToolLoadError, UnknownTool, resolve
 
 
 class ConfigError(Exception):
@@ -74,7 +75,7 @@ class DaemonSection(BaseModel):
 
 class PoolSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    tool: str | None = Field(None, description="built-in tool the pool runs; default: the pool's name")
+    tool: str | None = Field(None, description="tool the pool runs: a built-in tool, an installed plugin tool, or a module path package.module:ClassName (README: Plugin tools); default: the pool's name")
     min_workers: int = Field(1, ge=0, description="workers kept warm")
     max_workers: int = Field(4, ge=1, description="workers at most, grown toward queue depth")
     # A worker holds its credit's tasks in memory, and past 1024 no pool runs faster.
@@ -125,15 +126,26 @@ class Config(BaseModel):
     daemon: DaemonSection = Field(default_factory=DaemonSection)
     pools: dict[str, PoolSection] = Field(default_factory=_default_pools)
 
+    # Each pool's tool class, and the pools whose plugin tool cannot be loaded (why, in one line).
+    _tools: dict[str, type[Tool]] = PrivateAttr(default_factory=dict)
+    _unavailable: dict[str, str] = PrivateAttr(default_factory=dict)
+
     @model_validator(mode="after")
     def _check_pools(self) -> "Config":
         for name, pool in self.pools.items():
-            tool = pool.tool or name
-            if tool not in TOOLS:
-                raise ValueError(f"pools.{name}: unknown tool {tool!r}; built-in tools: {', '.join(sorted(TOOLS))}")
-            pool.tool = tool
+            pool.tool = pool.tool or name
             try:
-                TOOLS[tool].Options.model_validate(pool.options)
+                tool = resolve(pool.tool)
+            except UnknownTool as exc:
+                raise ValueError(f"pools.{name}: {exc}") from None
+            except ToolLoadError as exc:
+                # A broken plugin fails its own pool, not parad: the other pools serve on.
+                self._unavailable[name] = str(exc)
+                continue
+            self._tools[name] = tool
+            _apply_tool_defaults(name, pool, tool)
+            try:
+                tool.Options.model_validate(pool.options)
             except ValidationError as exc:
                 raise ValueError(f"pools.{name}.options: {_first_error(exc)}") from None
             if pool.max_queue_bytes < self.daemon.max_message_size:
@@ -141,9 +153,40 @@ class Config(BaseModel):
                                  f"({self.daemon.max_message_size} bytes): the largest request could never be queued; raise it")
         return self
 
+    def tool_class(self, name: str) -> type[Tool]:
+        """The tool pool `name` runs; for a pool whose tool cannot be loaded, a stand-in that runs nothing."""
+        return self._tools.get(name) or _unloadable(self.pools[name].tool or name)
+
+    def unavailable(self, name: str) -> str | None:
+        """Why pool `name`'s tool cannot be loaded (what to fix), or None."""
+        return self._unavailable.get(name)
+
     def pool_options(self, name: str) -> BaseModel:
-        pool = self.pools[name]
-        return TOOLS[pool.tool].Options.model_validate(pool.options)
+        if name in self._unavailable:
+            return _AnyOptions.model_validate(self.pools[name].options)
+        return self._tools[name].Options.model_validate(self.pools[name].options)
+
+
+class _AnyOptions(BaseModel):
+    """The options of a pool whose tool could not be loaded: kept as written, checked by nothing."""
+    model_config = ConfigDict(extra="allow")
+
+
+def _unloadable(ref: str) -> type[Tool]:
+    return type("Unloadable", (Tool,), {"name": ref, "Args": _AnyOptions, "description": f"(not loaded: {ref})"})
+
+
+def _apply_tool_defaults(name: str, pool: PoolSection, tool: type[Tool]) -> None:
+    """A plugin tool's own pool defaults (`Tool.pool_defaults`) for the settings the config leaves out."""
+    unset = {k: v for k, v in tool.pool_defaults.items() if k not in pool.model_fields_set}
+    if not unset:
+        return
+    try:
+        checked = PoolSection.model_validate({**pool.model_dump(include=pool.model_fields_set), **unset})
+    except ValidationError as exc:
+        raise ValueError(f"pools.{name}: with the tool's pool_defaults {unset}: {_first_error(exc)}") from None
+    for key in unset:
+        setattr(pool, key, getattr(checked, key))
 
 
 def _first_error(exc: ValidationError) -> str:

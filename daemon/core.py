@@ -28,7 +28,6 @@ from para.daemon.dedup import Deduplicator
 from para.daemon.pool import Pool, WorkerHandle
 from para.daemon.tasks import MemoryResults, TaskStore, TaskTable
 from para.daemon.timers import Timers
-from para.daemon.tools import TOOLS
 from para.daemon.workspaces import WorkspacePolicy
 
 
@@ -81,7 +80,7 @@ class Core:
         self.timers = Timers()
         self.tasks = TaskTable(store or memory_store(config))
         self.pools = {
-            name: Pool(name, TOOLS[section.tool], section, config.pool_options(name))
+            name: Pool(name, config.tool_class(name), section, config.pool_options(name), config.unavailable(name))
             for name, section in config.pools.items()
         }
         self.dedup = Deduplicator(config.daemon.idempotency_window)

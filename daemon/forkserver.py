@@ -3,11 +3,12 @@
 The supervisor holds a live ZeroMQ context (I/O threads, sockets), and forking
 such a process is unsafe. So the supervisor execs this small server first,
 over a SOCK_SEQPACKET socketpair; it imports the tools once (every worker
-starts warm), holds no ZeroMQ state, forks a worker per `Spawn` request, reaps
+starts warm: the built-in tools, and the plugin tools its pools name, passed
+on its command line), holds no ZeroMQ state, forks a worker per `Spawn` request, reaps
 them on SIGCHLD and reports each exit as `Exited`. It dies with the supervisor,
 ending every process below it first (workers, their commands, orphans).
 
-Run as `python -P -m para.daemon.forkserver FD` (-P: the supervisor's working
+Run as `python -P -m para.daemon.forkserver FD [TOOL...]` (-P: the supervisor's working
 directory, a caller's project folder, is not on sys.path); `ForkServer` is
 the supervisor's handle on it.
 """
@@ -40,14 +41,14 @@ MAX_PACKET = 1 << 20
 class ForkServer:
     """Supervisor side: start the server, ask for workers, read what it reports."""
 
-    def __init__(self) -> None:
+    def __init__(self, plugins: list[str] = ()) -> None:
+        self.plugins = list(plugins)   # plugin tool references to import before forking (tools/registry.py)
         self.sock, self.proc = self._start()
 
-    @staticmethod
-    def _start() -> tuple[socket.socket, subprocess.Popen]:
+    def _start(self) -> tuple[socket.socket, subprocess.Popen]:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         proc = subprocess.Popen(
-            [sys.executable, "-P", "-m", "para.daemon.forkserver", str(theirs.fileno())],
+            [sys.executable, "-P", "-m", "para.daemon.forkserver", str(theirs.fileno()), *self.plugins],
             pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL,
         )
@@ -105,7 +106,7 @@ def _on_sigterm(*_: object) -> None:
     _stopping = True
 
 
-def serve(fd: int) -> None:
+def serve(fd: int, plugins: list[str] = ()) -> None:
     sock = socket.socket(fileno=fd)
     # When parad dies, even by SIGKILL, its end of the socket pair closes: the loop sees EOF
     # and ends every tree below us. SIGTERM at its death is the backstop, never SIGKILL: dying
@@ -122,6 +123,9 @@ def serve(fd: int) -> None:
     signal.signal(signal.SIGCHLD, lambda *_: None)
 
     from para.daemon import worker as _preload  # noqa: F401  (warm workers: tools imported once)
+    # Plugins too, after drop_caller_paths: from parad's own path (site-packages, PYTHONPATH outside the caller's folder).
+    from para.daemon.tools.registry import preload
+    preload(plugins)
 
     workers: dict[int, tuple[str, bool]] = {}   # pid -> (worker id, in a sandbox)
     try:
@@ -239,4 +243,4 @@ def _drain(fd: int) -> None:
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]))
+    serve(int(sys.argv[1]), sys.argv[2:])

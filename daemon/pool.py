@@ -121,9 +121,13 @@ class WorkerHandle:
 
 
 class Pool:
-    def __init__(self, name: str, tool: type[Tool], config: PoolSection, options: BaseModel) -> None:
+    def __init__(self, name: str, tool: type[Tool], config: PoolSection, options: BaseModel,
+                 unavailable: str | None = None) -> None:
         self.name = name
         self.tool = tool
+        self.ref = config.tool or tool.name   # what a worker resolves its tool from (tools/registry.py)
+        # Why its (plugin) tool cannot be loaded: the pool is failed for good and starts no worker.
+        self.unavailable = unavailable
         self.checker = tool()  # admission-time checks of the tool's arguments against its options
         self.config = config
         self.options_model = options
@@ -131,7 +135,7 @@ class Pool:
         self.credit = config.credit or tool.default_credit
         self.queue = PoolQueue(config.max_queue, config.max_queue_bytes, workspaces=tool.runs_commands)
         self.workers: dict[str, WorkerHandle] = {}
-        self.state = OK
+        self.state = FAILED if unavailable else OK
         self.crashes = 0
         self.last_crash: str | None = None
         self.respawn_timer: int | None = None
@@ -255,6 +259,8 @@ class Pool:
             self.state = OK
 
     def failure_message(self) -> str:
+        if self.unavailable:
+            return f"pool {self.name!r} is failed: its tool cannot be loaded: {self.unavailable}; then restart parad"
         return (
             f"pool {self.name!r} is failed: its workers crashed {self.crashes} times in a row "
             f"(last: {self.last_crash}); it retries every {self.config.respawn_backoff_max:g}s. "
@@ -269,4 +275,5 @@ class Pool:
             "min_workers": self.config.min_workers, "max_workers": self.config.max_workers,
             "queued": self.queue.depth, "running": self.in_flight(), "crashes": self.crashes,
             "last_crash": self.last_crash, "pinned": self.pinned, "pressure": self.pressure,
+            "error": self.unavailable,
         }

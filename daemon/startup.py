@@ -23,11 +23,26 @@ from para.daemon.journal.store import Journal
 from para.daemon.listeners import Listeners
 from para.daemon.runtime_dir import RuntimeDir
 from para.daemon.supervisor import Supervisor
+from para.daemon.tools.registry import BUILTIN, shadowed
 from para.daemon.tasks import TaskStore
 from para.ipc.endpoints import Endpoints
 from para.sandbox import prctl, probe
 
 log = logging.getLogger("parad")
+
+
+def plugin_tools(config: Config) -> list[str]:
+    """The plugin tools parad's pools run, for the fork server to import; each that cannot be loaded is logged."""
+    for problem in shadowed():
+        log.error("%s", problem)
+    refs = []
+    for name, pool in config.pools.items():
+        problem = config.unavailable(name)
+        if problem is not None:
+            log.error("pool %s is failed: %s", name, problem)
+        elif pool.tool not in BUILTIN and pool.tool not in refs:
+            refs.append(pool.tool)
+    return refs
 
 
 def run(config: Config, endpoints: Endpoints, state_dir: Path, config_source: str, system: bool = False) -> int:
@@ -43,7 +58,7 @@ def run(config: Config, endpoints: Endpoints, state_dir: Path, config_source: st
         hide = [str(endpoints.runtime_dir), str(state_dir)]
         plans = isolation.plan({name: config.pool_options(name) for name in config.pools}, host, hide)
         isolation.log_plans(plans)
-        forkserver = ForkServer()
+        forkserver = ForkServer(plugin_tools(config))
         try:
             store = open_store(config, state_dir)
             try:

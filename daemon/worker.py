@@ -42,8 +42,9 @@ from para.daemon.child_relay import ChildRelay
 from para.daemon.data_out import DataOut
 from para.daemon.pollset import PollSet
 from para.daemon.task_result import task_result
-from para.daemon.tools import TOOLS
+from para.daemon.tool_reports import ToolReports
 from para.daemon.tools.base import Finished, RunCommand, TaskContext, ToolFailure
+from para.daemon.tools.registry import resolve
 from para.ipc import channels, codec
 from para.ipc import messages as m
 from para.ipc.endpoints import Endpoints
@@ -70,7 +71,7 @@ class Running:
 class Worker:
     def __init__(self, worker_id: str, tool: str, settings: m.WorkerSettings) -> None:
         self.id = worker_id
-        self.tool = TOOLS[tool]()
+        self.tool = resolve(tool)()   # a built-in, a plugin or a module path (tools/registry.py)
         _assume_identity(self.tool, settings)
         self.options = self.tool.Options.model_validate(settings.options)
         self.held = self.tool.held_limits(self.options)
@@ -94,6 +95,7 @@ class Worker:
         self.polls.set("command", [(self.command, zmq.POLLIN)])
         self.stopping = False
         self.hb_seq = 0
+        self.next_heartbeat = 0.0
         self.proc = psutil.Process()
         # Commands that may submit child tasks get a socket to do it through.
         self.relay = ChildRelay(self.ctx, worker_id, settings.max_message_size) if self.tool.runs_commands else None
@@ -120,20 +122,17 @@ class Worker:
     def run(self) -> None:
         """Start what was assigned, send what is ready, wait, handle what woke us, fire due timers."""
         self.channels.send("command", m.Ready(self.id, os.getpid(), self.credit))
-        next_heartbeat = time.monotonic()
+        self.next_heartbeat = time.monotonic()
         while not (self.stopping and not self.running and not self.pending):
-            now = time.monotonic()
-            if now >= next_heartbeat:
-                self._heartbeat()
-                next_heartbeat = now + self.heartbeat_interval
+            self.beat_if_due()
             self._start_pending()
-            self._flush_events()
+            self.flush_events()
             self._flush_data()
-            timeout = max(0, int((self._next_deadline(next_heartbeat) - time.monotonic()) * 1000) + 1)
+            timeout = max(0, int((self._next_deadline(self.next_heartbeat) - time.monotonic()) * 1000) + 1)
             for sock, _ in self.polls.poll(timeout):
                 self._on_ready(sock)
             self._on_timers(time.monotonic())
-        self._flush_events()
+        self.flush_events()
         self._flush_data(block=True)
 
     def _start_pending(self) -> None:
@@ -286,7 +285,7 @@ class Worker:
     def _start(self, assign: m.Assign) -> None:
         task = assign.task
         started = time.monotonic()
-        ctx = TaskContext(task.id, self.id, task.timeout, task.workspace)
+        ctx = TaskContext(task.id, self.id, task.timeout, task.workspace, ToolReports(self, assign))
         try:
             args = self.tool.Args.model_validate(task.args)
             step = self.tool.run(args, self.options, ctx)
@@ -378,7 +377,7 @@ class Worker:
     def _send(self, channel: str, msg: Any) -> None:
         self.channels.send(channel, msg)
 
-    def _flush_events(self) -> None:
+    def flush_events(self) -> None:
         for chunk in codec.chunks(self.events):
             self.channels.send_encoded("event", chunk)
         self.events = []
@@ -386,6 +385,13 @@ class Worker:
     def _flush_data(self, block: bool = False) -> None:
         """Send waiting output and results; while the channel is full, no command's pipes are read."""
         self._set_blocked(not self.out.flush(block))
+
+    def beat_if_due(self) -> None:
+        """Send a heartbeat if one is due: from the loop, and from a tool's reports while it runs."""
+        now = time.monotonic()
+        if now >= self.next_heartbeat:
+            self._heartbeat()
+            self.next_heartbeat = now + self.heartbeat_interval
 
     def _heartbeat(self) -> None:
         self.hb_seq += 1

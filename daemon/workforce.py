@@ -60,7 +60,7 @@ class Workforce:
     def maintain(self, pool: Pool) -> None:
         """Grow the pool toward what it wants, honouring crash backoff; shrink idle surplus;
         give workspaces short of workers their share."""
-        if self.core.stopping or pool.respawn_timer is not None:
+        if self.core.stopping or pool.respawn_timer is not None or pool.unavailable:
             return
         for worker in pool.surplus_to_stop():
             self.stop(worker, f"scaled to {pool.pinned} by an operator")
@@ -130,7 +130,7 @@ class Workforce:
                 self.plans[pool.name], worker_id, runtime_dir=self.runtime_dir, heartbeat_interval=d.heartbeat_interval,
                 credit=pool.credit, options=pool.options, max_message_size=d.max_message_size, workspace=workspace,
                 ids=ids, identity_error=error, keep_caps=caps, caller_path=_caller_path(pool, workspace))
-            self._spawn_request(m.Spawn(worker_id, pool.name, pool.tool.name, settings))
+            self._spawn_request(m.Spawn(worker_id, pool.name, pool.ref, settings))
         except OSError as exc:
             log.error("pool %s: cannot start a worker for %s: %s", pool.name, workspace or "it", exc)
             self._fail_workspace(pool, workspace, f"parad cannot start a worker for it: {exc}")

@@ -1,12 +1,11 @@
-"""Built-in tools, one module each; `TOOLS` maps a tool name to its class."""
+"""Built-in tools, one module each; `TOOLS` maps a built-in tool's name to its class.
+
+Pools find their tool through `registry.resolve`, which also loads plugin tools.
+"""
 
 from __future__ import annotations
 
 from para.daemon.tools.base import Tool
-from para.daemon.tools.bash import Bash
-from para.daemon.tools.echo import Echo
-from para.daemon.tools.glob import Glob
-from para.daemon.tools.grep import Grep
-from para.daemon.tools.read import Read
+from para.daemon.tools.registry import BUILTIN
 
-TOOLS: dict[str, type[Tool]] = {cls.name: cls for cls in (Echo, Bash, Read, Glob, Grep)}
+TOOLS: dict[str, type[Tool]] = BUILTIN

@@ -1,4 +1,4 @@
-"""The interface every built-in tool implements.
+"""The tool API: the interface every tool implements, built-in or plugin (README: Plugin tools).
 
 A tool validates its arguments with a pydantic model (`Args`, checked by the
 supervisor when a task is submitted and again in the worker), reads its pool's
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -45,12 +45,37 @@ class RunCommand:
     finish: Callable[[Outcome], Finished] | None = None
 
 
+class Reports(Protocol):
+    """Where a running tool's output and progress go (the worker's, see daemon/tool_reports.py)."""
+    def output(self, data: bytes) -> None: ...
+    def progress(self, done: float, total: float | None, message: str) -> None: ...
+
+
 @dataclass(slots=True)
 class TaskContext:
+    """The task a tool's `run` serves, and its way to report while it runs.
+
+    `output` and `progress` may be called any number of times from `run`; each
+    call also lets the worker send a heartbeat that is due, so a long tool that
+    reports is not taken for hung. One that runs longer than
+    daemon.failure_detection_timeout without reporting is killed as hung.
+    """
     task_id: str
     worker: str
     timeout: float | None
     workspace: str | None = None   # the task's workspace, as admission resolved it
+    reports: Reports | None = None
+
+    def output(self, data: str | bytes) -> None:
+        """Stream `data` (str is sent as UTF-8) to the client of a task submitted with stream=True,
+        as stdout chunks; for other tasks it is dropped (the answer is `Finished.value`)."""
+        if self.reports is not None:
+            self.reports.output(data.encode() if isinstance(data, str) else bytes(data))
+
+    def progress(self, done: float, total: float | None = None, message: str = "") -> None:
+        """Report progress as a `progress` task event (seen by `paractl watch progress`)."""
+        if self.reports is not None:
+            self.reports.progress(done, total, message)
 
 
 class ToolFailure(Exception):
@@ -71,6 +96,9 @@ class Tool:
     default_credit: ClassVar[int] = 1
     # Runs commands of the user's, which may submit child tasks (nested tasks).
     runs_commands: ClassVar[bool] = False
+    # Pool settings (min_workers, max_workers, default_timeout, ...) for a pool of this tool
+    # where parad.yaml names none: a plugin's own sizing and limits.
+    pool_defaults: ClassVar[dict[str, Any]] = {}
     # The identity parad gave this worker (WorkerSettings), set by the worker before any task:
     # the ids its commands run as (None: its own), why it has none, and whether it lives in namespaces.
     ids: tuple[int, int] | None = None
