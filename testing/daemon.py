@@ -142,7 +142,8 @@ class Daemon:
             self.answered_s = time.perf_counter() - t0
         pools = status["pools"]
         self._last = ", ".join(f"{p['name']}: {p['state']} {p['ready']}/{p['min_workers']} ready" for p in pools)
-        if all(p["ready"] >= p["min_workers"] and (p["state"] == "ok" or not self._require_ok) for p in pools):
+        # A pool whose tool cannot be loaded (its `error`) is failed for good: no worker to wait for.
+        if all(p.get("error") or p["ready"] >= p["min_workers"] and (p["state"] == "ok" or not self._require_ok) for p in pools):
             self.status = status
             return True
         return False
