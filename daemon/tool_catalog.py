@@ -18,6 +18,7 @@ class DescribedPool(Protocol):
     name: str
     tool: type[Tool]
     uses_workspace: bool
+    unavailable: str | None   # why its (plugin) tool cannot be loaded: it is not listed
 
 
 # pydantic leaves a bound it cannot place on a union (ByteSize | int > 0) as its own keyword,
@@ -48,8 +49,8 @@ def _standard(node: Any, names: bool = False) -> Any:
 
 
 def describe(pools: dict[str, DescribedPool]) -> list[dict[str, Any]]:
-    """The tools parad runs, one entry per pool, in name order."""
-    return [describe_pool(pools[name]) for name in sorted(pools)]
+    """The tools parad runs, one entry per pool, in name order; not a pool whose tool cannot be loaded."""
+    return [describe_pool(pools[name]) for name in sorted(pools) if not pools[name].unavailable]
 
 
 def describe_pool(pool: DescribedPool) -> dict[str, Any]:

@@ -189,3 +189,5 @@ def test_plugin_that_cannot_load_fails_its_pool_only(parad: Daemon, pool: str, w
     refused = paractl(parad, "run", pool)
     assert refused.returncode == 75 and words in refused.stderr
     assert paractl(parad, "run", "wordcount", "text=still here").returncode == 0
+    with parad.client() as c:
+        assert pool not in [t["name"] for t in c.tools()]   # agents are not offered a tool that cannot run
