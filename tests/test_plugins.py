@@ -191,3 +191,24 @@ def test_plugin_that_cannot_load_fails_its_pool_only(parad: Daemon, pool: str, w
     assert paractl(parad, "run", "wordcount", "text=still here").returncode == 0
     with parad.client() as c:
         assert pool not in [t["name"] for t in c.tools()]   # agents are not offered a tool that cannot run
+
+
+def test_installed_plugin_is_offered_to_agents_over_mcp(parad: Daemon, tmp_path: Path) -> None:
+    """Every pool parad runs is an MCP tool, a plugin's as a built-in's, with its schema and hints."""
+    import anyio
+    from mcp import Client, StdioServerParameters
+
+    params = StdioServerParameters(command=sys.executable, cwd=str(tmp_path), env=dict(os.environ), args=[
+        "-m", "para.mcp_server.main", "--runtime-dir", str(parad.runtime_dir), "--no-autostart"])
+
+    async def scenario() -> tuple[dict, object]:
+        with anyio.fail_after(60):
+            async with Client(params) as agent:
+                tools = {t.name: t for t in (await agent.list_tools()).tools}
+                return tools, await agent.call_tool("wordcount", {"text": "one two three"})
+
+    tools, reply = anyio.run(scenario)
+    assert "wordcount" in tools and "boom" in tools and "broken" not in tools   # a pool that cannot load is not offered
+    assert tools["wordcount"].annotations.read_only_hint is True
+    assert tools["wordcount"].input_schema["properties"]["paths"]["description"].startswith("files to count")
+    assert not reply.is_error and reply.structured_content["value"]["words"] == 3, reply
