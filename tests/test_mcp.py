@@ -9,6 +9,7 @@ client's event loop keeps delivering messages meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -363,3 +364,26 @@ def test_http_only_on_a_loopback_address(parad: Daemon) -> None:
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert "refusing to serve MCP on 0.0.0.0" in out.stderr and "loopback" in out.stderr
+
+
+def test_a_client_that_stops_reading_ends_the_stdio_server_quietly(parad: Daemon, workspace: Path,
+                                                                    tmp_path: Path) -> None:
+    """A client that dies closes the pipe the server writes to: the answer in flight meets EPIPE, which
+    is the client leaving (as EOF is), not a traceback and a non-zero exit."""
+    with open(tmp_path / "stderr", "wb") as err:
+        proc = subprocess.Popen(server_argv(parad), cwd=workspace, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=err)
+    try:
+        rpc(proc, {"id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}}})
+        rpc(proc, {"method": "notifications/initialized"})
+        proc.stdout.close()   # the client stops reading (its stdin stays open), then asks: the answer meets EPIPE
+        proc.stdin.write(b'{"jsonrpc": "2.0", "id": 2, "method": "ping"}\n')
+        proc.stdin.flush()
+        code = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = (tmp_path / "stderr").read_text()
+    assert code == 0 and "Traceback" not in stderr, f"exit {code}: {stderr}"
