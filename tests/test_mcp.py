@@ -25,6 +25,7 @@ import psutil
 import pytest
 from mcp import Client, StdioServerParameters
 
+from para.mcp_server import results
 from para.testing import FAST, Daemon, paractl_argv, stop_and_check, wait_running, wait_until
 
 POOLS = {"echo": {"min_workers": 1, "max_workers": 1}, "bash": {"min_workers": 1, "max_workers": 2},
@@ -289,6 +290,34 @@ def test_a_batch_runs_a_task_on_another_ones_output(connect: Callable[[], Client
     assert not reply.is_error and batch["state"] == "done" and batch["ok"], reply.content[0].text
     assert batch["results"]["second"]["stdout"] == "hello world\n"
     assert batch["results"]["files"]["value"]["count"] == 10   # glob's root: the server's directory
+
+
+def test_a_batch_of_big_outputs_answers_within_a_bound_and_task_output_has_the_rest(connect: Callable[[], Client]) -> None:
+    """Every task's whole output in one answer would let one call make the server build (and the client
+    swallow) an answer of tasks x output_bytes: past a share of the answer's budget a task gives its
+    first bytes and the offset task_output goes on from."""
+    size, tasks = 200_000, 20
+    spec = {"tasks": [{"id": f"t{i}", "tool": "bash", "args": {"command": f"head -c {size} /dev/zero | tr '\\0' a"}}
+                      for i in range(tasks)], "wait": 40}
+
+    async def scenario() -> tuple[Any, str]:
+        async with connect() as c:
+            reply = await c.call_tool("batch", spec)
+            first = reply.structured_content["results"]["t0"]
+            output, offset, more = first["output"], first["offset"], first["more"]
+            while more:
+                r = (await c.call_tool("task_output", {"task_id": first["task_id"], "offset": offset})).structured_content
+                output, offset, more = output + r["output"], r["offset"], r["more"]
+            return reply, output
+
+    reply, output = run(scenario)
+    assert not reply.is_error and reply.structured_content["state"] == "done", reply.content[0].text[:500]
+    assert len(reply.content[0].text) < results.BATCH_REPLY_BYTES + 200 * tasks
+    assert len(json.dumps(reply.structured_content)) < results.BATCH_REPLY_BYTES + 1000 * tasks
+    first = reply.structured_content["results"]["t0"]
+    assert first["more"] and 0 < first["offset"] < size and "stdout" not in first, first.keys()
+    assert f"task_output(task_id={first['task_id']!r}, offset={first['offset']})" in reply.content[0].text
+    assert output == "a" * size
 
 
 # ---- errors ------------------------------------------------------------------------------
