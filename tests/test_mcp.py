@@ -327,6 +327,9 @@ ERRORS = [
     ("bash", {"command": "touch /etc/x", "policy": {"writable": ["/etc"]}}, ["policy.writable", "/etc", "narrow"]),
     ("grep", {"pattern": "x", "context": "lots"}, ["context", "'lots'", "integer"]),
     ("bash", {"command": "env", "caller_env": {"A": "1"}}, ["unknown argument caller_env"]),
+    # Not in a batch either: a command fed by a stdin stream a batch has no way to send would wait forever.
+    ("batch", {"tasks": [{"id": "a", "tool": "bash", "args": {"command": "cat", "stdin_stream": True}}], "wait": 0},
+     ["tasks[0] (a)", "stdin_stream"]),
     ("bash", {"command": "true", "wait": -1}, ["wait", "minimum"]),
     ("read", {"path": "missing.txt"}, ["missing.txt"]),
     ("no_such_tool", {}, ["unknown tool 'no_such_tool'", "bash"]),
