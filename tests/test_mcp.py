@@ -363,16 +363,26 @@ def rpc(proc: subprocess.Popen, message: dict[str, Any]) -> dict[str, Any] | Non
             return answer
 
 
+def start_stdio(parad: Daemon, workspace: Path, stderr: Path) -> subprocess.Popen:
+    """A stdio para-mcp on pipes, its stderr to `stderr`."""
+    with open(stderr, "wb") as err:
+        return subprocess.Popen(server_argv(parad), cwd=workspace, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=err)
+
+
+def initialize(proc: subprocess.Popen) -> None:
+    """The MCP handshake, as a client opens a session."""
+    rpc(proc, {"id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}}})
+    rpc(proc, {"method": "notifications/initialized"})
+
+
 @pytest.mark.parametrize("how", ["eof", "sigterm"])
 def test_the_stdio_server_stops_cleanly_and_cancels_what_it_started(parad: Daemon, workspace: Path, tmp_path: Path,
                                                                   how: str) -> None:
-    with open(tmp_path / "stderr", "wb") as err:
-        proc = subprocess.Popen(server_argv(parad), cwd=workspace, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=err)
+    proc = start_stdio(parad, workspace, tmp_path / "stderr")
     try:
-        rpc(proc, {"id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}}})
-        rpc(proc, {"method": "notifications/initialized"})
+        initialize(proc)
         answer = rpc(proc, {"id": 2, "method": "tools/call", "params": {
             "name": "bash", "arguments": {"command": "sleep 300", "wait": 0}}})
         task_id = answer["result"]["structuredContent"]["task_id"]
@@ -402,13 +412,9 @@ def test_a_client_that_stops_reading_ends_the_stdio_server_quietly(parad: Daemon
                                                                     tmp_path: Path) -> None:
     """A client that dies closes the pipe the server writes to: the answer in flight meets EPIPE, which
     is the client leaving (as EOF is), not a traceback and a non-zero exit."""
-    with open(tmp_path / "stderr", "wb") as err:
-        proc = subprocess.Popen(server_argv(parad), cwd=workspace, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=err)
+    proc = start_stdio(parad, workspace, tmp_path / "stderr")
     try:
-        rpc(proc, {"id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}}})
-        rpc(proc, {"method": "notifications/initialized"})
+        initialize(proc)
         proc.stdout.close()   # the client stops reading (its stdin stays open), then asks: the answer meets EPIPE
         proc.stdin.write(b'{"jsonrpc": "2.0", "id": 2, "method": "ping"}\n')
         proc.stdin.flush()
