@@ -14,7 +14,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from para.mcp_server.catalog import DEFAULTS_TO_CWD, PATHS, WAIT_DEFAULT, Catalog, Entry
+from para.mcp_server.catalog import DEFAULTS_TO_CWD, HIDDEN, PATHS, WAIT_DEFAULT, Catalog, Entry
 
 MAX_ERRORS = 3   # an agent fixes the first ones first
 
@@ -100,6 +100,10 @@ def batch_spec(catalog: Catalog, arguments: dict[str, Any], cwd: str) -> tuple[d
             raise ArgumentError(f"batch: tasks[{n}] ({task['id']}): unknown tool {task['tool']!r}; "
                                 f"the tools are {', '.join(catalog.pools)}")
         args = dict(task.get("args") or {})
+        hidden = sorted(set(args) & set(HIDDEN.get(entry.tool, ())))
+        if hidden:   # as for a call of the tool itself: a batch has no stdin stream to feed, its env is the server's
+            raise ArgumentError(f"batch: tasks[{n}] ({task['id']}): unknown argument {', '.join(hidden)} of "
+                                f"{task['tool']} over MCP; give the command's input as `stdin` text")
         resolve_paths(entry.tool, args, cwd)
         tasks.append({**task, "args": args})
     spec = {"tasks": tasks, "on_failure": arguments.get("on_failure", "fail_fast")}

@@ -22,6 +22,8 @@ from para.mcp_server.tasks import Handle
 
 ERROR_STATES = (m.TIMED_OUT, m.CANCELLED, m.LOST, m.SKIPPED)
 REPLY_BYTES = 100_000   # output returned by one task_output call at most; the offset says where to go on
+BATCH_REPLY_BYTES = 1 << 20   # output in one batch answer, shared by its tasks; task_output has the rest
+BATCH_SHARE_MIN = 1000        # ... yet at least this much per task, however many
 
 
 def reply(structured: dict[str, Any], text: str, started: float, error: bool = False) -> types.CallToolResult:
@@ -127,16 +129,16 @@ def running(handle: Handle, waited: float, started: float) -> types.CallToolResu
     return reply({"task_id": handle.id, "tool": handle.tool, "state": handle.state, **chunk}, text, started)
 
 
-def output_after(handle: Handle, offset: int) -> dict[str, Any]:
+def output_after(handle: Handle, offset: int, limit: int = REPLY_BYTES) -> dict[str, Any]:
     """A handle's output from `offset` (at most REPLY_BYTES): output, the next offset, whether more is
     held, and how many bytes before `offset` were dropped (skipped). A task that streamed nothing
     (not a command) gives its answer's text once it ended, addressed the same way."""
     if handle.log is not None:
-        data, begin, skipped = handle.log.read(offset, REPLY_BYTES, handle.done)
+        data, begin, skipped = handle.log.read(offset, limit, handle.done)
         end = handle.log.end
     else:
         whole = body_of(handle.result, handle.view).encode() if handle.result is not None else b""
-        data, begin, skipped = whole[offset:offset + REPLY_BYTES], min(offset, len(whole)), 0
+        data, begin, skipped = whole[offset:offset + limit], min(offset, len(whole)), 0
         end = len(whole)
     nxt = begin + len(data)
     return {"output": data.decode("utf-8", "replace"), "offset": nxt, "more": nxt < end, "skipped": skipped}
@@ -177,17 +179,34 @@ def from_parad(task_id: str, body: dict[str, Any], offset: int, started: float) 
 
 
 def batch(batch_id: str, handles: dict[str, Handle], waited: float, started: float) -> types.CallToolResult:
-    """Every task's result by its name in the batch; a task still running after the wait, by its id."""
+    """Every task's result by its name in the batch; a task still running after the wait, by its id.
+    The answer holds at most about BATCH_REPLY_BYTES of output: a task with more than its share gives
+    its first bytes and the offset task_output goes on from (in words, and as output/offset/more)."""
+    share = min(REPLY_BYTES, max(BATCH_SHARE_MIN, BATCH_REPLY_BYTES // max(1, len(handles))))
     out: dict[str, Any] = {}
     lines = []
     for name, handle in handles.items():
-        if handle.result is not None:
-            out[name] = outcome(handle.result)
-            lines.append(f"## {name}: {handle.result.status}\n{text_of(handle.result, handle.view)}")
-        else:
+        if handle.result is None:
             out[name] = {"task_id": handle.id, "tool": handle.tool, "state": handle.state}
             lines.append(f"## {name}: still running after {waited:g}s: follow it with task_output(task_id={handle.id!r})")
+            continue
+        out[name], text = _batch_result(handle, share)
+        lines.append(f"## {name}: {handle.result.status}\n{text}")
     done = all(h.result is not None for h in handles.values())
     ok = done and all(h.result.ok for h in handles.values())
     structured = {"batch_id": batch_id, "state": "done" if done else "running", "ok": ok, "results": out}
     return reply(structured, "\n".join(lines), started)
+
+
+def _batch_result(handle: Handle, share: int) -> tuple[dict[str, Any], str]:
+    """A finished batch task's structured result and text, its output cut to `share` bytes."""
+    result = handle.result
+    whole = len(body_of(result, handle.view).encode())
+    if whole <= share:
+        return outcome(result), text_of(result, handle.view)
+    chunk = output_after(handle, 0, share)
+    cut = {k: v for k, v in outcome(result).items() if k not in ("stdout", "stderr", "value")}
+    note = (f"[{chunk['offset']} of {whole} bytes shown; the rest: "
+            f"task_output(task_id={handle.id!r}, offset={chunk['offset']})]")
+    end = ending(result)
+    return {**cut, **chunk}, _then(_then(chunk["output"], note), f"[{end}]") if end else _then(chunk["output"], note)

@@ -1,6 +1,6 @@
 """How para-mcp is reached, and how it stops: stdio (the default), or streamable HTTP on a loopback address.
 
-stdio: one session on the process's stdin and stdout until EOF, or until `stop`
+stdio: one session on the process's stdin and stdout until EOF (or a stdout nobody reads), or `stop`
 (SIGTERM, SIGINT). The SDK's stdio transport reads stdin in a thread, which
 only EOF frees, so a signal could not end it; here the descriptors are read and
 written without blocking, through the event loop. Meanwhile fd 0 reads
@@ -61,7 +61,8 @@ async def serve_stdio(server: Server, stop: anyio.Event) -> None:
     with _claimed_stdio() as (wire_in, wire_out):
         async with anyio.create_task_group() as tg:   # `stop` cancels the transport's reader and writer too
             tg.start_soon(_cancel_on, stop, tg.cancel_scope)
-            async with stdio_server(stdin=_Lines(wire_in), stdout=_Writer(wire_out)) as (read, write):  # type: ignore[arg-type]
+            writer = _Writer(wire_out, tg.cancel_scope.cancel)
+            async with stdio_server(stdin=_Lines(wire_in), stdout=writer) as (read, write):  # type: ignore[arg-type]
                 await server.run(read, write, server.create_initialization_options())
             tg.cancel_scope.cancel()
 
@@ -136,10 +137,12 @@ class _Lines:
 
 
 class _Writer:
-    """Text written to `fd` whole, waiting through the event loop while a pipe is full."""
+    """Text written to `fd` whole, waiting through the event loop while a pipe is full. A pipe nobody
+    reads any more (EPIPE) is the client gone, as EOF is: `gone` is called, and the SDK's writer told
+    the stream is closed, which ends it quietly."""
 
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
+    def __init__(self, fd: int, gone: Callable[[], None]) -> None:
+        self.fd, self.gone = fd, gone
 
     async def write(self, text: str) -> None:
         data = memoryview(text.encode())
@@ -148,6 +151,9 @@ class _Writer:
                 data = data[os.write(self.fd, data):]
             except BlockingIOError:
                 await anyio.wait_writable(self.fd)
+            except (BrokenPipeError, ConnectionResetError):
+                self.gone()
+                raise anyio.ClosedResourceError from None
 
     async def flush(self) -> None:
         """Nothing is buffered."""

@@ -9,6 +9,7 @@ client's event loop keeps delivering messages meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -24,6 +25,7 @@ import psutil
 import pytest
 from mcp import Client, StdioServerParameters
 
+from para.mcp_server import results
 from para.testing import FAST, Daemon, paractl_argv, stop_and_check, wait_running, wait_until
 
 POOLS = {"echo": {"min_workers": 1, "max_workers": 1}, "bash": {"min_workers": 1, "max_workers": 2},
@@ -290,6 +292,34 @@ def test_a_batch_runs_a_task_on_another_ones_output(connect: Callable[[], Client
     assert batch["results"]["files"]["value"]["count"] == 10   # glob's root: the server's directory
 
 
+def test_a_batch_of_big_outputs_answers_within_a_bound_and_task_output_has_the_rest(connect: Callable[[], Client]) -> None:
+    """Every task's whole output in one answer would let one call make the server build (and the client
+    swallow) an answer of tasks x output_bytes: past a share of the answer's budget a task gives its
+    first bytes and the offset task_output goes on from."""
+    size, tasks = 200_000, 20
+    spec = {"tasks": [{"id": f"t{i}", "tool": "bash", "args": {"command": f"head -c {size} /dev/zero | tr '\\0' a"}}
+                      for i in range(tasks)], "wait": 40}
+
+    async def scenario() -> tuple[Any, str]:
+        async with connect() as c:
+            reply = await c.call_tool("batch", spec)
+            first = reply.structured_content["results"]["t0"]
+            output, offset, more = first["output"], first["offset"], first["more"]
+            while more:
+                r = (await c.call_tool("task_output", {"task_id": first["task_id"], "offset": offset})).structured_content
+                output, offset, more = output + r["output"], r["offset"], r["more"]
+            return reply, output
+
+    reply, output = run(scenario)
+    assert not reply.is_error and reply.structured_content["state"] == "done", reply.content[0].text[:500]
+    assert len(reply.content[0].text) < results.BATCH_REPLY_BYTES + 200 * tasks
+    assert len(json.dumps(reply.structured_content)) < results.BATCH_REPLY_BYTES + 1000 * tasks
+    first = reply.structured_content["results"]["t0"]
+    assert first["more"] and 0 < first["offset"] < size and "stdout" not in first, first.keys()
+    assert f"task_output(task_id={first['task_id']!r}, offset={first['offset']})" in reply.content[0].text
+    assert output == "a" * size
+
+
 # ---- errors ------------------------------------------------------------------------------
 
 ERRORS = [
@@ -297,6 +327,9 @@ ERRORS = [
     ("bash", {"command": "touch /etc/x", "policy": {"writable": ["/etc"]}}, ["policy.writable", "/etc", "narrow"]),
     ("grep", {"pattern": "x", "context": "lots"}, ["context", "'lots'", "integer"]),
     ("bash", {"command": "env", "caller_env": {"A": "1"}}, ["unknown argument caller_env"]),
+    # Not in a batch either: a command fed by a stdin stream a batch has no way to send would wait forever.
+    ("batch", {"tasks": [{"id": "a", "tool": "bash", "args": {"command": "cat", "stdin_stream": True}}], "wait": 0},
+     ["tasks[0] (a)", "stdin_stream"]),
     ("bash", {"command": "true", "wait": -1}, ["wait", "minimum"]),
     ("read", {"path": "missing.txt"}, ["missing.txt"]),
     ("no_such_tool", {}, ["unknown tool 'no_such_tool'", "bash"]),
@@ -330,16 +363,26 @@ def rpc(proc: subprocess.Popen, message: dict[str, Any]) -> dict[str, Any] | Non
             return answer
 
 
+def start_stdio(parad: Daemon, workspace: Path, stderr: Path) -> subprocess.Popen:
+    """A stdio para-mcp on pipes, its stderr to `stderr`."""
+    with open(stderr, "wb") as err:
+        return subprocess.Popen(server_argv(parad), cwd=workspace, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=err)
+
+
+def initialize(proc: subprocess.Popen) -> None:
+    """The MCP handshake, as a client opens a session."""
+    rpc(proc, {"id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}}})
+    rpc(proc, {"method": "notifications/initialized"})
+
+
 @pytest.mark.parametrize("how", ["eof", "sigterm"])
 def test_the_stdio_server_stops_cleanly_and_cancels_what_it_started(parad: Daemon, workspace: Path, tmp_path: Path,
                                                                   how: str) -> None:
-    with open(tmp_path / "stderr", "wb") as err:
-        proc = subprocess.Popen(server_argv(parad), cwd=workspace, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=err)
+    proc = start_stdio(parad, workspace, tmp_path / "stderr")
     try:
-        rpc(proc, {"id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "0"}}})
-        rpc(proc, {"method": "notifications/initialized"})
+        initialize(proc)
         answer = rpc(proc, {"id": 2, "method": "tools/call", "params": {
             "name": "bash", "arguments": {"command": "sleep 300", "wait": 0}}})
         task_id = answer["result"]["structuredContent"]["task_id"]
@@ -363,3 +406,22 @@ def test_http_only_on_a_loopback_address(parad: Daemon) -> None:
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert "refusing to serve MCP on 0.0.0.0" in out.stderr and "loopback" in out.stderr
+
+
+def test_a_client_that_stops_reading_ends_the_stdio_server_quietly(parad: Daemon, workspace: Path,
+                                                                    tmp_path: Path) -> None:
+    """A client that dies closes the pipe the server writes to: the answer in flight meets EPIPE, which
+    is the client leaving (as EOF is), not a traceback and a non-zero exit."""
+    proc = start_stdio(parad, workspace, tmp_path / "stderr")
+    try:
+        initialize(proc)
+        proc.stdout.close()   # the client stops reading (its stdin stays open), then asks: the answer meets EPIPE
+        proc.stdin.write(b'{"jsonrpc": "2.0", "id": 2, "method": "ping"}\n')
+        proc.stdin.flush()
+        code = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = (tmp_path / "stderr").read_text()
+    assert code == 0 and "Traceback" not in stderr, f"exit {code}: {stderr}"
