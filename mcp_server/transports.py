@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import os
 import socket
 import stat
@@ -27,6 +28,8 @@ import uvicorn
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import TransportSecuritySettings
+
+log = logging.getLogger("para.mcp_server")
 
 
 class UsageError(ValueError):
@@ -105,8 +108,15 @@ def _pollable(fd: int) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(fd)
 
 
+# The longest message a stdio client may send. A batch of 5,000 tasks is about 1 MB; a client
+# that sends more without a newline is broken or hostile, and would otherwise grow our memory
+# without bound: the session ends, as on EOF.
+MAX_LINE = 16 << 20
+
+
 class _Lines:
-    """The lines of text arriving on `fd`, as an async iterator (what stdio_server reads)."""
+    """The lines of text arriving on `fd`, as an async iterator (what stdio_server reads), each
+    at most MAX_LINE bytes."""
 
     def __init__(self, fd: int) -> None:
         self.fd, self.poll = fd, _pollable(fd)
@@ -131,6 +141,10 @@ class _Lines:
                 continue
             self.eof = not data
             self.buf += data
+            if len(self.buf) > MAX_LINE and b"\n" not in data:
+                log.error("the client sent a message of more than %d MiB; ending the session", MAX_LINE >> 20)
+                self.buf.clear()
+                raise StopAsyncIteration
         line = bytes(self.buf[:end + 1])
         del self.buf[:end + 1]
         return line.decode("utf-8", "replace")

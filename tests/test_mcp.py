@@ -425,3 +425,27 @@ def test_a_client_that_stops_reading_ends_the_stdio_server_quietly(parad: Daemon
             proc.wait()
     stderr = (tmp_path / "stderr").read_text()
     assert code == 0 and "Traceback" not in stderr, f"exit {code}: {stderr}"
+
+
+def test_a_message_past_the_line_bound_ends_the_stdio_session(parad: Daemon, workspace: Path, tmp_path: Path) -> None:
+    """A client that sends more than MAX_LINE bytes without a newline would grow the server's memory
+    without bound: the session ends as on EOF, saying why, and the server exits cleanly."""
+    from para.mcp_server.transports import MAX_LINE
+
+    proc = start_stdio(parad, workspace, tmp_path / "stderr")
+    try:
+        initialize(proc)
+        block = b"x" * (1 << 20)
+        try:
+            for _ in range((MAX_LINE >> 20) + 4):
+                proc.stdin.write(block)
+            proc.stdin.flush()
+        except BrokenPipeError:   # it stopped reading: what the test wants
+            pass
+        code = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = (tmp_path / "stderr").read_text()
+    assert code == 0 and "more than 16 MiB" in stderr and "Traceback" not in stderr, f"exit {code}: {stderr}"
