@@ -11,5 +11,6 @@ and `task_output`, `task_cancel`, `task_list` and `batch` are MCP-only tools.
     results.py     a task's outcome as MCP content: readable text and structured content
     server.py      the SDK wiring: list_tools, call_tool, progress, cancellation
     transports.py  stdio and streamable HTTP (loopback only), and signals
+    auth.py        HTTP's bearer token: where it comes from, and the middleware that asks for it
     main.py        the command line
 """

@@ -2,6 +2,7 @@
 
     para-mcp                                # stdio: what an agent's MCP config starts
     para-mcp --http 127.0.0.1:8765          # streamable HTTP at http://127.0.0.1:8765/mcp (port 0: any free one)
+    para-mcp --http ADDR --token-file FILE  # ... whose clients send `Authorization: Bearer <FILE's first line>`
     para-mcp --runtime-dir DIR              # the parad of DIR (default: this user's, started if none runs)
     para-mcp --cwd DIR                      # tasks run in DIR, not in the directory it was started in
 
@@ -11,6 +12,11 @@ there. Tasks get this process's environment, filtered by the pool's sandbox poli
 It stops on stdin's EOF (stdio), SIGTERM or SIGINT, and cancels the tasks it
 started that still run: nothing it started outlives it.
 
+Over HTTP every request needs `Authorization: Bearer TOKEN` (any local user can
+reach a loopback port). TOKEN is the first line of --token-file FILE (a file
+only its user may read), else $PARA_MCP_TOKEN, else a new one written to
+RUNTIME_DIR/mcp-token-PORT (mode 0600, removed on exit), named on stderr.
+
 Exit codes: 0 stopped; 1 the HTTP address cannot be had; 2 usage; 69 no parad
 answers and none could be started (EX_UNAVAILABLE).
 """
@@ -18,6 +24,7 @@ answers and none could be started (EX_UNAVAILABLE).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -25,11 +32,13 @@ import sys
 from pathlib import Path
 
 import anyio
+from mcp.server.lowlevel import Server
 
 from para.client import AsyncClient, DaemonUnavailable
+from para.mcp_server.auth import Token, TokenError, generated_token, given_token
 from para.mcp_server.server import ParaServer
 from para.mcp_server.tasks import TaskBook
-from para.mcp_server.transports import UsageError, parse_address, serve_http, serve_stdio
+from para.mcp_server.transports import UsageError, listen, parse_address, serve_http, serve_stdio, url_of
 
 EX_ADDRESS, EX_USAGE, EX_UNAVAILABLE = 1, 2, 69
 
@@ -38,6 +47,8 @@ def build_parser(prog: str = "para-mcp") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--http", metavar="HOST:PORT", help="serve streamable HTTP on this loopback address instead of stdio")
+    p.add_argument("--token-file", metavar="FILE", help="with --http: the bearer token clients must send is this "
+                                                          "file's first line (default: $PARA_MCP_TOKEN, else a new one)")
     p.add_argument("--cwd", metavar="DIR", help="the directory tasks run in (default: the current one), for clients "
                                                 "that start servers elsewhere than the project")
     p.add_argument("--runtime-dir", metavar="DIR", type=Path,
@@ -54,14 +65,17 @@ def main(argv: list[str] | None = None, prog: str = "para-mcp") -> int:
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(), format=f"{prog}: %(message)s")
     try:
         address = parse_address(args.http) if args.http else None
+        if args.token_file is not None and address is None:
+            raise UsageError("--token-file is for --http: stdio needs no token")
+        token = given_token(args.token_file)   # also takes PARA_MCP_TOKEN out of what tasks get
         if args.cwd is not None:
             args.runtime_dir = args.runtime_dir and args.runtime_dir.absolute()   # as typed, from where it was typed
             _chdir(args.cwd)
-    except UsageError as exc:
+    except (UsageError, TokenError) as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return EX_USAGE
     try:
-        return anyio.run(_serve, args, address, prog)
+        return anyio.run(_serve, args, address, token, prog)
     except KeyboardInterrupt:   # before the signal handlers were in place
         return 130
 
@@ -73,15 +87,15 @@ def _chdir(path: str) -> None:
         raise UsageError(f"--cwd {path}: {exc.strerror}; name the project directory tasks should run in") from None
 
 
-async def _serve(args: argparse.Namespace, address: tuple[str, int] | None, prog: str) -> int:
+async def _serve(args: argparse.Namespace, address: tuple[str, int] | None, token: Token | None, prog: str) -> int:
     stop = anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(_stop_on_signals, stop)
         try:
-            return await _run(args, address, stop, prog)
-        except DaemonUnavailable as exc:
+            return await _run(args, address, token, stop, prog)
+        except (DaemonUnavailable, TokenError) as exc:
             print(f"{prog}: {exc}", file=sys.stderr)
-            return EX_UNAVAILABLE
+            return EX_USAGE if isinstance(exc, TokenError) else EX_UNAVAILABLE
         except OSError as exc:   # the HTTP address is taken, or not ours
             print(f"{prog}: cannot listen on {args.http}: {exc.strerror or exc}", file=sys.stderr)
             return EX_ADDRESS
@@ -89,7 +103,8 @@ async def _serve(args: argparse.Namespace, address: tuple[str, int] | None, prog
             tg.cancel_scope.cancel()
 
 
-async def _run(args: argparse.Namespace, address: tuple[str, int] | None, stop: anyio.Event, prog: str) -> int:
+async def _run(args: argparse.Namespace, address: tuple[str, int] | None, token: Token | None, stop: anyio.Event,
+               prog: str) -> int:
     cwd = os.getcwd()
     client = AsyncClient(args.runtime_dir, autostart=not args.no_autostart, name="para-mcp")
     try:
@@ -100,11 +115,22 @@ async def _run(args: argparse.Namespace, address: tuple[str, int] | None, stop: 
             if address is None:
                 await serve_stdio(para.lowlevel(), stop)
             else:
-                await serve_http(para.lowlevel(), *address, stop,
-                                 lambda url: print(f"{prog}: serving MCP at {url}", file=sys.stderr, flush=True))
+                await _serve_http(para.lowlevel(), address, token, client.endpoints.runtime_dir, stop, prog)
     finally:
         await client.close()
     return 0
+
+
+async def _serve_http(server: Server, address: tuple[str, int], token: Token | None, runtime_dir: Path,
+                      stop: anyio.Event, prog: str) -> None:
+    host = address[0]
+    with listen(*address) as sock, contextlib.ExitStack() as stack:
+        if token is None:
+            token = stack.enter_context(generated_token(runtime_dir, sock.getsockname()[1]))
+        print(f"{prog}: serving MCP at {url_of(host, sock)}", file=sys.stderr)
+        print(f"{prog}: clients send 'Authorization: Bearer TOKEN', TOKEN being {token.where}", file=sys.stderr,
+              flush=True)
+        await serve_http(server, host, sock, token, stop)
 
 
 async def _stop_on_signals(stop: anyio.Event) -> None:

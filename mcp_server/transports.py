@@ -8,9 +8,10 @@ written without blocking, through the event loop. Meanwhile fd 0 reads
 stray reaches the wire.
 
 HTTP: the SDK's streamable HTTP app under uvicorn, at http://HOST:PORT/mcp
-(port 0 picks a free one; `announce` is told the URL once it listens). HOST
-must be a loopback address: whoever reaches the port runs commands as this
-user, and the SDK's DNS-rebinding protection admits only local Host headers.
+(port 0 picks a free one), behind a bearer token (auth.py). HOST must be a
+loopback address: whoever reaches the port could run commands as this user,
+so the port is not reachable from other hosts, the token keeps the host's other
+users out, and the SDK's DNS-rebinding protection admits only local Host headers.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import uvicorn
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
 from mcp.server.transport_security import TransportSecuritySettings
+
+from para.mcp_server.auth import BearerAuth, Token
 
 log = logging.getLogger("para.mcp_server")
 
@@ -182,23 +185,32 @@ class _Uvicorn(uvicorn.Server):
         yield
 
 
-async def serve_http(server: Server, host: str, port: int, stop: anyio.Event, announce: Callable[[str], None]) -> None:
-    """Serve streamable HTTP at http://HOST:PORT/mcp until `stop`; OSError if the address cannot be had."""
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on HOST:PORT (port 0: a free one); OSError if the address cannot be had."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sock.listen(128)   # connections wait in the backlog until uvicorn accepts them
-        app = server.streamable_http_app(host=host, transport_security=_local_only(host))
-        uv = _Uvicorn(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2, lifespan="on"))
-        bound = sock.getsockname()[1]
-        announce(f"http://{'[' + host + ']' if ':' in host else host}:{bound}/mcp")
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_exit_on, stop, uv)
-            await uv.serve(sockets=[sock])
-            tg.cancel_scope.cancel()
-    finally:
+    except OSError:
         sock.close()
+        raise
+    return sock
+
+
+def url_of(host: str, sock: socket.socket) -> str:
+    """The MCP endpoint a socket listening on HOST serves."""
+    return f"http://{'[' + host + ']' if ':' in host else host}:{sock.getsockname()[1]}/mcp"
+
+
+async def serve_http(server: Server, host: str, sock: socket.socket, token: Token, stop: anyio.Event) -> None:
+    """Serve streamable HTTP on a socket listening on HOST until `stop`, to requests bearing `token` only."""
+    app = BearerAuth(server.streamable_http_app(host=host, transport_security=_local_only(host)), token)
+    uv = _Uvicorn(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2, lifespan="on"))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_exit_on, stop, uv)
+        await uv.serve(sockets=[sock])
+        tg.cancel_scope.cancel()
 
 
 def _local_only(host: str) -> TransportSecuritySettings:

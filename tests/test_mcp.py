@@ -16,14 +16,17 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import psutil
 import pytest
 from mcp import Client, StdioServerParameters
+from mcp.client._transport import TransportStreams
+from mcp.client.streamable_http import streamable_http_client
 
 from para.mcp_server import results
 from para.testing import FAST, Daemon, paractl_argv, stop_and_check, wait_running, wait_until
@@ -33,6 +36,7 @@ POOLS = {"echo": {"min_workers": 1, "max_workers": 1}, "bash": {"min_workers": 1
 # test_calls_run_at_once stops the read and grep workers for a while: they are not to be taken for hung.
 DAEMON = {**FAST, "failure_detection_timeout": 60.0}
 URL = re.compile(r"serving MCP at (http://\S+)")
+TOKEN_FILE = re.compile(r"TOKEN being the contents of (\S+)")
 CALL_TIMEOUT = 60   # seconds a scenario may take at most (anyio.fail_after)
 
 
@@ -84,12 +88,26 @@ def connect(request: pytest.FixtureRequest, parad: Daemon, workspace: Path, tmp_
     try:
         found = wait_until(lambda: URL.search(log.read_text()) or proc.poll() is not None, 30, "para-mcp to listen")
         assert proc.poll() is None, f"paractl mcp exited {proc.returncode}: {log.read_text()}"
-        url = found.group(1)
-        yield lambda: Client(url)
+        url, token = found.group(1), token_of(log)
+        yield lambda: Client(bearer(url, token))
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(30)
     assert code == 0 and "Traceback" not in log.read_text(), log.read_text()
+
+
+def token_of(log: Path) -> str:
+    """The token an HTTP para-mcp generated, from the file its stderr names."""
+    return Path(TOKEN_FILE.search(log.read_text()).group(1)).read_text().strip()
+
+
+@contextlib.asynccontextmanager
+async def bearer(url: str, token: str | None) -> AsyncIterator[TransportStreams]:
+    """The SDK's streamable HTTP transport, sending `Authorization: Bearer TOKEN` (none if None)."""
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    async with httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300)) as http:
+        async with streamable_http_client(url, http_client=http) as streams:
+            yield streams
 
 
 def run(scenario: Callable[..., Any], *args: Any) -> Any:

@@ -28,6 +28,7 @@ POOLS = {"echo": {"min_workers": 1, "max_workers": 1}, "bash": {"min_workers": 1
 # The 20-calls test stops the read and grep workers for a while: they are not to be taken for hung.
 DAEMON = {**FAST, "failure_detection_timeout": 120.0}
 URL = re.compile(r"serving MCP at (http://\S+)")
+TOKEN_FILE = re.compile(r"TOKEN being the contents of (\S+)")
 INSPECTOR_TIMEOUT = 120   # seconds for one inspector run: Node's start and the call
 TOOL_ERROR = 5            # the inspector's exit code for a call answered with isError
 
@@ -62,8 +63,9 @@ def stdio_target(parad: Daemon, workspace: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def http_url(parad: Daemon, workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A `paractl mcp --http` on a free loopback port, started in `workspace`."""
+def http_target(parad: Daemon, workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """A `paractl mcp --http` on a free loopback port, started in `workspace`: its URL and the header
+    with the token it generated, as the inspector takes them."""
     log = tmp_path_factory.mktemp("inspector-http") / "para-mcp.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(paractl_argv("--runtime-dir", str(parad.runtime_dir), "--no-autostart", "mcp", "--http",
@@ -71,7 +73,8 @@ def http_url(parad: Daemon, workspace: Path, tmp_path_factory: pytest.TempPathFa
     try:
         found = wait_until(lambda: URL.search(log.read_text()) or proc.poll() is not None, 30, "para-mcp to listen")
         assert proc.poll() is None, f"paractl mcp exited {proc.returncode}: {log.read_text()}"
-        yield found.group(1)
+        token = Path(TOKEN_FILE.search(log.read_text()).group(1)).read_text().strip()
+        yield [found.group(1), "--header", f"Authorization: Bearer {token}"]
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(30)
@@ -129,19 +132,19 @@ def test_a_command_over_stdio(cli: Inspector, parad: Daemon, workspace: Path, tm
     assert result["exit_code"] == 3 and result["stdout"] == f"{workspace}\nfrom-inspector\n", result
 
 
-def test_a_search_over_http(cli: Inspector, http_url: str, tmp_path: Path) -> None:
-    answer = call(cli, [http_url], tmp_path, "grep", pattern="needle", path=".")
+def test_a_search_over_http(cli: Inspector, http_target: list[str], tmp_path: Path) -> None:
+    answer = call(cli, http_target, tmp_path, "grep", pattern="needle", path=".")
     assert answer["isError"] is False, answer
     assert "notes.txt" in json.dumps(answer["structuredContent"]) and "needle here" in json.dumps(answer["structuredContent"])
 
 
-def test_a_policy_breach_is_a_tool_error_over_http(cli: Inspector, http_url: str, tmp_path: Path) -> None:
-    answer = call(cli, [http_url], tmp_path, "bash", TOOL_ERROR, command="touch /etc/x", policy={"writable": ["/etc"]})
+def test_a_policy_breach_is_a_tool_error_over_http(cli: Inspector, http_target: list[str], tmp_path: Path) -> None:
+    answer = call(cli, http_target, tmp_path, "bash", TOOL_ERROR, command="touch /etc/x", policy={"writable": ["/etc"]})
     text = " ".join(c.get("text", "") for c in answer["content"])
     assert answer["isError"] is True and "policy.writable" in text and "Traceback" not in text, answer
 
 
-def test_twenty_searches_and_reads_from_twenty_clients_run_at_once(cli: Inspector, parad: Daemon, http_url: str,
+def test_twenty_searches_and_reads_from_twenty_clients_run_at_once(cli: Inspector, parad: Daemon, http_target: list[str],
                                                                     tmp_path: Path) -> None:
     """The read and grep workers are stopped until all 20 calls are in parad, so none can finish
     before the last one starts: a server that took calls one at a time would never get there."""
@@ -157,7 +160,7 @@ def test_twenty_searches_and_reads_from_twenty_clients_run_at_once(cli: Inspecto
         os.kill(pid, signal.SIGSTOP)
     procs: list[subprocess.Popen] = []
     try:
-        procs = [start(cli, [http_url], tmp_path / str(n), *tool_args(tool, args)) for n, (tool, args) in enumerate(calls)]
+        procs = [start(cli, http_target, tmp_path / str(n), *tool_args(tool, args)) for n, (tool, args) in enumerate(calls)]
         wait_until(in_parad, 90, "20 calls to be in parad at once")
     finally:
         for pid in stopped:
@@ -172,17 +175,17 @@ def test_twenty_searches_and_reads_from_twenty_clients_run_at_once(cli: Inspecto
     assert max(starts) < min(ends), "every call started before any finished"
 
 
-def test_a_long_command_is_a_handle_followed_to_its_end(cli: Inspector, http_url: str, workspace: Path,
+def test_a_long_command_is_a_handle_followed_to_its_end(cli: Inspector, http_target: list[str], workspace: Path,
                                                          tmp_path: Path) -> None:
     go = workspace / "go"
-    handle = call(cli, [http_url], tmp_path, "bash", command=f"echo waiting; while [ ! -e {go} ]; do sleep 0.05; done; echo went",
+    handle = call(cli, http_target, tmp_path, "bash", command=f"echo waiting; while [ ! -e {go} ]; do sleep 0.05; done; echo went",
                   wait=0)["structuredContent"]
     assert handle["state"] == "running" and handle["task_id"], handle
     go.touch()
     try:
         output, offset, state = "", 0, "running"
         for _ in range(10):   # each call waits up to 20 s for more: bounded however slow the machine
-            got = call(cli, [http_url], tmp_path, "task_output", task_id=handle["task_id"], offset=offset,
+            got = call(cli, http_target, tmp_path, "task_output", task_id=handle["task_id"], offset=offset,
                        wait=20)["structuredContent"]
             output, offset, state = output + got["output"], got["offset"], got["state"]
             if state != "running" and not got["more"]:
@@ -192,11 +195,11 @@ def test_a_long_command_is_a_handle_followed_to_its_end(cli: Inspector, http_url
     assert state == "succeeded" and got["exit_code"] == 0 and output == "waiting\nwent\n", got
 
 
-def test_task_cancel_ends_a_command(cli: Inspector, parad: Daemon, http_url: str, tmp_path: Path) -> None:
-    handle = call(cli, [http_url], tmp_path, "bash", command="sleep 300", wait=0)["structuredContent"]
+def test_task_cancel_ends_a_command(cli: Inspector, parad: Daemon, http_target: list[str], tmp_path: Path) -> None:
+    handle = call(cli, http_target, tmp_path, "bash", command="sleep 300", wait=0)["structuredContent"]
     with parad.client() as c:
         wait_running(c, handle["task_id"])
-    cancelled = call(cli, [http_url], tmp_path, "task_cancel", task_id=handle["task_id"])["structuredContent"]
+    cancelled = call(cli, http_target, tmp_path, "task_cancel", task_id=handle["task_id"])["structuredContent"]
     assert cancelled["cancelled"] is True and cancelled["state"] == "cancelled", cancelled
     with parad.client() as c:
         assert c.task(handle["task_id"])["task"]["state"] == "cancelled"
