@@ -73,6 +73,31 @@ def shared_daemon(tmp_path_factory: pytest.TempPathFactory, make_daemon: Callabl
     stop_and_check(d)
 
 
+# The MCP tests' parad: a worker or two per pool, and time to spare before a worker is taken for
+# hung, because their 20-calls tests stop the read and grep workers until every call is in.
+MCP_POOLS = {"echo": {"min_workers": 1, "max_workers": 1}, "bash": {"min_workers": 1, "max_workers": 2},
+             **{tool: {"min_workers": 1, "max_workers": 1} for tool in ("read", "grep", "glob")}}
+
+
+@pytest.fixture(scope="module")
+def mcp_parad(tmp_path_factory: pytest.TempPathFactory, make_daemon: Callable[..., Daemon]) -> Iterator[Daemon]:
+    """A parad for an MCP server to front, shared by a module's tests."""
+    d = make_daemon({"daemon": {**FAST, "failure_detection_timeout": 120.0}, "pools": MCP_POOLS},
+                    tmp_path_factory.mktemp("mcp-parad"))
+    yield d
+    stop_and_check(d)
+
+
+@pytest.fixture(scope="module")
+def mcp_workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MCP server's working directory: ten small files to grep and read (f0.txt .. f9.txt), and notes.txt."""
+    ws = tmp_path_factory.mktemp("mcp-ws")
+    (ws / "notes.txt").write_text("alpha\nneedle here\nomega\n")
+    for i in range(10):
+        (ws / f"f{i}.txt").write_text(f"line one\nneedle {i}\n")
+    return ws
+
+
 @pytest.fixture
 def start_daemon(tmp_path: Path, make_daemon: Callable[..., Daemon]) -> Iterator[Callable[..., Daemon]]:
     """start_daemon(pools={...}, daemon={...}, cwd=DIR) -> a running Daemon (started in DIR); stopped and checked after the test."""

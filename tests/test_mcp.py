@@ -29,31 +29,22 @@ from mcp.client._transport import TransportStreams
 from mcp.client.streamable_http import streamable_http_client
 
 from para.mcp_server import results
-from para.testing import FAST, Daemon, paractl_argv, stop_and_check, wait_running, wait_until
+from para.mcp_server.transports import MAX_LINE
+from para.testing import Daemon, paractl_argv, wait_running, wait_until
 
-POOLS = {"echo": {"min_workers": 1, "max_workers": 1}, "bash": {"min_workers": 1, "max_workers": 2},
-         **{tool: {"min_workers": 1, "max_workers": 1} for tool in ("read", "grep", "glob")}}
-# test_calls_run_at_once stops the read and grep workers for a while: they are not to be taken for hung.
-DAEMON = {**FAST, "failure_detection_timeout": 60.0}
 URL = re.compile(r"serving MCP at (http://\S+)")
 TOKEN_FILE = re.compile(r"TOKEN being the contents of (\S+)")
 CALL_TIMEOUT = 60   # seconds a scenario may take at most (anyio.fail_after)
 
 
 @pytest.fixture(scope="module")
-def parad(tmp_path_factory: pytest.TempPathFactory, make_daemon: Callable[..., Daemon]) -> Iterator[Daemon]:
-    d = make_daemon({"daemon": DAEMON, "pools": POOLS}, tmp_path_factory.mktemp("mcp-parad"))
-    yield d
-    stop_and_check(d)
+def parad(mcp_parad: Daemon) -> Daemon:
+    return mcp_parad
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The servers' working directory: ten small files to grep and read."""
-    ws = tmp_path_factory.mktemp("mcp-ws")
-    for i in range(10):
-        (ws / f"f{i}.txt").write_text(f"line one\nneedle {i}\n")
-    return ws
+def workspace(mcp_workspace: Path) -> Path:
+    return mcp_workspace
 
 
 def server_argv(parad: Daemon, *extra: str) -> list[str]:
@@ -296,7 +287,7 @@ def test_a_batch_runs_a_task_on_another_ones_output(connect: Callable[[], Client
     spec = {"tasks": [
         {"id": "first", "tool": "bash", "args": {"command": "echo hello"}},
         {"id": "second", "tool": "bash", "after": ["first"], "args": {"command": "echo ${first.stdout} world"}},
-        {"id": "files", "tool": "glob", "args": {"patterns": ["*.txt"]}},
+        {"id": "files", "tool": "glob", "args": {"patterns": ["f*.txt"]}},
     ]}
 
     async def scenario() -> Any:
@@ -381,11 +372,19 @@ def rpc(proc: subprocess.Popen, message: dict[str, Any]) -> dict[str, Any] | Non
             return answer
 
 
-def start_stdio(parad: Daemon, workspace: Path, stderr: Path) -> subprocess.Popen:
-    """A stdio para-mcp on pipes, its stderr to `stderr`."""
+@contextlib.contextmanager
+def stdio_session(parad: Daemon, workspace: Path, stderr: Path) -> Iterator[subprocess.Popen]:
+    """A stdio para-mcp on pipes (its stderr to `stderr`) after the MCP handshake; killed if it outlives the block."""
     with open(stderr, "wb") as err:
-        return subprocess.Popen(server_argv(parad), cwd=workspace, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        proc = subprocess.Popen(server_argv(parad), cwd=workspace, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=err)
+    try:
+        initialize(proc)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def initialize(proc: subprocess.Popen) -> None:
@@ -398,9 +397,7 @@ def initialize(proc: subprocess.Popen) -> None:
 @pytest.mark.parametrize("how", ["eof", "sigterm"])
 def test_the_stdio_server_stops_cleanly_and_cancels_what_it_started(parad: Daemon, workspace: Path, tmp_path: Path,
                                                                   how: str) -> None:
-    proc = start_stdio(parad, workspace, tmp_path / "stderr")
-    try:
-        initialize(proc)
+    with stdio_session(parad, workspace, tmp_path / "stderr") as proc:
         answer = rpc(proc, {"id": 2, "method": "tools/call", "params": {
             "name": "bash", "arguments": {"command": "sleep 300", "wait": 0}}})
         task_id = answer["result"]["structuredContent"]["task_id"]
@@ -411,10 +408,6 @@ def test_the_stdio_server_stops_cleanly_and_cancels_what_it_started(parad: Daemo
         else:
             proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert "Traceback" not in (tmp_path / "stderr").read_text()
     wait_until(lambda: state_in_parad(parad, task_id) == "cancelled", 30, f"task {task_id} to be cancelled")
 
@@ -430,17 +423,11 @@ def test_a_client_that_stops_reading_ends_the_stdio_server_quietly(parad: Daemon
                                                                     tmp_path: Path) -> None:
     """A client that dies closes the pipe the server writes to: the answer in flight meets EPIPE, which
     is the client leaving (as EOF is), not a traceback and a non-zero exit."""
-    proc = start_stdio(parad, workspace, tmp_path / "stderr")
-    try:
-        initialize(proc)
+    with stdio_session(parad, workspace, tmp_path / "stderr") as proc:
         proc.stdout.close()   # the client stops reading (its stdin stays open), then asks: the answer meets EPIPE
         proc.stdin.write(b'{"jsonrpc": "2.0", "id": 2, "method": "ping"}\n')
         proc.stdin.flush()
         code = proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     stderr = (tmp_path / "stderr").read_text()
     assert code == 0 and "Traceback" not in stderr, f"exit {code}: {stderr}"
 
@@ -448,11 +435,7 @@ def test_a_client_that_stops_reading_ends_the_stdio_server_quietly(parad: Daemon
 def test_a_message_past_the_line_bound_ends_the_stdio_session(parad: Daemon, workspace: Path, tmp_path: Path) -> None:
     """A client that sends more than MAX_LINE bytes without a newline would grow the server's memory
     without bound: the session ends as on EOF, saying why, and the server exits cleanly."""
-    from para.mcp_server.transports import MAX_LINE
-
-    proc = start_stdio(parad, workspace, tmp_path / "stderr")
-    try:
-        initialize(proc)
+    with stdio_session(parad, workspace, tmp_path / "stderr") as proc:
         block = b"x" * (1 << 20)
         try:
             for _ in range((MAX_LINE >> 20) + 4):
@@ -461,9 +444,5 @@ def test_a_message_past_the_line_bound_ends_the_stdio_session(parad: Daemon, wor
         except BrokenPipeError:   # it stopped reading: what the test wants
             pass
         code = proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     stderr = (tmp_path / "stderr").read_text()
     assert code == 0 and "more than 16 MiB" in stderr and "Traceback" not in stderr, f"exit {code}: {stderr}"

@@ -14,19 +14,15 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from para.testing import FAST, Daemon, paractl_argv, stop_and_check, wait_running, wait_until
+from para.testing import Daemon, paractl_argv, wait_running, wait_until
 from para.testing.inspector import Inspector, inspector
 
-POOLS = {"echo": {"min_workers": 1, "max_workers": 1}, "bash": {"min_workers": 1, "max_workers": 2},
-         **{tool: {"min_workers": 1, "max_workers": 1} for tool in ("read", "grep", "glob")}}
-# The 20-calls test stops the read and grep workers for a while: they are not to be taken for hung.
-DAEMON = {**FAST, "failure_detection_timeout": 120.0}
 URL = re.compile(r"serving MCP at (http://\S+)")
 TOKEN_FILE = re.compile(r"TOKEN being the contents of (\S+)")
 INSPECTOR_TIMEOUT = 120   # seconds for one inspector run: Node's start and the call
@@ -42,19 +38,13 @@ def cli() -> Inspector:
 
 
 @pytest.fixture(scope="module")
-def parad(tmp_path_factory: pytest.TempPathFactory, make_daemon: Callable[..., Daemon]) -> Iterator[Daemon]:
-    d = make_daemon({"daemon": DAEMON, "pools": POOLS}, tmp_path_factory.mktemp("inspector-parad"))
-    yield d
-    stop_and_check(d)
+def parad(mcp_parad: Daemon) -> Daemon:
+    return mcp_parad
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    ws = tmp_path_factory.mktemp("inspector-ws")
-    (ws / "notes.txt").write_text("alpha\nneedle here\nomega\n")
-    for i in range(10):
-        (ws / f"f{i}.txt").write_text(f"line one\nneedle {i}\n")
-    return ws
+def workspace(mcp_workspace: Path) -> Path:
+    return mcp_workspace
 
 
 def stdio_target(parad: Daemon, workspace: Path) -> list[str]:
