@@ -74,7 +74,8 @@ def test_a_hung_daemon_fails_waiters_instead_of_hanging(start_daemon) -> None:
     d = start_daemon()
 
     async def main():
-        async with AsyncClient(d.runtime_dir, timeout=1.0) as c:
+        # reconnect: how long it then tries to reach a parad again (30 s by default): the same path, shorter.
+        async with AsyncClient(d.runtime_dir, timeout=1.0, reconnect=2.0) as c:
             os.kill(d.pid, signal.SIGSTOP)
             try:
                 with pytest.raises(DaemonUnavailable, match="not answering"):

@@ -106,7 +106,8 @@ def test_client_without_daemon_names_the_socket_path(tmp_path) -> None:
 
 
 def test_client_times_out_on_a_hung_daemon_instead_of_hanging(daemon) -> None:
-    with daemon.client(timeout=1.0) as c:
+    # reconnect: how long it then tries to reach a parad again (30 s by default): the same path, shorter.
+    with daemon.client(timeout=1.0, reconnect=2.0) as c:
         os.kill(daemon.pid, signal.SIGSTOP)
         try:
             with pytest.raises(DaemonUnavailable, match=f"not answering at {daemon.runtime_dir}"):
