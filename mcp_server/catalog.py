@@ -18,6 +18,8 @@ from typing import Any
 
 import mcp.types as types
 
+from para.client.tool_defs import inline_refs
+
 WAIT_DEFAULT = 15.0   # well under the 60 s after which many MCP clients give up on a call
 WAIT_MAX = 50.0
 NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")   # MCP's tool names (SEP-986)
@@ -111,24 +113,6 @@ def entry(pool: dict[str, Any]) -> Entry:
     if pool["name"] != tool:
         description = f"(pool {pool['name']} of para's {tool} tool) {description}"
     return Entry(pool["name"], tool, bool(pool.get("read_only")), schema, description)
-
-
-def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
-    """`schema` with every local `$ref` replaced by what it names (pydantic's models have no cycles)."""
-    defs = schema.pop("$defs", {})
-
-    def resolve(node: Any) -> Any:
-        if isinstance(node, list):
-            return [resolve(n) for n in node]
-        if not isinstance(node, dict):
-            return node
-        ref = node.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/$defs/"):
-            siblings = {k: v for k, v in node.items() if k != "$ref"}
-            return {**resolve(copy.deepcopy(defs[ref.removeprefix("#/$defs/")])), **resolve(siblings)}
-        return {k: resolve(v) for k, v in node.items()}
-
-    return resolve(schema)
 
 
 def _object(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
