@@ -243,4 +243,6 @@ def _drain(fd: int) -> None:
 
 
 if __name__ == "__main__":
+    from para.daemon.heap import return_freed_buffers
+    return_freed_buffers()   # workers forked from here pass output buffers through too
     serve(int(sys.argv[1]), sys.argv[2:])

@@ -107,11 +107,12 @@ def _config_command(args: argparse.Namespace) -> int:
 
 
 def _serve(config: Config, endpoints: Endpoints, state_dir: Path, source: str, system: bool) -> int:
-    from para.daemon import startup
+    from para.daemon import heap, startup
     from para.daemon.isolation import IsolationError
     from para.daemon.journal.opening import JournalError
     from para.daemon.runtime_dir import RuntimeDirError
 
+    heap.return_freed_buffers()
     try:
         return startup.run(config, endpoints, state_dir, source, system=system)
     except (RuntimeDirError, PermissionError, IsolationError, JournalError) as exc:
