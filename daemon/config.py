@@ -79,7 +79,7 @@ class PoolSection(BaseModel):
     min_workers: int = Field(1, ge=0, description="workers kept warm")
     max_workers: int = Field(4, ge=1, description="workers at most, grown toward queue depth")
     # A worker holds its credit's tasks in memory, and past 1024 no pool runs faster.
-    credit: int | None = Field(None, ge=1, le=1024, description="tasks a worker may hold at once (at most 1024); a worker of a tool that runs commands runs them all at once; default: the tool's (bash 32, echo 32, grep, glob and read 8)")
+    credit: int | None = Field(None, ge=1, le=1024, description="tasks a worker may hold at once (at most 1024); a worker of a tool that runs commands runs them all at once; default: the tool's (fetch 128, search 64, bash 32, echo 32, grep, glob and read 8)")
     max_queue: int = Field(10000, ge=1, description="queued tasks at most; past it submissions fail with queue_full")
     max_queue_bytes: ByteSize = Field(64 << 20, ge=1 << 20, description="and at most this many bytes of them, as they came on the wire (batch tasks waiting for dependencies count too); past it submissions fail with queue_full")
     default_timeout: float | None = Field(None, gt=0, description="seconds, for tasks that name none (null: no limit)")
@@ -118,6 +118,9 @@ def _default_pools() -> dict[str, PoolSection]:
         "read": PoolSection(min_workers=1, max_workers=4, default_timeout=60),
         "glob": PoolSection(min_workers=1, max_workers=4, default_timeout=120),
         "grep": PoolSection(min_workers=1, max_workers=4, default_timeout=300),
+        # Sized by the tools' pool_defaults: one worker each, holding the pool's cache (README: Web tools).
+        "fetch": PoolSection(),
+        "search": PoolSection(),
     }
 
 

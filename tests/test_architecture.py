@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 LAYERS = {
     "ipc": set(),
     "sandbox": set(),
+    "web": set(),                      # the web policy and HTTP layer: knows nothing of parad
     "client": {"ipc"},
-    "daemon": {"ipc", "sandbox", "configs"},
+    "daemon": {"ipc", "sandbox", "configs", "web"},
     "mcp_server": {"client", "ipc"},   # talks to parad as any client does
 }
 # Single modules allowed across: autostart starts parad with the sys.path rules parad keeps itself;

@@ -46,7 +46,7 @@ def test_every_field_is_described() -> None:
     ({"daemon": {"heartbeat_intervall": 1}}, "daemon.heartbeat_intervall: Extra inputs are not permitted"),
     ({"daemon": {"heartbeat_interval": "fast"}}, "daemon.heartbeat_interval: Input should be a valid number"),
     ({"pools": {"bash": {"min_workers": 5, "max_workers": 2}}}, "min_workers (5) exceeds max_workers (2)"),
-    ({"pools": {"rust": {}}}, "pools.rust: unknown tool 'rust'; built-in tools: bash, echo, glob, grep, read"),
+    ({"pools": {"rust": {}}}, "pools.rust: unknown tool 'rust'; built-in tools: bash, echo, fetch, glob, grep, read, search"),
     ({"pools": {"bash": {"options": {"sandbox": {"limits": {"cpu_seconds": -1}}}}}}, "pools.bash.options: sandbox.limits.cpu_seconds"),
     ({"pools": {"bash": {"options": {"nope": 1}}}}, "pools.bash.options: nope: Extra inputs are not permitted"),
     ([1, 2], "top level must be a mapping"),

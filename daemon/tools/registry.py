@@ -25,12 +25,14 @@ from pydantic import BaseModel
 from para.daemon.tools.base import Tool
 from para.daemon.tools.bash import Bash
 from para.daemon.tools.echo import Echo
+from para.daemon.tools.fetch import Fetch
 from para.daemon.tools.glob import Glob
 from para.daemon.tools.grep import Grep
 from para.daemon.tools.read import Read
+from para.daemon.tools.search import Search
 
 ENTRY_POINT_GROUP = "para.tools"
-BUILTIN: dict[str, type[Tool]] = {cls.name: cls for cls in (Echo, Bash, Read, Glob, Grep)}
+BUILTIN: dict[str, type[Tool]] = {cls.name: cls for cls in (Echo, Bash, Read, Glob, Grep, Fetch, Search)}
 
 
 class ToolLoadError(Exception):

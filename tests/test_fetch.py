@@ -1,0 +1,239 @@
+"""fetch: the web layer (web/pages.py, web/http.py) against real HTTP servers on 127.0.0.1.
+
+Names are pinned to 127.0.0.1 by the policy's `hosts` (a.test, b.test) and
+127.0.0.1/32 is allowed as private, so every other private address (127.0.0.2,
+169.254.169.254) stays refused, as it would be on a host on the internet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from para.testing import wait_until
+from para.testing.http_server import WebServer, unanswered_port
+from para.web.extract import NotText
+from para.web.http import FetchError
+from para.web.options import HttpOptions
+from para.web.pages import Page, Pages, cut
+
+FIXTURES = Path(__file__).parent / "fixtures" / "web"
+LOCAL = {"allow_private": ["127.0.0.1/32"], "hosts": {"a.test": "127.0.0.1", "b.test": "127.0.0.1",
+                                                      "inside.test": "10.1.2.3"}}
+
+
+def options(**kw: Any) -> HttpOptions:
+    return HttpOptions(**{"policy": LOCAL, **kw})
+
+
+def with_pages(opts: HttpOptions, body: Callable[[Pages], Awaitable[Any]]) -> Any:
+    """Run `body(pages)` on a fresh event loop with an open Pages, closed after."""
+    async def main() -> Any:
+        pages = Pages(opts)
+        await pages.open()
+        try:
+            return await body(pages)
+        finally:
+            await pages.close()
+    return asyncio.run(main())
+
+
+def fetch(url: str, **kw: Any) -> Page:
+    opts = options(**kw.pop("opts", {}))
+    return with_pages(opts, lambda p: p.page(url, **kw))
+
+
+@pytest.fixture
+def server():
+    with WebServer() as s:
+        yield s
+
+
+def test_redirects_are_followed_to_the_final_url(server: WebServer) -> None:
+    server.page("/end", "<html><body><p>arrived</p></body></html>")
+    server.redirect("/one", "/two", 301)
+    server.redirect("/two", server.url("/end", host="b.test"), 307)
+    page = fetch(server.url("/one", host="a.test"))
+    assert page.response.status == 200
+    assert page.response.final_url == server.url("/end", host="b.test")
+    assert page.response.redirects == [server.url("/two", host="a.test"), server.url("/end", host="b.test")]
+    assert page.content == "arrived"
+
+
+@pytest.mark.parametrize("target", ["http://127.0.0.2:{port}/", "http://169.254.169.254/latest/meta-data/",
+                                    "http://inside.test:{port}/", "http://[::ffff:10.0.0.1]/"])
+def test_a_redirect_to_a_private_address_is_refused(server: WebServer, target: str) -> None:
+    server.redirect("/r", target.format(port=server.port))
+    with pytest.raises(FetchError, match=r"refused by the web policy: .* address, which is refused \(allow it with allow_private"):
+        fetch(server.url("/r"))
+    assert server.count("/r") == 1
+
+
+def test_redirects_past_the_limit_fail_and_other_schemes_are_refused(server: WebServer) -> None:
+    server.redirect("/loop", "/loop")
+    with pytest.raises(FetchError, match="more than 3 redirects"):
+        fetch(server.url("/loop"), opts={"max_redirects": 3})
+    assert server.count("/loop") == 4
+    server.redirect("/file", "file:///etc/passwd")
+    with pytest.raises(FetchError, match="is not an http or https URL"):
+        fetch(server.url("/file"))
+    with pytest.raises(FetchError, match="only http and https"):
+        fetch("ftp://a.test/x")
+
+
+def test_credentials_are_not_carried_to_another_origin(server: WebServer) -> None:
+    seen: dict[str, str | None] = {}
+
+    async def record(request: web.Request) -> web.Response:
+        seen[request.host.split(":")[0]] = request.headers.get("Authorization")
+        if request.host.startswith("a.test"):
+            return web.Response(status=302, headers={"Location": server.url("/who", host="b.test")})
+        return web.Response(text="ok", content_type="text/plain")
+    server.route("/who", record)
+    fetch(server.url("/who", host="a.test"), headers={"Authorization": "Bearer secret"})
+    assert seen == {"a.test": "Bearer secret", "b.test": None}
+
+
+def test_the_byte_cap_stops_reading_and_says_truncated(server: WebServer) -> None:
+    server.page("/big", b"x" * (1 << 20), content_type="application/octet-stream")
+    page = fetch(server.url("/big"), fmt="bytes", opts={"max_bytes": 65536})
+    assert page.response.truncated and len(page.content) == 65536
+    whole = fetch(server.url("/big"), fmt="bytes")
+    assert not whole.response.truncated and len(whole.content) == 1 << 20
+
+
+def test_connect_timeout() -> None:
+    with unanswered_port() as port:
+        with pytest.raises(FetchError, match=r"connecting to 127.0.0.1 timed out after 0.5s \(connect_timeout\)"):
+            fetch(f"http://127.0.0.1:{port}/", opts={"connect_timeout": 0.5})
+
+
+def test_total_timeout_covers_a_body_that_never_ends(server: WebServer) -> None:
+    async def dribble(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await resp.prepare(request)
+        await resp.write(b"a little")
+        await asyncio.Event().wait()      # never more (cancelled when the server stops)
+        return resp
+    server.route("/slow", dribble)
+    with pytest.raises(FetchError, match=r"did not answer in full within 0.5s \(total timeout\)"):
+        fetch(server.url("/slow"), opts={"total_timeout": 0.5})
+    with pytest.raises(FetchError, match=r"within 0.3s \(the task's timeout\)"):
+        fetch(server.url("/slow"), timeout=0.3)
+
+
+def test_domain_policy_allow_deny_and_pinned_names(server: WebServer) -> None:
+    server.page("/p", "<p>fine</p>")
+    server.redirect("/to-b", server.url("/p", host="b.test"))
+    only_a = {**LOCAL, "allow": ["a.test"]}
+    assert fetch(server.url("/p", host="a.test"), opts={"policy": only_a}).content == "fine"
+    with pytest.raises(FetchError, match=r"b.test is not in the allow list \(a.test\)"):
+        fetch(server.url("/p", host="b.test"), opts={"policy": only_a})
+    with pytest.raises(FetchError, match=r"b.test is not in the allow list"):
+        fetch(server.url("/to-b", host="a.test"), opts={"policy": only_a})     # checked again on the redirect
+    with pytest.raises(FetchError, match=r"a.test is denied by the deny rule '\*.test'"):
+        fetch(server.url("/p", host="a.test"), opts={"policy": {**LOCAL, "allow": ["a.test"], "deny": ["*.test"]}})
+    with pytest.raises(FetchError, match="127.0.0.1, a loopback address, which is refused"):
+        fetch(server.url("/p", host="a.test"), opts={"policy": {"hosts": LOCAL["hosts"]}})
+    assert server.count("/p") == 1
+
+
+def test_a_fresh_response_is_served_from_the_cache(server: WebServer) -> None:
+    server.page("/fresh", "<p>fresh</p>", headers={"Cache-Control": "public, max-age=60"})
+    server.page("/private", "<p>mine</p>", headers={"Cache-Control": "private, max-age=60"})
+    server.page("/silent", "<p>says nothing</p>")
+
+    async def twice(pages: Pages) -> list[str]:
+        hows = []
+        for path in ("/fresh", "/private", "/silent"):
+            for fmt in ("markdown", "raw"):
+                hows.append((await pages.page(server.url(path), fmt)).how)
+        return hows
+    hows = with_pages(options(), twice)
+    assert hows == ["fetched", "fetched", "fetched", "fetched", "fetched", "fetched"]   # raw reuses the response
+    assert (server.count("/fresh"), server.count("/private"), server.count("/silent")) == (1, 2, 2)
+    again = with_pages(options(), lambda p: _both(p, server.url("/fresh")))
+    assert again == ["fetched", "cache"]
+
+
+async def _both(pages: Pages, url: str) -> list[str]:
+    return [(await pages.page(url)).how, (await pages.page(url)).how]
+
+
+def test_identical_requests_in_flight_make_one_request(server: WebServer) -> None:
+    server.page("/once", "<p>shared</p>", headers={"Cache-Control": "no-store"})   # so only dedup can explain 1
+    server.hold("/once")
+    n = 6
+
+    async def many(pages: Pages) -> list[Page]:
+        tasks = [asyncio.create_task(pages.page(server.url("/once"))) for _ in range(n)]
+        key = ("page", ("get", server.url("/once"), ()), "markdown", False)
+        await asyncio.to_thread(wait_until, lambda: pages.memo.waiters.get(key) == n, 20, f"{n} identical fetches in flight")
+        await asyncio.to_thread(wait_until, lambda: server.count("/once") == 1, 20, "the request at the server")
+        server.release("/once")
+        return await asyncio.gather(*tasks)
+    got = with_pages(options(), many)
+    assert [p.content for p in got] == ["shared"] * n
+    assert sorted(p.how for p in got) == ["fetched"] + ["shared"] * (n - 1)
+    assert server.count("/once") == 1
+
+
+def test_the_per_host_limit_is_what_the_server_sees(server: WebServer) -> None:
+    limit, n = 2, 8
+
+    async def crowd(request: web.Request) -> web.Response:
+        # Hold each request until one more than the limit is in, or a while: with the limit kept,
+        # `limit` at a time arrive; without it, all of them would.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 0.3
+        while server.active <= limit and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        return web.Response(text=request.path, content_type="text/plain")
+    for i in range(n):
+        server.route(f"/c{i}", crowd)
+
+    async def all_at_once(pages: Pages) -> list[Page]:
+        return await asyncio.gather(*(pages.page(server.url(f"/c{i}")) for i in range(n)))
+    got = with_pages(options(per_host=limit), all_at_once)
+    assert sorted(p.content for p in got) == sorted(f"/c{i}" for i in range(n))
+    assert server.max_active == limit
+
+
+def test_a_real_page_gives_its_main_text_without_navigation(server: WebServer) -> None:
+    server.page("/wiki", (FIXTURES / "en.wikipedia.org.tsne.html").read_bytes())
+    md = fetch(server.url("/wiki"))
+    assert md.title == "t-distributed stochastic neighbor embedding - Wikipedia"
+    assert "**T-distributed Stochastic Neighbor Embedding (t-SNE)** is a machine learning algorithm" in md.content
+    assert "Kullback–Leibler divergence" in md.content
+    for boilerplate in ("Jump to navigation", "Personal tools", "Privacy policy", "Main page", "wgPageName"):
+        assert boilerplate not in md.content
+    text = fetch(server.url("/wiki"), fmt="text")
+    assert "T-distributed Stochastic Neighbor Embedding (t-SNE) is a machine learning algorithm" in text.content
+    assert "**" not in text.content
+    linked = fetch(server.url("/wiki"), links=True)
+    assert f"[machine learning]({server.url('/wiki/Machine_learning')})" in linked.content
+    raw = fetch(server.url("/wiki"), fmt="raw")
+    assert raw.content.startswith("<!DOCTYPE html>") and "Privacy policy" in raw.content
+
+
+def test_pages_trafilatura_finds_nothing_in_still_give_their_text(server: WebServer) -> None:
+    server.page("/tiny", "<html><body><div>just one line</div></body></html>")
+    server.page("/json", '{"a": 1}', content_type="application/json")
+    server.page("/png", b"\x89PNG\r\n\x1a\n\0\0", content_type="image/png")
+    assert fetch(server.url("/tiny")).content == "just one line"
+    assert fetch(server.url("/json")).content == '{"a": 1}'
+    with pytest.raises(NotText, match="is image/png, not text; ask for format 'bytes'"):
+        fetch(server.url("/png"))
+    assert fetch(server.url("/png"), fmt="bytes").content == b"\x89PNG\r\n\x1a\n\0\0"
+
+
+def test_long_content_is_read_in_pieces() -> None:
+    assert cut("abcdefghij", 0, 4) == ("abcd", 10, 4)
+    assert cut("abcdefghij", 8, 4) == ("ij", 10, None)
+    assert cut(b"\x00\x01\x02", 1, 5) == (base64.b64encode(b"\x01\x02").decode(), 3, None)

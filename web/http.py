@@ -1,0 +1,175 @@
+"""HTTP GET under the web policy: every hop checked, connections only to checked addresses.
+
+aiohttp, not httpx: its resolver hook (`AbstractResolver`) lets the policy
+resolve each name and hand the connector only the addresses it passed, so a
+second DNS answer cannot redirect a connection (rebinding); its connector
+limits connections per host; and it is the faster of the two on one event
+loop (bench/fetch.py). Redirects are followed here, by hand, so that every
+hop's scheme, name and addresses are checked, and credentials are not carried
+to another origin. aiohttp skips the resolver for IP literals, so those are
+checked here before each hop too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
+
+from para.web.cache import shared_ttl
+from para.web.options import HttpOptions
+from para.web.policy import Refused, WebPolicy
+
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# Never sent to another origin than the one the task named.
+CREDENTIALS = frozenset({"authorization", "proxy-authorization", "cookie"})
+
+
+class FetchError(Exception):
+    """A request that got no answer (refused, timed out, unreachable); the message says why, in one line."""
+
+
+@dataclass(slots=True)
+class Response:
+    """A response as read: its body capped at max_bytes (`truncated` says so)."""
+    url: str
+    final_url: str
+    status: int
+    reason: str
+    headers: dict[str, str]
+    body: bytes
+    truncated: bool
+    redirects: list[str] = field(default_factory=list)
+    ttl: float = 0.0       # seconds a shared cache may reuse it, every hop considered
+
+    def header(self, name: str) -> str:
+        """A header's value, whatever case the server wrote its name in ('' if absent)."""
+        name = name.lower()
+        return next((v for k, v in self.headers.items() if k.lower() == name), "")
+
+    @property
+    def content_type(self) -> str:
+        return self.header("Content-Type").split(";", 1)[0].strip().lower()
+
+    @property
+    def charset(self) -> str | None:
+        for part in self.header("Content-Type").split(";")[1:]:
+            name, _, value = part.strip().partition("=")
+            if name.lower() == "charset" and value:
+                return value.strip('"')
+        return None
+
+
+class PolicyResolver(AbstractResolver):
+    """Resolves through WebPolicy.resolve: the connector only sees addresses the policy passed."""
+
+    def __init__(self, policy: WebPolicy) -> None:
+        self.policy = policy
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        addrs = await self.policy.resolve(host, port)
+        return [{"hostname": host, "host": a, "port": port, "proto": 0, "flags": socket.AI_NUMERICHOST,
+                 "family": socket.AF_INET6 if ":" in a else socket.AF_INET} for a in addrs]
+
+    async def close(self) -> None:
+        pass
+
+
+class HttpClient:
+    """One aiohttp session under one policy; open it in the event loop that uses it."""
+
+    def __init__(self, options: HttpOptions, policy: WebPolicy | None = None) -> None:
+        self.options = options
+        self.policy = policy or options.policy.policy()
+        self._session: aiohttp.ClientSession | None = None
+
+    async def open(self) -> None:
+        o = self.options
+        connector = aiohttp.TCPConnector(resolver=PolicyResolver(self.policy), family=socket.AF_UNSPEC,
+                                         limit=o.max_connections, limit_per_host=o.per_host)
+        # sock_connect, not connect: waiting for a free per-host slot is not a slow host.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=o.connect_timeout)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False,
+                                              cookie_jar=aiohttp.DummyCookieJar(),
+                                              headers={"User-Agent": o.user_agent})
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def get(self, url: str, headers: dict[str, str] | None = None, timeout: float | None = None) -> Response:
+        """GET `url`, following redirects by hand; FetchError (Refused for the policy) if there is no answer."""
+        total = min(timeout or self.options.total_timeout, self.options.total_timeout)
+        try:
+            async with asyncio.timeout(total):
+                return await self._follow(URL(url), dict(headers or {}))
+        except Refused as exc:
+            raise FetchError(f"refused by the web policy: {exc}") from None
+        except aiohttp.ConnectionTimeoutError:
+            raise FetchError(f"connecting to {URL(url).host} timed out after {self.options.connect_timeout:g}s (connect_timeout)") from None
+        except TimeoutError:
+            raise FetchError(f"{url} did not answer in full within {total:g}s (total timeout)") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise FetchError(f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}") from None
+        except (aiohttp.ClientError, ValueError) as exc:
+            raise FetchError(f"{url}: {type(exc).__name__}: {exc}") from None
+
+    async def _follow(self, url: URL, headers: dict[str, str]) -> Response:
+        assert self._session is not None, "HttpClient.open() first"
+        first, redirects, ttl = url, [], self.options.cache_ttl_max
+        credentials = bool(CREDENTIALS & {k.lower() for k in headers})
+        for _ in range(self.options.max_redirects + 1):
+            await self._check(url)
+            async with self._session.get(url, headers=headers, allow_redirects=False) as resp:
+                ttl = min(ttl, shared_ttl(resp.status, resp.headers, self.options.cache_ttl_max, credentials))
+                location = resp.headers.get("Location") if resp.status in REDIRECTS else None
+                if location is None:
+                    body, truncated = await _read_capped(resp, self.options.max_bytes)
+                    return Response(str(first), str(resp.url), resp.status, resp.reason or "",
+                                    _flat(resp.headers), body, truncated, redirects, ttl)
+            nxt = url.join(URL(location))
+            if (nxt.scheme, nxt.host, nxt.port) != (url.scheme, url.host, url.port):   # another origin
+                headers = {k: v for k, v in headers.items() if k.lower() not in CREDENTIALS}
+            url = nxt
+            redirects.append(str(url))
+        raise FetchError(f"{first}: more than {self.options.max_redirects} redirects (max_redirects); last {url}")
+
+    async def _check(self, url: URL) -> None:
+        """The hop's scheme and host; an IP literal's address too (aiohttp does not resolve those)."""
+        if url.scheme not in ("http", "https"):
+            raise Refused(f"{url} is not an http or https URL")
+        if not url.host:
+            raise Refused(f"{url} names no host")
+        name = self.policy.check_host(url.host)
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return
+        await self.policy.resolve(name, url.port or 0)
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, bool]:
+    chunks, size = [], 0
+    async for chunk in resp.content.iter_any():
+        if size + len(chunk) > cap:
+            chunks.append(chunk[:cap - size])
+            resp.close()    # the rest is never read: this connection cannot be reused
+            return b"".join(chunks), True
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks), False
+
+
+def _flat(headers: "aiohttp.typedefs.LooseHeaders") -> dict[str, str]:
+    """Response headers as one string each (repeated ones joined as HTTP allows, Set-Cookie dropped)."""
+    out: dict[str, str] = {}
+    for k, v in headers.items():
+        if k.lower() != "set-cookie":
+            out[k] = f"{out[k]}, {v}" if k in out else v
+    return out
