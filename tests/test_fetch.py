@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
-from para.testing import wait_until
+from para.client import InvalidRequest, TaskError
+from para.testing import FAST, Daemon, stop_and_check, wait_running, wait_until
 from para.testing.http_server import WebServer, unanswered_port
 from para.web.extract import NotText
 from para.web.http import FetchError
@@ -156,14 +157,18 @@ def test_a_fresh_response_is_served_from_the_cache(server: WebServer) -> None:
                 hows.append((await pages.page(server.url(path), fmt)).how)
         return hows
     hows = with_pages(options(), twice)
-    assert hows == ["fetched", "fetched", "fetched", "fetched", "fetched", "fetched"]   # raw reuses the response
+    assert hows == ["fetched", "cache", "fetched", "fetched", "fetched", "fetched"]   # raw: the same response
     assert (server.count("/fresh"), server.count("/private"), server.count("/silent")) == (1, 2, 2)
-    again = with_pages(options(), lambda p: _both(p, server.url("/fresh")))
-    assert again == ["fetched", "cache"]
 
 
-async def _both(pages: Pages, url: str) -> list[str]:
-    return [(await pages.page(url)).how, (await pages.page(url)).how]
+def test_a_redirect_without_a_lifetime_is_asked_again_but_not_the_page_it_leads_to(server: WebServer) -> None:
+    server.page("/fresh", "<p>fresh</p>", headers={"Expires": "Thu, 01 Jan 2099 00:00:00 GMT"})
+    server.redirect("/moved", "/fresh")
+
+    async def twice(pages: Pages) -> list[str]:
+        return [(await pages.page(server.url("/moved"))).how for _ in range(2)]
+    assert with_pages(options(), twice) == ["fetched", "cache"]
+    assert (server.count("/moved"), server.count("/fresh")) == (2, 1)
 
 
 def test_identical_requests_in_flight_make_one_request(server: WebServer) -> None:
@@ -173,7 +178,7 @@ def test_identical_requests_in_flight_make_one_request(server: WebServer) -> Non
 
     async def many(pages: Pages) -> list[Page]:
         tasks = [asyncio.create_task(pages.page(server.url("/once"))) for _ in range(n)]
-        key = ("page", ("get", server.url("/once"), ()), "markdown", False)
+        key = ("hop", server.url("/once"), ())
         await asyncio.to_thread(wait_until, lambda: pages.memo.waiters.get(key) == n, 20, f"{n} identical fetches in flight")
         await asyncio.to_thread(wait_until, lambda: server.count("/once") == 1, 20, "the request at the server")
         server.release("/once")
@@ -237,3 +242,77 @@ def test_long_content_is_read_in_pieces() -> None:
     assert cut("abcdefghij", 0, 4) == ("abcd", 10, 4)
     assert cut("abcdefghij", 8, 4) == ("ij", 10, None)
     assert cut(b"\x00\x01\x02", 1, 5) == (base64.b64encode(b"\x01\x02").decode(), 3, None)
+
+
+# ---- through a real parad: the fetch pool's one worker, its cache and dedup, admission -----------------
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[WebServer]:
+    with WebServer() as s:
+        s.page("/wiki", (FIXTURES / "en.wikipedia.org.tsne.html").read_bytes(), headers={"Cache-Control": "max-age=60"})
+        s.redirect("/go-wiki", "/wiki")
+        s.redirect("/metadata", "http://169.254.169.254/latest/meta-data/")
+        s.page("/once", "<p>shared</p>", headers={"Cache-Control": "no-store"})
+        s.page("/marker", "<p>marker</p>", headers={"Cache-Control": "no-store"})
+        yield s
+
+
+@pytest.fixture(scope="module")
+def parad(site: WebServer, tmp_path_factory: pytest.TempPathFactory, make_daemon: Callable[..., Daemon]) -> Iterator[Daemon]:
+    policy = {**LOCAL, "deny": ["denied.test"]}
+    d = make_daemon({"daemon": FAST, "pools": {"fetch": {"options": {"policy": policy}}}}, tmp_path_factory.mktemp("fetch"))
+    yield d
+    stop_and_check(d)
+
+
+def test_fetch_through_parad_follows_redirects_extracts_pages_and_caches(parad: Daemon, site: WebServer) -> None:
+    with parad.client(timeout=60) as c:
+        first = c.run("fetch", url=site.url("/go-wiki", host="a.test"), max_length=400).value
+        second = c.run("fetch", url=site.url("/go-wiki", host="a.test"), max_length=400, start_index=400).value
+        pools = {p["name"]: p for p in c.status()["pools"]}
+        tools = {t["name"]: t for t in c.tools()}
+    assert (first["status"], first["final_url"], first["redirects"]) == (200, site.url("/wiki", host="a.test"),
+                                                                         [site.url("/wiki", host="a.test")])
+    assert first["content"].startswith("# t-distributed stochastic neighbor embedding")
+    assert (first["start_index"], first["next_start_index"], second["next_start_index"]) == (0, 400, 800)
+    assert first["length"] == second["length"] > 5000 and len(second["content"]) == 400
+    assert (first["cached"], second["cached"]) == ("fetched", "cache")
+    assert site.count("/wiki") == 1 and site.count("/go-wiki") == 2    # the redirect said nothing of caching
+    assert (pools["fetch"]["max_workers"], tools["fetch"]["read_only"]) == (1, True)
+
+
+def test_a_redirect_to_the_metadata_address_fails_naming_the_rule(parad: Daemon, site: WebServer) -> None:
+    with parad.client(timeout=60) as c:
+        with pytest.raises(TaskError) as info:
+            c.run("fetch", url=site.url("/metadata", host="a.test"))
+    assert info.value.result.error == (
+        "refused by the web policy: 169.254.169.254 resolves to 169.254.169.254, a link-local (cloud metadata "
+        "lives here) address, which is refused (allow it with allow_private: [169.254.169.254/32])")
+
+
+def test_a_denied_host_is_refused_at_submission(parad: Daemon) -> None:
+    with parad.client(timeout=60) as c:
+        with pytest.raises(InvalidRequest, match=r"fetch: refused by the web policy: denied.test is denied by the deny rule 'denied.test'"):
+            c.submit("fetch", url="http://denied.test/x")
+        with pytest.raises(InvalidRequest, match="only http and https are fetched"):
+            c.submit("fetch", url="file:///etc/passwd")
+        with pytest.raises(InvalidRequest, match="header 'Host' may not be set by a task"):
+            c.submit("fetch", url="http://a.test/", headers={"Host": "elsewhere"})
+
+
+def test_identical_fetches_from_many_tasks_make_one_request(parad: Daemon, site: WebServer) -> None:
+    n = 8
+    site.hold("/once")
+    with parad.client(timeout=60) as c:
+        futures = [c.submit("fetch", url=site.url("/once")) for _ in range(n)]
+        wait_until(lambda: site.count("/once") == 1, 30, "the first fetch at the server")
+        wait_running(c, count=n, tool="fetch")
+        # The worker takes tasks in order: once the marker's request arrives, all n have joined the first.
+        marker = c.submit("fetch", url=site.url("/marker"))
+        wait_until(lambda: site.count("/marker") == 1, 30, "the marker fetch at the server")
+        site.release("/once")
+        results = [f.result(timeout=60).value for f in futures]
+        marker.result(timeout=60)
+    assert [r["content"] for r in results] == ["shared"] * n
+    assert sorted(r["cached"] for r in results) == ["fetched"] + ["shared"] * (n - 1)
+    assert site.count("/once") == 1

@@ -15,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -45,7 +46,10 @@ class Response:
     body: bytes
     truncated: bool
     redirects: list[str] = field(default_factory=list)
-    ttl: float = 0.0       # seconds a shared cache may reuse it, every hop considered
+    ttl: float = 0.0                  # seconds a shared cache may reuse the (last) hop
+    location: str | None = None       # a redirect's target, as the server wrote it
+    sent: tuple[tuple[str, str], ...] = ()   # the headers the last hop was requested with (header_key)
+    how: str = "fetched"              # the last hop: "fetched", "shared" (joined one in flight) or "cache"
 
     def header(self, name: str) -> str:
         """A header's value, whatever case the server wrote its name in ('' if absent)."""
@@ -63,6 +67,10 @@ class Response:
             if name.lower() == "charset" and value:
                 return value.strip('"')
         return None
+
+
+# Makes one request: (url, headers, whether they carry credentials) -> its response.
+Hop = Callable[[URL, dict[str, str], bool], Awaitable[Response]]
 
 
 class PolicyResolver(AbstractResolver):
@@ -103,37 +111,48 @@ class HttpClient:
             await self._session.close()
             self._session = None
 
-    async def get(self, url: str, headers: dict[str, str] | None = None, timeout: float | None = None) -> Response:
-        """GET `url`, following redirects by hand; FetchError (Refused for the policy) if there is no answer."""
+    async def get(self, url: str, headers: dict[str, str] | None = None, timeout: float | None = None,
+                  hop: Hop | None = None) -> Response:
+        """GET `url`, following redirects by hand, each hop made by `hop` (default: `self.hop`; Pages
+        passes one that caches and shares hops). FetchError if there is no answer (the policy's refusal
+        named); `timeout`, if shorter than the pool's total_timeout, bounds the whole of it."""
         total = min(timeout or self.options.total_timeout, self.options.total_timeout)
         try:
             async with asyncio.timeout(total):
-                return await self._follow(URL(url), dict(headers or {}))
+                return await self._follow(URL(url), dict(headers or {}), hop or self.hop)
         except Refused as exc:
             raise FetchError(f"refused by the web policy: {exc}") from None
         except aiohttp.ConnectionTimeoutError:
             raise FetchError(f"connecting to {URL(url).host} timed out after {self.options.connect_timeout:g}s (connect_timeout)") from None
         except TimeoutError:
-            raise FetchError(f"{url} did not answer in full within {total:g}s (total timeout)") from None
+            which = "total timeout" if total == self.options.total_timeout else "the task's timeout"
+            raise FetchError(f"{url} did not answer in full within {total:g}s ({which})") from None
         except aiohttp.ClientConnectorError as exc:
             raise FetchError(f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}") from None
         except (aiohttp.ClientError, ValueError) as exc:
             raise FetchError(f"{url}: {type(exc).__name__}: {exc}") from None
 
-    async def _follow(self, url: URL, headers: dict[str, str]) -> Response:
+    async def hop(self, url: URL, headers: dict[str, str], credentials: bool) -> Response:
+        """One request, no redirect followed; a redirect's `location` is set and its body not read.
+        Bounded by total_timeout on its own, since a cached hop may outlive the task that started it."""
         assert self._session is not None, "HttpClient.open() first"
-        first, redirects, ttl = url, [], self.options.cache_ttl_max
+        async with asyncio.timeout(self.options.total_timeout):
+            async with self._session.get(url, headers=headers, allow_redirects=False) as resp:
+                ttl = shared_ttl(resp.status, resp.headers, self.options.cache_ttl_max, credentials)
+                location = resp.headers.get("Location") if resp.status in REDIRECTS else None
+                body, truncated = (b"", False) if location else await _read_capped(resp, self.options.max_bytes)
+                return Response(str(url), str(resp.url), resp.status, resp.reason or "", _flat(resp.headers),
+                                body, truncated, ttl=ttl, location=location)
+
+    async def _follow(self, url: URL, headers: dict[str, str], hop: Hop) -> Response:
+        first, redirects = url, []
         credentials = bool(CREDENTIALS & {k.lower() for k in headers})
         for _ in range(self.options.max_redirects + 1):
             await self._check(url)
-            async with self._session.get(url, headers=headers, allow_redirects=False) as resp:
-                ttl = min(ttl, shared_ttl(resp.status, resp.headers, self.options.cache_ttl_max, credentials))
-                location = resp.headers.get("Location") if resp.status in REDIRECTS else None
-                if location is None:
-                    body, truncated = await _read_capped(resp, self.options.max_bytes)
-                    return Response(str(first), str(resp.url), resp.status, resp.reason or "",
-                                    _flat(resp.headers), body, truncated, redirects, ttl)
-            nxt = url.join(URL(location))
+            resp = await hop(url, headers, credentials)
+            if resp.location is None:
+                return replace(resp, url=str(first), redirects=redirects, sent=header_key(headers))
+            nxt = url.join(URL(resp.location))
             if (nxt.scheme, nxt.host, nxt.port) != (url.scheme, url.host, url.port):   # another origin
                 headers = {k: v for k, v in headers.items() if k.lower() not in CREDENTIALS}
             url = nxt
@@ -164,6 +183,12 @@ async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, b
         chunks.append(chunk)
         size += len(chunk)
     return b"".join(chunks), False
+
+
+def header_key(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """Request headers as a cache key: names lower case, sorted."""
+    return tuple(sorted((k.lower(), v) for k, v in headers.items()))
+
 
 
 def _flat(headers: "aiohttp.typedefs.LooseHeaders") -> dict[str, str]:

@@ -1,24 +1,26 @@
 """Pages: a URL fetched once, rendered once, shared by every task that asks for it while it is fresh.
 
-Two layers over one Memo (cache + in-flight dedup): the response, keyed by the
-normalized URL and request headers, and its rendering in each format, keyed by
-that and the format. Two tasks asking for the same URL at once make one
-request; asking for it as markdown and then as raw still makes one. Paging
-(`start_index`, `max_length`) is cut from the rendered text, so every page of
-a long document comes from the same fetch.
+Two layers over one Memo (cache + in-flight dedup): each *hop* (one request,
+keyed by its URL and headers, cached for its own lifetime, so a redirect that
+says nothing of caching is asked again while the page it leads to is served
+from the cache), and each rendering of a final response in a format. Two tasks
+asking for the same URL at once make one request per hop; asking for it as
+markdown and then as raw makes one. Paging (`start_index`, `max_length`) is
+cut from the rendered text, so every page of a long document comes from the
+same fetch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from yarl import URL
 
 from para.web.cache import ByteLRU
 from para.web.extract import render
-from para.web.http import FetchError, HttpClient, Response
+from para.web.http import FetchError, HttpClient, Response, header_key
 from para.web.inflight import Memo, Produced
 from para.web.options import HttpOptions
 from para.web.policy import WebPolicy
@@ -31,7 +33,11 @@ class Page:
     format: str
     content: str | bytes
     title: str | None = None
-    how: str = "fetched"   # "fetched", "shared" (joined an identical request in flight) or "cache"
+
+    @property
+    def how(self) -> str:
+        """How the final response was had: "fetched", "shared" (joined an identical request in flight) or "cache"."""
+        return self.response.how
 
 
 class Pages:
@@ -52,33 +58,28 @@ class Pages:
                    timeout: float | None = None, links: bool = False) -> Page:
         """`url` rendered as `fmt` (markdown with its hyperlinks if `links`); FetchError if it cannot
         be had (NotText if it has no text)."""
-        norm = normalize(url)
-        hkey = tuple(sorted((k.lower(), v) for k, v in (headers or {}).items()))
-        get_key = ("get", norm, hkey)
-        links = links and fmt == "markdown"
-        try:
-            async with asyncio.timeout(timeout):
-                got = await self.memo.get(("page", get_key, fmt, links),
-                                          lambda: self._render(get_key, norm, headers, fmt, links))
-        except TimeoutError:
-            raise FetchError(f"{url} did not answer in full within {timeout:g}s (the task's timeout)") from None
-        page = got.value
-        return Page(page.response, page.format, page.content, page.title, got.how)
-
-    async def _render(self, get_key: tuple, url: str, headers: dict[str, str] | None, fmt: str,
-                      links: bool) -> Produced[Page]:
-        got = await self.memo.get(get_key, lambda: self._get(url, headers))
-        resp = got.value
+        resp = await self.http.get(normalize(url), headers, timeout, hop=self._hop)
         if fmt == "bytes":
-            return Produced(Page(resp, fmt, resp.body), 0, 0.0)   # the response itself is the cached copy
-        content, title = await asyncio.to_thread(render, resp.body, resp.content_type, resp.charset, fmt,
-                                                  resp.final_url, links)
-        return Produced(Page(resp, fmt, content, title), 2 * len(content) + 256, got.ttl)
+            return Page(resp, fmt, resp.body)
+        links = links and fmt == "markdown"
+        key = ("render", resp.final_url, resp.sent, fmt, links)
+        got = await self.memo.get(key, lambda: self._render(resp, fmt, links))
+        return Page(resp, fmt, *got.value)
 
-    async def _get(self, url: str, headers: dict[str, str] | None) -> Produced[Response]:
-        resp = await self.http.get(url, headers)
+    async def _hop(self, url: URL, headers: dict[str, str], credentials: bool) -> Response:
+        got = await self.memo.get(("hop", str(url), header_key(headers)),
+                                  lambda: self._request(url, headers, credentials))
+        return replace(got.value, ttl=got.ttl, how=got.how)
+
+    async def _request(self, url: URL, headers: dict[str, str], credentials: bool) -> Produced[Response]:
+        resp = await self.http.hop(url, headers, credentials)
         size = len(resp.body) + sum(len(k) + len(v) for k, v in resp.headers.items()) + 256
         return Produced(resp, size, resp.ttl)
+
+    async def _render(self, resp: Response, fmt: str, links: bool) -> Produced[tuple[str, str | None]]:
+        content, title = await asyncio.to_thread(render, resp.body, resp.content_type, resp.charset, fmt,
+                                                  resp.final_url, links)
+        return Produced((content, title), 2 * len(content) + 256, resp.ttl)
 
 
 def normalize(url: str) -> str:
