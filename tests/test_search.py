@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
 from aiohttp import web
 
 from para.daemon.tools.base import ToolFailure
-from para.daemon.tools.search import Search, SearchArgs, SearchOptions
-from para.testing import wait_until
+from para.client import InvalidRequest
+from para.daemon.tools.search import NO_PROVIDER, Search, SearchArgs, SearchOptions
+from para.testing import FAST, Daemon, stop_and_check, wait_until
 from para.testing.http_server import WebServer
 from para.web.http import FetchError
 from para.web.options import HttpOptions
@@ -96,9 +97,53 @@ def test_a_searxng_without_json_says_what_to_enable(server: WebServer) -> None:
 
 
 def test_no_provider_is_refused_at_admission_saying_how_to_configure_one() -> None:
-    with pytest.raises(ToolFailure, match=r"no search provider is configured; set pools.search.options.provider: searxng"):
+    with pytest.raises(ToolFailure, match=r"no search provider is configured for this pool; set its options.provider: searxng"):
         Search().admit(SearchArgs(query="q"), SearchOptions(), None)
     with pytest.raises(ValueError, match="provider searxng needs searxng_url"):
         SearchOptions(provider="searxng")
     Search().admit(SearchArgs(query="q"), SearchOptions(provider="searxng", searxng_url="http://searx.test:8888"), None)
 
+
+
+# ---- through a real parad ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def searx() -> Iterator[tuple[WebServer, list[dict[str, str]]]]:
+    asked: list[dict[str, str]] = []
+    with WebServer() as s:
+        searxng(s, asked)
+        yield s, asked
+
+
+@pytest.fixture(scope="module")
+def parad(searx: tuple[WebServer, list], tmp_path_factory: pytest.TempPathFactory,
+          make_daemon: Callable[..., Daemon]) -> Iterator[Daemon]:
+    server, _ = searx
+    configured = {"options": {"provider": "searxng", "searxng_url": server.url("/", host="searx.test"), "policy": LOCAL}}
+    d = make_daemon({"daemon": FAST, "pools": {"search": configured, "unconfigured": {"tool": "search"}}},
+                    tmp_path_factory.mktemp("search"))
+    yield d
+    stop_and_check(d)
+
+
+def test_search_through_parad_ranks_and_caches(parad: Daemon, searx: tuple[WebServer, list]) -> None:
+    server, asked = searx
+    with parad.client(timeout=60) as c:
+        first = c.run("search", query="para daemon", count=2).value
+        again = c.run("search", query="para  daemon", count=2).value
+        tools = {t["name"]: t for t in c.tools()}
+    assert first == {"query": "para daemon", "provider": "searxng", "cached": "fetched", "results": [
+        {"title": f"para daemon result {i}", "url": f"https://example.org/para daemon/{i}",
+         "snippet": f"about para daemon, number {i}"} for i in (1, 2)]}
+    assert (again["cached"], again["results"]) == ("cache", first["results"])
+    assert len(asked) == 1 and server.count("/search") == 1
+    assert tools["search"]["read_only"] is True
+
+
+def test_search_without_a_provider_is_refused_at_once_by_parad(parad: Daemon) -> None:
+    with parad.client(timeout=60) as c:
+        with pytest.raises(InvalidRequest) as info:
+            c.submit("unconfigured", query="anything")
+        workers = [w for w in c.workers() if w["pool"] == "unconfigured"]
+    assert str(info.value) == f"unconfigured: {NO_PROVIDER}"
+    assert workers == []      # refused in parad's admission: no worker was ever started for it

@@ -14,8 +14,8 @@ from pydantic import Field, model_validator
 from para.daemon.tools.base import Finished, StrictModel, TaskContext, Tool, ToolFailure
 from para.web.options import HttpOptions
 
-NO_PROVIDER = ("no search provider is configured; set pools.search.options.provider: searxng and "
-               "searxng_url: http://HOST:PORT (a SearxNG instance with the json format enabled) in parad.yaml")
+NO_PROVIDER = ("no search provider is configured for this pool; set its options.provider: searxng and "
+               "options.searxng_url: http://HOST:PORT in parad.yaml (pools.search; a SearxNG instance with the json format enabled)")
 
 
 class SearchArgs(StrictModel):
