@@ -36,18 +36,18 @@ def render(body: bytes, content_type: str, charset: str | None, fmt: str, url: s
     such as "Jump to navigation" come back with them)."""
     if fmt == "bytes":
         return base64.b64encode(body).decode("ascii"), None
-    is_html = _is_html(body, content_type)
-    if not is_html and not _is_text(body, content_type):
+    html_body = is_html(body, content_type)
+    if not html_body and not _is_text(body, content_type):
         raise NotText(f"{url} is {content_type or 'binary'}, not text; ask for format 'bytes'")
-    text = decode(body, charset, is_html)
-    if fmt == "raw" or not is_html:
+    text = decode(body, charset, html_body)
+    if fmt == "raw" or not html_body:
         return text, None
     return extract(text, fmt, url, links), title(text)
 
 
-def decode(body: bytes, charset: str | None, is_html: bool) -> str:
+def decode(body: bytes, charset: str | None, html_body: bool) -> str:
     """The body as text: the header's charset, else an HTML meta charset, else UTF-8 (bad bytes replaced)."""
-    for name in (charset, _meta_charset(body) if is_html else None):
+    for name in (charset, _meta_charset(body) if html_body else None):
         if name and _known(name):
             return body.decode(name, errors="replace")
     return body.decode("utf-8", errors="replace")
@@ -106,7 +106,8 @@ def title(page: str) -> str | None:
     return " ".join(html.unescape(found.group(1)).split()) or None if found else None
 
 
-def _is_html(body: bytes, content_type: str) -> bool:
+def is_html(body: bytes, content_type: str) -> bool:
+    """Whether the body is HTML: by its Content-Type, or by its first bytes when it has none."""
     if content_type:
         return "html" in content_type
     head = body[:512].lstrip().lower()

@@ -3,7 +3,8 @@
 Two layers over one Memo (cache + in-flight dedup): each *hop* (one request,
 keyed by its URL and headers, cached for its own lifetime, so a redirect that
 says nothing of caching is asked again while the page it leads to is served
-from the cache), and each rendering of a final response in a format. Two tasks
+from the cache), and each extraction of a final HTML response as markdown or
+text (raw text and non-HTML bodies are only decoded, at once). Two tasks
 asking for the same URL at once make one request per hop; asking for it as
 markdown and then as raw makes one. Paging (`start_index`, `max_length`) is
 cut from the rendered text, so every page of a long document comes from the
@@ -19,7 +20,7 @@ from dataclasses import dataclass, replace
 from yarl import URL
 
 from para.web.cache import ByteLRU
-from para.web.extract import render
+from para.web.extract import is_html, render
 from para.web.http import FetchError, HttpClient, Response, header_key
 from para.web.inflight import Memo, Produced
 from para.web.options import HttpOptions
@@ -62,8 +63,11 @@ class Pages:
         if fmt == "bytes":
             return Page(resp, fmt, resp.body)
         links = links and fmt == "markdown"
+        if fmt == "raw" or not is_html(resp.body, resp.content_type):
+            # Decoding only: microseconds a page, cheaper than a thread's hand-off or a cache entry.
+            return Page(resp, fmt, *render(resp.body, resp.content_type, resp.charset, fmt, resp.final_url))
         key = ("render", resp.final_url, resp.sent, fmt, links)
-        got = await self.memo.get(key, lambda: self._render(resp, fmt, links))
+        got = await self.memo.get(key, lambda: self._extract(resp, fmt, links))
         return Page(resp, fmt, *got.value)
 
     async def _hop(self, url: URL, headers: dict[str, str], credentials: bool) -> Response:
@@ -76,7 +80,8 @@ class Pages:
         size = len(resp.body) + sum(len(k) + len(v) for k, v in resp.headers.items()) + 256
         return Produced(resp, size, resp.ttl)
 
-    async def _render(self, resp: Response, fmt: str, links: bool) -> Produced[tuple[str, str | None]]:
+    async def _extract(self, resp: Response, fmt: str, links: bool) -> Produced[tuple[str, str | None]]:
+        # Milliseconds of CPU a page: in a thread, so the loop goes on serving the other tasks meanwhile.
         content, title = await asyncio.to_thread(render, resp.body, resp.content_type, resp.charset, fmt,
                                                   resp.final_url, links)
         return Produced((content, title), 2 * len(content) + 256, resp.ttl)
