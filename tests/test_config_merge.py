@@ -22,7 +22,7 @@ import yaml
 from para.daemon.config import Config, load_config
 from para.testing import FAST, Daemon, paractl, stop_and_check
 
-BUILTIN_SIZES = {"bash": (2, 8), "echo": (1, 2), "read": (1, 4), "glob": (1, 4), "grep": (1, 4)}
+BUILTIN_SIZES = {"bash": (2, 8), "echo": (1, 2), "read": (1, 4), "glob": (1, 4), "grep": (1, 4), "fetch": (1, 1), "search": (0, 1)}
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def test_a_removal_that_names_no_built_in_pool_stops_parad_with_one_clear_line(t
     proc = parad("--config", str(bad), "--runtime-dir", str(tmp_path / "rt"), "--state-dir", str(tmp_path / "st"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr == (f"parad: {bad}: pools.gerp: null removes a built-in pool, and there is none named 'gerp' "
-                           f"(built-in pools: bash, echo, glob, grep, read); correct the name, or delete the line\n")
+                           f"(built-in pools: bash, echo, fetch, glob, grep, read, search); correct the name, or delete the line\n")
     assert not (tmp_path / "rt").exists()
 
 
