@@ -15,9 +15,10 @@ ROOT = Path(__file__).resolve().parent.parent
 # Folder -> the para folders its modules may import (besides their own).
 LAYERS = {
     "ipc": set(),
-    "sandbox": set(),
+    "web": {"ipc"},
+    "sandbox": {"web"},
     "client": {"ipc"},
-    "daemon": {"ipc", "sandbox", "configs"},
+    "daemon": {"ipc", "sandbox", "configs", "web"},
     "mcp_server": {"client", "ipc"},   # talks to parad as any client does
 }
 # Single modules allowed across: autostart starts parad with the sys.path rules parad keeps itself;
