@@ -40,6 +40,7 @@ import zmq
 
 from para.daemon.child_relay import ChildRelay
 from para.daemon.data_out import DataOut
+from para.daemon.egress_relay import WorkerEgress
 from para.daemon.pollset import PollSet
 from para.daemon.task_result import task_result
 from para.daemon.tool_reports import ToolReports
@@ -99,6 +100,7 @@ class Worker:
         self.proc = psutil.Process()
         # Commands that may submit child tasks get a socket to do it through.
         self.relay = ChildRelay(self.ctx, worker_id, settings.max_message_size) if self.tool.runs_commands else None
+        self.egress = WorkerEgress(endpoints)   # commands whose network is an allow-list reach its proxy through it
         if self.relay is not None:
             self.polls.set("relay", [(self.relay.sock, zmq.POLLIN)])
         self._act_as(settings)
@@ -311,6 +313,12 @@ class Worker:
             spec.cgroup = self.command_cgroup
         if self.relay is not None:
             spec.env = {**(spec.env or {}), **self.relay.env(run.task_id)}
+        if run.step.egress is not None:
+            try:
+                spec.env = self.egress.start(run.task_id, run.step.egress, spec.env or {})
+            except OSError as exc:
+                self._finish(run.assign, run.started, Finished(error=f"cannot open the task's port to the egress proxy: {exc}"), None)
+                return
         try:
             run.command = Command(spec, on_output, held=self.held)
         except Exception as exc:  # OSError, or ValueError for a NUL byte in argv/env/cwd
@@ -360,6 +368,7 @@ class Worker:
         if self.relay is not None:
             self.relay.forget(assign.task.id)   # its commands' clients lose their trust with it
         result = task_result(assign.task, answer, outcome)
+        result.network_refused = self.egress.finish(assign.task.id)
         if outcome is not None and outcome.limit:
             self._send("error", m.ErrorReport(self.id, assign.task.id, "limit", f"{outcome.limit} limit ended the command"))
         self._send_result(assign, result, started)
@@ -405,6 +414,7 @@ class Worker:
         self.polls.close()
         if self.relay is not None:
             self.relay.close()
+        self.egress.stop()
         self.channels.close(linger=1000)
         self.ctx.term()
 

@@ -43,6 +43,7 @@ class RunCommand:
     """
     spec: CommandSpec
     finish: Callable[[Outcome], Finished] | None = None
+    egress: tuple[str, list[str]] | None = None   # (proxy socket name, allow-list): reach the web through para's proxy
 
 
 class Reports(Protocol):
