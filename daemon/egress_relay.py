@@ -27,6 +27,9 @@ from para.web.egress_proxy import pipe
 
 CHUNK = 64 << 10
 CALL_TIMEOUT = 10.0
+# Each relayed connection holds two of the worker's descriptors: a command opening
+# thousands must not take the worker's last ones (pip opens a handful at once).
+MAX_CONNECTIONS = 64
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
 # A caller's exceptions or SOCKS proxy would bypass ours (and fail: there is no other way out).
 UNSET_VARS = ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy")
@@ -77,6 +80,10 @@ class EgressRelay:
         opening = egress.connect_line(task_id, allow)
 
         async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if len(conns) >= MAX_CONNECTIONS:
+                writer.write(_answer(503, "Service Unavailable", f"more than {MAX_CONNECTIONS} connections to the proxy at once"))
+                writer.close()
+                return
             conns.add(writer)
             try:
                 await self._relay(opening, reader, writer)
@@ -91,8 +98,7 @@ class EgressRelay:
         try:
             up_reader, up_writer = await asyncio.open_unix_connection(self.proxy_path, limit=CHUNK)
         except OSError as exc:
-            body = f"para egress relay: the egress proxy cannot be reached ({exc.strerror}); is parad stopping?\n"
-            writer.write(f"HTTP/1.1 502 Bad Gateway\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}".encode())
+            writer.write(_answer(502, "Bad Gateway", f"the egress proxy cannot be reached ({exc.strerror}); is parad stopping?"))
             writer.close()
             return
         try:
@@ -120,6 +126,11 @@ class EgressRelay:
             raise ValueError("the egress proxy's report is not a list")
         return refused
 
+
+
+def _answer(status: int, reason: str, why: str) -> bytes:
+    body = f"para egress relay: {why}\n".encode()
+    return f"HTTP/1.1 {status} {reason}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
 
 
 class WorkerEgress:
