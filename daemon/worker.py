@@ -6,7 +6,8 @@ side. One loop polls the command socket, every running command's pipes and
 pidfd, and the data socket (when output is waiting to go out), and sends a
 heartbeat on the metrics channel every `heartbeat_interval` from that same
 loop, so a silent worker is a hung worker. A sync tool (echo, read) answers
-inside `_start`, one task after another.
+inside `_start`, one task after another. An async tool's worker is an
+AsyncWorker (daemon/async_worker.py), chosen in `worker_main`.
 
 Results, output and events that become ready in one turn of the loop leave
 together at its end, many to a frame: a batch is never waited for, it is
@@ -289,11 +290,8 @@ class Worker:
         try:
             args = self.tool.Args.model_validate(task.args)
             step = self.tool.run(args, self.options, ctx)
-        except ToolFailure as exc:
-            step = Finished(error=str(exc))
         except Exception as exc:
-            self._send("error", m.ErrorReport(self.id, task.id, "exception", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
-            step = Finished(error=f"{self.tool.name} raised {type(exc).__name__}: {exc}")
+            step = self._failed(task, exc)
         if isinstance(step, Finished):
             self._finish(assign, started, step, None)
             return
@@ -303,6 +301,14 @@ class Worker:
         if assign.events:
             self.events.append(codec.encode(m.TaskEvent(task.id, self.id, "started", {"attempt": assign.attempt})))
         self._launch(run)
+
+    def _failed(self, task: m.TaskSpec, exc: Exception) -> Finished:
+        """The answer of a tool that raised: a ToolFailure's message as is; anything else is
+        also reported, with its traceback, on the error channel."""
+        if isinstance(exc, ToolFailure):
+            return Finished(error=str(exc))
+        self._send("error", m.ErrorReport(self.id, task.id, "exception", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        return Finished(error=f"{self.tool.name} raised {type(exc).__name__}: {exc}")
 
     def _launch(self, run: Running) -> None:
         spec = run.step.spec
@@ -438,7 +444,11 @@ def worker_main(worker_id: str, tool: str, settings: m.WorkerSettings) -> None:
     # execs keeps a capability bubblewrap's --cap-add made ambient or inheritable.
     prctl.clear_ambient_capabilities()
     prctl.clear_inheritable_capabilities()
-    worker = Worker(worker_id, tool, settings)
+    if resolve(tool).is_async:
+        from para.daemon.async_worker import AsyncWorker   # imports this module
+        worker: Worker = AsyncWorker(worker_id, tool, settings)
+    else:
+        worker = Worker(worker_id, tool, settings)
     try:
         worker.run()
     finally:
