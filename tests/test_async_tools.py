@@ -13,16 +13,24 @@ from pathlib import Path
 import pytest
 import zmq
 
+import psutil
+
 from para.client import TaskError
-from para.ipc import channels
+from para.ipc import channels, codec
+from para.ipc import messages as m
 from para.ipc.endpoints import Endpoints
-from para.testing import FAST, Daemon, stop_and_check, wait_running, wait_until
+from para.testing import FAST, Daemon, silent_client, stop_and_check, wait_running, wait_until
+
+FLOOD_CHUNK = 64 << 10   # the tool's CHUNK
+FLOOD = 1024             # chunks: 64 MiB, 64 times the clients' output budget
 
 ASYNC_TOOL = '''
 import asyncio, os, time
 from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 from para.daemon.tools.base import Finished, Tool, ToolFailure
+
+CHUNK = 64 << 10
 
 class Args(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -80,6 +88,10 @@ class Waiter(Tool):
                 ctx.progress(i + 1, args.n, "streaming")
                 await asyncio.sleep(0)
             return Finished(value=args.n)
+        if args.mode == "flood":     # n chunks of CHUNK bytes, each waiting for room
+            for i in range(args.n):
+                await ctx.output(b"%08d" % i + bytes(CHUNK - 8))
+            return Finished(value=args.n)
         if args.mode == "block":     # blocks the whole loop: no heartbeat goes out
             time.sleep(args.seconds)
             return Finished(value="blocked")
@@ -99,7 +111,8 @@ def _start(site: Path, tmp: Path, marks: Path, pools: dict | None = None) -> Dae
     tool = {"tool": "para_async_tools:Waiter", "options": {"marks": str(marks)}}
     pools = pools or {"waiter": {**tool, "min_workers": 1, "max_workers": 1},
                       "blocker": {**tool, "min_workers": 1, "max_workers": 1}}
-    return Daemon({"daemon": FAST, "pools": pools}, tmp, env=env)
+    # A small output budget: a client that does not read has its streams paused after 1 MiB.
+    return Daemon({"daemon": {**FAST, "client_output_budget": 1 << 20}, "pools": pools}, tmp, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +201,45 @@ def test_streamed_chunks_arrive_in_order_with_progress(parad: Daemon) -> None:
         assert progress == list(range(1, 201))
     finally:
         watcher.close(linger=0)
+
+
+def test_output_of_a_task_whose_client_does_not_read_waits_in_the_coroutine(parad: Daemon) -> None:
+    ctx = zmq.Context()
+    slow = silent_client(ctx, parad.runtime_dir)
+    spec = m.TaskSpec("flood-1", "waiter", {"mode": "flood", "n": FLOOD}, timeout=120, stream=True)
+    try:
+        with parad.client(timeout=60) as c:
+            worker = psutil.Process(next(w["pid"] for w in parad.workers("waiter")))
+            base = worker.memory_info().rss
+            slow.send(codec.encode(m.Submit(1, [spec])))
+            wait_until(lambda: c.status()["output"]["paused_tasks"] == 1, 60, "the flood's output to be paused")
+            # The worker's other tasks go on meanwhile; each is a turn of its loop in which an
+            # unpaused flood would have sent more.
+            for _ in range(20):
+                assert c.run("waiter", mode="sleep", seconds=0, timeout=30).value == "slept"
+            held = c.status()["output"]["backlog_bytes"]
+            assert [t["id"] for t in c.ps() if t["state"] == "running"] == ["flood-1"]
+            grown = worker.memory_info().rss - base
+        # The slow client reads now: every chunk comes, in order, then the result.
+        received, result = [], None
+        while result is None:
+            assert slow.poll(60_000), f"the flood stalled after {len(received)} chunks"
+            for part in codec.split(slow.recv()):
+                msg = codec.decode(part)
+                if isinstance(msg, m.Chunk):
+                    received.append(msg.data)
+                elif isinstance(msg, m.Done):
+                    result = msg.result
+    finally:
+        slow.close()
+        ctx.term()
+    print(f"paused: parad held {held / 2**20:.1f} MiB, the worker grew {grown / 2**20:.1f} MiB, of a {FLOOD * FLOOD_CHUNK >> 20} MiB stream")
+    assert held < 16 << 20, f"parad held {held >> 20} MiB of a paused stream"
+    assert grown < 32 << 20, f"the worker grew by {grown >> 20} MiB holding a paused stream"
+    assert result.status == "succeeded" and result.value == FLOOD
+    data = b"".join(received)
+    assert len(data) == FLOOD * FLOOD_CHUNK
+    assert [data[i * FLOOD_CHUNK:i * FLOOD_CHUNK + 8] for i in range(FLOOD)] == [b"%08d" % i for i in range(FLOOD)]
 
 
 def test_loop_blocked_past_detection_is_killed_as_hung(parad: Daemon) -> None:
