@@ -7,7 +7,7 @@ pidfd, and the data socket (when output is waiting to go out), and sends a
 heartbeat on the metrics channel every `heartbeat_interval` from that same
 loop, so a silent worker is a hung worker. A sync tool (echo, read) answers
 inside `_start`, one task after another. An async tool's worker is an
-AsyncWorker (daemon/async_worker.py), chosen in `worker_main`.
+AsyncWorker (daemon/async_worker.py); daemon/worker_entry.py picks which.
 
 Results, output and events that become ready in one turn of the loop leave
 together at its end, many to a frame: a batch is never waited for, it is
@@ -22,10 +22,6 @@ output is not reading it.
 """
 
 from __future__ import annotations
-
-if __name__ == "__main__":  # exec'd in a sandbox: first, no module from the caller's folder (safe_path)
-    from para.daemon.safe_path import drop_caller_paths
-    drop_caller_paths()
 
 import collections
 import os
@@ -430,36 +426,3 @@ def _runtime_dir(settings: m.WorkerSettings) -> Path:
     if settings.runtime_fd is not None:
         return Path(f"/proc/self/fd/{settings.runtime_fd}")
     return Path(settings.runtime_dir)
-
-
-def worker_main(worker_id: str, tool: str, settings: m.WorkerSettings) -> None:
-    """Entry point in a freshly forked child, or in a sandbox (see forkserver)."""
-    # Nothing a command runs gains privileges, and none can reach into the worker.
-    prctl.set_no_new_privs()
-    prctl.set_not_dumpable()
-    # Orphans of a command (setsid, double fork) come back to us, not to the
-    # sandbox's init, so a kill of "everything below the worker" gets them.
-    prctl.set_child_subreaper()
-    # Before zmq starts its threads (the sets are per thread): nothing a worker
-    # execs keeps a capability bubblewrap's --cap-add made ambient or inheritable.
-    prctl.clear_ambient_capabilities()
-    prctl.clear_inheritable_capabilities()
-    if resolve(tool).is_async:
-        from para.daemon.async_worker import AsyncWorker   # imports this module
-        worker: Worker = AsyncWorker(worker_id, tool, settings)
-    else:
-        worker = Worker(worker_id, tool, settings)
-    try:
-        worker.run()
-    finally:
-        worker.close()
-
-
-if __name__ == "__main__":
-    # Exec'd inside a sandbox: the fork server left our Spawn in descriptor argv[1].
-    import sys
-    with os.fdopen(int(sys.argv[1]), "rb") as spawn_file:
-        request = codec.decode(spawn_file.read())
-    # The descriptor of parad's runtime directory stays ours: no command may inherit it.
-    os.set_inheritable(request.settings.runtime_fd, False)
-    worker_main(request.worker, request.tool, request.settings)
