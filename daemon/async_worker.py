@@ -212,7 +212,10 @@ class AsyncWorker(Worker):
         self._release(run)   # its last output goes before its result
         self._wake_writers(run)
         self.waiting.discard(run)
-        self._send_result(run.assign, result, run.started)
+        try:
+            self._send_result(run.assign, result, run.started)
+        except Exception as exc:   # a value that does not encode: its task fails, not the worker
+            self._send_result(run.assign, task_result(run.assign.task, self._failed(run.assign.task, exc), None), run.started)
         self.wake.set()
 
     # ---- output flow control -------------------------------------------------

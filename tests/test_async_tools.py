@@ -80,6 +80,8 @@ class Waiter(Tool):
             return Finished(value="slept")
         if args.mode == "raise":
             raise RuntimeError(args.message)
+        if args.mode == "unencodable":
+            return Finished(value=object())
         if args.mode == "fail":
             raise ToolFailure(args.message)
         if args.mode == "stream":
@@ -168,6 +170,9 @@ def test_failing_coroutine_fails_its_task_only(parad: Daemon, tmp_path: Path) ->
             with pytest.raises(TaskError) as failed:
                 c.run("waiter", mode="fail", message="nothing to fetch at that address")
             assert failed.value.result.error == "nothing to fetch at that address"
+            with pytest.raises(TaskError) as unencodable:
+                c.run("waiter", mode="unencodable")
+            assert "waiter raised TypeError" in unencodable.value.result.error
             gate.touch()
             survivor = waiting.result(timeout=60)
             assert survivor.status == "succeeded" and survivor.worker == raised.value.result.worker
