@@ -124,7 +124,8 @@ class AsyncWorker(Worker):
             await asyncio.wait({opening}, timeout=self.heartbeat_interval)
         exc = opening.exception()
         if exc is not None:
-            self._report(None, "exception", f"{self.tool.name}.open raised {type(exc).__name__}: {exc}")
+            self._report(None, "exception", f"{self.tool.name}.open raised {type(exc).__name__}: {exc}; "
+                                            f"the worker cannot serve: fix the tool or its pool's options")
             raise exc
 
     def _turn(self) -> None:

@@ -273,3 +273,19 @@ def test_open_once_per_worker_and_close_at_stop(site: Path, tmp_path: Path) -> N
     opened = {p.name.split(".")[1]: p.read_text() for p in marks.glob("open.*")}
     assert opened == {pid: "opened\n" for pid in pids}
     assert {p.name.split(".")[1] for p in marks.glob("close.*")} == pids
+
+
+def test_a_tool_that_cannot_open_never_gets_a_task(site: Path, tmp_path: Path) -> None:
+    # No marks folder: open() raises. Each worker reports why and ends before it is ready.
+    pools = {"waiter": {"tool": "para_async_tools:Waiter", "options": {"marks": str(tmp_path / "missing")},
+                        "min_workers": 0, "max_workers": 1}}
+    d = _start(site, tmp_path / "parad", tmp_path / "missing", pools)
+    try:
+        with d.client(timeout=60) as c:
+            task = c.submit("waiter", mode="sleep", seconds=0, timeout=60)
+            wait_until(lambda: "waiter.open raised FileNotFoundError" in d.log(), 30, "the open failure in parad's log")
+            assert "the worker cannot serve: fix the tool or its pool's options" in d.log()
+            assert d.pool("waiter")["ready"] == 0
+            assert [t["state"] for t in c.ps() if t["id"] == task.id] == ["queued"]
+    finally:
+        stop_and_check(d)
