@@ -6,7 +6,8 @@ side. One loop polls the command socket, every running command's pipes and
 pidfd, and the data socket (when output is waiting to go out), and sends a
 heartbeat on the metrics channel every `heartbeat_interval` from that same
 loop, so a silent worker is a hung worker. A sync tool (echo, read) answers
-inside `_start`, one task after another.
+inside `_start`, one task after another. An async tool's worker is an
+AsyncWorker (daemon/async_worker.py); daemon/worker_entry.py picks which.
 
 Results, output and events that become ready in one turn of the loop leave
 together at its end, many to a frame: a batch is never waited for, it is
@@ -21,10 +22,6 @@ output is not reading it.
 """
 
 from __future__ import annotations
-
-if __name__ == "__main__":  # exec'd in a sandbox: first, no module from the caller's folder (safe_path)
-    from para.daemon.safe_path import drop_caller_paths
-    drop_caller_paths()
 
 import collections
 import os
@@ -291,11 +288,8 @@ class Worker:
         try:
             args = self.tool.Args.model_validate(task.args)
             step = self.tool.run(args, self.options, ctx)
-        except ToolFailure as exc:
-            step = Finished(error=str(exc))
         except Exception as exc:
-            self._send("error", m.ErrorReport(self.id, task.id, "exception", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
-            step = Finished(error=f"{self.tool.name} raised {type(exc).__name__}: {exc}")
+            step = self._failed(task, exc)
         if isinstance(step, Finished):
             self._finish(assign, started, step, None)
             return
@@ -305,6 +299,14 @@ class Worker:
         if assign.events:
             self.events.append(codec.encode(m.TaskEvent(task.id, self.id, "started", {"attempt": assign.attempt})))
         self._launch(run)
+
+    def _failed(self, task: m.TaskSpec, exc: Exception) -> Finished:
+        """The answer of a tool that raised: a ToolFailure's message as is; anything else is
+        also reported, with its traceback, on the error channel."""
+        if isinstance(exc, ToolFailure):
+            return Finished(error=str(exc))
+        self._send("error", m.ErrorReport(self.id, task.id, "exception", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        return Finished(error=f"{self.tool.name} raised {type(exc).__name__}: {exc}")
 
     def _launch(self, run: Running) -> None:
         spec = run.step.spec
@@ -434,32 +436,3 @@ def _runtime_dir(settings: m.WorkerSettings) -> Path:
     if settings.runtime_fd is not None:
         return Path(f"/proc/self/fd/{settings.runtime_fd}")
     return Path(settings.runtime_dir)
-
-
-def worker_main(worker_id: str, tool: str, settings: m.WorkerSettings) -> None:
-    """Entry point in a freshly forked child, or in a sandbox (see forkserver)."""
-    # Nothing a command runs gains privileges, and none can reach into the worker.
-    prctl.set_no_new_privs()
-    prctl.set_not_dumpable()
-    # Orphans of a command (setsid, double fork) come back to us, not to the
-    # sandbox's init, so a kill of "everything below the worker" gets them.
-    prctl.set_child_subreaper()
-    # Before zmq starts its threads (the sets are per thread): nothing a worker
-    # execs keeps a capability bubblewrap's --cap-add made ambient or inheritable.
-    prctl.clear_ambient_capabilities()
-    prctl.clear_inheritable_capabilities()
-    worker = Worker(worker_id, tool, settings)
-    try:
-        worker.run()
-    finally:
-        worker.close()
-
-
-if __name__ == "__main__":
-    # Exec'd inside a sandbox: the fork server left our Spawn in descriptor argv[1].
-    import sys
-    with os.fdopen(int(sys.argv[1]), "rb") as spawn_file:
-        request = codec.decode(spawn_file.read())
-    # The descriptor of parad's runtime directory stays ours: no command may inherit it.
-    os.set_inheritable(request.settings.runtime_fd, False)
-    worker_main(request.worker, request.tool, request.settings)
