@@ -24,7 +24,9 @@ class Result:
     limit that ended it, if one did. `value` is a structured answer (grep
     matches, file lines) for tools that give one. Output is capped per stream:
     `truncated` says whether the middle was dropped, `stdout_bytes` and
-    `stderr_bytes` give the full sizes.
+    `stderr_bytes` give the full sizes. `network_refused` lists the requests
+    the egress proxy refused a command whose network is an allow-list (host,
+    port, rule); None where there was no proxy.
     """
     id: str
     tool: str
@@ -44,6 +46,7 @@ class Result:
     rusage: dict[str, float] = field(default_factory=dict)
     stdout_bytes: int = 0
     stderr_bytes: int = 0
+    network_refused: list[dict[str, Any]] | None = None
 
     @property
     def ok(self) -> bool:
@@ -57,6 +60,7 @@ class Result:
             truncated=r.truncated, value=r.value, duration=r.duration, attempts=r.attempts,
             worker=r.worker, error=r.error, error_code=r.error_code, limit=r.limit,
             rusage=r.rusage, stdout_bytes=r.stdout_bytes, stderr_bytes=r.stderr_bytes,
+            network_refused=r.network_refused,
         )
 
     def to_dict(self) -> dict[str, Any]:

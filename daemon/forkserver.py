@@ -122,7 +122,7 @@ def serve(fd: int, plugins: list[str] = ()) -> None:
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
 
-    from para.daemon import worker as _preload  # noqa: F401  (warm workers: tools imported once)
+    from para.daemon import worker_entry as _preload  # noqa: F401  (warm workers: tools and both workers imported once)
     # Plugins too, after drop_caller_paths: from parad's own path (site-packages, PYTHONPATH outside the caller's folder).
     from para.daemon.tools.registry import preload
     preload(plugins)
@@ -197,7 +197,7 @@ def _fork_worker(request: m.Spawn, sock: socket.socket, wake_r: int, wake_w: int
             cgroup.enter(Path(settings.cgroup_worker))
         if settings.launch:
             _exec_sandboxed(request)
-        from para.daemon.worker import worker_main
+        from para.daemon.worker_entry import worker_main
         worker_main(request.worker, request.tool, settings)
     except BaseException:
         import traceback
@@ -224,7 +224,7 @@ def _exec_sandboxed(request: m.Spawn) -> None:
     for fd in (runtime, spawn_fd):
         os.set_inheritable(fd, True)
     launch = settings.launch
-    os.execve(launch[0], [*launch, sys.executable, "-P", "-m", "para.daemon.worker", str(spawn_fd)], settings.env)
+    os.execve(launch[0], [*launch, sys.executable, "-P", "-m", "para.daemon.worker_entry", str(spawn_fd)], settings.env)
 
 
 def _kill_orphans(workers: dict[int, tuple[str, bool]]) -> None:

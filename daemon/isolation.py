@@ -192,6 +192,9 @@ def _plan_pool(name: str, policy: SandboxPolicy, host: HostSupport, hide: list[s
             p.env = {**worker_env(policy), bwrap.ENV: host.bwrap}
         else:
             p.degraded.append(f"no namespaces: {host.namespaces_error}")
+    if isinstance(policy.network, list) and p.effective != "namespaces":
+        p.degraded.append("a network allow-list without namespaces: commands reach the whole network; "
+                          "only programs that honour HTTP_PROXY go through the egress proxy")
     if "/" in (resolve_path(w) for w in policy.filesystem.writable):
         p.degraded.append("a writable root is '/' (is parad's working directory '/'?): the whole filesystem is writable")
     p.degraded.extend(denied_in_writable(policy))
@@ -253,7 +256,7 @@ def code_paths() -> list[str]:
     which the sandbox replaces with an empty one.
     """
     paths = {sys.prefix, sys.exec_prefix, *site.getsitepackages()}
-    for folder in ("client", "daemon", "ipc", "sandbox"):   # located, not imported: the daemon uses no client code
+    for folder in ("client", "daemon", "ipc", "sandbox", "web"):   # located, not imported: the daemon uses no client code
         spec = importlib.util.find_spec(f"para.{folder}")
         if spec is not None and spec.submodule_search_locations:
             paths.add(str(Path(list(spec.submodule_search_locations)[0]).resolve()))

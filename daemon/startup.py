@@ -2,11 +2,12 @@
 
     make parad not dumpable; lock the runtime dir; probe the host and plan
     each pool's isolation; start the fork server (before any ZeroMQ state:
-    it forks the workers); open the journal (after the fork server, which
+    it forks the workers); start the egress proxy, if a pool's network is an
+    allow-list (daemon/egress.py); open the journal (after the fork server, which
     must not hold it); bind the sockets; serve (supervisor.py, which first
     recovers the journal's unfinished tasks).
     Then close the sockets, close the journal (its last commit), stop the
-    fork server (it kills what is left of its workers), release the runtime dir.
+    egress proxy, stop the fork server (it kills what is left of its workers), release the runtime dir.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from para.daemon import isolation
 from para.daemon.config import Config
 from para.daemon.core import workspace_policy
+from para.daemon.egress import EgressProxy
 from para.daemon.forkserver import ForkServer
 from para.daemon.journal.opening import open_store
 from para.daemon.journal.store import Journal
@@ -56,16 +58,21 @@ def run(config: Config, endpoints: Endpoints, state_dir: Path, config_source: st
     try:
         host = probe.probe()
         hide = [str(endpoints.runtime_dir), str(state_dir)]
-        plans = isolation.plan({name: config.pool_options(name) for name in config.pools}, host, hide)
+        pool_options = {name: config.pool_options(name) for name in config.pools}
+        plans = isolation.plan(pool_options, host, hide)
         isolation.log_plans(plans)
         forkserver = ForkServer(plugin_tools(config))
         try:
-            store = open_store(config, state_dir)
+            proxy = EgressProxy(pool_options, endpoints)
             try:
-                _serve(config, endpoints, state_dir, config_source, host, plans, forkserver, store, system)
+                store = open_store(config, state_dir)
+                try:
+                    _serve(config, endpoints, state_dir, config_source, host, plans, forkserver, store, system)
+                finally:
+                    if isinstance(store, Journal):
+                        store.close()
             finally:
-                if isinstance(store, Journal):
-                    store.close()
+                proxy.close()
         finally:
             forkserver.close()
     finally:

@@ -36,3 +36,12 @@ def task_result(task: m.TaskSpec, answer: Finished | None, outcome: Outcome | No
         if answer.error is not None:
             result.status, result.error, result.error_code = m.FAILED, answer.error, m.E_TOOL
     return result
+
+
+def interrupted(task: m.TaskSpec, timed_out: bool) -> m.TaskResult:
+    """The result of an async tool's task whose coroutine was cancelled: at its timeout, or by a
+    CancelTask. The same statuses, limit and wording as a command's (above)."""
+    if timed_out:
+        return m.TaskResult(task.id, task.tool, m.TIMED_OUT, limit="timeout",
+                            error=f"timed out after {task.timeout:g}s; the tool's coroutine was cancelled")
+    return m.TaskResult(task.id, task.tool, m.CANCELLED, error="cancelled while running")

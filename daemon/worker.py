@@ -6,7 +6,8 @@ side. One loop polls the command socket, every running command's pipes and
 pidfd, and the data socket (when output is waiting to go out), and sends a
 heartbeat on the metrics channel every `heartbeat_interval` from that same
 loop, so a silent worker is a hung worker. A sync tool (echo, read) answers
-inside `_start`, one task after another.
+inside `_start`, one task after another. An async tool's worker is an
+AsyncWorker (daemon/async_worker.py); daemon/worker_entry.py picks which.
 
 Results, output and events that become ready in one turn of the loop leave
 together at its end, many to a frame: a batch is never waited for, it is
@@ -22,10 +23,6 @@ output is not reading it.
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # exec'd in a sandbox: first, no module from the caller's folder (safe_path)
-    from para.daemon.safe_path import drop_caller_paths
-    drop_caller_paths()
-
 import collections
 import os
 import time
@@ -40,6 +37,7 @@ import zmq
 
 from para.daemon.child_relay import ChildRelay
 from para.daemon.data_out import DataOut
+from para.daemon.egress_relay import WorkerEgress
 from para.daemon.pollset import PollSet
 from para.daemon.task_result import task_result
 from para.daemon.tool_reports import ToolReports
@@ -99,6 +97,7 @@ class Worker:
         self.proc = psutil.Process()
         # Commands that may submit child tasks get a socket to do it through.
         self.relay = ChildRelay(self.ctx, worker_id, settings.max_message_size) if self.tool.runs_commands else None
+        self.egress = WorkerEgress(endpoints)   # commands whose network is an allow-list reach its proxy through it
         if self.relay is not None:
             self.polls.set("relay", [(self.relay.sock, zmq.POLLIN)])
         self._act_as(settings)
@@ -289,11 +288,8 @@ class Worker:
         try:
             args = self.tool.Args.model_validate(task.args)
             step = self.tool.run(args, self.options, ctx)
-        except ToolFailure as exc:
-            step = Finished(error=str(exc))
         except Exception as exc:
-            self._send("error", m.ErrorReport(self.id, task.id, "exception", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
-            step = Finished(error=f"{self.tool.name} raised {type(exc).__name__}: {exc}")
+            step = self._failed(task, exc)
         if isinstance(step, Finished):
             self._finish(assign, started, step, None)
             return
@@ -304,6 +300,14 @@ class Worker:
             self.events.append(codec.encode(m.TaskEvent(task.id, self.id, "started", {"attempt": assign.attempt})))
         self._launch(run)
 
+    def _failed(self, task: m.TaskSpec, exc: Exception) -> Finished:
+        """The answer of a tool that raised: a ToolFailure's message as is; anything else is
+        also reported, with its traceback, on the error channel."""
+        if isinstance(exc, ToolFailure):
+            return Finished(error=str(exc))
+        self._send("error", m.ErrorReport(self.id, task.id, "exception", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        return Finished(error=f"{self.tool.name} raised {type(exc).__name__}: {exc}")
+
     def _launch(self, run: Running) -> None:
         spec = run.step.spec
         on_output = (lambda stream, data: self._stream_chunk(run, stream, data)) if run.assign.task.stream else self._count_output
@@ -311,6 +315,12 @@ class Worker:
             spec.cgroup = self.command_cgroup
         if self.relay is not None:
             spec.env = {**(spec.env or {}), **self.relay.env(run.task_id)}
+        if run.step.egress is not None:
+            try:
+                spec.env = self.egress.start(run.task_id, run.step.egress, spec.env or {})
+            except OSError as exc:
+                self._finish(run.assign, run.started, Finished(error=f"cannot open the task's port to the egress proxy: {exc}"), None)
+                return
         try:
             run.command = Command(spec, on_output, held=self.held)
         except Exception as exc:  # OSError, or ValueError for a NUL byte in argv/env/cwd
@@ -360,6 +370,7 @@ class Worker:
         if self.relay is not None:
             self.relay.forget(assign.task.id)   # its commands' clients lose their trust with it
         result = task_result(assign.task, answer, outcome)
+        result.network_refused = self.egress.finish(assign.task.id)
         if outcome is not None and outcome.limit:
             self._send("error", m.ErrorReport(self.id, assign.task.id, "limit", f"{outcome.limit} limit ended the command"))
         self._send_result(assign, result, started)
@@ -405,6 +416,7 @@ class Worker:
         self.polls.close()
         if self.relay is not None:
             self.relay.close()
+        self.egress.stop()
         self.channels.close(linger=1000)
         self.ctx.term()
 
@@ -424,32 +436,3 @@ def _runtime_dir(settings: m.WorkerSettings) -> Path:
     if settings.runtime_fd is not None:
         return Path(f"/proc/self/fd/{settings.runtime_fd}")
     return Path(settings.runtime_dir)
-
-
-def worker_main(worker_id: str, tool: str, settings: m.WorkerSettings) -> None:
-    """Entry point in a freshly forked child, or in a sandbox (see forkserver)."""
-    # Nothing a command runs gains privileges, and none can reach into the worker.
-    prctl.set_no_new_privs()
-    prctl.set_not_dumpable()
-    # Orphans of a command (setsid, double fork) come back to us, not to the
-    # sandbox's init, so a kill of "everything below the worker" gets them.
-    prctl.set_child_subreaper()
-    # Before zmq starts its threads (the sets are per thread): nothing a worker
-    # execs keeps a capability bubblewrap's --cap-add made ambient or inheritable.
-    prctl.clear_ambient_capabilities()
-    prctl.clear_inheritable_capabilities()
-    worker = Worker(worker_id, tool, settings)
-    try:
-        worker.run()
-    finally:
-        worker.close()
-
-
-if __name__ == "__main__":
-    # Exec'd inside a sandbox: the fork server left our Spawn in descriptor argv[1].
-    import sys
-    with os.fdopen(int(sys.argv[1]), "rb") as spawn_file:
-        request = codec.decode(spawn_file.read())
-    # The descriptor of parad's runtime directory stays ours: no command may inherit it.
-    os.set_inheritable(request.settings.runtime_fd, False)
-    worker_main(request.worker, request.tool, request.settings)

@@ -43,6 +43,14 @@ class Endpoints:
     def worker_dir(self) -> Path:
         return self.runtime_dir / "workers"
 
+    @property
+    def egress_dir(self) -> Path:
+        return self.runtime_dir / "egress"
+
+    def egress_path(self, name: str) -> Path:
+        """The egress proxy's socket for the pools whose policy is named `name` (sandbox/policy.proxy_name)."""
+        return self.egress_dir / f"{name}.sock"
+
     def worker_path(self, channel: str) -> Path:
         if channel not in WORKER_CHANNELS:
             raise ValueError(f"unknown worker channel {channel!r}")

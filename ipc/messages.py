@@ -248,6 +248,7 @@ class TaskResult:
     rusage: dict[str, float] = field(default_factory=dict)
     stdout_bytes: int = 0
     stderr_bytes: int = 0
+    network_refused: list[dict[str, Any]] | None = None   # requests the egress proxy refused: host, port, rule
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from para.sandbox import bwrap as bubblewrap, seal, tree
-from para.sandbox.policy import SandboxPolicy, resolve_path
+from para.sandbox.policy import SandboxPolicy, network_kind, resolve_path
 
 # Sockets through which a sandboxed process could ask a privileged peer to act
 # outside the sandbox: a bind mount or the network namespace does not stop them.
@@ -142,7 +142,10 @@ def namespace_args(policy: SandboxPolicy, unshare_user: bool, nested: bool = Fal
         args += ["--unshare-pid", "--unshare-ipc", "--unshare-uts"]
     if unshare_user:
         args.append("--unshare-user")
-    if not policy.network:
+    kind = network_kind(policy.network)
+    # An allow-list's worker has a network namespace of its own (the proxy's relay listens in it);
+    # a nested sandbox stays in it, so the task's own proxy port is reachable.
+    if kind == "off" or (kind == "proxy" and not nested):
         args.append("--unshare-net")
     return args
 

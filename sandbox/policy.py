@@ -2,12 +2,17 @@
 
 A pool's `SandboxPolicy` comes from parad.yaml. A task may send a
 `TaskPolicy` that only tightens it (lower limits, fewer writable roots, more
-denied paths, network off); `tighten` refuses anything that would loosen it,
-naming the field and both values.
+denied paths, network off or a narrower allow-list); `tighten` refuses
+anything that would loosen it, naming the field and both values.
+
+`network` is off (false), on (true), or an allow-list of domain patterns:
+then commands have no network but an HTTP(S) proxy outside the sandbox
+that applies para.web.policy to each request (daemon/egress.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 from typing import Literal
@@ -15,6 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, field_validator
 
 from para.sandbox.environment import DEFAULT_ALLOW, SECRET_PATTERNS
+from para.web.policy import WebPolicyConfig, check_pattern
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -71,12 +77,32 @@ class CgroupPolicy(_Model):
     cpu_max: str | None = Field(None, pattern=r"^(max|\d+)( \d+)?$", description="cpu.max of each command, e.g. '200000 100000' for two CPUs")
 
 
+class EgressPolicy(_Model):
+    """What the egress proxy applies besides the allow-list in `network` (web/policy.py says how)."""
+    deny: list[str] = Field(default_factory=list, description="host names never reached through the proxy ('example.com', '*.example.com'); deny wins over the allow-list")
+    allow_private: list[str] = Field(default_factory=list, description="networks (CIDR) the proxy may connect to although not public: loopback, private, link-local and metadata addresses are refused otherwise")
+    hosts: dict[str, str] = Field(default_factory=dict, description="names the proxy resolves to these addresses instead of by DNS (tests, split-horizon names); the addresses are still checked")
+
+
+Network = bool | list[str]
+
+
+def _allow_list(network: Network | None) -> Network | None:
+    """A list of domain patterns checked (never empty: an empty allow-list would mean any name)."""
+    if not isinstance(network, list):
+        return network
+    if not network:
+        raise ValueError("network: [] allows nothing; write false for no network, or list the domains to allow")
+    return [check_pattern(p) for p in network]
+
+
 class SandboxPolicy(_Model):
     isolation: Literal["namespaces", "none"] = Field("namespaces", description="namespaces: each worker lives in one long-lived bubblewrap sandbox; none: rlimits only")
     allow_degraded: bool = Field(True, description="when the host cannot give `isolation`, run without it (logged, in status and a metric) instead of refusing to start")
     run_as: str | None = Field("owner", description="who commands run as when parad runs as root: 'owner', the owner of the task's workspace; a user name pins that user (give one that runs nothing else on the host: its commands then start cheaper); null: as root (logged as degraded)")
     allow_root: Literal["namespaces", "always", "never"] = Field("namespaces", description="a workspace owned by root (a container's /app) under run_as 'owner': 'namespaces' runs its commands as root with every capability dropped and NO_NEW_PRIVS, only where the pool has namespace isolation (else its tasks are refused); 'always' also without (root with no capabilities, but no read-only filesystem: logged as degraded); 'never' refuses its tasks")
-    network: bool = Field(False, description="whether commands may use the network")
+    network: Network = Field(False, description="false: no network; true: the host's; a list of domains ('pypi.org', '*.pythonhosted.org', '*'): only an HTTP(S) proxy, outside the sandbox, that reaches those names (HTTP_PROXY and HTTPS_PROXY are set for commands)")
+    egress: EgressPolicy = Field(default_factory=EgressPolicy, description="with a network allow-list: what else the proxy applies (denied names, private networks allowed, pinned names)")
     limits: LimitsPolicy = Field(default_factory=LimitsPolicy)
     filesystem: FilesystemPolicy = Field(default_factory=FilesystemPolicy)
     env: EnvPolicy = Field(default_factory=EnvPolicy)
@@ -86,6 +112,23 @@ class SandboxPolicy(_Model):
     @classmethod
     def _user_exists(cls, name: str | None) -> str | None:
         return check_user(name)
+
+    @field_validator("network")
+    @classmethod
+    def _network(cls, network: Network) -> Network:
+        return _allow_list(network)
+
+    def web_config(self) -> WebPolicyConfig | None:
+        """The egress proxy's policy for this pool (None unless `network` is an allow-list)."""
+        if not isinstance(self.network, list):
+            return None
+        return WebPolicyConfig(allow=self.network, **self.egress.model_dump())
+
+
+def proxy_name(config: WebPolicyConfig) -> str:
+    """The name of the proxy socket that applies `config`: pools with the same policy share one,
+    and a worker finds its pool's from its options alone."""
+    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
 
 
 def check_user(name: str | None) -> str | None:
@@ -135,10 +178,15 @@ class TaskLimits(_Model):
 class TaskPolicy(_Model):
     """A task's request to run under a stricter policy than its pool's."""
     limits: TaskLimits = Field(default_factory=TaskLimits, description="limits lower than the pool's")
-    network: bool | None = Field(None, description="false: no network, even where the pool allows it (true only where the pool allows it)")
+    network: Network | None = Field(None, description="false: no network, even where the pool allows it; a list of domains: a part of the pool's allow-list (true only where the pool's network is on)")
     writable: list[str] | None = Field(None, description="a subset of the pool's writable roots (or paths inside them)")
     deny_read: list[str] = Field(default_factory=list, description="more paths the command cannot read")
     read_only: list[str] = Field(default_factory=list, description="paths inside writable roots that the command may only read")
+
+    @field_validator("network")
+    @classmethod
+    def _network(cls, network: Network | None) -> Network | None:
+        return _allow_list(network)
 
     def touches_mounts(self) -> bool:
         """Whether honouring this needs a sandbox of its own (mounts or network differ from the pool's)."""
@@ -177,15 +225,37 @@ def tighten(pool: SandboxPolicy, task: TaskPolicy | None) -> SandboxPolicy:
         fs.writable = asked_roots
     fs.deny_read = [*fs.deny_read, *task.deny_read]
     fs.read_only = [*fs.read_only, *task.read_only]
-    network = pool.network
-    if task.network is not None:
-        if task.network and not pool.network:
-            raise PolicyError("policy.network true is refused: the pool's policy has the network off")
-        network = task.network
+    network = pool.network if task.network is None else _narrow_network(pool.network, task.network)
     return pool.model_copy(update={"limits": limits, "filesystem": fs, "network": network})
 
 
+def _narrow_network(pool: Network, task: Network) -> Network:
+    """The network a task asking for `task` gets in a pool with `pool`; PolicyError if it is more."""
+    if task is False:
+        return False
+    if isinstance(pool, list):
+        if task is True:
+            raise PolicyError(f"policy.network true is refused: the pool's network is the allow-list {pool}; "
+                              f"a task may give a part of it, or false")
+        try:
+            return list(WebPolicyConfig(allow=pool).policy().narrowed(task).allow)
+        except ValueError as exc:
+            raise PolicyError(f"policy.network: {exc}") from None
+    if not pool:
+        raise PolicyError(f"policy.network {'true' if task is True else task} is refused: the pool's policy has the network off")
+    if task is not True:
+        raise PolicyError("policy.network as a list needs a pool whose network is an allow-list (this pool's is on, "
+                          "with no proxy); give false, or run the task in a pool with an allow-list")
+    return True
+
+
+def network_kind(network: Network) -> str:
+    """'off', 'on' or 'proxy': what a command's network namespace is (lists differ only at the proxy)."""
+    return "proxy" if isinstance(network, list) else "on" if network else "off"
+
+
 def mounts_differ(a: SandboxPolicy, b: SandboxPolicy) -> bool:
-    """Whether two policies need different sandboxes (a worker's cannot serve both)."""
-    return a.network != b.network or a.filesystem != b.filesystem
+    """Whether two policies need different sandboxes (a worker's cannot serve both): a narrower
+    allow-list does not, since the worker's proxy port for the task applies it."""
+    return network_kind(a.network) != network_kind(b.network) or a.filesystem != b.filesystem
 

@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Folder -> the para folders its modules may import (besides their own).
 LAYERS = {
     "ipc": set(),
-    "sandbox": set(),
-    "web": set(),                      # the web policy and HTTP layer: knows nothing of parad
+    "web": {"ipc"},
+    "sandbox": {"web"},
     "client": {"ipc"},
     "daemon": {"ipc", "sandbox", "configs", "web"},
     "mcp_server": {"client", "ipc"},   # talks to parad as any client does

