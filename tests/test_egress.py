@@ -107,6 +107,16 @@ def test_a_command_reaches_an_allowed_name_through_the_proxy_and_is_refused_anot
     assert url.startswith("http://127.0.0.1:") and env.stdout == f"{url} {url} unset\n", env
 
 
+def test_the_origin_is_asked_for_the_name_the_proxy_checked(start_daemon, web) -> None:
+    # A Host header that differs from the URL would let an allowed name's address (a CDN's, a
+    # shared host's) serve any other name: the proxy sends the checked URL's authority instead.
+    d = start_daemon(pools=egress_pool(["allowed.test"]))
+    with d.client() as c:
+        r = c.run("bash", command=curl(f"http://allowed.test:{web.port}/fronted", "-H 'Host: refused.test'"), timeout=60)
+    assert r.ok and r.stdout.endswith("hello from allowed.test\n"), r
+    assert [host for host, path in web.requests if path == "/fronted"] == [f"allowed.test:{web.port}"], web.requests
+
+
 def test_a_task_narrows_the_list_and_cannot_widen_it(start_daemon, web) -> None:
     d = start_daemon(pools=egress_pool(["allowed.test", "other.test"]))
     with d.client() as c:

@@ -17,7 +17,8 @@ one HTTP proxy request from the command:
   policy, and the bytes are tunnelled to a checked address (no TLS
   interception: HTTPS stays end to end);
 - an absolute-form plain-HTTP request (`GET http://host/path`): forwarded
-  in origin form with `Connection: close`, so one connection is one request.
+  in origin form with `Connection: close`, so one connection is one request,
+  and with the checked URL's `Host` in place of the client's.
 
 A refused request gets `403` with the rule in its body and in the
 `X-Para-Refused` header, and is remembered for the task's result.
@@ -42,8 +43,9 @@ CHUNK = 64 << 10
 # A task's refusals are kept until its worker asks for them; these bound what a lost worker leaves.
 MAX_REFUSALS_PER_TASK = 100
 MAX_TASKS = 10_000
-# Hop-by-hop and proxy headers: what this proxy consumes, never the origin server.
-DROPPED_HEADERS = {b"proxy-connection", b"proxy-authorization", b"connection", b"keep-alive"}
+# Hop-by-hop and proxy headers: what this proxy consumes, never the origin server. Host too: the
+# proxy sends the checked URL's (RFC 9112 3.2.2), else one address would serve any name (a CDN's).
+DROPPED_HEADERS = {b"proxy-connection", b"proxy-authorization", b"connection", b"keep-alive", b"host"}
 
 
 class Refusals:
@@ -129,7 +131,8 @@ class PoolProxy:
                               "HTTPS with CONNECT; set HTTP_PROXY/HTTPS_PROXY, do not send it origin requests")
             host, port = url.hostname, _port(url)
             path = (url.path or "/") + (f"?{url.query}" if url.query else "")
-            rest = _origin_request(method, path.encode("latin-1"), version, headers)
+            authority = url.netloc.rpartition("@")[2]   # userinfo is not the origin's business
+            rest = _origin_request(method, path.encode("latin-1"), version, authority.encode("latin-1"), headers)
         try:
             addrs = await policy.resolve(host, port)
         except Refused as exc:
@@ -163,9 +166,9 @@ def _port(url) -> int:
         raise Refusal(400, "Bad Request", f"{url.netloc!r} has no valid port") from None
 
 
-def _origin_request(method: bytes, path: bytes, version: bytes, headers: list[bytes]) -> bytes:
+def _origin_request(method: bytes, path: bytes, version: bytes, host: bytes, headers: list[bytes]) -> bytes:
     kept = [h for h in headers if h.split(b":", 1)[0].strip().lower() not in DROPPED_HEADERS]
-    return b"\r\n".join([b" ".join((method, path, version)), *kept, b"Connection: close", b"", b""])
+    return b"\r\n".join([b" ".join((method, path, version)), b"Host: " + host, *kept, b"Connection: close", b"", b""])
 
 
 async def _connect(host: str, addrs: list[str], port: int) -> tuple:
