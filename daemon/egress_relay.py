@@ -116,7 +116,7 @@ class EgressRelay:
 
     async def _close(self, task_id: str) -> list[dict]:
         await self._shut(task_id)
-        reader, writer = await asyncio.open_unix_connection(self.proxy_path, limit=egress.MAX_LINE)
+        reader, writer = await asyncio.open_unix_connection(self.proxy_path, limit=egress.MAX_REPORT)
         try:
             writer.write(egress.report_line(task_id))
             refused = json.loads(await reader.readline())

@@ -76,6 +76,12 @@ def egress_pool(allow: list[str], **sandbox: object) -> dict:
                      "options": {"sandbox": {"network": allow, "egress": egress, **sandbox}}}}
 
 
+def raw(request: str, times: int = 1) -> str:
+    """A bash command that sends `request` (printf escapes) to its proxy port `times` times, printing the answers."""
+    return (f"for i in $(seq {times}); do exec 3<>/dev/tcp/127.0.0.1/${{HTTP_PROXY##*:}}; "
+            f"printf '{request}' >&3; timeout 20 cat <&3; exec 3<&-; done")
+
+
 def curl(url: str, *flags: str) -> str:
     # -s: no progress; -S: errors still said; -i: the answer's headers too (the refusal's rule is in one).
     return f"curl -sS -i --max-time 20 {' '.join(flags)} {url}"
@@ -115,6 +121,21 @@ def test_the_origin_is_asked_for_the_name_the_proxy_checked(start_daemon, web) -
         r = c.run("bash", command=curl(f"http://allowed.test:{web.port}/fronted", "-H 'Host: refused.test'"), timeout=60)
     assert r.ok and r.stdout.endswith("hello from allowed.test\n"), r
     assert [host for host, path in web.requests if path == "/fronted"] == [f"allowed.test:{web.port}"], web.requests
+
+
+def test_what_a_task_was_refused_is_bounded_and_reported(start_daemon) -> None:
+    # Host names of 60 kB once made the proxy's report longer than the relay reads, and the
+    # result said nothing was refused (None): each entry is cut, and there are at most 100.
+    d = start_daemon(pools=egress_pool(["allowed.test"]))
+    long_name = "a" * 60_000
+    with d.client() as c:
+        r = c.run("bash", command=raw(f"CONNECT {long_name}.test:443 HTTP/1.1\\r\\n\\r\\n", 150) + " | grep -c 403",
+                  timeout=300)
+    assert r.stdout == "150\n", r.stdout[-300:]
+    assert r.network_refused is not None and len(r.network_refused) == egress.MAX_REFUSALS, r.network_refused
+    first = r.network_refused[0]
+    assert first["host"] == long_name[:egress.MAX_HOST - 1] + "…" and first["port"] == 443, first
+    assert first["rule"].startswith(long_name[:100]) and len(first["rule"]) == egress.MAX_RULE, first
 
 
 def test_a_task_narrows_the_list_and_cannot_widen_it(start_daemon, web) -> None:

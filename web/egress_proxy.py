@@ -40,8 +40,8 @@ CONNECT_TIMEOUT = 15.0
 HEAD_TIMEOUT = 30.0
 MAX_HEAD = 64 << 10
 CHUNK = 64 << 10
-# A task's refusals are kept until its worker asks for them; these bound what a lost worker leaves.
-MAX_REFUSALS_PER_TASK = 100
+# A task's refusals are kept until its worker asks for them (each task's are bounded by ipc/egress.py);
+# this bounds what lost workers leave.
 MAX_TASKS = 10_000
 # Hop-by-hop and proxy headers: what this proxy consumes, never the origin server. Host too: the
 # proxy sends the checked URL's (RFC 9112 3.2.2), else one address would serve any name (a CDN's).
@@ -57,13 +57,17 @@ class Refusals:
     def add(self, task: str, host: str, port: int, rule: str) -> None:
         entries = self._by_task.setdefault(task, [])
         self._by_task.move_to_end(task)
-        if len(entries) < MAX_REFUSALS_PER_TASK:
-            entries.append({"host": host, "port": port, "rule": rule})
+        if len(entries) < egress.MAX_REFUSALS:
+            entries.append({"host": _cut(host, egress.MAX_HOST), "port": port, "rule": _cut(rule, egress.MAX_RULE)})
         while len(self._by_task) > MAX_TASKS:
             self._by_task.popitem(last=False)
 
     def take(self, task: str) -> list[dict]:
         return self._by_task.pop(task, [])
+
+
+def _cut(text: str, most: int) -> str:
+    return text if len(text) <= most else text[:most - 1] + "…"
 
 
 class Refusal(Exception):
