@@ -21,7 +21,9 @@ one HTTP proxy request from the command:
   and with the checked URL's `Host` in place of the client's.
 
 A refused request gets `403` with the rule in its body and in the
-`X-Para-Refused` header, and is remembered for the task's result.
+`X-Para-Refused` header, and is remembered for the task's result. When the
+task ends its relay asks for those, and the proxy closes every connection
+the task still has.
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ class PoolProxy:
     def __init__(self, policy: WebPolicy) -> None:
         self.policy = policy
         self.refusals = Refusals()
+        self._live: dict[str, set[asyncio.Task]] = {}   # each task's connections, ended with it
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -96,9 +99,27 @@ class PoolProxy:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         opening = egress.parse_line(await asyncio.wait_for(reader.readline(), HEAD_TIMEOUT))
         if opening.report:
+            self._end(opening.task)
             writer.write(json.dumps(self.refusals.take(opening.task)).encode() + b"\n")
             await writer.drain()
             return
+        live = self._live.setdefault(opening.task, set())
+        live.add(this := asyncio.current_task())
+        try:
+            await self._forward(opening, reader, writer)
+        finally:
+            live.discard(this)
+            if not live and self._live.get(opening.task) is live:
+                del self._live[opening.task]
+
+    def _end(self, task: str) -> None:
+        """`task` ended (its relay asks for its report then): close what it left open. A tunnel
+        whose command went away is only half closed, and an origin that never closes its
+        side would otherwise hold it, and its descriptors, for good."""
+        for conn in self._live.pop(task, ()):
+            conn.cancel()
+
+    async def _forward(self, opening: egress.Opening, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
         try:
             upstream, rest = await self._open(opening, head)
