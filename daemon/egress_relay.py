@@ -50,7 +50,7 @@ class EgressRelay:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="egress-relay", daemon=True)
         self._thread.start()
-        self._tasks: dict[str, tuple[asyncio.Server, set[asyncio.StreamWriter]]] = {}
+        self._tasks: dict[str, tuple[asyncio.Server, set[asyncio.Task]]] = {}
 
     def open(self, task_id: str, allow: list[str]) -> int:
         """Listen for `task_id`'s command; the port (OSError if none can be had)."""
@@ -76,7 +76,7 @@ class EgressRelay:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(CALL_TIMEOUT)
 
     async def _listen(self, task_id: str, allow: list[str]) -> int:
-        conns: set[asyncio.StreamWriter] = set()
+        conns: set[asyncio.Task] = set()
         opening = egress.connect_line(task_id, allow)
 
         async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -84,11 +84,12 @@ class EgressRelay:
                 writer.write(_answer(503, "Service Unavailable", f"more than {MAX_CONNECTIONS} connections to the proxy at once"))
                 writer.close()
                 return
-            conns.add(writer)
+            conns.add(this := asyncio.current_task())
             try:
                 await self._relay(opening, reader, writer)
             finally:
-                conns.discard(writer)
+                conns.discard(this)
+                writer.close()
 
         server = await asyncio.start_server(relay, "127.0.0.1", 0, limit=CHUNK)
         self._tasks[task_id] = (server, conns)
@@ -109,14 +110,15 @@ class EgressRelay:
             writer.close()
 
     async def _shut(self, task_id: str) -> None:
+        # Both sides of each connection: the command's is gone with it, the proxy's would stay.
         server, conns = self._tasks.pop(task_id)
         server.close()
-        for writer in list(conns):
-            writer.close()
+        for conn in list(conns):
+            conn.cancel()
 
     async def _close(self, task_id: str) -> list[dict]:
         await self._shut(task_id)
-        reader, writer = await asyncio.open_unix_connection(self.proxy_path, limit=egress.MAX_LINE)
+        reader, writer = await asyncio.open_unix_connection(self.proxy_path, limit=egress.MAX_REPORT)
         try:
             writer.write(egress.report_line(task_id))
             refused = json.loads(await reader.readline())

@@ -16,7 +16,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-MAX_LINE = 64 << 10
+# A report holds at most MAX_REFUSALS entries, their host and rule cut to MAX_HOST and MAX_RULE
+# characters: JSON-escaped (6 bytes a character at worst) that is under MAX_REPORT, the limit the
+# relay reads it with. Uncut, a command's 60 kB host names made it overflow, and lose every entry.
+MAX_REFUSALS = 100
+MAX_HOST = 256
+MAX_RULE = 1024
+MAX_REPORT = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)

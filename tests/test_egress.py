@@ -69,11 +69,50 @@ def web() -> Iterator[Web]:
     thread.join()
 
 
+class Holder:
+    """A TCP server on 127.0.0.1 that accepts connections and holds them, never reading nor closing."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.conns.append(self.sock.accept()[0])
+            except TimeoutError:
+                pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        for conn in [self.sock, *self.conns]:
+            conn.close()
+
+
+@pytest.fixture
+def holder() -> Iterator[Holder]:
+    server = Holder()
+    yield server
+    server.close()
+
+
 def egress_pool(allow: list[str], **sandbox: object) -> dict:
     """A bash pool whose network is `allow`, every test name pinned to 127.0.0.1 (and loopback allowed)."""
     egress = {"hosts": {name: "127.0.0.1" for name in NAMES}, "allow_private": ["127.0.0.1/32"]}
     return {"bash": {"min_workers": 1, "max_workers": 1,
                      "options": {"sandbox": {"network": allow, "egress": egress, **sandbox}}}}
+
+
+def raw(request: str, times: int = 1) -> str:
+    """A bash command that sends `request` (printf escapes) to its proxy port `times` times, printing the answers."""
+    return (f"for i in $(seq {times}); do exec 3<>/dev/tcp/127.0.0.1/${{HTTP_PROXY##*:}}; "
+            f"printf '{request}' >&3; timeout 20 cat <&3; exec 3<&-; done")
 
 
 def curl(url: str, *flags: str) -> str:
@@ -105,6 +144,47 @@ def test_a_command_reaches_an_allowed_name_through_the_proxy_and_is_refused_anot
     assert not direct.ok and "HTTP/" not in direct.stdout, direct
     url = env.stdout.split()[0]
     assert url.startswith("http://127.0.0.1:") and env.stdout == f"{url} {url} unset\n", env
+
+
+def test_the_origin_is_asked_for_the_name_the_proxy_checked(start_daemon, web) -> None:
+    # A Host header that differs from the URL would let an allowed name's address (a CDN's, a
+    # shared host's) serve any other name: the proxy sends the checked URL's authority instead.
+    d = start_daemon(pools=egress_pool(["allowed.test"]))
+    with d.client() as c:
+        r = c.run("bash", command=curl(f"http://allowed.test:{web.port}/fronted", "-H 'Host: refused.test'"), timeout=60)
+    assert r.ok and r.stdout.endswith("hello from allowed.test\n"), r
+    assert [host for host, path in web.requests if path == "/fronted"] == [f"allowed.test:{web.port}"], web.requests
+
+
+def test_what_a_task_was_refused_is_bounded_and_reported(start_daemon) -> None:
+    # Host names of 60 kB once made the proxy's report longer than the relay reads, and the
+    # result said nothing was refused (None): each entry is cut, and there are at most 100.
+    d = start_daemon(pools=egress_pool(["allowed.test"]))
+    long_name = "a" * 60_000
+    with d.client() as c:
+        r = c.run("bash", command=raw(f"CONNECT {long_name}.test:443 HTTP/1.1\\r\\n\\r\\n", 150) + " | grep -c 403",
+                  timeout=300)
+    assert r.stdout == "150\n", r.stdout[-300:]
+    assert r.network_refused is not None and len(r.network_refused) == egress.MAX_REFUSALS, r.network_refused
+    first = r.network_refused[0]
+    assert first["host"] == long_name[:egress.MAX_HOST - 1] + "…" and first["port"] == 443, first
+    assert first["rule"].startswith(long_name[:100]) and len(first["rule"]) == egress.MAX_RULE, first
+
+
+def test_a_tunnel_ends_with_its_task(start_daemon, holder) -> None:
+    # The command is gone, but its tunnel was only half closed: an origin that keeps its side
+    # open held the proxy's connections (and the relay's) for good, task after task.
+    d = start_daemon(pools=egress_pool(["allowed.test"]))
+    [proxy] = [p for p in d.tree() if "para.web.egress_proxy" in " ".join(p.cmdline())]
+    idle_fds = proxy.num_fds()
+    tunnel = (f"exec 3<>/dev/tcp/127.0.0.1/${{HTTP_PROXY##*:}}; "
+              f"printf 'CONNECT allowed.test:{holder.port} HTTP/1.1\\r\\n\\r\\n' >&3; read -r answer <&3; echo $answer")
+    with d.client() as c:
+        r = c.run("bash", command=tunnel, timeout=60)
+    assert r.stdout.startswith("HTTP/1.1 200 Connection established") and len(holder.conns) == 1, r
+    wait_until(lambda: not [x for x in proxy.net_connections("tcp") if x.raddr and x.raddr.port == holder.port],
+               30, "the proxy to close the tunnel its ended task left")
+    wait_until(lambda: proxy.num_fds() == idle_fds, 30, "the proxy to hold no connection of the ended task")
 
 
 def test_a_task_narrows_the_list_and_cannot_widen_it(start_daemon, web) -> None:

@@ -17,10 +17,13 @@ one HTTP proxy request from the command:
   policy, and the bytes are tunnelled to a checked address (no TLS
   interception: HTTPS stays end to end);
 - an absolute-form plain-HTTP request (`GET http://host/path`): forwarded
-  in origin form with `Connection: close`, so one connection is one request.
+  in origin form with `Connection: close`, so one connection is one request,
+  and with the checked URL's `Host` in place of the client's.
 
 A refused request gets `403` with the rule in its body and in the
-`X-Para-Refused` header, and is remembered for the task's result.
+`X-Para-Refused` header, and is remembered for the task's result. When the
+task ends its relay asks for those, and the proxy closes every connection
+the task still has.
 """
 
 from __future__ import annotations
@@ -39,11 +42,12 @@ CONNECT_TIMEOUT = 15.0
 HEAD_TIMEOUT = 30.0
 MAX_HEAD = 64 << 10
 CHUNK = 64 << 10
-# A task's refusals are kept until its worker asks for them; these bound what a lost worker leaves.
-MAX_REFUSALS_PER_TASK = 100
+# A task's refusals are kept until its worker asks for them (each task's are bounded by ipc/egress.py);
+# this bounds what lost workers leave.
 MAX_TASKS = 10_000
-# Hop-by-hop and proxy headers: what this proxy consumes, never the origin server.
-DROPPED_HEADERS = {b"proxy-connection", b"proxy-authorization", b"connection", b"keep-alive"}
+# Hop-by-hop and proxy headers: what this proxy consumes, never the origin server. Host too: the
+# proxy sends the checked URL's (RFC 9112 3.2.2), else one address would serve any name (a CDN's).
+DROPPED_HEADERS = {b"proxy-connection", b"proxy-authorization", b"connection", b"keep-alive", b"host"}
 
 
 class Refusals:
@@ -55,13 +59,17 @@ class Refusals:
     def add(self, task: str, host: str, port: int, rule: str) -> None:
         entries = self._by_task.setdefault(task, [])
         self._by_task.move_to_end(task)
-        if len(entries) < MAX_REFUSALS_PER_TASK:
-            entries.append({"host": host, "port": port, "rule": rule})
+        if len(entries) < egress.MAX_REFUSALS:
+            entries.append({"host": _cut(host, egress.MAX_HOST), "port": port, "rule": _cut(rule, egress.MAX_RULE)})
         while len(self._by_task) > MAX_TASKS:
             self._by_task.popitem(last=False)
 
     def take(self, task: str) -> list[dict]:
         return self._by_task.pop(task, [])
+
+
+def _cut(text: str, most: int) -> str:
+    return text if len(text) <= most else text[:most - 1] + "…"
 
 
 class Refusal(Exception):
@@ -78,6 +86,7 @@ class PoolProxy:
     def __init__(self, policy: WebPolicy) -> None:
         self.policy = policy
         self.refusals = Refusals()
+        self._live: dict[str, set[asyncio.Task]] = {}   # each task's connections, ended with it
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -90,9 +99,27 @@ class PoolProxy:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         opening = egress.parse_line(await asyncio.wait_for(reader.readline(), HEAD_TIMEOUT))
         if opening.report:
+            self._end(opening.task)
             writer.write(json.dumps(self.refusals.take(opening.task)).encode() + b"\n")
             await writer.drain()
             return
+        live = self._live.setdefault(opening.task, set())
+        live.add(this := asyncio.current_task())
+        try:
+            await self._forward(opening, reader, writer)
+        finally:
+            live.discard(this)
+            if not live and self._live.get(opening.task) is live:
+                del self._live[opening.task]
+
+    def _end(self, task: str) -> None:
+        """`task` ended (its relay asks for its report then): close what it left open. A tunnel
+        whose command went away is only half closed, and an origin that never closes its
+        side would otherwise hold it, and its descriptors, for good."""
+        for conn in self._live.pop(task, ()):
+            conn.cancel()
+
+    async def _forward(self, opening: egress.Opening, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT)
         try:
             upstream, rest = await self._open(opening, head)
@@ -129,7 +156,8 @@ class PoolProxy:
                               "HTTPS with CONNECT; set HTTP_PROXY/HTTPS_PROXY, do not send it origin requests")
             host, port = url.hostname, _port(url)
             path = (url.path or "/") + (f"?{url.query}" if url.query else "")
-            rest = _origin_request(method, path.encode("latin-1"), version, headers)
+            authority = url.netloc.rpartition("@")[2]   # userinfo is not the origin's business
+            rest = _origin_request(method, path.encode("latin-1"), version, authority.encode("latin-1"), headers)
         try:
             addrs = await policy.resolve(host, port)
         except Refused as exc:
@@ -163,9 +191,9 @@ def _port(url) -> int:
         raise Refusal(400, "Bad Request", f"{url.netloc!r} has no valid port") from None
 
 
-def _origin_request(method: bytes, path: bytes, version: bytes, headers: list[bytes]) -> bytes:
+def _origin_request(method: bytes, path: bytes, version: bytes, host: bytes, headers: list[bytes]) -> bytes:
     kept = [h for h in headers if h.split(b":", 1)[0].strip().lower() not in DROPPED_HEADERS]
-    return b"\r\n".join([b" ".join((method, path, version)), *kept, b"Connection: close", b"", b""])
+    return b"\r\n".join([b" ".join((method, path, version)), b"Host: " + host, *kept, b"Connection: close", b"", b""])
 
 
 async def _connect(host: str, addrs: list[str], port: int) -> tuple:
