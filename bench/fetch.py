@@ -13,8 +13,9 @@ and the same per-host connection limit:
 - para: an AsyncClient submitting fetch tasks (format `raw` by default: the body
   as text, so both sides do the same work) to a parad of the bench's own, whose
   fetch pool is its one default worker with `per_host` = the concurrency;
-- plain: one aiohttp session in this process, GET and decode each page.
-  With `--format markdown` it runs the same trafilatura extraction in a thread.
+- plain: one aiohttp session in this process, GET and decode each page; the
+  session (and its open connections) lasts all rounds, as the fetch worker's
+  does. With `--format markdown` it runs the same trafilatura extraction in a thread.
 
 Rounds alternate (para, plain, para, ...); the ratio is plain's time over para's
 (para's throughput as a fraction of the plain loop's), the median of per-round
@@ -80,32 +81,34 @@ async def through_para(client: AsyncClient, urls: list[str], limit: int, fmt: st
     return time.perf_counter() - start
 
 
-async def plain(urls: list[str], limit: int, fmt: str) -> float:
+async def plain(session: aiohttp.ClientSession, urls: list[str], limit: int, fmt: str) -> float:
     from para.web.extract import render
     gate = asyncio.Semaphore(limit)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit_per_host=limit)) as session:
-        async def one(url: str) -> None:
-            async with gate:
-                async with session.get(url) as resp:
-                    body = await resp.read()
-                    assert resp.status == 200
-                if fmt == "markdown":
-                    await asyncio.to_thread(render, body, "text/html", "utf-8", fmt, url)
-                else:
-                    body.decode()
-        start = time.perf_counter()
-        await asyncio.gather(*(one(u) for u in urls))
-        return time.perf_counter() - start
+
+    async def one(url: str) -> None:
+        async with gate:
+            async with session.get(url) as resp:
+                body = await resp.read()
+                assert resp.status == 200
+            if fmt == "markdown":
+                await asyncio.to_thread(render, body, "text/html", "utf-8", fmt, url)
+            else:
+                body.decode()
+    start = time.perf_counter()
+    await asyncio.gather(*(one(u) for u in urls))
+    return time.perf_counter() - start
 
 
 async def rounds(runtime_dir: Path, urls: list[str], args: argparse.Namespace) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {"para": [], "plain": []}
-    async with AsyncClient(runtime_dir, timeout=60) as client:
+    # One session for every round, as the fetch worker keeps one: neither side reconnects between rounds.
+    connector = aiohttp.TCPConnector(limit_per_host=args.concurrency)
+    async with AsyncClient(runtime_dir, timeout=60) as client, aiohttp.ClientSession(connector=connector) as session:
         await through_para(client, urls[:50], args.concurrency, args.format)   # warm: connections, imports
-        await plain(urls[:50], args.concurrency, args.format)
+        await plain(session, urls[:50], args.concurrency, args.format)
         for _ in range(args.rounds):
             times["para"].append(await through_para(client, urls, args.concurrency, args.format))
-            times["plain"].append(await plain(urls, args.concurrency, args.format))
+            times["plain"].append(await plain(session, urls, args.concurrency, args.format))
     return times
 
 

@@ -30,7 +30,7 @@ import zmq.asyncio
 
 from para.client.autostart import start_daemon
 from para.client.batch import track_tasks
-from para.client.core import BaseClient, Silence, TaskState, split_options
+from para.client.core import MAP_BATCH, BaseClient, Silence, TaskState, split_options
 from para.client.errors import DaemonUnavailable, ParaError, TaskTimeout
 from para.client.result import Chunk, Result
 from para.client.resume import AwaitSlot, Resume
@@ -143,6 +143,7 @@ class AsyncClient(BaseClient):
         self._sock: zmq.asyncio.Socket | None = None
         self._reader: asyncio.Task | None = None
         self._resuming: asyncio.Task | None = None
+        self._unsent: list[AsyncTask] = []   # run() tasks waiting for this loop iteration's Submit frame
 
     # ---- lifecycle ------------------------------------------------------------
 
@@ -186,9 +187,10 @@ class AsyncClient(BaseClient):
     # ---- tasks ------------------------------------------------------------------
 
     async def run(self, tool: str, /, **kwargs: Any) -> Result:
-        """Run one task and wait for it (task options as in Client.run)."""
+        """Run one task and wait for it (task options as in Client.run). The tasks that coroutines
+        run() in one turn of the event loop go to parad together, in one Submit frame."""
         task = self._track(AsyncTask(self, self._spec(tool, *split_options(kwargs))))
-        self._send(self._submit([task.spec]))
+        self._submit_soon(task)
         try:
             return await task.result()
         finally:
@@ -334,9 +336,44 @@ class AsyncClient(BaseClient):
         self._send_frame(self._frame(msg))
 
     def _send_frame(self, frame: bytes) -> None:
+        if self._unsent:
+            self._send_unsent()   # frames leave in the order they were asked for
         if self._sock is None:
             raise DaemonUnavailable("this AsyncClient is not connected: use `async with AsyncClient()`", self.path)
         self._sock.send(frame)  # DEALER to a live peer: queued at once, never waits
+
+    def _submit_soon(self, task: AsyncTask) -> None:
+        """Queue `task` for a Submit sent at the end of this turn of the loop. One frame for many
+        run() calls instead of one each: a zmq send wakes the client's and parad's I/O threads,
+        and parad reads, checks and journals frame by frame."""
+        if self._sock is None:
+            self._tasks.pop(task.id, None)
+            raise DaemonUnavailable("this AsyncClient is not connected: use `async with AsyncClient()`", self.path)
+        if not self._unsent:
+            asyncio.get_running_loop().call_soon(self._send_unsent)
+        self._unsent.append(task)
+
+    def _send_unsent(self) -> None:
+        tasks, self._unsent = self._unsent, []
+        for i in range(0, len(tasks), MAP_BATCH):
+            self._send_tasks(tasks[i:i + MAP_BATCH])
+
+    def _send_tasks(self, tasks: list[AsyncTask]) -> None:
+        """One Submit for `tasks`, halved while it cannot be encoded or is too large; a task that
+        cannot be sent gets the error its run() raised when each task had a frame of its own."""
+        try:
+            frame = self._frame(self._submit([t.spec for t in tasks]))
+        except Exception as exc:   # too large, or arguments msgpack cannot encode: the caller's error
+            if len(tasks) > 1:      # ... for one task only: find it
+                self._send_tasks(tasks[:len(tasks) // 2])
+                self._send_tasks(tasks[len(tasks) // 2:])
+            else:
+                _fail(tasks, exc)
+            return
+        try:
+            self._send_frame(frame)
+        except ParaError as exc:
+            _fail(tasks, exc)
 
     async def _request(self, msg: Any, timeout: float | None = None) -> Any:
         reply = asyncio.get_running_loop().create_future()
@@ -371,6 +408,7 @@ class AsyncClient(BaseClient):
 
     def _begin_resume(self, silent: bool) -> None:
         """Open a fresh socket here, in the reader (which polls it), and resume in a task of its own."""
+        self._send_unsent()   # to the old socket: the resume then knows them as sent, and submits them again if unknown
         try:
             plan = self._resume_plan(silent)
         except DaemonUnavailable as exc:   # a nested client: its parent command is gone with parad
@@ -406,3 +444,9 @@ class AsyncClient(BaseClient):
         for reply in self._replies.values():
             if not reply.done():
                 reply.set_exception(error)
+
+
+def _fail(tasks: list[AsyncTask], error: Exception) -> None:
+    for task in tasks:
+        if not task.done():
+            task._settle(None, error)   # type: ignore[arg-type]  (an encoding error is the caller's, raised as is)

@@ -84,3 +84,18 @@ def test_a_hung_daemon_fails_waiters_instead_of_hanging(start_daemon) -> None:
                 os.kill(d.pid, signal.SIGCONT)
 
     run(main())
+
+
+def test_runs_started_together_share_a_frame_but_fail_alone(daemon) -> None:
+    # run() calls made in one turn of the loop leave in one Submit: a task too large to send, or
+    # refused by parad, fails by itself, as it would have alone, and the others run.
+    async def main():
+        async with AsyncClient(daemon.runtime_dir) as c:
+            return await asyncio.gather(c.run("echo", n=1), c.run("echo", big="x" * (9 << 20)), c.run("nope"),
+                                        c.run("echo", bad={1, 2}), c.run("echo", n=2), return_exceptions=True)
+
+    first, too_large, unknown, unencodable, last = run(main())
+    assert first.value == {"n": 1} and last.value == {"n": 2}
+    assert isinstance(too_large, InvalidRequest) and "max_message_size" in str(too_large)
+    assert isinstance(unknown, InvalidRequest) and "unknown tool 'nope'" in str(unknown)
+    assert isinstance(unencodable, TypeError)

@@ -16,7 +16,7 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -27,6 +27,7 @@ from para.web.options import HttpOptions
 from para.web.policy import Refused, WebPolicy
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+CHECKED_HOSTS = 4096   # hosts whose check is remembered (the memo starts over past that)
 # Never sent to another origin than the one the task named.
 CREDENTIALS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
@@ -53,8 +54,18 @@ class Response:
 
     def header(self, name: str) -> str:
         """A header's value, whatever case the server wrote its name in ('' if absent)."""
+        value = self.headers.get(name)   # most servers write names as asked for: no scan
+        if value is not None:
+            return value
         name = name.lower()
         return next((v for k, v in self.headers.items() if k.lower() == name), "")
+
+    def copy(self) -> "Response":
+        """A shallow copy, to change (a cached response is shared); dataclasses.replace is several times slower."""
+        new = object.__new__(Response)
+        for name in Response.__slots__:
+            setattr(new, name, getattr(self, name))
+        return new
 
     @property
     def content_type(self) -> str:
@@ -69,7 +80,7 @@ class Response:
         return None
 
 
-# Makes one request: (url, headers, whether they carry credentials) -> its response.
+# Makes one request: (url, headers, whether they carry credentials) -> its response, a fresh object the caller may change.
 Hop = Callable[[URL, dict[str, str], bool], Awaitable[Response]]
 
 
@@ -95,6 +106,10 @@ class HttpClient:
         self.options = options
         self.policy = policy or options.policy.policy()
         self._session: aiohttp.ClientSession | None = None
+        # host -> the policy's refusal, or None if it passed: `policy` is frozen, and what is remembered
+        # needs no DNS (a name's rules; an IP literal's address), so the answer cannot change. Names
+        # are still resolved and their addresses checked for each new connection, by PolicyResolver.
+        self._checked: dict[str, str | None] = {}
 
     async def open(self) -> None:
         o = self.options
@@ -111,7 +126,7 @@ class HttpClient:
             await self._session.close()
             self._session = None
 
-    async def get(self, url: str, headers: dict[str, str] | None = None, timeout: float | None = None,
+    async def get(self, url: str | URL, headers: dict[str, str] | None = None, timeout: float | None = None,
                   hop: Hop | None = None) -> Response:
         """GET `url`, following redirects by hand, each hop made by `hop` (default: `self.hop`; Pages
         passes one that caches and shares hops). FetchError if there is no answer (the policy's refusal
@@ -119,7 +134,7 @@ class HttpClient:
         total = min(timeout or self.options.total_timeout, self.options.total_timeout)
         try:
             async with asyncio.timeout(total):
-                return await self._follow(URL(url), dict(headers or {}), hop or self.hop)
+                return await self._follow(url if isinstance(url, URL) else URL(url), dict(headers or {}), hop or self.hop)
         except Refused as exc:
             raise FetchError(f"refused by the web policy: {exc}") from None
         except aiohttp.ConnectionTimeoutError:
@@ -150,8 +165,9 @@ class HttpClient:
         for _ in range(self.options.max_redirects + 1):
             await self._check(url)
             resp = await hop(url, headers, credentials)
-            if resp.location is None:
-                return replace(resp, url=str(first), redirects=redirects, sent=header_key(headers))
+            if resp.location is None:   # a Hop's response is the caller's own: set in place, not copied
+                resp.url, resp.redirects, resp.sent = str(first), redirects, header_key(headers)
+                return resp
             nxt = url.join(URL(resp.location))
             if (nxt.scheme, nxt.host, nxt.port) != (url.scheme, url.host, url.port):   # another origin
                 headers = {k: v for k, v in headers.items() if k.lower() not in CREDENTIALS}
@@ -163,14 +179,29 @@ class HttpClient:
         """The hop's scheme and host; an IP literal's address too (aiohttp does not resolve those)."""
         if url.scheme not in ("http", "https"):
             raise Refused(f"{url} is not an http or https URL")
-        if not url.host:
+        host = url.host
+        if not host:
             raise Refused(f"{url} names no host")
-        name = self.policy.check_host(url.host)
         try:
-            ipaddress.ip_address(name)
-        except ValueError:
-            return
-        await self.policy.resolve(name, url.port or 0)
+            refusal = self._checked[host]
+        except KeyError:
+            refusal = self._checked[host] = await self._check_host(host, url.port or 0)
+        if refusal is not None:
+            raise Refused(refusal)
+
+    async def _check_host(self, host: str, port: int) -> str | None:
+        if len(self._checked) >= CHECKED_HOSTS:
+            self._checked.clear()
+        try:
+            name = self.policy.check_host(host)
+            try:
+                ipaddress.ip_address(name)
+            except ValueError:
+                return None
+            await self.policy.resolve(name, port)   # a literal: no lookup, its address checked
+            return None
+        except Refused as exc:
+            return str(exc)
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> tuple[bytes, bool]:

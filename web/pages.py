@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from yarl import URL
 
@@ -73,7 +73,9 @@ class Pages:
     async def _hop(self, url: URL, headers: dict[str, str], credentials: bool) -> Response:
         got = await self.memo.get(("hop", str(url), header_key(headers)),
                                   lambda: self._request(url, headers, credentials))
-        return replace(got.value, ttl=got.ttl, how=got.how)
+        resp = got.value.copy()
+        resp.ttl, resp.how = got.ttl, got.how
+        return resp
 
     async def _request(self, url: URL, headers: dict[str, str], credentials: bool) -> Produced[Response]:
         resp = await self.http.hop(url, headers, credentials)
@@ -87,7 +89,7 @@ class Pages:
         return Produced((content, title), 2 * len(content) + 256, resp.ttl)
 
 
-def normalize(url: str) -> str:
+def normalize(url: str) -> URL:
     """The URL as the cache knows it: scheme and host lower case, default port and fragment dropped."""
     try:
         parsed = URL(url)
@@ -95,7 +97,7 @@ def normalize(url: str) -> str:
         raise FetchError(f"{url!r} is not a URL: {exc}") from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise FetchError(f"{url!r} is not an http(s) URL with a host; only http and https are fetched")
-    return str(parsed.with_fragment(None))
+    return parsed.with_fragment(None)
 
 
 def cut(content: str | bytes, start: int, length: int) -> tuple[str, int, int | None]:

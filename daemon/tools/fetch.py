@@ -16,7 +16,7 @@ from pydantic import Field, field_validator
 
 from para.daemon.tools.base import Finished, StrictModel, TaskContext, Tool, ToolFailure
 from para.web.options import HttpOptions
-from para.web.policy import Refused
+from para.web.policy import Refused, WebPolicy
 
 # Headers a task may not set: they would lie about the request's target or framing.
 FORBIDDEN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "te", "upgrade",
@@ -65,6 +65,8 @@ class Fetch(Tool):
     # One worker: the cache and in-flight deduplication are the worker's, so one worker makes them the pool's.
     pool_defaults = {"min_workers": 1, "max_workers": 1, "default_timeout": 60}
 
+    _admit_policy: tuple[Any, WebPolicy] | None = None   # (the config it was built from, the policy)
+
     def admit(self, args: FetchArgs, options: FetchOptions, timeout: float | None) -> None:
         """Refuse at submission what the policy refuses by name alone (no DNS here; the worker checks addresses)."""
         try:
@@ -75,27 +77,33 @@ class Fetch(Tool):
         if url.scheme.lower() not in ("http", "https") or not host:
             raise ToolFailure(f"{args.url!r} is not an http(s) URL with a host; only http and https are fetched")
         try:
-            options.policy.policy().check_host(host)
+            self._policy(options).check_host(host)
         except Refused as exc:
             raise ToolFailure(f"refused by the web policy: {exc}") from None
 
+    def _policy(self, options: FetchOptions) -> WebPolicy:
+        # Built once per pool config, not per submission: parad admits every fetch on its one loop.
+        if self._admit_policy is None or self._admit_policy[0] is not options.policy:
+            self._admit_policy = (options.policy, options.policy.policy())
+        return self._admit_policy[1]
+
     async def open(self, options: FetchOptions) -> None:
-        from para.web.pages import Pages
+        from para.web.extract import NotText
+        from para.web.http import FetchError
+        from para.web.pages import Pages, cut
         self.pages = Pages(options)
+        self.failures, self.cut = (FetchError, NotText), cut   # imported here, once: not on parad's side
         await self.pages.open()
 
     async def close(self) -> None:
         await self.pages.close()
 
     async def run_async(self, args: FetchArgs, options: FetchOptions, ctx: TaskContext) -> Finished:
-        from para.web.extract import NotText
-        from para.web.http import FetchError
-        from para.web.pages import cut
         try:
             page = await self.pages.page(args.url, args.format, args.headers, args.timeout, args.links)
-        except (FetchError, NotText) as exc:
+        except self.failures as exc:
             raise ToolFailure(str(exc)) from None
-        content, length, nxt = cut(page.content, args.start_index, args.max_length)
+        content, length, nxt = self.cut(page.content, args.start_index, args.max_length)
         resp = page.response
         value: dict[str, Any] = {
             "url": resp.url, "final_url": resp.final_url, "status": resp.status, "reason": resp.reason,
