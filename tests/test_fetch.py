@@ -238,6 +238,20 @@ def test_pages_trafilatura_finds_nothing_in_still_give_their_text(server: WebSer
     assert fetch(server.url("/png"), fmt="bytes").content == b"\x89PNG\r\n\x1a\n\0\0"
 
 
+@pytest.mark.parametrize("charset", ["zlib", "rot13", "idna", "undefined", "punycode", "no-such-charset"])
+def test_a_charset_that_is_no_web_text_encoding_is_read_as_utf8(server: WebServer, charset: str) -> None:
+    # A server names the charset: Python codecs that are not text encodings, or raise, or
+    # take quadratic time (punycode) must not be what decodes its body.
+    text = "grüße-aus-köln"
+    server.page("/header", f"<html><body><p>{text}</p></body></html>", content_type=f"text/html; charset={charset}")
+    server.page("/meta", f'<html><head><meta charset="{charset}"></head><body><p>{text}</p></body></html>',
+                content_type="text/html")
+    server.page("/plain", text, content_type=f"text/plain; charset={charset}")
+    assert fetch(server.url("/header")).content == text
+    assert fetch(server.url("/meta")).content == text
+    assert fetch(server.url("/plain"), fmt="raw").content == text
+
+
 def test_long_content_is_read_in_pieces() -> None:
     assert cut("abcdefghij", 0, 4) == ("abcd", 10, 4)
     assert cut("abcdefghij", 8, 4) == ("ij", 10, None)

@@ -23,6 +23,10 @@ TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javas
               "application/rss+xml", "application/atom+xml", "application/ld+json", "application/x-ndjson")
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_.:-]+)""", re.I)
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.I | re.S)
+# Python codecs that are no web charset and that a server may still name: punycode decodes in
+# quadratic time (minutes for a capped body, on the worker's loop), idna and undefined raise
+# whatever `errors` says. Codecs that are not text encodings (zlib, rot13) raise LookupError.
+_NOT_CHARSETS = frozenset({"punycode", "idna", "undefined"})
 
 
 class NotText(Exception):
@@ -49,7 +53,10 @@ def decode(body: bytes, charset: str | None, html_body: bool) -> str:
     """The body as text: the header's charset, else an HTML meta charset, else UTF-8 (bad bytes replaced)."""
     for name in (charset, _meta_charset(body) if html_body else None):
         if name and _known(name):
-            return body.decode(name, errors="replace")
+            try:
+                return body.decode(name, errors="replace")
+            except LookupError:
+                pass    # a codec, but not a text encoding (zlib, base64): the server's charset is wrong
     return body.decode("utf-8", errors="replace")
 
 
@@ -127,7 +134,6 @@ def _meta_charset(body: bytes) -> str | None:
 
 def _known(name: str) -> bool:
     try:
-        codecs.lookup(name)
-        return True
+        return codecs.lookup(name).name not in _NOT_CHARSETS
     except LookupError:
         return False
