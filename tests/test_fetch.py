@@ -314,6 +314,21 @@ def test_a_denied_host_is_refused_at_submission(parad: Daemon) -> None:
             c.submit("fetch", url="http://a.test/", headers={"Host": "elsewhere"})
 
 
+def fetch_worker(c: Any) -> str:
+    return next(w["id"] for w in c.workers() if w["pool"] == "fetch")
+
+
+def test_a_page_of_unclosed_title_tags_does_not_stall_the_worker(parad: Daemon, site: WebServer) -> None:
+    # 28000 '<title>' and no '</title>': a title search rescanning the page from each opener holds
+    # the GIL for tens of seconds, no heartbeat goes out, and parad kills the pool's only worker.
+    site.page("/titles", "<html><body><p>first words</p>" + "<title>" * 28000)
+    with parad.client(timeout=120) as c:
+        worker = fetch_worker(c)
+        page = c.run("fetch", url=site.url("/titles"), max_length=100).value
+        assert (page["status"], page["title"]) == (200, None) and "first words" in page["content"]
+        assert fetch_worker(c) == worker
+
+
 def test_identical_fetches_from_many_tasks_make_one_request(parad: Daemon, site: WebServer) -> None:
     n = 8
     site.hold("/once")
