@@ -329,6 +329,28 @@ def test_a_page_of_unclosed_title_tags_does_not_stall_the_worker(parad: Daemon, 
         assert fetch_worker(c) == worker
 
 
+def test_an_extraction_past_its_deadline_is_killed_and_the_worker_serves_on(
+        site: WebServer, tmp_path: Path, make_daemon: Callable[..., Daemon]) -> None:
+    # 5 MiB of sibling links: trafilatura's markdown pass spends a minute in lxml calls that hold
+    # the GIL; in a thread of the worker that stopped its heartbeats and parad killed it as hung.
+    site.page("/index", "<html><body><article>" + '<a href="/x">link text here</a> ' * 150_000 + "</article></body></html>")
+    site.page("/small", "<p>small</p>")
+    options = {"policy": LOCAL, "extract_timeout": 1, "extract_processes": 1}
+    d = make_daemon({"daemon": FAST, "pools": {"fetch": {"options": options}}}, tmp_path)
+    try:
+        with d.client(timeout=120) as c:
+            worker = fetch_worker(c)
+            with pytest.raises(TaskError) as info:
+                c.run("fetch", url=site.url("/index"))
+            assert info.value.result.error == (f"extracting {site.url('/index')} as markdown took more than 1s "
+                                               f"(extract_timeout); ask for format raw, or raise the pool's extract_timeout")
+            assert c.run("fetch", url=site.url("/index"), format="raw", max_length=21).value["content"] == "<html><body><article>"
+            assert c.run("fetch", url=site.url("/small")).value["content"] == "small"   # a new extraction process
+            assert fetch_worker(c) == worker
+    finally:
+        stop_and_check(d)
+
+
 def test_identical_fetches_from_many_tasks_make_one_request(parad: Daemon, site: WebServer) -> None:
     n = 8
     site.hold("/once")

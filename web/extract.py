@@ -6,7 +6,7 @@ finds no main content (short pages, unusual layouts) its baseline extractor
 is tried, then all the page's visible text (trafilatura's, then the standard
 library's parser, which also reads fragments lxml gives up on), so a page that
 has text never comes back empty. Other text types (plain, JSON, XML, ...) are returned as
-decoded. This is CPU work: callers run it in a thread (see web/pages.py).
+decoded. This is CPU work on what a server sent: fetch runs it in child processes (web/renderer.py).
 """
 
 from __future__ import annotations
