@@ -238,6 +238,20 @@ def test_pages_trafilatura_finds_nothing_in_still_give_their_text(server: WebSer
     assert fetch(server.url("/png"), fmt="bytes").content == b"\x89PNG\r\n\x1a\n\0\0"
 
 
+@pytest.mark.parametrize("charset", ["zlib", "rot13", "idna", "undefined", "punycode", "no-such-charset"])
+def test_a_charset_that_is_no_web_text_encoding_is_read_as_utf8(server: WebServer, charset: str) -> None:
+    # A server names the charset: Python codecs that are not text encodings, or raise, or
+    # take quadratic time (punycode) must not be what decodes its body.
+    text = "grüße-aus-köln"
+    server.page("/header", f"<html><body><p>{text}</p></body></html>", content_type=f"text/html; charset={charset}")
+    server.page("/meta", f'<html><head><meta charset="{charset}"></head><body><p>{text}</p></body></html>',
+                content_type="text/html")
+    server.page("/plain", text, content_type=f"text/plain; charset={charset}")
+    assert fetch(server.url("/header")).content == text
+    assert fetch(server.url("/meta")).content == text
+    assert fetch(server.url("/plain"), fmt="raw").content == text
+
+
 def test_long_content_is_read_in_pieces() -> None:
     assert cut("abcdefghij", 0, 4) == ("abcd", 10, 4)
     assert cut("abcdefghij", 8, 4) == ("ij", 10, None)
@@ -298,6 +312,43 @@ def test_a_denied_host_is_refused_at_submission(parad: Daemon) -> None:
             c.submit("fetch", url="file:///etc/passwd")
         with pytest.raises(InvalidRequest, match="header 'Host' may not be set by a task"):
             c.submit("fetch", url="http://a.test/", headers={"Host": "elsewhere"})
+
+
+def fetch_worker(c: Any) -> str:
+    return next(w["id"] for w in c.workers() if w["pool"] == "fetch")
+
+
+def test_a_page_of_unclosed_title_tags_does_not_stall_the_worker(parad: Daemon, site: WebServer) -> None:
+    # 28000 '<title>' and no '</title>': a title search rescanning the page from each opener holds
+    # the GIL for tens of seconds, no heartbeat goes out, and parad kills the pool's only worker.
+    site.page("/titles", "<html><body><p>first words</p>" + "<title>" * 28000)
+    with parad.client(timeout=120) as c:
+        worker = fetch_worker(c)
+        page = c.run("fetch", url=site.url("/titles"), max_length=100).value
+        assert (page["status"], page["title"]) == (200, None) and "first words" in page["content"]
+        assert fetch_worker(c) == worker
+
+
+def test_an_extraction_past_its_deadline_is_killed_and_the_worker_serves_on(
+        site: WebServer, tmp_path: Path, make_daemon: Callable[..., Daemon]) -> None:
+    # 5 MiB of sibling links: trafilatura's markdown pass spends a minute in lxml calls that hold
+    # the GIL; in a thread of the worker that stopped its heartbeats and parad killed it as hung.
+    site.page("/index", "<html><body><article>" + '<a href="/x">link text here</a> ' * 150_000 + "</article></body></html>")
+    site.page("/small", "<p>small</p>")
+    options = {"policy": LOCAL, "extract_timeout": 1, "extract_processes": 1}
+    d = make_daemon({"daemon": FAST, "pools": {"fetch": {"options": options}}}, tmp_path)
+    try:
+        with d.client(timeout=120) as c:
+            worker = fetch_worker(c)
+            with pytest.raises(TaskError) as info:
+                c.run("fetch", url=site.url("/index"))
+            assert info.value.result.error == (f"extracting {site.url('/index')} as markdown took more than 1s "
+                                               f"(extract_timeout); ask for format raw, or raise the pool's extract_timeout")
+            assert c.run("fetch", url=site.url("/index"), format="raw", max_length=21).value["content"] == "<html><body><article>"
+            assert c.run("fetch", url=site.url("/small")).value["content"] == "small"   # a new extraction process
+            assert fetch_worker(c) == worker
+    finally:
+        stop_and_check(d)
 
 
 def test_identical_fetches_from_many_tasks_make_one_request(parad: Daemon, site: WebServer) -> None:

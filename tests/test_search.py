@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -35,9 +36,11 @@ def searxng(server: WebServer, asked: list[dict[str, str]]) -> None:
     server.route("/search", search)
 
 
-def with_searcher(server: WebServer, body: Callable[[Searcher], Awaitable[Any]], **policy: Any) -> Any:
+def with_searcher(server: WebServer, body: Callable[[Searcher], Awaitable[Any]], max_bytes: int = 5 << 20,
+                  **policy: Any) -> Any:
     async def main() -> Any:
-        searcher = Searcher(SearxNG(server.url("/", host="searx.test")), HttpOptions(policy={**LOCAL, **policy}))
+        options = HttpOptions(policy={**LOCAL, **policy}, max_bytes=max_bytes)
+        searcher = Searcher(SearxNG(server.url("/", host="searx.test")), options)
         await searcher.open()
         try:
             return await body(searcher)
@@ -94,6 +97,21 @@ def test_a_searxng_without_json_says_what_to_enable(server: WebServer) -> None:
     server.page("/search", "<html>not json</html>")
     with pytest.raises(FetchError, match="did not answer with its JSON results"):
         with_searcher(server, lambda s: s.search("q"))
+
+
+@pytest.mark.parametrize("body", [b'{"results": 5}', b'{"results": null}', b'{"results": "text"}',
+                                  b'{"results": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}"])
+def test_a_provider_answering_json_of_another_shape_fails_saying_so(server: WebServer, body: bytes) -> None:
+    server.page("/search", body, content_type="application/json")
+    with pytest.raises(FetchError, match="did not answer with its JSON results"):
+        with_searcher(server, lambda s: s.search("q"))
+
+
+def test_a_provider_answer_past_max_bytes_says_which_option_to_raise(server: WebServer) -> None:
+    hits = [{"url": f"https://example.org/{i}", "title": "t" * 100, "content": "c" * 1000} for i in range(2000)]
+    server.page("/search", json.dumps({"results": hits}), content_type="application/json")
+    with pytest.raises(FetchError, match=r"answered more than max_bytes \(1048576 bytes\); raise the search pool's options.max_bytes"):
+        with_searcher(server, lambda s: s.search("q"), max_bytes=1 << 20)
 
 
 def test_no_provider_is_refused_at_admission_saying_how_to_configure_one() -> None:

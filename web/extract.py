@@ -6,7 +6,7 @@ finds no main content (short pages, unusual layouts) its baseline extractor
 is tried, then all the page's visible text (trafilatura's, then the standard
 library's parser, which also reads fragments lxml gives up on), so a page that
 has text never comes back empty. Other text types (plain, JSON, XML, ...) are returned as
-decoded. This is CPU work: callers run it in a thread (see web/pages.py).
+decoded. This is CPU work on what a server sent: fetch runs it in child processes (web/renderer.py).
 """
 
 from __future__ import annotations
@@ -22,7 +22,14 @@ FORMATS = ("markdown", "text", "raw", "bytes")
 TEXT_TYPES = ("text/", "application/json", "application/xml", "application/javascript", "application/xhtml+xml",
               "application/rss+xml", "application/atom+xml", "application/ld+json", "application/x-ndjson")
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([a-zA-Z0-9_.:-]+)""", re.I)
-_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.I | re.S)
+# Two searches, each linear: one regex spanning opener to closer rescans the rest of the page from
+# every opener, quadratic for a page of unclosed openers (40 s for 200 kB, the GIL held throughout).
+_TITLE_OPEN = re.compile(r"<title\b[^>]{0,200}>", re.I)
+_TITLE_CLOSE = re.compile(r"</title\s*>", re.I)
+# Python codecs that are no web charset and that a server may still name: punycode decodes in
+# quadratic time (minutes for a capped body, on the worker's loop), idna and undefined raise
+# whatever `errors` says. Codecs that are not text encodings (zlib, rot13) raise LookupError.
+_NOT_CHARSETS = frozenset({"punycode", "idna", "undefined"})
 
 
 class NotText(Exception):
@@ -49,7 +56,10 @@ def decode(body: bytes, charset: str | None, html_body: bool) -> str:
     """The body as text: the header's charset, else an HTML meta charset, else UTF-8 (bad bytes replaced)."""
     for name in (charset, _meta_charset(body) if html_body else None):
         if name and _known(name):
-            return body.decode(name, errors="replace")
+            try:
+                return body.decode(name, errors="replace")
+            except LookupError:
+                pass    # a codec, but not a text encoding (zlib, base64): the server's charset is wrong
     return body.decode("utf-8", errors="replace")
 
 
@@ -102,8 +112,12 @@ class _TextParser(HTMLParser):
 
 
 def title(page: str) -> str | None:
-    found = _TITLE.search(page[:200_000])
-    return " ".join(html.unescape(found.group(1)).split()) or None if found else None
+    head = page[:200_000]
+    opened = _TITLE_OPEN.search(head)
+    closed = _TITLE_CLOSE.search(head, opened.end()) if opened else None
+    if opened is None or closed is None:
+        return None
+    return " ".join(html.unescape(head[opened.end():closed.start()]).split()) or None
 
 
 def is_html(body: bytes, content_type: str) -> bool:
@@ -127,7 +141,6 @@ def _meta_charset(body: bytes) -> str | None:
 
 def _known(name: str) -> bool:
     try:
-        codecs.lookup(name)
-        return True
+        return codecs.lookup(name).name not in _NOT_CHARSETS
     except LookupError:
         return False

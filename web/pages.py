@@ -13,7 +13,6 @@ same fetch.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from dataclasses import dataclass
 
@@ -25,6 +24,7 @@ from para.web.http import FetchError, HttpClient, Response, header_key
 from para.web.inflight import Memo, Produced
 from para.web.options import HttpOptions
 from para.web.policy import WebPolicy
+from para.web.renderer import Renderer
 
 
 @dataclass(slots=True)
@@ -42,11 +42,14 @@ class Page:
 
 
 class Pages:
-    """The fetch service of one worker: an HttpClient, and a Memo over a byte-bounded cache."""
+    """The fetch service of one worker: an HttpClient, a Memo over a byte-bounded cache, and the
+    processes that extract HTML (`extract_processes`, each page within `extract_timeout` seconds)."""
 
-    def __init__(self, options: HttpOptions, policy: WebPolicy | None = None) -> None:
+    def __init__(self, options: HttpOptions, policy: WebPolicy | None = None, extract_processes: int = 2,
+                 extract_timeout: float = 20.0) -> None:
         self.http = HttpClient(options, policy)
         self.memo = Memo(ByteLRU(options.cache_bytes))
+        self.renderer = Renderer(extract_processes, extract_timeout)
 
     async def open(self) -> None:
         await self.http.open()
@@ -54,6 +57,7 @@ class Pages:
     async def close(self) -> None:
         await self.memo.close()
         await self.http.close()
+        await self.renderer.close()
 
     async def page(self, url: str, fmt: str = "markdown", headers: dict[str, str] | None = None,
                    timeout: float | None = None, links: bool = False) -> Page:
@@ -64,7 +68,7 @@ class Pages:
             return Page(resp, fmt, resp.body)
         links = links and fmt == "markdown"
         if fmt == "raw" or not is_html(resp.body, resp.content_type):
-            # Decoding only: microseconds a page, cheaper than a thread's hand-off or a cache entry.
+            # Decoding only: microseconds a page, cheaper than a process's hand-off or a cache entry.
             return Page(resp, fmt, *render(resp.body, resp.content_type, resp.charset, fmt, resp.final_url))
         key = ("render", resp.final_url, resp.sent, fmt, links)
         got = await self.memo.get(key, lambda: self._extract(resp, fmt, links))
@@ -83,9 +87,9 @@ class Pages:
         return Produced(resp, size, resp.ttl)
 
     async def _extract(self, resp: Response, fmt: str, links: bool) -> Produced[tuple[str, str | None]]:
-        # Milliseconds of CPU a page: in a thread, so the loop goes on serving the other tasks meanwhile.
-        content, title = await asyncio.to_thread(render, resp.body, resp.content_type, resp.charset, fmt,
-                                                  resp.final_url, links)
+        # Milliseconds of CPU a page, or minutes for some: in a child process (web/renderer.py).
+        content, title = await self.renderer.render(resp.body, resp.content_type, resp.charset, fmt,
+                                                    resp.final_url, links)
         return Produced((content, title), 2 * len(content) + 256, resp.ttl)
 
 

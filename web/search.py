@@ -65,10 +65,15 @@ class SearxNG:
         if resp.status != 200:
             raise FetchError(f"SearxNG at {self.base} answered {resp.status} {resp.reason}"
                              + (" (is `json` in its search.formats?)" if resp.status == 403 else ""))
+        if resp.truncated:
+            raise FetchError(f"SearxNG at {self.base} answered more than max_bytes ({http.options.max_bytes} bytes); "
+                             f"raise the search pool's options.max_bytes")
         try:
             hits = json.loads(resp.body)["results"]
-        except (ValueError, KeyError, TypeError):
-            raise FetchError(f"SearxNG at {self.base} did not answer with its JSON results (check searxng_url)") from None
+        except (ValueError, KeyError, TypeError, RecursionError):   # RecursionError: nesting too deep
+            hits = None
+        if not isinstance(hits, list):
+            raise FetchError(f"SearxNG at {self.base} did not answer with its JSON results (check searxng_url)")
         return [Result(str(h.get("title") or ""), str(h["url"]), str(h.get("content") or ""))
                 for h in hits if isinstance(h, dict) and h.get("url")][:count]
 

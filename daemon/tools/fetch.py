@@ -48,7 +48,10 @@ class FetchArgs(StrictModel):
 
 
 class FetchOptions(HttpOptions):
-    """fetch's pool options: the HTTP client's (web/options.py)."""
+    """fetch's pool options: the HTTP client's (web/options.py), and HTML extraction's."""
+    extract_timeout: float = Field(20.0, gt=0, description="seconds extracting one page's main content may take; "
+                                                           "past it the extraction is killed and the task fails (format raw still works)")
+    extract_processes: int = Field(2, ge=1, le=64, description="processes extracting pages' main content at once (each some 60 MB)")
 
 
 class Fetch(Tool):
@@ -91,7 +94,7 @@ class Fetch(Tool):
         from para.web.extract import NotText
         from para.web.http import FetchError
         from para.web.pages import Pages, cut
-        self.pages = Pages(options)
+        self.pages = Pages(options, extract_processes=options.extract_processes, extract_timeout=options.extract_timeout)
         self.failures, self.cut = (FetchError, NotText), cut   # imported here, once: not on parad's side
         await self.pages.open()
 
