@@ -57,6 +57,7 @@ class AsyncRun:
     started: float
     task: asyncio.Task[None] | None = None
     ended: str | None = None    # why its coroutine was cancelled: "cancelled" or "timeout"
+    entered: bool = False       # its coroutine has begun: a cancel before that would never reach its try
     timer: asyncio.TimerHandle | None = None
     paused: bool = False
     seq: int = 0                # its Chunks' sequence numbers
@@ -173,8 +174,13 @@ class AsyncWorker(Worker):
 
     def _interrupt(self, task_id: str, why: str) -> None:
         run = self.running.get(task_id)
-        if run is not None and run.ended is None and run.task is not None:
-            run.ended = why
+        if run is None or run.ended is not None or run.task is None:
+            return
+        run.ended = why
+        # An Assign and its Cancel read in one turn: the task has not stepped yet, and a
+        # Task cancelled then ends without running a line of _serve_task (no result, its
+        # credit held for good). _serve_task sees `ended` as it begins instead.
+        if run.entered:
             run.task.cancel()
 
     def _pause(self, task_id: str, pause: bool) -> None:
@@ -190,6 +196,10 @@ class AsyncWorker(Worker):
 
     async def _serve_task(self, run: AsyncRun, ctx: TaskContext) -> None:
         task = run.assign.task
+        run.entered = True
+        if run.ended is not None:
+            self._end(run, interrupted(task, run.ended == "timeout"))
+            return
         try:
             args = self.tool.Args.model_validate(task.args)
             answer = await self.tool.run_async(args, self.options, ctx)

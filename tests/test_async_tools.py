@@ -67,7 +67,8 @@ class Waiter(Tool):
                 self.all_here.set()
             await self.all_here.wait()
             return Finished(value={"pid": os.getpid(), "arrived": self.arrived})
-        if args.mode == "gate":      # waits for the test to create `path`; leaves a mark if cancelled
+        if args.mode == "gate":      # waits for the test to create `path`; leaves marks as it starts and if cancelled
+            Path(f"{args.path}.started.{ctx.task_id}").touch()
             try:
                 while not os.path.exists(args.path):
                     await asyncio.sleep(0.02)
@@ -94,6 +95,12 @@ class Waiter(Tool):
             for i in range(args.n):
                 await ctx.output(b"%08d" % i + bytes(CHUNK - 8))
             return Finished(value=args.n)
+        if args.mode == "hold":      # blocks the whole loop until the test creates `path`
+            Path(args.path + ".held").touch()
+            deadline = time.monotonic() + 60
+            while not os.path.exists(args.path) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return Finished(value="held")
         if args.mode == "block":     # blocks the whole loop: no heartbeat goes out
             time.sleep(args.seconds)
             return Finished(value="blocked")
@@ -138,6 +145,8 @@ def test_cancel_one_while_others_go_on(parad: Daemon, tmp_path: Path) -> None:
     with parad.client(timeout=60) as c:
         futures = [c.submit("waiter", mode="gate", path=str(gate), timeout=60) for _ in range(3)]
         wait_running(c, count=3)
+        # Cancelled once its coroutine runs (a cancel that comes first: the same-turn test below).
+        wait_until((tmp_path / f"gate.started.{futures[0].id}").exists, 20, "the coroutine to start")
         futures[0].cancel()
         # The coroutine itself saw the cancel (CancelledError at its await).
         wait_until((tmp_path / f"gate.cancelled.{futures[0].id}").exists, 20, "the coroutine to be cancelled")
@@ -145,6 +154,32 @@ def test_cancel_one_while_others_go_on(parad: Daemon, tmp_path: Path) -> None:
         cancelled = futures[0].result(timeout=60)
         assert (cancelled.status, cancelled.error) == ("cancelled", "cancelled while running")
         assert [f.result(timeout=60).status for f in futures[1:]] == ["succeeded", "succeeded"]
+
+
+def test_a_cancel_read_in_the_same_turn_as_its_assign_ends_the_task(site: Path, tmp_path: Path) -> None:
+    # The worker's loop is held while parad assigns a task and cancels it: the worker
+    # reads both in one turn, before the task's coroutine has taken a step.
+    tool = {"tool": "para_async_tools:Waiter", "options": {"marks": str(tmp_path)}}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
+    d = Daemon({"daemon": {**FAST, "failure_detection_timeout": 60},
+                "pools": {"waiter": {**tool, "min_workers": 1, "max_workers": 1}}}, tmp_path / "d", env=env)
+    try:
+        release, gate = tmp_path / "release", tmp_path / "gate"
+        with d.client(timeout=60) as c:
+            holding = c.submit("waiter", mode="hold", path=str(release), timeout=60)
+            wait_until(Path(f"{release}.held").exists, 20, "the worker's loop to be held")
+            cancelled = c.submit("waiter", mode="gate", path=str(gate), timeout=60)
+            wait_running(c, cancelled.id)     # assigned: the Assign waits in the worker's socket
+            cancelled.cancel()                # answered: so does the CancelTask
+            release.touch()
+            result = cancelled.result(timeout=30)
+            assert (result.status, result.error) == ("cancelled", "cancelled while running")
+            assert holding.result(timeout=30).value == "held"
+            gate.touch()
+            # Its credit came back: the worker still takes tasks.
+            assert c.run("waiter", mode="gate", path=str(gate), timeout=30).status == "succeeded"
+    finally:
+        stop_and_check(d)
 
 
 def test_timeout_ends_timed_out(parad: Daemon) -> None:
