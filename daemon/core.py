@@ -37,8 +37,8 @@ class Ports(Protocol):
     def to_client(self, identity: bytes, frame: bytes) -> None:
         """Queue an encoded frame for a client (bounded by bytes, see outbox.py)."""
 
-    def result_to_client(self, identity: bytes, task_id: str, frame: bytes) -> None:
-        """Queue a task's encoded Done for its owner; it leaves after the commit that records it."""
+    def result_to_client(self, identity: bytes, task_id: str, frame: bytes, fenced: bool) -> None:
+        """Queue a task's encoded Done for its owner; if `fenced`, it leaves after the commit that records it."""
 
     def durable_to_client(self, identity: bytes, frame: bytes) -> None:
         """Queue a frame that reports what the task store keeps (an Accepted, another client's Done):

@@ -81,9 +81,9 @@ class TaskLifecycle:
             queue.discard(record)
         if record.batch is not None:  # a pending batch task's bytes stop counting in its queue
             queue.unhold(record)
-        core.tasks.finish(record, result, wire)
+        fenced = core.tasks.finish(record, result, wire)
         if record.owner is not None:
-            core.ports.result_to_client(record.owner, record.spec.id, wire)
+            core.ports.result_to_client(record.owner, record.spec.id, wire, fenced)
         for owner, task_id in record.followers:
             core.ports.durable_to_client(owner, codec.encode(m.Done(dedup.copy_for(result, task_id))))
         parent = core.tasks.live.get(record.parent) if record.parent else None

@@ -120,8 +120,8 @@ class Supervisor:
     def to_client(self, identity: bytes, frame: bytes) -> None:
         self.outbox.send(identity, frame)
 
-    def result_to_client(self, identity: bytes, task_id: str, frame: bytes) -> None:
-        self.outbox.result(identity, task_id, frame, self.store.durable)
+    def result_to_client(self, identity: bytes, task_id: str, frame: bytes, fenced: bool) -> None:
+        self.outbox.result(identity, task_id, frame, fenced)
 
     def durable_to_client(self, identity: bytes, frame: bytes) -> None:
         self.outbox.send(identity, frame, self.store.durable)

@@ -81,8 +81,9 @@ class TaskStore(Protocol):
     def changed(self, record: TaskRecord, spec: bool = False) -> None:
         """`record` was accepted or changed state (and its spec, if `spec`)."""
 
-    def keep(self, record: TaskRecord, wire: bytes) -> None:
-        """`record` ended; `wire` is its encoded Done."""
+    def keep(self, record: TaskRecord, wire: bytes) -> bool:
+        """`record` ended; `wire` is its encoded Done. Whether telling of its end must wait for the
+        commit that keeps it: not for a task nobody was told of (`untold`), nor without a journal."""
 
     def batch(self, batch_id: str, on_failure: str, after: dict[str, list[str]], first_failure: str | None,
               accepted: float, ended: float | None) -> None:
@@ -158,12 +159,12 @@ class MemoryResults:
     def due(self) -> bool:
         return False
 
-    def keep(self, record: TaskRecord, wire: bytes) -> None:
-        if not self.retention or not self.max_bytes:
-            return
-        self.finished[record.spec.id] = record
-        self.finished_bytes += record.size
-        self._trim()
+    def keep(self, record: TaskRecord, wire: bytes) -> bool:
+        if self.retention and self.max_bytes:
+            self.finished[record.spec.id] = record
+            self.finished_bytes += record.size
+            self._trim()
+        return False
 
     def _trim(self, before: float = 0.0) -> int:
         gone = 0
@@ -224,8 +225,9 @@ class TaskTable:
     def add(self, record: TaskRecord) -> None:
         self.live[record.spec.id] = record
 
-    def finish(self, record: TaskRecord, result: m.TaskResult, wire: bytes) -> None:
-        """`record` ended with `result`, whose encoded Done is `wire`."""
+    def finish(self, record: TaskRecord, result: m.TaskResult, wire: bytes) -> bool:
+        """`record` ended with `result`, whose encoded Done is `wire`; whether telling its owner must
+        wait for the commit that keeps it (TaskStore.keep)."""
         record.state = result.status
         record.result = result
         record.size = len(wire)
@@ -235,7 +237,7 @@ class TaskTable:
         self.by_pool[record.pool, result.status] += 1
         if result.limit:
             self.limits[record.pool, result.limit] += 1
-        self.store.keep(record, wire)
+        return self.store.keep(record, wire)
 
     def retained(self) -> dict[str, int]:
         return self.store.retained()

@@ -13,11 +13,11 @@ from typing import Any
 
 from para.daemon.config import JournalSection
 from para.daemon.journal import opening
-from para.daemon.journal.store import UNTOLD_WAIT
+from para.daemon.journal.store import QUIET_WAIT, UNTOLD_WAIT
 from para.daemon.tasks import TaskRecord
 from para.ipc import codec
 from para.ipc import messages as m
-from para.testing import Daemon
+from para.testing import Daemon, wait_until
 
 
 def journal_rows(d: Daemon, sql: str, *args: Any) -> list[tuple]:
@@ -25,21 +25,24 @@ def journal_rows(d: Daemon, sql: str, *args: Any) -> list[tuple]:
         return db.execute(sql, args).fetchall()
 
 
-def test_an_echo_run_costs_one_commit_its_row_written_once_with_its_end(start_daemon) -> None:
+def test_an_echo_run_costs_at_most_one_commit_its_row_written_once_after_its_end(start_daemon) -> None:
     # run() asks no ack, and echo may run again after a crash: its row waits for its end instead of
-    # being committed at its acceptance too. commit_interval 0: every turn commits what changed.
+    # being committed at its acceptance too, and its Done does not wait for that commit (several
+    # runs' rows may share one). commit_interval 0: every turn commits what changed.
     d = start_daemon(pools={"echo": {"min_workers": 1, "max_workers": 1}}, daemon={"journal": {"commit_interval": 0}})
     n = 20
     with d.client() as c:
         c.run("echo", x=0)
         before = c.status()["journal"]
         ids = [c.run("echo", x=i).id for i in range(n)]
+        query = f"SELECT state, history FROM tasks WHERE id IN ({','.join('?' * n)})"
+        wait_until(lambda: len(journal_rows(d, query, *ids)) == n, 10, "every run's row to be written")
         after = c.status()["journal"]
-    # One each (a few more if a run outlasts a second); two each when the acceptance was committed alone.
+    # At most one each (a few more if a run outlasts a second); two each when the acceptance was committed alone.
     commits = after["commits"] - before["commits"]
     assert commits <= n * 1.25, f"{commits} commits for {n} runs"
     assert after["rows_written"] - before["rows_written"] <= n * 1.25
-    rows = journal_rows(d, f"SELECT state, history FROM tasks WHERE id IN ({','.join('?' * n)})", *ids)
+    rows = journal_rows(d, query, *ids)
     assert len(rows) == n and all(state == "succeeded" for state, _ in rows)
     assert all([line.split()[1] for line in history.splitlines()] == ["queued", "running", "succeeded"]
                for _, history in rows)
@@ -54,10 +57,11 @@ def test_each_task_of_a_map_is_written_once_with_its_end(start_daemon) -> None:
         c.run("echo", x=0)
         before = c.status()["journal"]["rows_written"]
         results = list(c.map("echo", ({"i": i} for i in range(n))))
+        wait_until(lambda: journal_rows(d, "SELECT count(*) FROM tasks WHERE state = 'succeeded'")[0][0] == n + 1,
+                   10, "every task's row to be written")
         rows = c.status()["journal"]["rows_written"] - before
     assert all(r.ok for r in results)
     assert rows <= n * 1.25, f"{rows} rows written for {n} tasks (one each expected)"
-    assert journal_rows(d, "SELECT count(*) FROM tasks WHERE state = 'succeeded'")[0][0] == n + 1
 
 
 def test_an_untold_task_is_written_after_untold_wait_or_with_its_end(tmp_path: Path) -> None:
@@ -105,5 +109,71 @@ def test_a_task_reusing_an_id_in_the_same_commit_is_written_at_once(tmp_path: Pa
         journal.untold(again)
         assert journal.commit()
         assert [(r.spec.id, r.spec.args, r.state) for r in journal.live_records()] == [("x", {"n": 2}, m.QUEUED)]
+    finally:
+        journal.close()
+
+
+def _untold_task(journal: Any, task_id: str) -> TaskRecord:
+    record = TaskRecord(m.TaskSpec(id=task_id, tool="echo", args={}), "echo", b"a", 3)
+    journal.changed(record)
+    journal.untold(record)
+    return record
+
+
+def _end(journal: Any, record: TaskRecord) -> bool:
+    record.state, record.ended = m.SUCCEEDED, time.time()
+    record.result = m.TaskResult(record.spec.id, "echo", m.SUCCEEDED, value={"id": record.spec.id})
+    wire = codec.encode(m.Done(record.result))
+    record.size = len(wire)
+    return journal.keep(record, wire)
+
+
+def test_the_end_of_an_untold_task_is_told_at_once_and_written_within_quiet_wait(tmp_path: Path) -> None:
+    # Nobody was told of the task and it may run again: its Done need not wait for a commit (keep
+    # says False), and its row follows within QUIET_WAIT, or with the next commit that happens anyway.
+    journal = opening.open_journal(tmp_path, JournalSection())
+    try:
+        def written() -> list[str]:
+            return [i for (i,) in journal.conn.execute("SELECT id FROM tasks WHERE ended IS NOT NULL ORDER BY id")]
+
+        a, b = _untold_task(journal, "a"), _untold_task(journal, "b")
+        assert journal.commit() and written() == []
+        assert _end(journal, a) is False
+        assert journal.commit() and written() == []
+        assert journal.lookup("a")["result"].value == {"id": "a"}   # findable meanwhile
+        assert codec.decode(journal.done_frame("a")).result.status == m.SUCCEEDED
+        assert 0 < journal.due_in() <= QUIET_WAIT
+        journal._quiet_since -= QUIET_WAIT
+        assert journal.due_in() <= 0
+        assert journal.commit() and written() == ["a"]
+        assert _end(journal, b) is False
+        told = _untold_task(journal, "c")
+        journal.changed(told)   # a change that must be written (e.g. a start kept): b's row joins its commit
+        assert journal.commit() and written() == ["a", "b"]
+        assert _end(journal, told) is True   # it has a row: its end waits for the commit that updates it
+    finally:
+        journal.close()
+
+
+def test_with_sync_durability_every_end_waits_for_its_commit(tmp_path: Path) -> None:
+    journal = opening.open_journal(tmp_path, JournalSection(durability="sync"))
+    try:
+        assert _end(journal, _untold_task(journal, "a")) is True
+        assert journal.commit()
+        assert journal.conn.execute("SELECT state FROM tasks WHERE id = 'a'").fetchall() == [("succeeded",)]
+    finally:
+        journal.close()
+
+
+def test_an_untold_end_waiting_for_its_row_is_replaced_by_a_task_reusing_its_id(tmp_path: Path) -> None:
+    journal = opening.open_journal(tmp_path, JournalSection())
+    try:
+        assert _end(journal, _untold_task(journal, "x")) is False
+        again = TaskRecord(m.TaskSpec(id="x", tool="echo", args={"n": 2}), "echo", b"b", 3)
+        journal.changed(again)
+        assert journal.commit()
+        assert [(r.spec.id, r.spec.args, r.state) for r in journal.live_records()] == [("x", {"n": 2}, m.QUEUED)]
+        assert journal.commit(everything=True)   # the ended one's row never overwrites the new one's
+        assert [(r.spec.id, r.state) for r in journal.live_records()] == [("x", m.QUEUED)]
     finally:
         journal.close()

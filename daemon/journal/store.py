@@ -44,6 +44,11 @@ log = logging.getLogger("parad")
 
 RETRY_EVERY = 0.5       # seconds between commits tried while the journal cannot write (supervisor.py wakes for it)
 UNTOLD_WAIT = 1.0       # seconds a task accepted without an ack may wait for its first write (its end's, if sooner)
+# How long, how many bytes of results and how many rows the ends of untold tasks may wait for their
+# commit, their Dones already sent (`keep`): a run() loop then commits a few rows at a time, not one per call.
+QUIET_WAIT = 0.05
+QUIET_BYTES = 4 << 20
+QUIET_ROWS = 1024
 BATCH_UPSERT = ("INSERT INTO batches (id, on_failure, after, first_failure, accepted, ended) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT(id) DO UPDATE SET first_failure = excluded.first_failure, ended = excluded.ended")
 
@@ -65,6 +70,9 @@ class Journal:
         self._respec: set[str] = set()          # known tasks whose spec changed since the last commit
         self._written: dict[str, int] = {}      # live tasks that have a row: their spec's bytes
         self._untold: dict[str, TaskRecord] = {}   # new tasks nobody was told of, oldest first (`untold`)
+        self._quiet: dict[str, TaskRecord] = {}    # untold tasks that ended, told before their row is written (`keep`)
+        self._quiet_since = 0.0                    # when the oldest of them ended
+        self._quiet_bytes = 0                      # their results' bytes
         self._replacing: set[str] = set()       # new tasks that took the id of one ended since the last commit
         self.dirty_since = 0.0                  # when the oldest change waiting for a commit was made
         self._new_files: list[Path] = []        # result files written since the last commit
@@ -83,6 +91,9 @@ class Journal:
         task_id = record.spec.id
         if self._untold:
             self._untold.pop(task_id, None)
+        if self._quiet and task_id in self._quiet and self._quiet[task_id] is not record:
+            self._quiet_bytes -= self._quiet.pop(task_id).size
+            self._reused(task_id)
         if not self._dirty:
             self.dirty_since = time.monotonic()
         elif self._dirty.get(task_id, record) is not record:
@@ -112,10 +123,23 @@ class Journal:
         self._written.pop(task_id, None)
         self._replacing.add(task_id)   # its row replaces the old one's at the next commit, not later
 
-    def keep(self, record: TaskRecord, wire: bytes) -> None:
-        """`record` ended; `wire` is its encoded Done, kept with it."""
-        self._ended[record.spec.id] = wire
+    def keep(self, record: TaskRecord, wire: bytes) -> bool:
+        """`record` ended; `wire` is its encoded Done, kept with it. Whether its Done must wait for the
+        commit: not that of an untold task (with `batched` durability). Nobody was told of it and it
+        may run again, so its client may be told at once and its row follow within QUIET_WAIT: a
+        crash before then loses only the row of a result already delivered (or, if it was not, the
+        client submits the task again)."""
+        task_id = record.spec.id
+        self._ended[task_id] = wire
+        if self.settings.durability == "batched" and self._untold.pop(task_id, None) is not None:
+            self._note(record)
+            if not self._quiet:
+                self._quiet_since = time.monotonic()
+            self._quiet[task_id] = record
+            self._quiet_bytes += record.size
+            return False
         self.changed(record)
+        return True
 
     def batch(self, batch_id: str, on_failure: str, after: dict[str, list[str]], first_failure: str | None,
               accepted: float, ended: float | None) -> None:
@@ -155,24 +179,38 @@ class Journal:
         left = None
         if self._dirty or self._batches:
             left = self.dirty_since + self.settings.commit_interval - time.monotonic()
+        if self._quiet:
+            quiet = self._quiet_since + QUIET_WAIT - time.monotonic()
+            left = quiet if left is None else min(left, quiet)
         if self._untold:
             oldest = next(iter(self._untold.values())).submitted + UNTOLD_WAIT - time.monotonic()
             left = oldest if left is None else min(left, oldest)
         return left
 
     def _take_untold(self, everything: bool) -> None:
-        """The untold tasks that waited UNTOLD_WAIT (all of them if `everything`) join this commit."""
-        if not self._untold:
-            return
+        """The untold tasks that waited UNTOLD_WAIT (all of them if `everything`) join this commit; the
+        ended ones (`_quiet`) too, if a commit happens anyway or they waited long enough."""
         deadline = time.monotonic() - UNTOLD_WAIT
         while self._untold:
             task_id, record = next(iter(self._untold.items()))
             if not everything and record.submitted > deadline:
-                return
+                break
             del self._untold[task_id]
-            if not self._dirty:
-                self.dirty_since = time.monotonic()
-            self._dirty[task_id] = record
+            self._to_write(task_id, record)
+        if self._quiet and (everything or self._dirty or self._batches or self._quiet_due()):
+            for task_id, record in self._quiet.items():
+                self._to_write(task_id, record)
+            self._quiet.clear()
+            self._quiet_bytes = 0
+
+    def _quiet_due(self) -> bool:
+        return (len(self._quiet) >= QUIET_ROWS or self._quiet_bytes >= QUIET_BYTES
+                or time.monotonic() - self._quiet_since >= QUIET_WAIT)
+
+    def _to_write(self, task_id: str, record: TaskRecord) -> None:
+        if not self._dirty:
+            self.dirty_since = time.monotonic()
+        self._dirty[task_id] = record
 
     @property
     def writable(self) -> bool:
@@ -339,7 +377,7 @@ class Journal:
     # ---- finished tasks (tasks.TaskStore) -----------------------------------
 
     def lookup(self, task_id: str) -> dict[str, Any] | None:
-        record = self._dirty.get(task_id) or self._untold.get(task_id)
+        record = self._dirty.get(task_id) or self._untold.get(task_id) or self._quiet.get(task_id)
         if record is not None:
             return {"task": record.summary(), "result": record.result}
         found = self._query("SELECT id, pool, state, attempts, batch, parent, spec, accepted, ended, result, "
