@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from para.daemon import children, tool_catalog
+from para.daemon import children, retries, tool_catalog
 from para.daemon.admission import Refusal, admit
 from para.daemon.batch_plan import BatchError
 from para.daemon.batches import BatchRunner
@@ -230,8 +230,10 @@ class ClientRequests:
             else:
                 record = enqueue(self.core.tasks, spec, pool, req.identity, dedup=self.core.dedup, parent=req.parent,
                                  size=size)
-                if not msg.ack and pool.tool.retry_safe:   # run(), map(): told of nothing before its end,
-                    self.core.tasks.store.untold(record)     # and run again after a crash whatever its attempts
+                # run(), map(): told of nothing before its end, its first write may wait, for its end
+                # if it may run again whatever its attempts, else for its start (retries.py)
+                if not msg.ack and (pool.tool.retry_safe or retries.first_start_kept(record)):
+                    self.core.tasks.store.untold(record)
                 woken.add(pool)
             accepted.append(spec.id)
         if msg.ack:

@@ -7,11 +7,14 @@ turn, up to commit_interval after the oldest change. So anything a client
 can see (a reply, `ps`) of a task that may not run again unnoticed is
 committed by the time it sees it.
 
-A task the store lets wait (journal/store.py: a retry-safe tool's task
-accepted without an ack, written with its end or after UNTOLD_WAIT) is not a
-change for this: the store says when it is due (`due_in`), and a timer brings
-the loop back then. A quick `run()` or each task of a `map()` is thus one row
-written once, in the commit its Done waits for.
+A task the store lets wait (journal/store.py: a task accepted without an
+ack, written at its start if that must be kept, else with its end, or after
+UNTOLD_WAIT) is not a change for this: the store says when it is due
+(`due_in`), and a timer brings the loop back then. The end of such a task
+that was never written does not wait for a commit at all: its Done leaves at
+once and its row follows within QUIET_WAIT, with others (`batched` only). A
+quick `run()` or each task of a `map()` of a retry-safe tool is thus one row,
+written after its Done left, a few to a commit.
 
 Starts of tasks that may not run twice are committed by the store itself
 before their assignment leaves (`record_starts`). While the store cannot

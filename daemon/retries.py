@@ -34,6 +34,12 @@ def backoff(attempt: int, base: float, cap: float, rng: Callable[[], float] = ra
     return min(cap, base * 2 ** max(0, attempt - 1)) * (0.5 + rng())
 
 
+def first_start_kept(record: TaskRecord) -> bool:
+    """Whether a lost first attempt of `record` would not run again: the store then keeps its start
+    before it leaves (journal/store.py record_starts)."""
+    return m.LOST not in record.retry_on or record.max_attempts <= 1
+
+
 def should_retry(record: TaskRecord, status: str) -> bool:
     return (status in record.retry_on and record.attempts < record.max_attempts
             and not record.cancel_requested)

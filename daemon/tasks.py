@@ -90,8 +90,8 @@ class TaskStore(Protocol):
         """A batch was accepted, failed first, or ended."""
 
     def untold(self, record: TaskRecord) -> None:
-        """`record`, of a retry-safe tool, was just accepted without telling its client: keeping it may
-        wait (journal/store.py)."""
+        """`record` was just accepted without telling its client: keeping it may wait for its start
+        or its end (journal/store.py)."""
 
     def record_starts(self, records: list[TaskRecord]) -> bool:
         """`records` are about to start: keep that first; False if it cannot be kept (they must not start)."""

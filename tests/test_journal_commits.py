@@ -177,3 +177,22 @@ def test_an_untold_end_waiting_for_its_row_is_replaced_by_a_task_reusing_its_id(
         assert [(r.spec.id, r.state) for r in journal.live_records()] == [("x", m.QUEUED)]
     finally:
         journal.close()
+
+
+def test_a_command_submitted_without_an_ack_is_written_at_its_start_and_its_end(start_daemon) -> None:
+    # map() asks no ack: a bash task's first write waits for its start (which must be kept before it
+    # leaves: bash may not run twice) instead of being written queued first. Most of these wait
+    # in the queue (one worker, credit 4), so a write at acceptance would make three per task.
+    d = start_daemon(pools={"bash": {"min_workers": 1, "max_workers": 1, "credit": 4}})
+    n = 40
+    with d.client() as c:
+        c.run("bash", command="true")
+        before = c.status()["journal"]["rows_written"]
+        results = list(c.map("bash", ({"command": "true"} for _ in range(n))))
+        rows = c.status()["journal"]["rows_written"] - before
+    assert all(r.ok for r in results)
+    assert rows <= n * 2.25, f"{rows} rows written for {n} commands (two each expected: start, end)"
+    histories = journal_rows(d, "SELECT history FROM tasks WHERE pool = 'bash'")
+    assert len(histories) == n + 1
+    assert all([line.split()[1] for line in h.splitlines()] == ["queued", "running", "succeeded"]
+               for (h,) in histories)

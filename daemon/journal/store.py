@@ -104,11 +104,12 @@ class Journal:
             self._respec.add(task_id)
 
     def untold(self, record: TaskRecord) -> None:
-        """`record` (of a retry-safe tool) was just accepted and its client was not told (no ack asked):
-        its first write may wait for its end, up to UNTOLD_WAIT, so that a quick task is one row written
-        once. A crash meanwhile takes back nothing acknowledged: its client submits it again. Batch, nested and
-        keyed tasks are written at once, and any other change (a start that must be kept, a retry)
-        writes it at the next commit."""
+        """`record` was just accepted and its client was not told (no ack asked): its first write may
+        wait, up to UNTOLD_WAIT, for its start if it may not run twice (`record_starts`), else for its
+        end, so that a quick task is one row written once (two for a command: its start and its end).
+        A crash meanwhile takes back nothing acknowledged and nothing started that may not run again:
+        its client submits it again. Batch, nested and keyed tasks are written at once, and any other
+        change (a start that must be kept, a retry) writes it at the next commit."""
         task_id = record.spec.id
         if (self._dirty.get(task_id) is record and task_id not in self._written and task_id not in self._replacing
                 and record.batch is None and record.parent is None and record.spec.idempotency_key is None):
