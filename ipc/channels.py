@@ -47,6 +47,8 @@ TOPIC_NAMES = tuple(t.decode() for t in TOPICS)
 # The control socket's identity of a client inside a worker's command (nested
 # tasks) starts with this; ZeroMQ's own identities are 5 bytes: no clash.
 CHILD_PREFIX = b"\x00child\x00"
+# Plain ints: an int & zmq.POLLIN (an IntFlag) makes an enum member, about 1 us a message.
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 
 # What a client may ask on the control socket.
 CLIENT_REQUESTS: tuple[type, ...] = (m.Hello, m.Ping, m.Submit, m.SubmitBatch, m.Scale, m.Cancel, m.Query, m.Shutdown,
@@ -222,6 +224,9 @@ class WorkerEnd:
                     yield codec.decode(part)
                 except codec.ProtocolError as exc:
                     self._refuse(exc)
+            # Asking costs less than the zmq.Again a further recv would raise, and most wakes carry one frame.
+            if not self.command.get(_EVENTS) & _POLLIN:
+                return
 
     def _refuse(self, exc: codec.ProtocolError) -> None:
         self.refused += 1
