@@ -127,8 +127,9 @@ async def _serve_http(server: Server, address: tuple[str, int], token: Token | N
     with listen(*address) as sock, contextlib.ExitStack() as stack:
         if token is None:
             token = stack.enter_context(generated_token(runtime_dir, sock.getsockname()[1]))
-        print(f"{prog}: serving MCP at {url_of(host, sock)}", file=sys.stderr)
-        print(f"{prog}: clients send 'Authorization: Bearer TOKEN', TOKEN being {token.where}", file=sys.stderr,
+        # One write: a reader that sees the URL sees where the token is too.
+        print(f"{prog}: serving MCP at {url_of(host, sock)}\n"
+              f"{prog}: clients send 'Authorization: Bearer TOKEN', TOKEN being {token.where}", file=sys.stderr,
               flush=True)
         await serve_http(server, host, sock, token, stop)
 
