@@ -34,7 +34,7 @@ from typing import Any
 
 import zmq
 
-from para.daemon import identities, isolation, notify
+from para.daemon import collector, identities, isolation, notify
 from para.daemon.batches import BatchRunner
 from para.daemon.clients import ClientRequests
 from para.daemon.commits import Commits
@@ -178,6 +178,7 @@ class Supervisor:
             self._tick()
             self._watchdog()
             self._end_turn()
+            collector.serve_long()
             notify.notify(f"READY=1\nSTATUS=serving on {self.endpoints.control_path}")
             log.info("parad %s serving on %s (pid %d, pools: %s)", self.core.version,
                      self.endpoints.control_path, os.getpid(), ", ".join(self.core.pools))

@@ -12,6 +12,7 @@ if __name__ == "__main__":  # exec'd in a sandbox: first, no module from the cal
 
 import os
 
+from para.daemon import collector
 from para.daemon.async_worker import AsyncWorker
 from para.daemon.tools.registry import resolve
 from para.daemon.worker import Worker
@@ -34,6 +35,7 @@ def worker_main(worker_id: str, tool: str, settings: m.WorkerSettings) -> None:
     prctl.clear_inheritable_capabilities()
     kind = AsyncWorker if resolve(tool).is_async else Worker
     worker = kind(worker_id, tool, settings)
+    collector.serve_long()
     try:
         worker.run()
     finally:
