@@ -9,7 +9,8 @@ larger first threshold makes the young collections, which are per message
 what most of the loop's allocations are, rarer. Objects are still freed by
 reference counting at once; only cycles wait a little longer. In a worker,
 frozen objects inherited from the fork server also stay untouched, so their
-pages stay shared.
+pages stay shared (the fork server freezes before it forks: a worker's own
+call then collects only what it built since).
 """
 
 from __future__ import annotations

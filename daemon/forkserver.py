@@ -126,6 +126,8 @@ def serve(fd: int, plugins: list[str] = ()) -> None:
     # Plugins too, after drop_caller_paths: from parad's own path (site-packages, PYTHONPATH outside the caller's folder).
     from para.daemon.tools.registry import preload
     preload(plugins)
+    from para.daemon import collector
+    collector.serve_long()   # what workers inherit stays frozen in them: their collections never touch its pages
 
     workers: dict[int, tuple[str, bool]] = {}   # pid -> (worker id, in a sandbox)
     try:
