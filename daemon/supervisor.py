@@ -53,6 +53,7 @@ from para.daemon.listeners import Listeners
 from para.daemon.metrics import DaemonCollector, MetricsServer, exposition, make_registry
 from para.daemon.outbox import Outbox
 from para.daemon.pool import FAILED, Pool, WorkerHandle
+from para.daemon.poller import Poller
 from para.daemon.reports import WorkerReports
 from para.daemon.signals import SignalPipe
 from para.daemon.tasks import TaskStore
@@ -127,13 +128,17 @@ class Supervisor:
         self.outbox.send(identity, frame, self.store.durable)
 
     def to_worker(self, worker_id: str, *messages: Any) -> bool:
-        return channels.send_to_worker(self.listeners.workers["command"], worker_id, messages)
+        command = self.listeners.workers["command"]
+        self.poller.recheck(command)   # a send can quiet its descriptor (poller.py)
+        return channels.send_to_worker(command, worker_id, messages)
 
     def watched(self, topic: bytes) -> bool:
         return self.events.wanted(topic)
 
     def publish(self, topic: bytes, make: Callable[[], Any]) -> None:
-        self.events.publish(topic, make)
+        if self.events.wanted(topic):
+            self.events.publish(topic, make)
+            self.poller.recheck(self.events.sock)
 
     def _output_drained(self) -> None:
         # A client is back under its output budget: its queued tasks may start (in workspaces that may need workers).
@@ -156,14 +161,14 @@ class Supervisor:
         log.info("metrics on http://%s:%d/metrics", *server.address[:2])
         return server
 
-    def _poller(self) -> zmq.Poller:
-        poller = zmq.Poller()
-        for sock, _ in self.readers:
-            poller.register(sock, zmq.POLLIN)
-        for fd in (self.events.sock, self.forkserver.fileno(), self.signals.fileno()):
-            poller.register(fd, zmq.POLLIN)
+    def _poller(self) -> Poller:
+        poller = Poller()
+        for sock in (*(sock for sock, _ in self.readers), self.events.sock):
+            poller.add_socket(sock)
+        for fd in (self.forkserver.fileno(), self.signals.fileno()):
+            poller.add_fd(fd)
         if self.metrics_server is not None:
-            poller.register(self.metrics_server.fileno(), zmq.POLLIN)
+            poller.add_fd(self.metrics_server.fileno())
         return poller
 
     def serve(self) -> None:
@@ -184,6 +189,7 @@ class Supervisor:
                      self.endpoints.control_path, os.getpid(), ", ".join(self.core.pools))
             self._loop()
         finally:
+            self.poller.close()
             self.signals.close()
             if self.metrics_server is not None:
                 self.metrics_server.close()
@@ -191,7 +197,7 @@ class Supervisor:
     def _loop(self) -> None:
         core = self.core
         while not (core.stopping and not any(True for _ in core.workers())):
-            ready = dict(self.poller.poll(core.timers.timeout_ms(self.outbox.wait_cap())))
+            ready = self.poller.poll(core.timers.timeout_ms(self.outbox.wait_cap()))
             if self.signals.fileno() in ready:
                 self._on_signals()
             if self.forkserver.fileno() in ready:
@@ -201,6 +207,7 @@ class Supervisor:
                     self._drain(sock, handler)
             if self.events.sock in ready:
                 self.events.on_readable()
+                self.poller.recheck(self.events.sock)   # it may have rebound (drop_watchers)
             if self.metrics_server is not None and self.metrics_server.fileno() in ready:
                 self.metrics_server.on_readable()
             core.timers.run_due()
@@ -221,17 +228,22 @@ class Supervisor:
                 for pool in pools:
                     self._guarded("dispatch", self.dispatcher.run, pool)
             self._commit()
-            self.outbox.flush()
+            self._flush()
             if not self.core.dispatch_wanted:
                 return
 
     def _commit(self, force: bool = False) -> None:
         self.commits.turn(force)
 
+    def _flush(self) -> None:
+        if self.outbox.total:   # it has frames to send; a send can quiet the socket's descriptor (poller.py)
+            self.poller.recheck(self.listeners.control)
+        self.outbox.flush()
+
     def _requests_wait(self) -> bool:
-        # Requests and results: what a grouped commit waits for. Asking two sockets costs a third
-        # of polling them all, on the path of every run().
-        return any(sock.get(_EVENTS) & _POLLIN for sock in self._busy)
+        # Requests and results: what a grouped commit waits for. Asking two sockets is cheaper
+        # than a poll, on the path of every run().
+        return any(self.poller.readable(sock) for sock in self._busy)
 
     def _writable_again(self) -> None:
         # Dispatch stopped while the store could not keep starts.
@@ -262,6 +274,7 @@ class Supervisor:
             # most turns carry one message per socket.
             if not sock.get(_EVENTS) & _POLLIN:
                 return
+        self.poller.recheck(sock)   # messages left for the next turn, which must not wait for them
 
     # ---- signals and shutdown ---------------------------------------------
 
@@ -296,9 +309,9 @@ class Supervisor:
         for worker in list(self.core.workers()):
             self.workforce.kill(worker, "fork server died")
             self._worker_gone(worker, None, signal.SIGKILL)
-        self.poller.unregister(self.forkserver.fileno())
+        self.poller.remove_fd(self.forkserver.fileno())
         self.forkserver.restart()
-        self.poller.register(self.forkserver.fileno(), zmq.POLLIN)
+        self.poller.add_fd(self.forkserver.fileno())
 
     # ---- worker processes: started, exited ------------------------------------
 

@@ -39,6 +39,8 @@ DATA_HWM = 64   # data frames a worker queues toward parad before its output bac
 # acknowledged as written to its command's stdin. Clients keep to it; parad refuses more.
 INPUT_WINDOW = 1 << 20
 INPUT_CHUNK = 64 << 10   # bytes a client puts in one Input: a pipe's worth
+# Plain ints: ORing zmq's IntFlags makes an enum member per send.
+_NOBLOCK, _MORE_NOBLOCK = int(zmq.NOBLOCK), int(zmq.SNDMORE | zmq.NOBLOCK)
 
 # Event topics: the wire form (bytes) and the form people type (str).
 TOPICS = (b"progress", b"results", b"errors", b"metrics")
@@ -162,7 +164,7 @@ def send_to_worker(sock: zmq.Socket, worker_id: str, messages: Iterable[Any]) ->
     """
     frame = codec.encode_batch([codec.encode(msg) for msg in messages])
     try:
-        sock.send_multipart([worker_id.encode(), frame], zmq.NOBLOCK)
+        _send_pair(sock, worker_id.encode(), frame)
         return True
     except zmq.ZMQError:
         return False
@@ -171,10 +173,18 @@ def send_to_worker(sock: zmq.Socket, worker_id: str, messages: Iterable[Any]) ->
 def publish(sock: zmq.Socket, topic: bytes, message: Any) -> bool:
     """Publish an event on `topic`, never blocking; False if a slow watcher's queue is full."""
     try:
-        sock.send_multipart([topic, codec.encode(message)], zmq.NOBLOCK)
+        _send_pair(sock, topic, codec.encode(message))
         return True
     except zmq.Again:
         return False
+
+
+def _send_pair(sock: zmq.Socket, first: bytes, second: bytes) -> None:
+    # Two sends, not send_multipart, which checks each part's type and ORs flags: a few us a
+    # message on the loop's path. A full queue or unknown peer refuses the first frame, so no
+    # half message is left.
+    sock.send(first, _MORE_NOBLOCK)
+    sock.send(second, _NOBLOCK)
 
 
 # ---- a worker's end --------------------------------------------------------
