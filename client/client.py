@@ -48,7 +48,8 @@ class TaskFuture(TaskState):
 
     def result(self, timeout: float | None = None) -> Result:
         """Wait for the task; raise its error, or TaskTimeout if `timeout` seconds pass first."""
-        self._client._wait_for(self.done, timeout, f"task {self.id}")
+        if not self.done():   # map() collects most of its tasks finished already: no wait to set up
+            self._client._wait_for(self.done, timeout, f"task {self.id}")
         if self._error is not None:
             raise self._error
         return self._result

@@ -54,13 +54,14 @@ class Result:
 
     @classmethod
     def from_wire(cls, r: m.TaskResult) -> "Result":
+        # Positional, in TaskResult's field order (ours is the same; tests/test_ipc.py checks it):
+        # a map() builds one per task, and keywords cost a third more.
         return cls(
-            id=r.id, tool=r.tool, status=r.status, exit_code=r.exit_code, signal=r.signal,
-            stdout=r.stdout.decode("utf-8", "replace"), stderr=r.stderr.decode("utf-8", "replace"),
-            truncated=r.truncated, value=r.value, duration=r.duration, attempts=r.attempts,
-            worker=r.worker, error=r.error, error_code=r.error_code, limit=r.limit,
-            rusage=r.rusage, stdout_bytes=r.stdout_bytes, stderr_bytes=r.stderr_bytes,
-            network_refused=r.network_refused,
+            r.id, r.tool, r.status, r.exit_code, r.signal,
+            r.stdout.decode("utf-8", "replace") if r.stdout else "",
+            r.stderr.decode("utf-8", "replace") if r.stderr else "",
+            r.truncated, r.value, r.duration, r.attempts, r.worker, r.error, r.error_code, r.limit,
+            r.rusage, r.stdout_bytes, r.stderr_bytes, r.network_refused,
         )
 
     def to_dict(self) -> dict[str, Any]:

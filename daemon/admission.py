@@ -10,8 +10,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from para.daemon.envelope_check import any_args_ok, envelope_ok, takes_any_args
 from para.daemon.pool import FAILED, Pool
-from para.daemon.tools.base import ToolFailure
+from para.daemon.tools.base import Tool, ToolFailure
 from para.daemon.workspaces import WorkspaceError, WorkspacePolicy
 from para.ipc.workspace import within
 from para.ipc import messages as m
@@ -64,10 +65,11 @@ def admit(spec: m.TaskSpec, pools: dict[str, Pool], workspaces: WorkspacePolicy,
     """
     if not isinstance(spec, m.TaskSpec):
         raise Refusal(m.E_INVALID, "Submit.tasks must hold TaskSpec messages")
-    try:
-        TaskEnvelope.model_validate(spec, from_attributes=True)
-    except ValidationError as exc:
-        raise Refusal(m.E_INVALID, _describe(exc, "task ")) from None
+    if not envelope_ok(spec):   # pydantic only when the quick check is unsure: it names what is wrong
+        try:
+            TaskEnvelope.model_validate(spec, from_attributes=True)
+        except ValidationError as exc:
+            raise Refusal(m.E_INVALID, _describe(exc, "task ")) from None
     if spec.retries and spec.args.get("stdin_stream") is True:
         raise Refusal(m.E_INVALID, f"{spec.tool}: a task whose stdin is streamed cannot be retried (its input is "
                                    f"consumed by the first attempt); drop retries or stdin_stream")
@@ -91,17 +93,30 @@ def admit(spec: m.TaskSpec, pools: dict[str, Pool], workspaces: WorkspacePolicy,
 
 def _check_args(spec: m.TaskSpec, pool: Pool) -> None:
     """The tool's argument model, the tool's own admission (its options may forbid more), max_timeout."""
-    try:
-        args = pool.tool.Args.model_validate(spec.args)
-    except ValidationError as exc:
-        raise Refusal(m.E_INVALID, _describe(exc, f"{spec.tool} argument ")) from None
-    try:
-        pool.checker.admit(args, pool.options_model, spec.timeout)
-    except ToolFailure as exc:
-        raise Refusal(m.E_INVALID, f"{spec.tool}: {exc}") from None
+    if not (_any_args(pool) and any_args_ok(spec.args)):
+        try:
+            args = pool.tool.Args.model_validate(spec.args)
+        except ValidationError as exc:
+            raise Refusal(m.E_INVALID, _describe(exc, f"{spec.tool} argument ")) from None
+        try:
+            pool.checker.admit(args, pool.options_model, spec.timeout)
+        except ToolFailure as exc:
+            raise Refusal(m.E_INVALID, f"{spec.tool}: {exc}") from None
     max_timeout = pool.config.max_timeout
     if spec.timeout is not None and max_timeout is not None and spec.timeout > max_timeout:
         raise Refusal(m.E_INVALID, f"timeout {spec.timeout:g}s exceeds the max_timeout of pool {pool.name!r} ({max_timeout:g}s)")
+
+
+# Per (Args model, tool class): whether its arguments need no model built (envelope_check.takes_any_args).
+_ANY_ARGS: dict[tuple[type, type], bool] = {}
+
+
+def _any_args(pool: Pool) -> bool:
+    key = (pool.tool.Args, type(pool.checker))
+    known = _ANY_ARGS.get(key)
+    if known is None:
+        known = _ANY_ARGS[key] = takes_any_args(pool.tool.Args, type(pool.checker).admit, Tool.admit)
+    return known
 
 
 def pool_for(spec: m.TaskSpec, pools: dict[str, Pool]) -> Pool:

@@ -176,3 +176,16 @@ def test_endpoints_live_in_the_runtime_dir(tmp_path) -> None:
     assert len(e.socket_paths()) == 2 + len(WORKER_CHANNELS)
     with pytest.raises(ValueError):
         e.worker_path("nonsense")
+
+
+def test_a_client_result_carries_every_field_of_the_wire_result() -> None:
+    # Result.from_wire passes TaskResult's fields positionally: the two must keep one order.
+    from dataclasses import fields
+
+    from para.client.result import Result
+    assert [f.name for f in fields(Result)] == [f.name for f in fields(m.TaskResult)]
+    wire = m.TaskResult("t-1", "bash", m.FAILED, 2, 9, b"out\xff", b"err", True, {"k": [1]}, 1.5, 3, "bash-1",
+                        "boom", m.E_TOOL, "memory", {"utime": 0.1}, 4, 3, [{"host": "h", "port": 1, "rule": "r"}])
+    got = Result.from_wire(wire).to_dict()
+    assert got == {**{f.name: getattr(wire, f.name) for f in fields(m.TaskResult)}, "stdout": "out\ufffd", "stderr": "err"}
+    assert Result.from_wire(m.TaskResult("t-2", "echo", m.SUCCEEDED)).to_dict()["stdout"] == ""
