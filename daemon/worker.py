@@ -322,7 +322,7 @@ class Worker:
                 self._finish(run.assign, run.started, Finished(error=f"cannot open the task's port to the egress proxy: {exc}"), None)
                 return
         try:
-            run.command = Command(spec, on_output, held=self.held)
+            run.command = Command(spec, on_output, held=self.held, on_close=self.polls.closing)
         except Exception as exc:  # OSError, or ValueError for a NUL byte in argv/env/cwd
             detail = exc.strerror if isinstance(exc, OSError) else str(exc)
             self._finish(run.assign, run.started, Finished(error=f"cannot start {spec.argv[0]}: {detail}"), None)
