@@ -193,9 +193,7 @@ class Command:
         self._family.join(self, self.pid, born)
         self._popen = started.popen
         self._pidfd = os.pidfd_open(self.pid)
-        self._pipes = {started.stdout: "stdout", started.stderr: "stderr"}
-        for fd in self._pipes:
-            os.set_blocking(fd, False)
+        self._pipes = {started.stdout: "stdout", started.stderr: "stderr"}   # non-blocking (spawn.start)
         self._deadline = self.started + spec.timeout if spec.timeout else None
         self._silent_until = self.started + spec.no_output_timeout if spec.no_output_timeout else None
         # Where a cgroup caps memory and processes, the kernel enforces them; else sample.
