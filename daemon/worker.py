@@ -286,8 +286,7 @@ class Worker:
         started = time.monotonic()
         ctx = TaskContext(task.id, self.id, task.timeout, task.workspace, ToolReports(self, assign))
         try:
-            args = self.tool.Args.model_validate(task.args)
-            step = self.tool.run(args, self.options, ctx)
+            step = self.tool.run(self.tool.parse_args(task.args), self.options, ctx)
         except Exception as exc:
             step = self._failed(task, exc)
         if isinstance(step, Finished):
