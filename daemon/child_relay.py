@@ -39,11 +39,14 @@ class ChildRelay:
         self.sock.bind(self.endpoint)
         self._tokens: dict[str, str] = {}      # token -> the task whose commands hold it
         self._trusted: dict[bytes, str] = {}   # client identity -> the task it speaks for
+        # task -> its tokens and trusted identities: a task's end forgets them without a walk over every task's.
+        self._held: dict[str, list[str | bytes]] = {}
 
     def env(self, task_id: str) -> dict[str, str]:
         """What the command of `task_id` finds in its environment: where to connect, and its token."""
         token = secrets.token_hex(16)
         self._tokens[token] = task_id
+        self._held.setdefault(task_id, []).append(token)
         return {CHILD_ENDPOINT_ENV: self.endpoint, CHILD_TOKEN_ENV: token}
 
     def on_readable(self) -> list[m.Relayed]:
@@ -77,6 +80,7 @@ class ChildRelay:
         if task_id is None:
             return None, f"no task of this worker holds that token (its task ended, or it is not from ${CHILD_TOKEN_ENV})"
         self._trusted[identity] = task_id
+        self._held.setdefault(task_id, []).append(identity)
         return task_id, None
 
     def deliver(self, relay: m.Relay) -> None:
@@ -87,8 +91,11 @@ class ChildRelay:
 
     def forget(self, task_id: str) -> None:
         """`task_id` ended: its token and its clients' trust end with it."""
-        self._tokens = {t: task for t, task in self._tokens.items() if task != task_id}
-        self._trusted = {i: task for i, task in self._trusted.items() if task != task_id}
+        for key in self._held.pop(task_id, ()):
+            if isinstance(key, str):
+                self._tokens.pop(key, None)
+            else:
+                self._trusted.pop(key, None)
 
     def close(self) -> None:
         self.sock.close(linger=0)

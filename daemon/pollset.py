@@ -50,6 +50,24 @@ class PollSet:
     def drop(self, owner: Hashable) -> None:
         self.set(owner, ())
 
+    def closing(self, fd: int) -> None:
+        """Descriptor `fd` is about to be closed: no longer polled, for whichever owner had it.
+
+        Called before the close, not after: the file of a closed descriptor
+        outlives it while a copy does (a child between its spawn and its exec
+        holds all of ours), and its epoll entry with it, reporting a number
+        that is no descriptor of ours, or another's by then.
+        """
+        owner = self.owner_of.pop(fd, None)
+        if owner is None:
+            return
+        left = frozenset(pair for pair in self._owned[owner] if pair[0] != fd)
+        if left:
+            self._owned[owner] = left
+        else:
+            del self._owned[owner]
+        self._forget(fd)
+
     def poll(self, timeout_ms: int) -> list[tuple[object, int]]:
         """The sockets and descriptors ready within `timeout_ms`, as (socket or descriptor, events)."""
         ready = []

@@ -286,8 +286,7 @@ class Worker:
         started = time.monotonic()
         ctx = TaskContext(task.id, self.id, task.timeout, task.workspace, ToolReports(self, assign))
         try:
-            args = self.tool.Args.model_validate(task.args)
-            step = self.tool.run(args, self.options, ctx)
+            step = self.tool.run(self.tool.parse_args(task.args), self.options, ctx)
         except Exception as exc:
             step = self._failed(task, exc)
         if isinstance(step, Finished):
@@ -322,7 +321,7 @@ class Worker:
                 self._finish(run.assign, run.started, Finished(error=f"cannot open the task's port to the egress proxy: {exc}"), None)
                 return
         try:
-            run.command = Command(spec, on_output, held=self.held)
+            run.command = Command(spec, on_output, held=self.held, on_close=self.polls.closing)
         except Exception as exc:  # OSError, or ValueError for a NUL byte in argv/env/cwd
             detail = exc.strerror if isinstance(exc, OSError) else str(exc)
             self._finish(run.assign, run.started, Finished(error=f"cannot start {spec.argv[0]}: {detail}"), None)

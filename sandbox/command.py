@@ -127,11 +127,20 @@ class Command:
 
     `family` is the registry of this process's running commands (by default
     the process's own): what tells this command's processes from a sibling's.
+
+    `on_close` is called with each descriptor the owner may poll (its pipes,
+    its stdin, its pidfd) just before the command closes it: the owner must
+    stop polling it then, not after. A closed descriptor's file lives on while
+    a copy does (a child between its spawn and its exec holds all of ours),
+    and so does its entry in an epoll, which goes on reporting it, at a number
+    that may be another descriptor's by then.
     """
 
     def __init__(self, spec: CommandSpec, on_output: Callable[[str, bytes], None] | None = None,
-                 held: Limits | None = None, family: families.Family | None = None):
+                 held: Limits | None = None, family: families.Family | None = None,
+                 on_close: Callable[[int], None] | None = None):
         self.spec = spec
+        self._on_close = on_close
         self._family = family or families.default()
         self._on_output = on_output
         self._stdout = CappedBuffer(spec.output_cap)
@@ -166,7 +175,7 @@ class Command:
         stdin = self._stdin_file(spec.stdin)
         if spec.stdin_stream:
             stdin, write_end = os.pipe()
-            self.stdin_pipe = InputPipe(write_end)
+            self.stdin_pipe = InputPipe(write_end, on_close)
         born = families.now_ticks()  # before the spawn: no earlier than anything the command starts
         try:
             started = spawn.start(spec.argv, spec.executable, spec.cwd, spec.env, stdin, inherited, spec.limits,
@@ -184,9 +193,7 @@ class Command:
         self._family.join(self, self.pid, born)
         self._popen = started.popen
         self._pidfd = os.pidfd_open(self.pid)
-        self._pipes = {started.stdout: "stdout", started.stderr: "stderr"}
-        for fd in self._pipes:
-            os.set_blocking(fd, False)
+        self._pipes = {started.stdout: "stdout", started.stderr: "stderr"}   # non-blocking (spawn.start)
         self._deadline = self.started + spec.timeout if spec.timeout else None
         self._silent_until = self.started + spec.no_output_timeout if spec.no_output_timeout else None
         # Where a cgroup caps memory and processes, the kernel enforces them; else sample.
@@ -404,7 +411,7 @@ class Command:
         for fd in list(self._pipes):
             self._drain_nonblocking(fd)
             del self._pipes[fd]
-            os.close(fd)
+            self._close_fd(fd)
         self._kill_at = self._drain_until = self._next_sample = self._deadline = self._silent_until = None
 
     def _reap(self) -> None:
@@ -439,7 +446,7 @@ class Command:
 
     def _close_pipe(self, fd: int) -> None:
         self._pipes.pop(fd)
-        os.close(fd)
+        self._close_fd(fd)
         if not self._pipes and self._status is not None:
             self._finish()
 
@@ -470,8 +477,13 @@ class Command:
         if self.stdin_pipe is not None:
             self.stdin_pipe.close()
         if self._pidfd >= 0:
-            os.close(self._pidfd)
+            self._close_fd(self._pidfd)
             self._pidfd = -1
+
+    def _close_fd(self, fd: int) -> None:
+        if self._on_close is not None:
+            self._on_close(fd)   # the owner stops polling it while it is still ours (see the class docstring)
+        os.close(fd)
 
     def _reap_blocking(self) -> None:
         try:

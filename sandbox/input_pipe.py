@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import collections
 import os
+from collections.abc import Callable
 
 
 class InputPipe:
     """The write end of a command's stdin; `written` bytes went into it, `closed` once it takes no more."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, on_close: Callable[[int], None] | None = None) -> None:
         os.set_blocking(fd, False)
         self.fd = fd
+        self._on_close = on_close   # told just before the close, as Command's owner is
         self.written = 0
         self.dropped = 0          # bytes fed after it closed (the command had closed its stdin)
         self.closed = False
@@ -66,4 +68,6 @@ class InputPipe:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            if self._on_close is not None:
+                self._on_close(self.fd)
             os.close(self.fd)

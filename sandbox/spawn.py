@@ -17,6 +17,7 @@ the posix_spawn child sees only its three standard streams; a test holds it to t
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
@@ -47,12 +48,12 @@ def start(argv: list[str], executable: str | None, cwd: str | None, env: dict[st
           pass_fds: tuple[int, ...] = ()) -> Started:
     """Start `argv` in a new session with stdout/stderr on fresh pipes; stdin from `stdin` (None: /dev/null).
 
-    `inherited`: the caller holds every one of `limits` itself, so the child
-    needs no setup of its own. `pass_fds` stay open in the child (an
-    executable named as /proc/self/fd/N needs N).
+    The read ends are non-blocking. `inherited`: the caller holds every one of
+    `limits` itself, so the child needs no setup of its own. `pass_fds` stay
+    open in the child (an executable named as /proc/self/fd/N needs N).
     """
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
+    out_r, out_w = _pipe()
+    err_r, err_w = _pipe()
     try:
         if inherited and leaf is None and not pass_fds and (user is None or lent(user)):
             pid, popen = _posix_spawn(argv, executable, cwd, env, stdin, out_w, err_w, resetids=user is not None), None
@@ -67,6 +68,14 @@ def start(argv: list[str], executable: str | None, cwd: str | None, env: dict[st
         os.close(out_w)
         os.close(err_w)
     return Started(pid, out_r, err_r, popen)
+
+
+def _pipe() -> tuple[int, int]:
+    """A close-on-exec pipe whose read end alone is non-blocking (the command writes to a blocking one)."""
+    read, write = os.pipe2(os.O_CLOEXEC)
+    # A fresh read end's status flags are O_RDONLY alone: one F_SETFL, not set_blocking's get and set.
+    fcntl.fcntl(read, fcntl.F_SETFL, os.O_NONBLOCK)
+    return read, write
 
 
 def lend_real_ids(user: tuple[int, int]) -> None:

@@ -130,6 +130,12 @@ class Tool:
     # at once (I/O-bound tools: fetch, search). Implements run_async instead of run.
     is_async: ClassVar[bool] = False
 
+    @classmethod
+    def parse_args(cls, args: dict[str, Any]) -> Any:
+        """A task's arguments as the worker hands them to `run`: `Args`, validated. A tool may
+        take a shape it knows to be valid a cheaper way (bash does), never accept more."""
+        return cls.Args.model_validate(args)
+
     def run(self, args: Any, options: Any, ctx: TaskContext) -> Finished | RunCommand:
         raise NotImplementedError
 
