@@ -132,7 +132,8 @@ class Tool:
 
     @classmethod
     def parse_args(cls, args: dict[str, Any]) -> Any:
-        """A task's arguments as the worker hands them to `run`: `Args`, validated. A tool may
+        """A task's arguments as parad's admission checks them (`admit`) and the worker hands them to
+        `run`: `Args`, validated. A tool may
         take a shape it knows to be valid a cheaper way (bash does), never accept more."""
         return cls.Args.model_validate(args)
 

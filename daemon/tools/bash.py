@@ -85,7 +85,7 @@ class Bash(Tool):
                 return PlainArgs(command, cwd, env)
         return BashArgs.model_validate(args)   # anything else, and every error, as pydantic says
 
-    def admit(self, args: BashArgs, options: BashOptions, timeout: float | None) -> None:
+    def admit(self, args: BashArgs | PlainArgs, options: BashOptions, timeout: float | None) -> None:
         _program(args)
         if args.stdin_stream and args.stdin is not None:
             raise ToolFailure("give stdin (all of it) or stdin_stream (sent as it arrives), not both")
