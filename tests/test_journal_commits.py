@@ -49,7 +49,7 @@ def test_an_echo_run_costs_at_most_one_commit_its_row_written_once_after_its_end
 
 
 def test_each_task_of_a_map_is_written_once_with_its_end(start_daemon) -> None:
-    # map() asks no ack: a task's row waits for its end (up to a second) instead of being written
+    # map() asks no ack: a task's row waits for its end (up to UNTOLD_WAIT) instead of being written
     # at its acceptance and again at its end, two commits apart.
     d = start_daemon(pools={"echo": {"min_workers": 1, "max_workers": 1}})
     n = 300

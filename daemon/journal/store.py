@@ -43,7 +43,9 @@ from para.ipc import messages as m
 log = logging.getLogger("parad")
 
 RETRY_EVERY = 0.5       # seconds between commits tried while the journal cannot write (supervisor.py wakes for it)
-UNTOLD_WAIT = 1.0       # seconds a task accepted without an ack may wait for its first write (its end's, if sooner)
+# Seconds a task accepted without an ack may wait for its first write (its start's or end's, if sooner):
+# the tasks of a big map() wait in the queue for seconds, and a write of each as queued was a third of their rows.
+UNTOLD_WAIT = 5.0
 # How long, how many bytes of results and how many rows the ends of untold tasks may wait for their
 # commit, their Dones already sent (`keep`): a run() loop then commits a few rows at a time, not one per call.
 QUIET_WAIT = 0.05
