@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from para.daemon.tools.bash import Bash, BashArgs
 
@@ -38,3 +38,16 @@ def test_every_other_shape_and_every_error_is_pydantic_s(args: dict[str, Any]) -
         assert got.value.errors() == exc.errors()
     else:
         assert Bash.parse_args(args) == want
+
+
+def test_a_subclass_with_a_stricter_model_has_its_model_applied() -> None:
+    # A plugin that extends bash with its own Args: the plain shape is bash's shortcut, not its.
+    class ShortArgs(BashArgs):
+        command: str | None = Field(None, min_length=1, max_length=3)
+
+    class Short(Bash):
+        Args = ShortArgs
+
+    with pytest.raises(ValidationError):
+        Short.parse_args({"command": "echo too long"})
+    assert isinstance(Short.parse_args({"command": "ls"}), ShortArgs)

@@ -79,11 +79,11 @@ class Bash(Tool):
 
     @classmethod
     def parse_args(cls, args: dict[str, Any]) -> BashArgs | PlainArgs:
-        if args.keys() <= PlainArgs.FIELDS:
+        if cls.Args is BashArgs and args.keys() <= PlainArgs.FIELDS:   # a subclass's own model is its to apply
             command, cwd, env = args.get("command"), args.get("cwd"), args.get("caller_env")
             if type(command) is str and command and (cwd is None or type(cwd) is str) and (env is None or _plain_env(env)):
                 return PlainArgs(command, cwd, env)
-        return BashArgs.model_validate(args)   # anything else, and every error, as pydantic says
+        return cls.Args.model_validate(args)   # anything else, and every error, as pydantic says
 
     def admit(self, args: BashArgs | PlainArgs, options: BashOptions, timeout: float | None) -> None:
         _program(args)
