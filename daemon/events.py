@@ -75,6 +75,9 @@ class EventPublisher:
     def wanted(self, topic: bytes) -> bool:
         return self._subscriptions.get(topic, 0) > 0
 
-    def publish(self, topic: bytes, make: Callable[[], Any]) -> None:
-        if self.wanted(topic):
-            channels.publish(self.sock, topic, make())  # a slow watcher loses events; it never slows the daemon
+    def publish(self, topic: bytes, make: Callable[[], Any]) -> bool:
+        """Publish the event `make` builds if anybody watches `topic`; whether it was sent to the socket."""
+        if not self.wanted(topic):
+            return False
+        channels.publish(self.sock, topic, make())  # a slow watcher loses events; it never slows the daemon
+        return True

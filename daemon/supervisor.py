@@ -136,9 +136,8 @@ class Supervisor:
         return self.events.wanted(topic)
 
     def publish(self, topic: bytes, make: Callable[[], Any]) -> None:
-        if self.events.wanted(topic):
-            self.events.publish(topic, make)
-            self.poller.recheck(self.events.sock)
+        if self.events.publish(topic, make):
+            self.poller.recheck(self.events.sock)   # a send can quiet its descriptor (poller.py)
 
     def _output_drained(self) -> None:
         # A client is back under its output budget: its queued tasks may start (in workspaces that may need workers).

@@ -25,6 +25,7 @@ def raw(daemon):
 
     def exchange(*frames: bytes, until: Callable[[list], bool] | None = None) -> list:
         """Send `frames`; the replies read until `until(replies)` holds (default: any reply came)."""
+        done = until or (lambda rs: any(isinstance(r, (m.ErrorReply, m.Accepted, m.Reply, m.Welcome)) for r in rs))
         sock.send_multipart(list(frames))
         replies = []
         deadline = time.monotonic() + 10
@@ -35,8 +36,7 @@ def raw(daemon):
                 continue
             for part in codec.split(sock.recv()):
                 replies.append(codec.decode(part))
-            if until(replies) if until else any(isinstance(r, (m.ErrorReply, m.Accepted, m.Reply, m.Welcome))
-                                                for r in replies):
+            if done(replies):
                 return replies
         pytest.fail("no reply from parad")
 
