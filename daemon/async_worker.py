@@ -92,6 +92,8 @@ class AsyncWorker(Worker):
         self.running: dict[str, AsyncRun] = {}   # type: ignore[assignment]
         self.waiting: set[AsyncRun] = set()      # tasks awaiting room for their output
         self.wake = asyncio.Event()
+        self._beat: asyncio.TimerHandle | None = None   # wakes the loop when the next heartbeat is due
+        self._beat_for = 0.0   # the next_heartbeat it was set for
 
     def run(self) -> None:
         asyncio.run(self._serve())
@@ -144,11 +146,22 @@ class AsyncWorker(Worker):
             return
         if self.data.getsockopt(zmq.EVENTS) & zmq.POLLOUT and self.blocked:
             return
-        beat = asyncio.get_running_loop().call_later(max(0.0, self.next_heartbeat - time.monotonic()), self.wake.set)
-        try:
-            await self.wake.wait()
-        finally:
-            beat.cancel()
+        self._arm_beat()
+        await self.wake.wait()
+
+    def _arm_beat(self) -> None:
+        # One timer per heartbeat, not one per turn: with a turn every few tasks, a timer added
+        # and cancelled each turn costs the loop's heap more than the turn's own work.
+        if self._beat is not None and self._beat_for == self.next_heartbeat:
+            return
+        if self._beat is not None:
+            self._beat.cancel()
+        self._beat_for = self.next_heartbeat
+        self._beat = asyncio.get_running_loop().call_later(max(0.0, self.next_heartbeat - time.monotonic()), self._beat_due)
+
+    def _beat_due(self) -> None:
+        self._beat = None
+        self.wake.set()
 
     # ---- parad's commands --------------------------------------------------
 
