@@ -54,13 +54,19 @@ def render(body: bytes, content_type: str, charset: str | None, fmt: str, url: s
 
 def decode(body: bytes, charset: str | None, html_body: bool) -> str:
     """The body as text: the header's charset, else an HTML meta charset, else UTF-8 (bad bytes replaced)."""
-    for name in (charset, _meta_charset(body) if html_body else None):
-        if name and _known(name):
-            try:
-                return body.decode(name, errors="replace")
-            except LookupError:
-                pass    # a codec, but not a text encoding (zlib, base64): the server's charset is wrong
-    return body.decode("utf-8", errors="replace")
+    text = _decoded(body, charset)
+    if text is None and html_body:   # the page is searched for a meta charset only when the header named none that works
+        text = _decoded(body, _meta_charset(body))
+    return body.decode("utf-8", errors="replace") if text is None else text
+
+
+def _decoded(body: bytes, name: str | None) -> str | None:
+    if name and _known(name):
+        try:
+            return body.decode(name, errors="replace")
+        except LookupError:
+            pass    # a codec, but not a text encoding (zlib, base64): the server's charset is wrong
+    return None
 
 
 def extract(page: str, fmt: str, url: str, links: bool = False) -> str:
