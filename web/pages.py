@@ -83,7 +83,8 @@ class Pages:
 
     async def _request(self, url: URL, headers: dict[str, str], credentials: bool) -> Produced[Response]:
         resp = await self.http.hop(url, headers, credentials)
-        size = len(resp.body) + sum(len(k) + len(v) for k, v in resp.headers.items()) + 256
+        # Sized only if it may be kept: most pages say no-store or nothing of caching (ttl 0).
+        size = len(resp.body) + sum(len(k) + len(v) for k, v in resp.headers.items()) + 256 if resp.ttl > 0 else 0
         return Produced(resp, size, resp.ttl)
 
     async def _extract(self, resp: Response, fmt: str, links: bool) -> Produced[tuple[str, str | None]]:
