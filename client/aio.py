@@ -44,8 +44,18 @@ class AsyncTask(TaskState):
         super().__init__(spec, task_id)
         self._client = client
         self._finished: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.chunks: asyncio.Queue[Chunk | None] = asyncio.Queue()
-        self._stdin_event = asyncio.Event()
+        # Made on first use: most tasks (every run()) neither stream nor take input.
+        self._chunks: asyncio.Queue[Chunk | None] | None = None
+        self._stdin_event: asyncio.Event | None = None
+
+    @property
+    def chunks(self) -> asyncio.Queue[Chunk | None]:
+        """The task's streamed output chunks as they arrive, then None once it ended."""
+        if self._chunks is None:
+            self._chunks = asyncio.Queue()
+            if self.done():
+                self._chunks.put_nowait(None)
+        return self._chunks
 
     async def result(self, timeout: float | None = None) -> Result:
         """The Result; raises ToolError/TaskTimeout like Client, or TaskTimeout if `timeout` passes first."""
@@ -67,13 +77,22 @@ class AsyncTask(TaskState):
     def _settle(self, result: Result | None, error: ParaError | None) -> None:
         super()._settle(result, error)
         self._finished.set_result(None)
-        self.chunks.put_nowait(None)
+        if self._chunks is not None:
+            self._chunks.put_nowait(None)
 
     def _put_chunk(self, chunk: Chunk) -> None:
         self.chunks.put_nowait(chunk)
 
     def _stdin_changed(self) -> None:
-        self._stdin_event.set()
+        if self._stdin_event is not None:
+            self._stdin_event.set()
+
+    async def _stdin_wait(self) -> None:
+        """Until an InputAck comes or the task ends (the caller looked at both since its last await)."""
+        if self._stdin_event is None:
+            self._stdin_event = asyncio.Event()
+        self._stdin_event.clear()
+        await self._stdin_event.wait()
 
 
 class AsyncBatchHandle:
@@ -254,8 +273,7 @@ class AsyncClient(BaseClient):
             view = view[taken:]
             if done is not None:
                 return done
-            task._stdin_event.clear()   # no await since the step: nothing set it meanwhile
-            await task._stdin_event.wait()
+            await task._stdin_wait()   # no await since the step: nothing came meanwhile
 
     async def result(self, task_id: str, timeout: float | None = None) -> Result:
         """Wait for task `task_id`, whoever submitted it and whenever (as Client.result)."""
