@@ -218,6 +218,9 @@ class Supervisor:
         """What the turn asked for, once each: reconcile pools, what waited for that, dispatch, commit
         the journal, send to clients (what the commit recorded too); again while sending drained a
         client whose queued tasks may now start."""
+        if self.outbox.total:
+            # What needs no commit (a quick run()'s Done) leaves first: nothing below is on its way.
+            self._flush()
         for pool in self.core.take_maintain():
             self._guarded("maintain", self.workforce.maintain, pool)
         for callback in self.core.take_later():
