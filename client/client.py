@@ -34,6 +34,7 @@ from para.ipc import messages as m
 from para.ipc.sockets import make_socket
 
 RECEIVE_QUEUE = 16   # messages (each at most 1 MiB) queued unread in the client
+_RCVTIMEO = int(zmq.RCVTIMEO)
 
 __all__ = ["Client", "TaskFuture", "TASK_OPTIONS", "MAP_WINDOW", "MAP_BATCH"]
 
@@ -77,6 +78,7 @@ class Client(BaseClient):
         self._sock: zmq.Socket | None = None
         self._poller = zmq.Poller()  # one for every wait: Socket.poll() builds a new one per call
         self._wake: StdinPump | None = None   # what a stream's wait watches besides the socket
+        self._rcvtimeo = -1   # the socket's receive timeout (ms), as last set
         self.connect()
 
     def connect(self) -> "Client":
@@ -99,6 +101,7 @@ class Client(BaseClient):
         # bound it; past this many messages it stays in parad, counted, and a
         # stream the caller does not keep up with is paused at its command.
         self._sock.setsockopt(zmq.RCVHWM, RECEIVE_QUEUE)
+        self._rcvtimeo = -1
         self._sock.connect(self._address)
         self._poller.register(self._sock, zmq.POLLIN)
 
@@ -122,9 +125,12 @@ class Client(BaseClient):
     def run(self, tool: str, /, **kwargs: Any) -> Result:
         """Run one task and wait for it. `timeout`, `priority`, `session`, `retries` are task options;
         everything else is the tool's arguments."""
-        future = self._track(TaskFuture(self, self._spec(tool, *split_options(kwargs))))
-        # No Accepted round trip: a refusal arrives as an ErrorReply naming the task.
-        self._send(self._submit([future.spec]))
+        spec = self._spec(tool, *split_options(kwargs))
+        # No Accepted round trip: a refusal arrives as an ErrorReply naming the task. Sent before
+        # its handle is made: nothing is read until the wait, and the handle is made while the
+        # task crosses to the daemon, not before it leaves.
+        self._send(self._submit([spec]))
+        future = self._track(TaskFuture(self, spec))
         try:
             return future.result()
         finally:
@@ -362,6 +368,24 @@ class Client(BaseClient):
                 self._poller.unregister(wake.fileno())
                 self._wake = None
 
+    def _read(self, timeout_ms: int) -> tuple[bytes | None, bool]:
+        """The daemon's next frame within `timeout_ms` (None if none came), and whether the stdin pump woke us."""
+        if self._wake is None:
+            # A receive that waits: a poll and then a receive would each pay libzmq's and pyzmq's
+            # bookkeeping, on the path of every run().
+            if timeout_ms != self._rcvtimeo:
+                self._sock.setsockopt(_RCVTIMEO, timeout_ms)
+                self._rcvtimeo = timeout_ms
+            try:
+                return self._sock.recv(), False
+            except zmq.Again:
+                return None, False
+        ready = dict(self._poller.poll(timeout_ms))
+        woke = self._wake.fileno() in ready
+        if woke:
+            self._wake.clear()
+        return (self._sock.recv() if self._sock in ready else None), woke
+
     def _wait(self, condition: Callable[[], bool], deadline: float | None, timeout: float | None, what: str,
               ping: bool) -> None:
         # self._wake, not a parameter: a wait within this one (a resume's) clears it too, and
@@ -373,15 +397,13 @@ class Client(BaseClient):
                     raise TaskTimeout(f"gave up waiting for {what} after {timeout:g}s")
                 raise self._no_answer(what)
             wait = self._silence.remaining() if left is None else min(self._silence.remaining(), left)
-            ready = dict(self._poller.poll(int(wait * 1000) + 1))
-            if self._wake is not None and self._wake.fileno() in ready:
-                self._wake.clear()
-            if self._sock in ready:
-                self._receive(self._sock.recv())
+            frame, woke = self._read(int(wait * 1000) + 1)
+            if frame is not None:
+                self._receive(frame)
                 if ping and self._restart_seen:
                     self._resume(silent=False)
                 continue
-            if ready or not ping:  # the pump's wake-up; or a request's own deadline (self.timeout) decides
+            if woke or not ping:  # the pump's wake-up; or a request's own deadline (self.timeout) decides
                 continue
             step = self._silence.step()
             if step == Silence.PING:

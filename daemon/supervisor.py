@@ -9,6 +9,7 @@ fork server, the bound sockets); then each turn of the loop reads:
     worker channels (metrics, command, error, event, data), then clients:
         a bounded batch per socket, so a flood on one never starves another
     timers: heartbeat checks, respawns, retries, the shutdown deadline
+    send clients what needs no commit (outbox.py), first: the rest is not on its way
     reconcile the pools the turn asked for (workforce.py)
     dispatch the pools the turn asked for (dispatch.py)
     commit the journal (commits.py: grouped while more messages wait)
@@ -215,9 +216,12 @@ class Supervisor:
         self.outbox.drain(1.0)  # the last results, to clients that still read
 
     def _end_turn(self) -> None:
-        """What the turn asked for, once each: reconcile pools, what waited for that, dispatch, commit
-        the journal, send to clients (what the commit recorded too); again while sending drained a
-        client whose queued tasks may now start."""
+        """What the turn asked for, once each: send clients what needs no commit, reconcile pools, what
+        waited for that, dispatch, commit the journal, send to clients (what the commit recorded too);
+        again while sending drained a client whose queued tasks may now start."""
+        if self.outbox.total:
+            # What needs no commit (a quick run()'s Done) leaves first: nothing below is on its way.
+            self._flush()
         for pool in self.core.take_maintain():
             self._guarded("maintain", self.workforce.maintain, pool)
         for callback in self.core.take_later():

@@ -388,6 +388,8 @@ class Worker:
         self.channels.send(channel, msg)
 
     def flush_events(self) -> None:
+        if not self.events:   # most turns: nobody watches
+            return
         for chunk in codec.chunks(self.events):
             self.channels.send_encoded("event", chunk)
         self.events = []
