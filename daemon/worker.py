@@ -128,8 +128,16 @@ class Worker:
             self.flush_events()
             self._flush_data()
             timeout = max(0, int((self._next_deadline(self.next_heartbeat) - time.monotonic()) * 1000) + 1)
+            # A command that ended has its pipes' EOF and its exit ready in one poll: each is
+            # read, and the command is looked at (timers, descriptors, its end) once after all.
+            touched: dict[Running, None] = {}
             for sock, _ in self.polls.poll(timeout):
-                self._on_ready(sock)
+                run = self._on_ready(sock)
+                if run is not None:
+                    touched[run] = None
+            for run in touched:
+                if self.running.get(run.task_id) is run:
+                    self._touched(run)
             self._on_timers(time.monotonic())
         self.flush_events()
         self._flush_data(block=True)
@@ -144,9 +152,10 @@ class Worker:
         return min((r.deadline for r in self.running.values() if r.deadline is not None and r.deadline < heartbeat),
                    default=heartbeat)
 
-    def _on_ready(self, sock: Any) -> None:
+    def _on_ready(self, sock: Any) -> Running | None:
         """One socket or pipe the poll found ready: a command from parad, a nested client's
-        request, room on the data channel, or one of the commands' pipes."""
+        request, room on the data channel, or one of the commands' pipes (whose Running is
+        returned, for the caller to look at once the turn's descriptors are read)."""
         if sock is self.command:
             self._on_command()
         elif self.relay is not None and sock is self.relay.sock:
@@ -159,12 +168,13 @@ class Worker:
             # a client picks task ids, and "command" must not name our socket.
             run = self.polls.owner_of.get(sock)
             if not isinstance(run, Running) or self.running.get(run.task_id) is not run:
-                return
+                return None
             if sock in run.command.write_fds():
                 run.command.on_writable(sock)
             elif not self.out.turn_full or sock in run.command.exit_fds():
                 run.command.on_readable(sock)   # an exit is seen at once, whatever this turn has read
-            self._touched(run)
+            return run
+        return None
 
     def _on_timers(self, now: float) -> None:
         for run in [r for r in self.running.values() if r.deadline is not None and r.deadline <= now]:

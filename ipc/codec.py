@@ -23,7 +23,7 @@ from typing import Any
 import msgpack
 
 from para.ipc import PROTOCOL_VERSION
-from para.ipc.messages import WIRE_TAGS
+from para.ipc.messages import ENV_TAG, WIRE_TAGS, TaskSpec
 
 MAGIC = 0xA7
 BATCH_MAGIC = 0xA8
@@ -73,6 +73,8 @@ def _hook_at(depth: int) -> Any:
     def hook(tag: int, payload: bytes) -> Any:
         cls = _BY_TAG.get(tag)
         if cls is None:
+            if tag == ENV_TAG:
+                return _env_of(payload)
             raise ProtocolError(f"unknown message type tag {tag}")
         if depth >= MAX_DEPTH:
             raise ProtocolError(f"messages nested more than {MAX_DEPTH} deep")
@@ -89,6 +91,52 @@ def _hook_at(depth: int) -> Any:
 # One hook per level, so the depth needs no shared counter (clients decode in several threads).
 _HOOKS = [_hook_at(depth) for depth in range(MAX_DEPTH + 1)]
 
+# A task's caller_env (some 40 variables) travels with each of its tasks: client -> parad ->
+# worker, and into the journal. Unpacking it cost several microseconds a task at each hop, and
+# parad and the worker then checked and filtered each copy. So it goes as an extension of its
+# own (ENV_TAG), packed once while it repeats, and decoded once per distinct environment: equal
+# bytes give back the very dict decoded before, which the bash tool's checks remember by
+# identity. Nobody may change a decoded environment. A plain map is taken as well.
+ENV_CACHE = 8                 # distinct environments remembered (clients with different ones)
+ENV_CACHE_BYTES = 128 << 10   # larger ones are not kept (parad takes no larger one)
+_envs_seen: tuple[tuple[bytes, dict[str, Any]], ...] = ()
+_env_sent: tuple[dict[str, Any], msgpack.ExtType] | None = None
+
+
+def _env_of(payload: bytes) -> dict[str, Any]:
+    global _envs_seen
+    seen = _envs_seen
+    for packed, env in seen:
+        if packed == payload:
+            return env
+    env = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    if not isinstance(env, dict):
+        raise ProtocolError("an environment (extension type %d) is not a map" % ENV_TAG)
+    if len(payload) <= ENV_CACHE_BYTES:
+        _envs_seen = ((payload, env), *seen[:ENV_CACHE - 1])   # one assignment: safe across threads
+    return env
+
+
+def _env_ext(env: dict[str, Any], packer: msgpack.Packer) -> msgpack.ExtType:
+    global _env_sent
+    sent = _env_sent
+    if sent is not None and env == sent[0]:   # a C comparison, cheaper than packing
+        return sent[1]
+    ext = _new_ext(msgpack.ExtType, (ENV_TAG, packer.pack(env)))
+    _env_sent = (dict(env), ext)   # a copy: the caller's dict may change afterwards
+    return ext
+
+
+def _spec_values(spec: TaskSpec, packer: msgpack.Packer) -> Any:
+    values = _VALUES[TaskSpec](spec)
+    args = values[2]   # TaskSpec.args
+    env = args.get("caller_env") if type(args) is dict else None
+    if type(env) is not dict or not env:
+        return values
+    values = list(values)
+    values[2] = {**args, "caller_env": _env_ext(env, packer)}
+    return values
+
 
 _packer = msgpack.Packer(default=_default, use_bin_type=True)
 
@@ -102,7 +150,7 @@ def _ext(message: Any, packer: msgpack.Packer = _packer) -> msgpack.ExtType:
     tag = WIRE_TAGS.get(cls)
     if tag is None:
         raise TypeError(f"cannot encode {cls.__name__} on the para wire")
-    values = _VALUES[cls](message)
+    values = _VALUES[cls](message) if cls is not TaskSpec else _spec_values(message, packer)
     nested = _NESTED[cls]
     if nested:
         values = list(values)

@@ -385,3 +385,6 @@ WIRE_TAGS: dict[type, int] = {
     PauseOutput: 30, ResumeOutput: 31, WorkerSettings: 32, Input: 33, InputAck: 34, Await: 35,
     Prune: 36,
 }
+# Not a message: the extension type of a task's `args.caller_env` on the wire (ipc/codec.py),
+# a map that repeats from task to task. Never a message's tag.
+ENV_TAG = 127

@@ -53,8 +53,31 @@ class PlainArgs:
         self.command, self.cwd, self.caller_env = command, cwd, caller_env
 
 
+# The caller's environment last found plain, and the last one admitted with what env_problem said:
+# the wire decodes an environment that repeats to the same dict (ipc/codec.py, which nobody
+# changes), so parad and the worker check each distinct one once, not every task's.
+_plain_seen: dict[str, str] | None = None
+_problem_seen: tuple[Mapping[str, str] | None, str | None] = (None, None)
+
+
 def _plain_env(env: Any) -> bool:
-    return type(env) is dict and all(type(k) is str and type(v) is str for k, v in env.items())
+    global _plain_seen
+    if env is _plain_seen:
+        return True
+    plain = type(env) is dict and all(type(k) is str and type(v) is str for k, v in env.items())
+    if plain:
+        _plain_seen = env
+    return plain
+
+
+def _env_problem(args: BashArgs | PlainArgs) -> str | None:
+    global _problem_seen
+    caller = args.caller_env or {}
+    if args.env or not caller:
+        return env_problem(args.env, caller)
+    if caller is not _problem_seen[0]:
+        _problem_seen = (caller, env_problem(caller))
+    return _problem_seen[1]
 
 
 class BashOptions(BaseModel):
@@ -89,7 +112,7 @@ class Bash(Tool):
         _program(args)
         if args.stdin_stream and args.stdin is not None:
             raise ToolFailure("give stdin (all of it) or stdin_stream (sent as it arrives), not both")
-        problem = env_problem(args.env, args.caller_env or {})
+        problem = _env_problem(args)
         if problem is not None:
             raise ToolFailure(problem)
         ceiling = options.sandbox.limits.timeout
@@ -200,7 +223,7 @@ class Bash(Tool):
             return self._base_env(options)
         # A client sends the same environment with each of its tasks: filtered once, reused while it repeats.
         last = self.__dict__.get("_last_env")
-        if last is not None and last[0] is options and last[1] == args.caller_env:
+        if last is not None and last[0] is options and (last[1] is args.caller_env or last[1] == args.caller_env):
             return last[2]
         keep = self._cached("filter", options, lambda: CallerFilter(policy.secrets, policy.drop))
         env = keep(args.caller_env)
