@@ -9,6 +9,7 @@ task passed through: `<unix time> <state> <attempt>[ <worker>]`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from typing import Any
@@ -34,7 +35,20 @@ def history_line(record: TaskRecord) -> str:
 
 
 def spec_blob(record: TaskRecord) -> bytes:
-    return codec.encode(record.spec)
+    """The spec as the row keeps it: without the caller's environment once the task cannot run again
+    (`runs_again`): then nothing reads it back, and a journal keeps no secret it does not need."""
+    spec = record.spec
+    if "caller_env" in spec.args and not runs_again(record):
+        spec = dataclasses.replace(spec, args={k: v for k, v in spec.args.items() if k != "caller_env"})
+    return codec.encode(spec)
+
+
+def runs_again(record: TaskRecord) -> bool:
+    """Whether a restarted parad may run `record` again, or compare its arguments (an idempotency key's
+    repeat): it has not ended and has attempts left, or it has a key. A task put back in its queue
+    (dispatch.py `_unstart`) has its attempt back: its spec is written again whole (`changed(spec=True)`)."""
+    return record.spec.idempotency_key is not None or (
+        record.state not in m.FINAL_STATES and record.attempts < record.max_attempts)
 
 
 def insert(record: TaskRecord, spec: bytes, history: str, result: bytes | None, result_file: str | None,
