@@ -66,7 +66,7 @@ class Journal:
         self.results_dir = path.parent / "results"
         self.settings = settings
         self._dirty: dict[str, TaskRecord] = {}
-        self._history: dict[str, str] = {}
+        self._history: dict[str, list[rows.Entry]] = {}   # states since the last write, per task
         self._ended: dict[str, bytes] = {}     # encoded Done of tasks ended since the last commit
         self._batches: dict[str, tuple[Any, ...]] = {}
         self._respec: set[str] = set()          # known tasks whose spec changed since the last commit
@@ -166,7 +166,11 @@ class Journal:
 
     def _note(self, record: TaskRecord) -> None:
         """A history line for `record`'s state now, written with its row's next write."""
-        self._history[record.spec.id] = self._history.get(record.spec.id, "") + rows.history_line(record)
+        entries = self._history.get(record.spec.id)
+        if entries is None:
+            self._history[record.spec.id] = [rows.note(record)]
+        else:
+            entries.append(rows.note(record))
 
     @property
     def pending(self) -> bool:
@@ -252,7 +256,8 @@ class Journal:
     def _write(self) -> None:
         """One transaction: a new task's row inserted, a known one's updated (its spec only when it
         changed: a batch task's references resolved at release), the batches that changed."""
-        inserts, updates, respecs, written = [], [], [], []
+        inserts: list[tuple[str, list[tuple[Any, ...]]]] = []   # runs of one statement, in acceptance order (seq)
+        updates, respecs, written = [], [], []
         for task_id, record in self._dirty.items():
             result, file, result_size = self._result(task_id, record)
             spec_size = self._written.get(task_id)
@@ -263,20 +268,24 @@ class Journal:
                 spec_size = len(spec)
             size = spec_size + result_size
             if task_id in self._written:
-                updates.append(rows.update(record, self._history[task_id], result, file, size))
+                updates.append(rows.update(record, rows.history(self._history[task_id]), result, file, size))
             else:
-                inserts.append(rows.insert(record, spec, self._history[task_id], result, file, size))
+                sql, params = rows.insert(record, spec, rows.history(self._history[task_id]), result, file, size)
+                if inserts and inserts[-1][0] is sql:
+                    inserts[-1][1].append(params)
+                else:
+                    inserts.append((sql, [params]))
             written.append((task_id, spec_size, size if record.ended is not None else None))
         with transaction(self.conn) as conn:
-            if inserts:   # a statement run for no rows still costs its call: a run()'s commit has one kind
-                conn.executemany(rows.INSERT, inserts)
+            for sql, params in inserts:   # a statement run for no rows still costs its call
+                conn.executemany(sql, params)
             if updates:
                 conn.executemany(rows.UPDATE, updates)
             if respecs:
                 conn.executemany("UPDATE tasks SET spec = ? WHERE id = ?", respecs)
             if self._batches:
                 conn.executemany(BATCH_UPSERT, list(self._batches.values()))
-        self.rows_written += len(inserts) + len(updates)
+        self.rows_written += len(written)
         for task_id, spec_size, ended_size in written:
             if ended_size is None:
                 self._written[task_id] = spec_size
