@@ -85,7 +85,7 @@ class Dispatcher:
         record.attempts -= 1
         record.state, record.worker = m.QUEUED, None
         pool.queue.push_front(record)
-        self.core.tasks.store.changed(record)
+        self.core.tasks.store.changed(record, spec=True)   # its row may have been written without caller_env
 
     @staticmethod
     def _loads(pool: Pool) -> tuple[dict[str | None, dict[str, int]], dict[str | None, int] | None]:

@@ -117,6 +117,33 @@ def test_a_running_task_with_retries_runs_again_after_a_kill(parads, tmp_path: P
     assert found["result"].stdout == "done\n"
 
 
+def spec_in_journal(d: Daemon, task_id: str) -> m.TaskSpec:
+    return codec.decode(journal_rows(d, "SELECT spec FROM tasks WHERE id = ?", task_id)[0][0])
+
+
+def test_a_command_that_cannot_run_again_is_journaled_without_the_callers_environment(parads,
+                                                                                     tmp_path: Path) -> None:
+    # Its row is read back only to end it `lost` or show its summary: the caller's environment (tokens, keys)
+    # has no business on disk then. A queued command may run again after a restart: its row keeps it.
+    d = parads()
+    env = {"PARA_TEST_SECRET": "s3cret-value"}
+    with d.client() as c:
+        ran = c.run("bash", command="echo ran", caller_env=env)   # no ack: its row is first written at its start
+        out = tmp_path / "out"   # acked: written whole at its acceptance, then started
+        blocker = c.submit("bash", command=f"echo blocker >> {out}; sleep 60", caller_env=env)
+        wait_until(lambda: lines(out) == ["blocker"], 20, "the blocker to start")
+        queued = c.submit("bash", command="echo queued", caller_env=env)
+        wait_until(lambda: c.task(queued.id)["task"]["state"] == "queued", 30, "the command to be queued")
+        assert spec_in_journal(d, queued.id).args["caller_env"] == env
+        assert "caller_env" not in spec_in_journal(d, blocker.id).args
+        c.cancel(blocker.id)
+        assert queued.result(timeout=60).stdout == "queued\n"   # its Done leaves after the commit of its end
+    assert ran.stdout == "ran\n"
+    assert "caller_env" not in spec_in_journal(d, ran.id).args
+    assert spec_in_journal(d, ran.id).args["command"] == "echo ran"
+    assert "caller_env" not in spec_in_journal(d, queued.id).args
+
+
 def test_a_graceful_restart_keeps_queued_tasks_instead_of_cancelling_them(parads, tmp_path: Path) -> None:
     d = parads(daemon={"shutdown_grace": 0.5})
     out = tmp_path / "graceful"

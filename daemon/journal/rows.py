@@ -9,6 +9,7 @@ task passed through: `<unix time> <state> <attempt>[ <worker>]`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from typing import Any
@@ -23,29 +24,73 @@ from para.ipc import messages as m
 INSERT = """INSERT OR REPLACE INTO tasks (id, pool, state, attempts, max_attempts, retry_on, batch, parent, depth,
     session, spec, arg_bytes, accepted, ended, result, result_file, size, history, idem)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+# The same for a row whose batch, parent, depth, result file and key are their defaults: each column
+# bound costs SQLite time, and most rows are such (a map()'s).
+PLAIN_INSERT = """INSERT OR REPLACE INTO tasks (id, pool, state, attempts, max_attempts, retry_on, session, spec,
+    arg_bytes, accepted, ended, result, size, history) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 UPDATE = """UPDATE tasks SET state = ?, attempts = ?, ended = ?, result = ?, result_file = ?, size = ?,
     history = history || ? WHERE id = ?"""
 LIVE_COLUMNS = "id, pool, state, attempts, max_attempts, retry_on, batch, parent, depth, session, spec, arg_bytes, accepted"
 
 
-def history_line(record: TaskRecord) -> str:
-    worker = f" {record.worker}" if record.worker and record.state == m.RUNNING else ""
-    return f"{time.time():.3f} {record.state} {record.attempts}{worker}\n"
+# One state a task passed through, as `note` takes it: (time.time(), state, attempt, worker or None).
+Entry = tuple[float, str, int, "str | None"]
+
+
+def note(record: TaskRecord) -> Entry:
+    """`record`'s state now, for its history; formatted only when its row is written (`history`)."""
+    state = record.state
+    return time.time(), state, record.attempts, record.worker if state == m.RUNNING else None
+
+
+def history(entries: list[Entry]) -> str:
+    """History lines: `<unix time> <state> <attempt>[ <worker>]`."""
+    return "".join([f"{at:.3f} {state} {attempt} {worker}\n" if worker else f"{at:.3f} {state} {attempt}\n"
+                    for at, state, attempt, worker in entries])
 
 
 def spec_blob(record: TaskRecord) -> bytes:
-    return codec.encode(record.spec)
+    """The spec as the row keeps it: without the caller's environment once the task cannot run again
+    (`runs_again`): then nothing reads it back, and a journal keeps no secret it does not need."""
+    spec = record.spec
+    if "caller_env" in spec.args and not runs_again(record):
+        spec = dataclasses.replace(spec, args={k: v for k, v in spec.args.items() if k != "caller_env"})
+    return codec.encode(spec)
+
+
+def runs_again(record: TaskRecord) -> bool:
+    """Whether a restarted parad may run `record` again, or compare its arguments (an idempotency key's
+    repeat): it has not ended and has attempts left, or it has a key. A task put back in its queue
+    (dispatch.py `_unstart`) has its attempt back: its spec is written again whole (`changed(spec=True)`)."""
+    return record.spec.idempotency_key is not None or (
+        record.state not in m.FINAL_STATES and record.attempts < record.max_attempts)
 
 
 def insert(record: TaskRecord, spec: bytes, history: str, result: bytes | None, result_file: str | None,
-           size: int) -> tuple[Any, ...]:
-    """INSERT's parameters for `record` as it is now."""
+           size: int) -> tuple[str, tuple[Any, ...]]:
+    """The INSERT for `record` as it is now, and its parameters: PLAIN_INSERT for a task of no batch,
+    parent or key whose result is inline (a map()'s), whose other columns keep their defaults."""
     session = session_key(record)
-    return (record.spec.id, record.pool, record.state, record.attempts, record.max_attempts,
-            ",".join(sorted(record.retry_on)), record.batch, record.parent, record.depth,
-            session if isinstance(session, (bytes, str)) else None, spec, record.arg_bytes, record.accepted,
-            record.ended, result, result_file, size, history,
-            None if record.spec.idempotency_key is None else f"{record.spec.tool}\0{record.spec.idempotency_key}")
+    session = session if isinstance(session, (bytes, str)) else None
+    spec_of = record.spec
+    if record.batch is None and record.parent is None and spec_of.idempotency_key is None and result_file is None:
+        return PLAIN_INSERT, (spec_of.id, record.pool, record.state, record.attempts, record.max_attempts,
+                              _retry_on(record.retry_on), session, spec, record.arg_bytes, record.accepted,
+                              record.ended, result, size, history)
+    return INSERT, (spec_of.id, record.pool, record.state, record.attempts, record.max_attempts,
+                    _retry_on(record.retry_on), record.batch, record.parent, record.depth, session, spec,
+                    record.arg_bytes, record.accepted, record.ended, result, result_file, size, history,
+                    None if spec_of.idempotency_key is None else f"{spec_of.tool}\0{spec_of.idempotency_key}")
+
+
+_RETRY_ON: dict[frozenset[str], str] = {}
+
+
+def _retry_on(statuses: frozenset[str]) -> str:
+    text = _RETRY_ON.get(statuses)
+    if text is None:
+        text = _RETRY_ON[statuses] = ",".join(sorted(statuses))
+    return text
 
 
 def update(record: TaskRecord, history: str, result: bytes | None, result_file: str | None,

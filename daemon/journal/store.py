@@ -66,11 +66,12 @@ class Journal:
         self.results_dir = path.parent / "results"
         self.settings = settings
         self._dirty: dict[str, TaskRecord] = {}
-        self._history: dict[str, str] = {}
+        self._history: dict[str, list[rows.Entry]] = {}   # states since the last write, per task
         self._ended: dict[str, bytes] = {}     # encoded Done of tasks ended since the last commit
         self._batches: dict[str, tuple[Any, ...]] = {}
         self._respec: set[str] = set()          # known tasks whose spec changed since the last commit
         self._written: dict[str, int] = {}      # live tasks that have a row: their spec's bytes
+        self._with_env: set[str] = set()       # live tasks whose row's spec holds the caller's environment
         self._untold: dict[str, TaskRecord] = {}   # new tasks nobody was told of, oldest first (`untold`)
         self._quiet: dict[str, TaskRecord] = {}    # untold tasks that ended, told before their row is written (`keep`)
         self._quiet_since = 0.0                    # when the oldest of them ended
@@ -124,6 +125,7 @@ class Journal:
         self._ended.pop(task_id, None)
         self._history.pop(task_id, None)
         self._written.pop(task_id, None)
+        self._with_env.discard(task_id)
         self._replacing.add(task_id)   # its row replaces the old one's at the next commit, not later
 
     def keep(self, record: TaskRecord, wire: bytes) -> bool:
@@ -166,7 +168,11 @@ class Journal:
 
     def _note(self, record: TaskRecord) -> None:
         """A history line for `record`'s state now, written with its row's next write."""
-        self._history[record.spec.id] = self._history.get(record.spec.id, "") + rows.history_line(record)
+        entries = self._history.get(record.spec.id)
+        if entries is None:
+            self._history[record.spec.id] = [rows.note(record)]
+        else:
+            entries.append(rows.note(record))
 
     @property
     def pending(self) -> bool:
@@ -251,37 +257,51 @@ class Journal:
 
     def _write(self) -> None:
         """One transaction: a new task's row inserted, a known one's updated (its spec only when it
-        changed: a batch task's references resolved at release), the batches that changed."""
-        inserts, updates, respecs, written = [], [], [], []
+        changed: a batch task's references resolved at release, or the caller's environment dropped
+        once the task cannot run again, rows.spec_blob), the batches that changed."""
+        inserts: list[tuple[str, list[tuple[Any, ...]]]] = []   # runs of one statement, in acceptance order (seq)
+        updates, respecs, written, env = [], [], [], []
         for task_id, record in self._dirty.items():
             result, file, result_size = self._result(task_id, record)
             spec_size = self._written.get(task_id)
-            if spec_size is None or task_id in self._respec:
+            if spec_size is None or task_id in self._respec or (
+                    task_id in self._with_env and not rows.runs_again(record)):
                 spec = rows.spec_blob(record)
                 if spec_size is not None:
                     respecs.append((spec, task_id))
                 spec_size = len(spec)
+                env.append((task_id, "caller_env" in record.spec.args and rows.runs_again(record)))
             size = spec_size + result_size
             if task_id in self._written:
-                updates.append(rows.update(record, self._history[task_id], result, file, size))
+                updates.append(rows.update(record, rows.history(self._history[task_id]), result, file, size))
             else:
-                inserts.append(rows.insert(record, spec, self._history[task_id], result, file, size))
+                sql, params = rows.insert(record, spec, rows.history(self._history[task_id]), result, file, size)
+                if inserts and inserts[-1][0] is sql:
+                    inserts[-1][1].append(params)
+                else:
+                    inserts.append((sql, [params]))
             written.append((task_id, spec_size, size if record.ended is not None else None))
         with transaction(self.conn) as conn:
-            if inserts:   # a statement run for no rows still costs its call: a run()'s commit has one kind
-                conn.executemany(rows.INSERT, inserts)
+            for sql, params in inserts:   # a statement run for no rows still costs its call
+                conn.executemany(sql, params)
             if updates:
                 conn.executemany(rows.UPDATE, updates)
             if respecs:
                 conn.executemany("UPDATE tasks SET spec = ? WHERE id = ?", respecs)
             if self._batches:
                 conn.executemany(BATCH_UPSERT, list(self._batches.values()))
-        self.rows_written += len(inserts) + len(updates)
+        self.rows_written += len(written)
+        for task_id, kept in env:
+            if kept:
+                self._with_env.add(task_id)
+            else:
+                self._with_env.discard(task_id)
         for task_id, spec_size, ended_size in written:
             if ended_size is None:
                 self._written[task_id] = spec_size
             else:   # its row is final: its bytes count against retention
                 self._written.pop(task_id, None)
+                self._with_env.discard(task_id)
                 self.retention.added(ended_size)
 
     def _result(self, task_id: str, record: TaskRecord) -> tuple[bytes | None, str | None, int]:
@@ -330,8 +350,11 @@ class Journal:
         records, unreadable = [], []
         for values in self.conn.execute(f"SELECT {rows.LIVE_COLUMNS} FROM tasks WHERE ended IS NULL ORDER BY seq"):
             try:
-                records.append(rows.record_of(values))
+                record = rows.record_of(values)
+                records.append(record)
                 self._written[values[0]] = len(values[10])   # its row exists: later writes update it
+                if "caller_env" in record.spec.args:
+                    self._with_env.add(values[0])
             except (codec.ProtocolError, ValueError, TypeError) as exc:
                 log.error("journal: task %s cannot be read back (%s); it is dropped", values[0], exc)
                 unreadable.append((time.time(), values[0]))
