@@ -187,7 +187,10 @@ def test_grep_capped_answer_agrees_with_the_whole_one(fs, tmp_path: Path) -> Non
     # Past max_results matches are counted, not decoded: the count, the files and the
     # kept matches (context, a line that is not UTF-8) must be what the whole answer says.
     # rg searches files in parallel, so which matches are kept first may differ between runs.
-    (tmp_path / "sub").mkdir()
+    # A folder of its own: tmp_path also holds the daemon's files, whose log names its
+    # runtime dir, a random name that may contain "raw".
+    tmp_path = tmp_path / "tree"
+    (tmp_path / "sub").mkdir(parents=True)
     for i in range(12):
         (tmp_path / f"top{i}.py").write_text("".join(f"x\nhit {i} {j}\n" for j in range(4)))
         (tmp_path / "sub" / f"low{i}.py").write_text("".join(f"y\nhit {i} {j}\ny\n" for j in range(3)) if i % 2 else "none\n")
