@@ -162,7 +162,7 @@ def send_to_worker(sock: zmq.Socket, worker_id: str, messages: Iterable[Any]) ->
 
     False if it cannot be routed: the worker is gone, or not connected yet.
     """
-    frame = codec.encode_batch([codec.encode(msg) for msg in messages])
+    frame = codec.encode_batch([codec.encode(msg, env_ext=True) for msg in messages])
     try:
         _send_pair(sock, worker_id.encode(), frame)
         return True

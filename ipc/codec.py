@@ -91,12 +91,13 @@ def _hook_at(depth: int) -> Any:
 # One hook per level, so the depth needs no shared counter (clients decode in several threads).
 _HOOKS = [_hook_at(depth) for depth in range(MAX_DEPTH + 1)]
 
-# A task's caller_env (some 40 variables) travels with each of its tasks: client -> parad ->
-# worker, and into the journal. Unpacking it cost several microseconds a task at each hop, and
-# parad and the worker then checked and filtered each copy. So it goes as an extension of its
-# own (ENV_TAG), packed once while it repeats, and decoded once per distinct environment: equal
-# bytes give back the very dict decoded before, which the bash tool's checks remember by
-# identity. Nobody may change a decoded environment. A plain map is taken as well.
+# A task's caller_env (some 40 variables) travels with each of its tasks, and parad, then the
+# worker, checked and filtered each copy. So on parad's way to its workers (`encode(...,
+# env_ext=True)`) it goes as an extension of its own (ENV_TAG), packed once while it repeats, and
+# decoded once per distinct environment: equal bytes give back the very dict decoded before, which
+# the bash tool's checks remember. Nobody may change a decoded environment. Clients and the
+# journal send a plain map: a parad (or a journal read by one) of an earlier release does not
+# know the extension, and would drop the frame.
 ENV_CACHE = 8                 # distinct environments remembered (clients with different ones)
 ENV_CACHE_BYTES = 128 << 10   # larger ones are not kept (parad takes no larger one)
 _envs_seen: tuple[tuple[bytes, dict[str, Any]], ...] = ()
@@ -117,11 +118,15 @@ def _env_of(payload: bytes) -> dict[str, Any]:
     return env
 
 
-def _env_ext(env: dict[str, Any], packer: msgpack.Packer) -> msgpack.ExtType:
+def _env_ext(env: dict[str, Any], packer: msgpack.Packer) -> msgpack.ExtType | dict[str, Any]:
     global _env_sent
     sent = _env_sent
-    if sent is not None and env == sent[0]:   # a C comparison, cheaper than packing
+    # A C comparison, cheaper than packing. Only a map of str to str is remembered: then equal
+    # means the same bytes (True == 1 == 1.0, and a list may change in place).
+    if sent is not None and env == sent[0]:
         return sent[1]
+    if not all(type(k) is str and type(v) is str for k, v in env.items()):
+        return env
     ext = _new_ext(msgpack.ExtType, (ENV_TAG, packer.pack(env)))
     _env_sent = (dict(env), ext)   # a copy: the caller's dict may change afterwards
     return ext
@@ -145,28 +150,29 @@ _packer = msgpack.Packer(default=_default, use_bin_type=True)
 _new_ext = tuple.__new__
 
 
-def _ext(message: Any, packer: msgpack.Packer = _packer) -> msgpack.ExtType:
+def _ext(message: Any, packer: msgpack.Packer = _packer, env_ext: bool = False) -> msgpack.ExtType:
     cls = type(message)
     tag = WIRE_TAGS.get(cls)
     if tag is None:
         raise TypeError(f"cannot encode {cls.__name__} on the para wire")
-    values = _VALUES[cls](message) if cls is not TaskSpec else _spec_values(message, packer)
+    values = _spec_values(message, packer) if env_ext and cls is TaskSpec else _VALUES[cls](message)
     nested = _NESTED[cls]
     if nested:
         values = list(values)
         for i in nested:
             value = values[i]
             if type(value) is list:
-                values[i] = [_ext(v, packer) if type(v) in WIRE_TAGS else v for v in value]
+                values[i] = [_ext(v, packer, env_ext) if type(v) in WIRE_TAGS else v for v in value]
             elif type(value) in WIRE_TAGS:
-                values[i] = _ext(value, packer)
+                values[i] = _ext(value, packer, env_ext)
     # Inner payloads are packed before the outer one starts, so one Packer serves all.
     return _new_ext(msgpack.ExtType, (tag, packer.pack(values)))
 
 
-def encode(message: Any) -> bytes:
-    """Serialise one message dataclass to a frame."""
-    return _HEADER + _packer.pack(_ext(message))
+def encode(message: Any, env_ext: bool = False) -> bytes:
+    """Serialise one message dataclass to a frame. `env_ext`: a task's caller_env as ENV_TAG, for
+    parad's own workers only (see above); anyone else gets a plain map."""
+    return _HEADER + _packer.pack(_ext(message, _packer, env_ext))
 
 
 def encode_batch(frames: list[bytes]) -> bytes:

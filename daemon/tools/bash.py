@@ -54,15 +54,18 @@ class PlainArgs:
 
 
 # The caller's environment last found plain, and the last one admitted with what env_problem said:
-# the wire decodes an environment that repeats to the same dict (ipc/codec.py, which nobody
-# changes), so parad and the worker check each distinct one once, not every task's.
+# a client sends the same environment with each of its tasks, so parad and the worker check each
+# distinct one once, not every task's. The worker's copies decode to the very same dict (ipc/codec.py
+# ENV_TAG); parad's are equal ones, which a C comparison finds: a decoded map equal to one of str
+# to str holds only str. Nobody changes a decoded environment.
 _plain_seen: dict[str, str] | None = None
 _problem_seen: tuple[Mapping[str, str] | None, str | None] = (None, None)
 
 
 def _plain_env(env: Any) -> bool:
     global _plain_seen
-    if env is _plain_seen:
+    seen = _plain_seen
+    if env is seen or (type(env) is dict and seen is not None and env == seen):
         return True
     plain = type(env) is dict and all(type(k) is str and type(v) is str for k, v in env.items())
     if plain:
@@ -75,9 +78,11 @@ def _env_problem(args: BashArgs | PlainArgs) -> str | None:
     caller = args.caller_env or {}
     if args.env or not caller:
         return env_problem(args.env, caller)
-    if caller is not _problem_seen[0]:
-        _problem_seen = (caller, env_problem(caller))
-    return _problem_seen[1]
+    seen, problem = _problem_seen
+    if caller is not seen and caller != seen:
+        problem = env_problem(caller)
+        _problem_seen = (caller, problem)
+    return problem
 
 
 class BashOptions(BaseModel):
