@@ -56,6 +56,7 @@ import zmq
 from para.daemon import children
 from para.ipc import codec
 from para.ipc import messages as m
+from para.ipc.sockets import send_pair
 
 BATCH_BYTES = 1 << 20   # most bytes of frames sent to a client in one message
 BATCH_FRAMES = codec.BATCH_FRAMES   # and most frames
@@ -224,7 +225,7 @@ class Outbox:
                 batch.append(frame)
                 size += len(frame)
             try:
-                self.sock.send_multipart([owner, codec.encode_batch(batch)], zmq.NOBLOCK)
+                send_pair(self.sock, owner, codec.encode_batch(batch))
             except zmq.Again:
                 self._stall(owner, box, sent)
                 break

@@ -27,8 +27,9 @@ import select
 
 import zmq
 
-# Plain ints: an int & zmq.POLLIN (an IntFlag) makes an enum member, about 1 us.
-_EVENTS, _POLLIN, _FD = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.FD)
+from para.ipc.sockets import has_message
+
+_FD = int(zmq.FD)
 
 
 class Poller:
@@ -62,7 +63,7 @@ class Poller:
 
     def readable(self, sock: zmq.Socket) -> bool:
         """Whether a message waits on `sock` (asking may quiet its descriptor: a yes is rechecked)."""
-        if sock.get(_EVENTS) & _POLLIN:
+        if has_message(sock):
             self._recheck.add(sock)
             return True
         return False
@@ -73,7 +74,7 @@ class Poller:
         ready: set[object] = set()
         if self._recheck:
             for sock in self._recheck:
-                if sock.get(_EVENTS) & _POLLIN:
+                if has_message(sock):
                     ready.add(sock)
             self._recheck.clear()
         sockets = self._sockets
@@ -81,7 +82,7 @@ class Poller:
             sock = sockets.get(fd)
             if sock is None:
                 ready.add(fd)
-            elif sock not in ready and sock.get(_EVENTS) & _POLLIN:
+            elif sock not in ready and has_message(sock):
                 ready.add(sock)
         return ready
 

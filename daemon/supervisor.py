@@ -63,6 +63,7 @@ from para.daemon.workspaces import WorkspacePolicy
 from para.ipc import channels
 from para.ipc import messages as m
 from para.ipc.endpoints import Endpoints
+from para.ipc.sockets import has_message, recv_message
 from para.sandbox.probe import HostSupport
 
 log = logging.getLogger("parad")
@@ -70,8 +71,6 @@ log = logging.getLogger("parad")
 BATCH = 256            # messages read from one socket per loop turn
 DATA_BATCH = 16        # data frames (up to 1 MiB each) read per loop turn
 EXIT_SETTLE = 0.25     # seconds to let a dead worker's last results arrive
-# Plain ints: an int & zmq.POLLIN (an IntFlag) makes an enum member, about 1 us, twice per message.
-_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 
 
 class Supervisor:
@@ -114,6 +113,8 @@ class Supervisor:
         self.metrics_server = self._metrics_server()
         self.poller = self._poller()
         self._busy = (listeners.control, listeners.workers["data"])
+        # ROUTER sockets: their messages start with the sender's identity (ipc/sockets.py recv_message).
+        self._routed = {listeners.control, listeners.workers["command"]}
         self.commits = Commits(self.store, self.outbox, core.timers, self._requests_wait, RETRY_EVERY,
                                self._writable_again)
 
@@ -269,13 +270,13 @@ class Supervisor:
         while limit is None or count < limit:
             count += 1
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+                frames = recv_message(sock, sock in self._routed)
             except zmq.Again:
                 return
             handler(frames)
             # Asking is cheaper than the zmq.Again a further recv would raise, and
             # most turns carry one message per socket.
-            if not sock.get(_EVENTS) & _POLLIN:
+            if not has_message(sock):
                 return
         self.poller.recheck(sock)   # messages left for the next turn, which must not wait for them
 

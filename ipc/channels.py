@@ -29,7 +29,7 @@ import zmq
 from para.ipc import codec
 from para.ipc import messages as m
 from para.ipc.endpoints import WORKER_CHANNELS, Endpoints
-from para.ipc.sockets import make_socket
+from para.ipc.sockets import NOBLOCK, has_message, make_socket, send_frame, send_pair
 
 log = logging.getLogger("para.worker")
 
@@ -39,8 +39,6 @@ DATA_HWM = 64   # data frames a worker queues toward parad before its output bac
 # acknowledged as written to its command's stdin. Clients keep to it; parad refuses more.
 INPUT_WINDOW = 1 << 20
 INPUT_CHUNK = 64 << 10   # bytes a client puts in one Input: a pipe's worth
-# Plain ints: ORing zmq's IntFlags makes an enum member per send.
-_NOBLOCK, _MORE_NOBLOCK = int(zmq.NOBLOCK), int(zmq.SNDMORE | zmq.NOBLOCK)
 
 # Event topics: the wire form (bytes) and the form people type (str).
 TOPICS = (b"progress", b"results", b"errors", b"metrics")
@@ -49,8 +47,6 @@ TOPIC_NAMES = tuple(t.decode() for t in TOPICS)
 # The control socket's identity of a client inside a worker's command (nested
 # tasks) starts with this; ZeroMQ's own identities are 5 bytes: no clash.
 CHILD_PREFIX = b"\x00child\x00"
-# Plain ints: an int & zmq.POLLIN (an IntFlag) makes an enum member, about 1 us a message.
-_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 
 # What a client may ask on the control socket.
 CLIENT_REQUESTS: tuple[type, ...] = (m.Hello, m.Ping, m.Submit, m.SubmitBatch, m.Scale, m.Cancel, m.Query, m.Shutdown,
@@ -164,7 +160,7 @@ def send_to_worker(sock: zmq.Socket, worker_id: str, messages: Iterable[Any]) ->
     """
     frame = codec.encode_batch([codec.encode(msg, env_ext=True) for msg in messages])
     try:
-        _send_pair(sock, worker_id.encode(), frame)
+        send_pair(sock, worker_id.encode(), frame)
         return True
     except zmq.ZMQError:
         return False
@@ -173,18 +169,10 @@ def send_to_worker(sock: zmq.Socket, worker_id: str, messages: Iterable[Any]) ->
 def publish(sock: zmq.Socket, topic: bytes, message: Any) -> bool:
     """Publish an event on `topic`, never blocking; False if a slow watcher's queue is full."""
     try:
-        _send_pair(sock, topic, codec.encode(message))
+        send_pair(sock, topic, codec.encode(message))
         return True
     except zmq.Again:
         return False
-
-
-def _send_pair(sock: zmq.Socket, first: bytes, second: bytes) -> None:
-    # Two sends, not send_multipart, which checks each part's type and ORs flags: a few us a
-    # message on the loop's path. A full queue or unknown peer refuses the first frame, so no
-    # half message is left.
-    sock.send(first, _MORE_NOBLOCK)
-    sock.send(second, _NOBLOCK)
 
 
 # ---- a worker's end --------------------------------------------------------
@@ -204,12 +192,12 @@ class WorkerEnd:
 
     def send(self, channel: str, message: Any) -> None:
         """Send one message up `channel`."""
-        self.sockets[channel].send(codec.encode(message))
+        send_frame(self.sockets[channel], codec.encode(message))
 
     def send_encoded(self, channel: str, frames: list[bytes], block: bool = True) -> bool:
         """Send already encoded messages up `channel` as one frame; False if it is full (block=False)."""
         try:
-            self.sockets[channel].send(codec.encode_batch(frames), 0 if block else zmq.NOBLOCK)
+            send_frame(self.sockets[channel], codec.encode_batch(frames), 0 if block else NOBLOCK)
             return True
         except zmq.Again:
             return False
@@ -221,7 +209,7 @@ class WorkerEnd:
         skipped: one bad frame must not end a worker and the tasks it holds."""
         while True:
             try:
-                frame = self.command.recv(zmq.NOBLOCK)
+                frame = self.command.recv(NOBLOCK)
             except zmq.Again:
                 return
             try:
@@ -235,7 +223,7 @@ class WorkerEnd:
                 except codec.ProtocolError as exc:
                     self._refuse(exc)
             # Asking costs less than the zmq.Again a further recv would raise, and most wakes carry one frame.
-            if not self.command.get(_EVENTS) & _POLLIN:
+            if not has_message(self.command):
                 return
 
     def _refuse(self, exc: codec.ProtocolError) -> None:
