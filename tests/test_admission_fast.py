@@ -100,3 +100,16 @@ def test_any_args_ok_accepts_only_what_the_echo_model_accepts(args) -> None:
         valid = False
     assert not any_args_ok(args) or valid
     assert any_args_ok(args) == valid or not valid
+
+
+@pytest.mark.parametrize("args", [{}, {"x": 1}, {"x": {"y": [1]}, "z": None}, {1: 2}, {b"x": 1}, {None: 1}])
+def test_the_echo_worker_reads_arguments_as_its_model_does(args) -> None:
+    # The worker's parse_args skips the model for what the model takes: the same answer, or its refusal.
+    tool = _pool("echo").tool
+    try:
+        expected = tool.Args.model_validate(args).model_extra
+    except ValidationError:
+        with pytest.raises(ValidationError):
+            tool.parse_args(args)
+        return
+    assert tool.parse_args(args) == expected

@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from para.daemon.envelope_check import any_args_ok
 from para.daemon.tools.base import Finished, TaskContext, Tool
 
 
@@ -22,5 +23,11 @@ class Echo(Tool):
     read_only = True
     default_credit = 32
 
-    def run(self, args: EchoArgs, options: Any, ctx: TaskContext) -> Finished:
-        return Finished(value=args.model_extra)
+    @classmethod
+    def parse_args(cls, args: dict[str, Any]) -> dict[str, Any]:
+        """The arguments as they came: what EchoArgs takes (any dict with string keys) needs no model
+        built, on the path whose cost echo measures; anything else gets pydantic's refusal."""
+        return args if any_args_ok(args) else EchoArgs.model_validate(args).model_extra
+
+    def run(self, args: dict[str, Any], options: Any, ctx: TaskContext) -> Finished:
+        return Finished(value=args)
