@@ -158,6 +158,10 @@ class Worker:
         returned, for the caller to look at once the turn's descriptors are read)."""
         if sock is self.command:
             self._on_command()
+            # What was assigned starts now, and a sync tool's answers leave at once, in one frame:
+            # the rest of the turn (timers, other descriptors) is not on their way.
+            self._start_pending()
+            self._flush_data()
         elif self.relay is not None and sock is self.relay.sock:
             for relayed in self.relay.on_readable():
                 self.channels.send("command", relayed)
