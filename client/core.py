@@ -389,7 +389,7 @@ class BaseClient:
         """Route every message of one frame from the daemon."""
         self._silence.reset()
         for part in codec.split(frame):
-            self._dispatch(codec.decode(part))
+            self._dispatch(codec.decode(part, newer_ok=True))   # a newer parad's appended fields are left out
 
     def _dispatch(self, msg: Any) -> None:
         if isinstance(msg, m.Done):

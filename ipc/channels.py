@@ -254,4 +254,4 @@ def subscribe(ctx: zmq.Context, endpoints: Endpoints, topics: Iterable[str]) -> 
 def receive_event(sock: zmq.Socket) -> tuple[str, Any]:
     """The next event on a subscribed socket: (topic name, message)."""
     topic, payload = sock.recv_multipart()
-    return topic.decode(), codec.decode(payload)
+    return topic.decode(), codec.decode(payload, newer_ok=True)

@@ -68,8 +68,10 @@ def _default(obj: Any) -> msgpack.ExtType:
     return _ext(obj, msgpack.Packer(default=_default, use_bin_type=True))
 
 
-def _hook_at(depth: int) -> Any:
-    """The ext hook for a message `depth` levels inside the frame's outer one."""
+def _hook_at(depth: int, newer_ok: bool = False) -> Any:
+    """The ext hook for a message `depth` levels inside the frame's outer one; `newer_ok`: values
+    past the fields this release knows (a newer peer appended them) are left out, not refused."""
+    hooks = _NEWER_HOOKS if newer_ok else _HOOKS
     def hook(tag: int, payload: bytes) -> Any:
         cls = _BY_TAG.get(tag)
         if cls is None:
@@ -78,18 +80,27 @@ def _hook_at(depth: int) -> Any:
             raise ProtocolError(f"unknown message type tag {tag}")
         if depth >= MAX_DEPTH:
             raise ProtocolError(f"messages nested more than {MAX_DEPTH} deep")
-        values = msgpack.unpackb(payload, ext_hook=_HOOKS[depth + 1], raw=False, strict_map_key=False)
+        values = msgpack.unpackb(payload, ext_hook=hooks[depth + 1], raw=False, strict_map_key=False)
         if not isinstance(values, list):
             raise ProtocolError(f"{cls.__name__}: body is not a list")
         try:
             return cls(*values)
         except TypeError as exc:
+            known = len(_FIELDS[cls])
+            if newer_ok and len(values) > known:
+                try:
+                    return cls(*values[:known])
+                except TypeError:
+                    pass
             raise ProtocolError(f"{cls.__name__}: {exc}") from None
     return hook
 
 
 # One hook per level, so the depth needs no shared counter (clients decode in several threads).
-_HOOKS = [_hook_at(depth) for depth in range(MAX_DEPTH + 1)]
+_HOOKS: list[Any] = []
+_NEWER_HOOKS: list[Any] = []
+_HOOKS += [_hook_at(depth) for depth in range(MAX_DEPTH + 1)]
+_NEWER_HOOKS += [_hook_at(depth, newer_ok=True) for depth in range(MAX_DEPTH + 1)]
 
 # A task's caller_env (some 40 variables) travels with each of its tasks, and parad, then the
 # worker, checked and filtered each copy. So on parad's way to its workers (`encode(...,
@@ -214,8 +225,12 @@ def _check_version(frame: bytes) -> None:
         )
 
 
-def decode(frame: bytes) -> Any:
-    """Parse a single frame into its message dataclass; ProtocolError says what is wrong."""
+def decode(frame: bytes, newer_ok: bool = False) -> Any:
+    """Parse a single frame into its message dataclass; ProtocolError says what is wrong.
+
+    parad refuses a message with more values than its fields (the sender must not send what it
+    lacks); a client decodes with `newer_ok`, leaving such values out, so that a newer parad that
+    appended a field to a message does not break it (docs/PROTOCOL.md, Encoding)."""
     if len(frame) < 2 or frame[0] != MAGIC:
         raise ProtocolError("not a para frame (bad magic byte); is this a para client?")
     _check_version(frame)
@@ -225,7 +240,8 @@ def decode(frame: bytes) -> Any:
         # msgpack >= 1.0 derives these bounds from the buffer too; stated so that
         # no version or default lets a 5-byte header claim 4 GiB. Nested payloads
         # are slices of this body, so the same bounds hold for them.
-        message = msgpack.unpackb(body, ext_hook=_HOOKS[0], raw=False, strict_map_key=False,
+        message = msgpack.unpackb(body, ext_hook=(_NEWER_HOOKS if newer_ok else _HOOKS)[0], raw=False,
+                                  strict_map_key=False,
                                   max_str_len=size, max_bin_len=size, max_ext_len=size,
                                   max_array_len=size, max_map_len=size // 2)
     except ProtocolError:

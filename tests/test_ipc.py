@@ -189,3 +189,26 @@ def test_a_client_result_carries_every_field_of_the_wire_result() -> None:
     got = Result.from_wire(wire).to_dict()
     assert got == {**{f.name: getattr(wire, f.name) for f in fields(m.TaskResult)}, "stdout": "out\ufffd", "stderr": "err"}
     assert Result.from_wire(m.TaskResult("t-2", "echo", m.SUCCEEDED)).to_dict()["stdout"] == ""
+
+
+def _with_extra_values(message: object, *extra: object, inner: bytes | None = None) -> bytes:
+    """`message` as a newer peer would send it: with values past the fields this release knows
+    (its nested message, if `inner` is given, already packed the same way)."""
+    values = [getattr(message, f.name) for f in dataclasses.fields(message)]
+    if inner is not None:
+        values[0] = msgpack.ExtType(m.WIRE_TAGS[type(values[0])], inner)
+    return msgpack.packb(values + list(extra), use_bin_type=True)
+
+
+def test_values_past_the_known_fields_are_refused_by_parad_and_left_out_by_clients() -> None:
+    result = m.TaskResult("t-1", "echo", m.SUCCEEDED, value={"x": 1}, worker="echo-1", attempts=1)
+    inner = _with_extra_values(result, "a field of tomorrow")
+    outer = _with_extra_values(m.Done(result), {"also": "new"}, inner=inner)
+    frame = codec._HEADER + msgpack.packb(msgpack.ExtType(m.WIRE_TAGS[m.Done], outer), use_bin_type=True)
+    with pytest.raises(codec.ProtocolError, match="Done|TaskResult"):
+        codec.decode(frame)                          # parad: the sender must not send what we lack
+    assert codec.decode(frame, newer_ok=True) == m.Done(result)   # a client: what it knows, as sent
+    # Too few values is no newer peer: refused either way.
+    short = codec._HEADER + msgpack.packb(msgpack.ExtType(m.WIRE_TAGS[m.TaskResult], msgpack.packb(["t-1"])))
+    with pytest.raises(codec.ProtocolError, match="TaskResult"):
+        codec.decode(short, newer_ok=True)
