@@ -30,7 +30,7 @@ import zmq.asyncio
 
 from para.client.autostart import start_daemon
 from para.client.batch import track_tasks
-from para.client.core import MAP_BATCH, BaseClient, Silence, TaskState, split_options
+from para.client.core import MAP_BATCH, BaseClient, Silence, TaskState, split_options, wait_ms
 from para.client.errors import DaemonUnavailable, ParaError, TaskTimeout
 from para.client.result import Chunk, Result
 from para.client.resume import AwaitSlot, Resume
@@ -411,7 +411,7 @@ class AsyncClient(BaseClient):
         while True:
             if self._resuming is not None or not (self._tasks or self._replies):
                 self._silence.reset()  # nothing awaited (or the resume has its own bounds): quiet is not silence
-            if await self._sock.poll(int(self._silence.remaining() * 1000) + 1):
+            if await self._sock.poll(wait_ms(self._silence.remaining())):
                 self._receive(await self._sock.recv())
                 if self._restart_seen and self._resuming is None:
                     self._begin_resume(silent=False)

@@ -25,7 +25,8 @@ import zmq
 
 from para.client.autostart import start_daemon
 from para.client.batch import BatchHandle, track_tasks
-from para.client.core import MAP_BATCH, MAP_WINDOW, TASK_OPTIONS, BaseClient, ReplySlot, Silence, TaskState, split_options
+from para.client.core import (MAP_BATCH, MAP_WINDOW, TASK_OPTIONS, BaseClient, ReplySlot, Silence, TaskState,
+                              split_options, wait_ms)
 from para.client.errors import DaemonUnavailable, ParaError, TaskTimeout
 from para.client.result import Chunk, Result
 from para.client.resume import AwaitSlot
@@ -397,7 +398,7 @@ class Client(BaseClient):
                     raise TaskTimeout(f"gave up waiting for {what} after {timeout:g}s")
                 raise self._no_answer(what)
             wait = self._silence.remaining() if left is None else min(self._silence.remaining(), left)
-            frame, woke = self._read(int(wait * 1000) + 1)
+            frame, woke = self._read(wait_ms(wait))
             if frame is not None:
                 self._receive(frame)
                 if ping and self._restart_seen:

@@ -137,6 +137,16 @@ class StdinFlow:
         return INPUT_WINDOW - (self.sent - self.acked) if self.open and not self.closed else 0
 
 
+# The longest one wait on the socket lasts; its caller then looks at its deadline and waits again.
+# A wait is given in milliseconds as a C int: a timeout of weeks, or inf (wait as long as it takes), would not fit.
+MAX_WAIT = 3600.0
+
+
+def wait_ms(seconds: float) -> int:
+    """A wait of `seconds`, at most MAX_WAIT, in whole milliseconds, rounded up."""
+    return int(min(seconds, MAX_WAIT) * 1000) + 1
+
+
 class Silence:
     """When to ping a quiet daemon and when to give up on it: a ping after `timeout` seconds
     without a message, DaemonUnavailable after `timeout` more."""
@@ -174,6 +184,8 @@ class BaseClient:
 
     def __init__(self, runtime_dir: str | Path | None, timeout: float, autostart: bool, name: str,
                  reconnect: float) -> None:
+        if not (isinstance(timeout, (int, float)) and timeout > 0):   # NaN too
+            raise ValueError(f"timeout must be a positive number of seconds (inf: no limit), not {timeout!r}")
         self.endpoints = Endpoints(Path(runtime_dir or default_runtime_dir()).absolute())
         self.path = str(self.endpoints.control_path)
         self.timeout, self.autostart, self.name, self.reconnect = timeout, autostart, name, reconnect

@@ -79,6 +79,23 @@ def test_run_submit_and_map_in_order(kind, shared_daemon) -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("timeout", [1e7, float("inf")])
+def test_a_timeout_of_months_or_none_at_all_waits_as_asked(kind, timeout, shared_daemon) -> None:
+    # Each wait on the socket is in milliseconds, as a C int: a longer one is taken in steps.
+    async def scenario(c):
+        return await settle(c.run("echo", long=True))
+
+    assert drive(kind, shared_daemon.runtime_dir, scenario, timeout=timeout).value == {"long": True}
+
+
+@pytest.mark.parametrize("cls", [Client, AsyncClient])
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), "10"])
+def test_a_timeout_that_is_no_positive_number_is_refused_saying_so(cls, timeout, tmp_path) -> None:
+    with pytest.raises(ValueError, match="timeout must be a positive number of seconds"):
+        cls(tmp_path, timeout=timeout)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_stream_yields_chunks_then_ends(kind, shared_daemon) -> None:
     async def scenario(c):
         task = await settle(c.submit("bash", command="for i in 1 2 3; do echo $i; done", stream=True))
