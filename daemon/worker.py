@@ -11,7 +11,8 @@ AsyncWorker (daemon/async_worker.py); daemon/worker_entry.py picks which.
 
 Results, output and events that become ready in one turn of the loop leave
 together at its end, many to a frame: a batch is never waited for, it is
-whatever is ready.
+whatever is ready. A frame of assignments is started as soon as it is read,
+and a sync tool's answers to it leave right then, ahead of the rest of the turn.
 
 Output flow control: when the data channel is full, the loop stops reading
 the commands' pipes (they block on write) instead of buffering without
@@ -161,6 +162,7 @@ class Worker:
             # What was assigned starts now, and a sync tool's answers leave at once, in one frame:
             # the rest of the turn (timers, other descriptors) is not on their way.
             self._start_pending()
+            self.flush_events()   # a "started" event before its task's result
             self._flush_data()
         elif self.relay is not None and sock is self.relay.sock:
             for relayed in self.relay.on_readable():

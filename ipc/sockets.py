@@ -33,7 +33,9 @@ def make_socket(ctx: zmq.Context, kind: int, *, hwm: int | None = None, identity
 
 
 def has_message(sock: zmq.Socket) -> bool:
-    """Whether a message waits on `sock` (as `sock.get(zmq.EVENTS) & zmq.POLLIN`)."""
+    """Whether a message waits on `sock` (as `sock.get(zmq.EVENTS) & zmq.POLLIN`, which asks EVENTS too)."""
+    if sock.closed:   # zmq_poll would take a closed socket's item for descriptor 0
+        raise zmq.ZMQError(zmq.ENOTSOCK)
     return bool(zmq_poll([(sock, _POLLIN)], 0))
 
 

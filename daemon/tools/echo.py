@@ -24,10 +24,13 @@ class Echo(Tool):
     default_credit = 32
 
     @classmethod
-    def parse_args(cls, args: dict[str, Any]) -> dict[str, Any]:
+    def parse_args(cls, args: dict[str, Any]) -> dict[str, Any] | BaseModel:
         """The arguments as they came: what EchoArgs takes (any dict with string keys) needs no model
-        built, on the path whose cost echo measures; anything else gets pydantic's refusal."""
-        return args if any_args_ok(args) else EchoArgs.model_validate(args).model_extra
+        built, on the path whose cost echo measures. Anything else, or a subclass with a model or an
+        admission of its own, gets the model (or pydantic's refusal)."""
+        if cls.Args is EchoArgs and cls.admit is Tool.admit and any_args_ok(args):
+            return args
+        return super().parse_args(args)
 
-    def run(self, args: dict[str, Any], options: Any, ctx: TaskContext) -> Finished:
-        return Finished(value=args)
+    def run(self, args: dict[str, Any] | BaseModel, options: Any, ctx: TaskContext) -> Finished:
+        return Finished(value=args if type(args) is dict else args.model_extra)
