@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import numbers
 import os
 import secrets
 import time
@@ -184,8 +185,8 @@ class BaseClient:
 
     def __init__(self, runtime_dir: str | Path | None, timeout: float, autostart: bool, name: str,
                  reconnect: float) -> None:
-        if not (isinstance(timeout, (int, float)) and timeout > 0):   # NaN too
-            raise ValueError(f"timeout must be a positive number of seconds (inf: no limit), not {timeout!r}")
+        if isinstance(timeout, bool) or not (isinstance(timeout, numbers.Real) and timeout > 0):   # NaN too
+            raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
         self.endpoints = Endpoints(Path(runtime_dir or default_runtime_dir()).absolute())
         self.path = str(self.endpoints.control_path)
         self.timeout, self.autostart, self.name, self.reconnect = timeout, autostart, name, reconnect

@@ -95,7 +95,7 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise UsageError(f"--timeout wants seconds, not {text!r}") from None
-    if value <= 0:
+    if not value > 0:   # NaN too
         raise UsageError("--timeout must be more than 0 seconds")
     return value
 

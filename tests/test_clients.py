@@ -89,7 +89,7 @@ def test_a_timeout_of_months_or_none_at_all_waits_as_asked(kind, timeout, shared
 
 
 @pytest.mark.parametrize("cls", [Client, AsyncClient])
-@pytest.mark.parametrize("timeout", [0, -1, float("nan"), "10"])
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), "10", True])
 def test_a_timeout_that_is_no_positive_number_is_refused_saying_so(cls, timeout, tmp_path) -> None:
     with pytest.raises(ValueError, match="timeout must be a positive number of seconds"):
         cls(tmp_path, timeout=timeout)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from para.client import Client
-from para.client.paractl import parse_value, split_globals
+from para.client.paractl import UsageError, parse_value, split_globals
 from para.daemon.tools import TOOLS
 from para.testing import Daemon, paractl, paractl_argv, wait_running, wait_until
 from para.testing import alive as _alive, daemons_serving as _daemons_serving
@@ -197,6 +197,12 @@ def test_global_options_anywhere_before_double_dash() -> None:
     g, rest, after = split_globals(["--timeout=4", "bash", "--timeout", "1", "--", "echo", "--json"])
     assert (g.json, g.timeout, rest, after) == (False, 4.0, ["bash", "--timeout", "1"], ["echo", "--json"])
 
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "nan", "soon"])
+def test_a_global_timeout_that_is_no_positive_number_is_a_usage_error(text) -> None:
+    with pytest.raises(UsageError, match="--timeout"):
+        split_globals(["status", "--timeout", text])
 
 def test_json_before_and_after_the_subcommand(parad: Daemon) -> None:
     before = paractl(parad, "--json", "status")
