@@ -96,11 +96,12 @@ def _hook_at(depth: int, newer_ok: bool = False) -> Any:
     return hook
 
 
-# One hook per level, so the depth needs no shared counter (clients decode in several threads).
+# One hook per level, so the depth needs no shared counter (clients decode in several threads). A hook
+# finds the next level's in the list of its kind, which it holds: each list exists before it is filled.
 _HOOKS: list[Any] = []
 _NEWER_HOOKS: list[Any] = []
-_HOOKS += [_hook_at(depth) for depth in range(MAX_DEPTH + 1)]
-_NEWER_HOOKS += [_hook_at(depth, newer_ok=True) for depth in range(MAX_DEPTH + 1)]
+_HOOKS.extend(_hook_at(depth) for depth in range(MAX_DEPTH + 1))
+_NEWER_HOOKS.extend(_hook_at(depth, newer_ok=True) for depth in range(MAX_DEPTH + 1))
 
 # A task's caller_env (some 40 variables) travels with each of its tasks, and parad, then the
 # worker, checked and filtered each copy. So on parad's way to its workers (`encode(...,
