@@ -15,6 +15,7 @@ from para.testing.wait import WaitTimeout, running, wait_running, wait_until
 
 __all__ = [
     "mount_tmpfs", "unmount",
-    "ALL_POOLS", "FAST", "Daemon", "DaemonError", "WaitTimeout", "alive", "bad_frames", "bwrap_closed_to_run_as", "daemons_serving", "marked",
+    "ALL_POOLS", "FAST", "Daemon", "DaemonError", "WaitTimeout", "alive", "bad_frames", "daemons_serving", "marked",
     "only_pools", "open_to_others", "paractl", "paractl_argv", "running", "silent_client", "stop_and_check", "wait_running", "wait_until",
+    "bwrap_closed_to_run_as",
 ]

@@ -198,11 +198,11 @@ def test_global_options_anywhere_before_double_dash() -> None:
     assert (g.json, g.timeout, rest, after) == (False, 4.0, ["bash", "--timeout", "1"], ["echo", "--json"])
 
 
-
 @pytest.mark.parametrize("text", ["0", "-1", "nan", "soon"])
 def test_a_global_timeout_that_is_no_positive_number_is_a_usage_error(text) -> None:
     with pytest.raises(UsageError, match="--timeout"):
         split_globals(["status", "--timeout", text])
+
 
 def test_json_before_and_after_the_subcommand(parad: Daemon) -> None:
     before = paractl(parad, "--json", "status")
