@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -157,6 +159,11 @@ class Daemon:
         with open(self.log_path, "rb") as f:
             f.seek(self.log_start if this_run else 0)
             return f.read().decode(errors="replace")
+
+    def journal_rows(self, sql: str, *args: Any) -> list[tuple]:
+        """The rows `sql` selects from this parad's journal (SQLite allows a reader beside parad)."""
+        with contextlib.closing(sqlite3.connect(self.state_dir / "journal.sqlite3")) as db:
+            return db.execute(sql, args).fetchall()
 
     def tree(self) -> list[psutil.Process]:
         """Every live process under parad; remembered so teardown can prove they all ended."""

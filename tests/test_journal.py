@@ -48,11 +48,6 @@ def parads(start_daemon):
     return Parads()
 
 
-def journal_rows(d: Daemon, sql: str, *args: Any) -> list[tuple]:
-    with sqlite3.connect(d.state_dir / "journal.sqlite3") as db:
-        return db.execute(sql, args).fetchall()
-
-
 def lines(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
@@ -72,7 +67,7 @@ def test_a_finished_task_is_kept_with_its_history_and_found_after_a_kill(parads)
         metrics = c.metrics()
     assert journal["durability"] == "batched" and journal["commits"] >= 1 and not journal["trouble"]
     assert "para_journal_commits_total" in metrics and "para_journal_unwritable 0.0" in metrics
-    history = journal_rows(d, "SELECT state, history FROM tasks WHERE id = ?", result.id)
+    history = d.journal_rows("SELECT state, history FROM tasks WHERE id = ?", result.id)
     assert history[0][0] == "succeeded"
     assert [line.split()[1] for line in history[0][1].splitlines()] == ["queued", "running", "succeeded"]
     d = parads.again(d)
@@ -97,7 +92,7 @@ def test_queued_tasks_come_back_in_order_and_a_running_command_is_lost_not_rerun
     assert lines(out) == ["blocker", "urgent", "0", "1", "2", "3", "4"], "the blocker ran once; the rest in order"
     assert lost["task"]["state"] == "lost"
     assert "parad restarted while it ran" in lost["result"].error
-    assert urgent.id in {r[0] for r in journal_rows(d, "SELECT id FROM tasks WHERE state = 'succeeded'")}
+    assert urgent.id in {r[0] for r in d.journal_rows("SELECT id FROM tasks WHERE state = 'succeeded'")}
 
 
 def test_a_running_task_with_retries_runs_again_after_a_kill(parads, tmp_path: Path) -> None:
@@ -112,13 +107,13 @@ def test_a_running_task_with_retries_runs_again_after_a_kill(parads, tmp_path: P
         found = c.task(task.id)
     assert lines(out) == ["run", "run"]
     assert found["task"]["attempts"] == 2
-    history = journal_rows(d, "SELECT history FROM tasks WHERE id = ?", task.id)[0][0]
+    history = d.journal_rows("SELECT history FROM tasks WHERE id = ?", task.id)[0][0]
     assert [line.split()[1] for line in history.splitlines()] == ["queued", "running", "queued", "running", "succeeded"]
     assert found["result"].stdout == "done\n"
 
 
 def spec_in_journal(d: Daemon, task_id: str) -> m.TaskSpec:
-    return codec.decode(journal_rows(d, "SELECT spec FROM tasks WHERE id = ?", task_id)[0][0])
+    return codec.decode(d.journal_rows("SELECT spec FROM tasks WHERE id = ?", task_id)[0][0])
 
 
 def test_a_command_that_cannot_run_again_is_journaled_without_the_callers_environment(parads,
@@ -186,7 +181,7 @@ def test_a_large_result_goes_to_a_file_and_back(parads, durability: str) -> None
         small = c.run("bash", command="echo small")
     files = list((d.state_dir / "results").iterdir())
     assert len(files) == 1
-    assert journal_rows(d, "SELECT result IS NULL, result_file IS NOT NULL FROM tasks WHERE id = ?", big.id) == [(1, 1)]
+    assert d.journal_rows("SELECT result IS NULL, result_file IS NOT NULL FROM tasks WHERE id = ?", big.id) == [(1, 1)]
     d = parads.again(d)
     with d.client() as c:
         assert c.task(big.id)["result"].stdout == "x" * 5000
@@ -242,7 +237,7 @@ def test_an_older_journal_is_migrated_and_its_tasks_are_kept(parads) -> None:
     with d.client() as c:
         assert c.task("old-task")["result"].value == {"old": True}
     assert f"schema version 1 migrated to {schema.VERSION}" in d.log(this_run=True)
-    assert journal_rows(d, "PRAGMA user_version") == [(schema.VERSION,)]
+    assert d.journal_rows("PRAGMA user_version") == [(schema.VERSION,)]
 
 
 def test_a_journal_of_a_newer_parad_is_moved_aside(parads) -> None:

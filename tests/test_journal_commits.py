@@ -6,7 +6,6 @@ and from the journal itself. Waits of a second are driven on a real Journal.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,7 @@ from para.daemon.journal.store import QUIET_WAIT, UNTOLD_WAIT
 from para.daemon.tasks import TaskRecord
 from para.ipc import codec
 from para.ipc import messages as m
-from para.testing import Daemon, wait_until
-
-
-def journal_rows(d: Daemon, sql: str, *args: Any) -> list[tuple]:
-    with sqlite3.connect(d.state_dir / "journal.sqlite3") as db:
-        return db.execute(sql, args).fetchall()
+from para.testing import wait_until
 
 
 def test_an_echo_run_costs_at_most_one_commit_its_row_written_once_after_its_end(start_daemon) -> None:
@@ -36,13 +30,13 @@ def test_an_echo_run_costs_at_most_one_commit_its_row_written_once_after_its_end
         before = c.status()["journal"]
         ids = [c.run("echo", x=i).id for i in range(n)]
         query = f"SELECT state, history FROM tasks WHERE id IN ({','.join('?' * n)})"
-        wait_until(lambda: len(journal_rows(d, query, *ids)) == n, 10, "every run's row to be written")
+        wait_until(lambda: len(d.journal_rows(query, *ids)) == n, 10, "every run's row to be written")
         after = c.status()["journal"]
     # At most one each (a few more if a run outlasts a second); two each when the acceptance was committed alone.
     commits = after["commits"] - before["commits"]
     assert commits <= n * 1.25, f"{commits} commits for {n} runs"
     assert after["rows_written"] - before["rows_written"] <= n * 1.25
-    rows = journal_rows(d, query, *ids)
+    rows = d.journal_rows(query, *ids)
     assert len(rows) == n and all(state == "succeeded" for state, _ in rows)
     assert all([line.split()[1] for line in history.splitlines()] == ["queued", "running", "succeeded"]
                for _, history in rows)
@@ -57,7 +51,7 @@ def test_each_task_of_a_map_is_written_once_with_its_end(start_daemon) -> None:
         c.run("echo", x=0)
         before = c.status()["journal"]["rows_written"]
         results = list(c.map("echo", ({"i": i} for i in range(n))))
-        wait_until(lambda: journal_rows(d, "SELECT count(*) FROM tasks WHERE state = 'succeeded'")[0][0] == n + 1,
+        wait_until(lambda: d.journal_rows("SELECT count(*) FROM tasks WHERE state = 'succeeded'")[0][0] == n + 1,
                    10, "every task's row to be written")
         rows = c.status()["journal"]["rows_written"] - before
     assert all(r.ok for r in results)
@@ -192,7 +186,26 @@ def test_a_command_submitted_without_an_ack_is_written_at_its_start_and_its_end(
         rows = c.status()["journal"]["rows_written"] - before
     assert all(r.ok for r in results)
     assert rows <= n * 2.25, f"{rows} rows written for {n} commands (two each expected: start, end)"
-    histories = journal_rows(d, "SELECT history FROM tasks WHERE pool = 'bash'")
+    histories = d.journal_rows("SELECT history FROM tasks WHERE pool = 'bash'")
     assert len(histories) == n + 1
     assert all([line.split()[1] for line in h.splitlines()] == ["queued", "running", "succeeded"]
                for (h,) in histories)
+
+
+def test_a_start_that_may_run_again_rewrites_a_row_written_queued(tmp_path: Path) -> None:
+    # A command with retries left, written while it waited queued: its start is not committed before
+    # it leaves (a crash may run it again), but its row follows with the next commit. Left saying
+    # queued, a crash gave the lost attempt back: it ran again as attempt 1 of 2, not as attempt 2.
+    journal = opening.open_journal(tmp_path, JournalSection())
+    try:
+        record = TaskRecord(m.TaskSpec(id="c", tool="bash", args={}, retries=1), "bash", b"a", 2)
+        journal.changed(record)
+        assert journal.commit()
+        record.attempts, record.state = 1, m.RUNNING
+        assert journal.record_starts([record]) and journal.commits == 1   # not a commit of its own
+        assert journal.commit()
+        journal.close()   # parad dies with the task running
+        journal = opening.open_journal(tmp_path, JournalSection())
+        assert [(r.spec.id, r.state, r.attempts) for r in journal.live_records()] == [("c", m.RUNNING, 1)]
+    finally:
+        journal.close()

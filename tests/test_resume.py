@@ -85,9 +85,14 @@ def restarts(make_daemon: Callable[..., Daemon], tmp_path: Path) -> Iterator[Cal
 
 
 def kill_and_restart_when(r: Restarts, running: int, what: str) -> None:
-    """Once `running` tasks run (seen by a client of our own), SIGKILL parad and start another."""
+    """Once `running` tasks run (seen by a client of our own, and kept so by the journal, if there is
+    one), SIGKILL parad and start another. A start that may run again is committed after it leaves:
+    killed before that, parad would not count it (its task runs again as the same attempt)."""
     with r.current.client() as c:
         wait_until(lambda: len([t for t in c.ps() if t["state"] == "running"]) >= running, 30, what)
+    if r.config["daemon"]["journal"]["durability"] != "off":
+        count = "SELECT count(*) FROM tasks WHERE state = 'running'"
+        wait_until(lambda: r.current.journal_rows(count)[0][0] >= running, 30, f"{what}, as the journal keeps it")
     r.kill()
     r.start()
 

@@ -156,14 +156,18 @@ class Journal:
     def record_starts(self, records: list[TaskRecord]) -> bool:
         """`records` are about to start. Those that may not run again if this attempt is lost (not
         retry-safe, or no retries left) have their `running` state committed now; False if it cannot
-        be. The others are written with the next commit: lost in a crash, they simply run again."""
+        be. The others may run again: one whose row is written (it waited, queued, through a commit)
+        is rewritten with the next commit, so that a crash after it counts this attempt; one without
+        a row is written with its end or its untold wait (a crash before that runs it again as new)."""
         must = False
         for record in records:
-            if retries.should_retry(record, m.LOST):   # its row changes with its end; the history line waits
-                self._note(record)
-            else:
+            if not retries.should_retry(record, m.LOST):
                 self.changed(record)
                 must = True
+            elif record.spec.id in self._written:
+                self.changed(record)   # a row that says queued would give this attempt back after a crash
+            else:
+                self._note(record)
         return self.commit() if must else True
 
     def _note(self, record: TaskRecord) -> None:
