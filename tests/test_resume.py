@@ -226,11 +226,16 @@ def test_a_wait_by_id_survives_a_restart(restarts) -> None:
     with r.current.client() as c:
         task_id = c.submit("bash", command="sleep 2; echo by-id", retries=1).id
 
+    connected = threading.Event()
+
     def client_life():
         with Client(r.current.runtime_dir, **FAST_CLIENT) as c:
+            connected.set()
             return c.result(task_id)
 
     waiting = in_thread(client_life)
+    # Greeted first: a Hello that the kill cuts off fails the Client as any unanswered request does.
+    assert connected.wait(30)
     kill_and_restart_when(r, 1, "the sleep to run")
     assert waiting.result(timeout=120).stdout == "by-id\n"
 
