@@ -9,7 +9,7 @@
 
 One reader task owns the socket's receiving side and resolves futures; any
 number of coroutines may await tasks at once. A daemon that stays silent for
-`timeout` seconds while something is awaited is pinged; if the ping goes
+`timeout` seconds (at most 10) while something is awaited is pinged; if the ping goes
 unanswered, or its Pong shows a restarted parad, the client reconnects and
 gets its tasks back as Client does (client/resume.py), and if no daemon
 answers within `reconnect` seconds every waiter gets DaemonUnavailable:

@@ -7,7 +7,7 @@
 
 A Client owns one socket and is not thread-safe: use one per thread. Every
 wait has a bound: while a task runs, the client pings the daemon whenever it
-has heard nothing for `timeout` seconds. When the Pong shows a restarted
+has heard nothing for `timeout` seconds (at most 10: core.PING_EVERY). When the Pong shows a restarted
 parad, or the ping goes unanswered, the client reconnects and gets its tasks
 back (client/resume.py); it raises DaemonUnavailable (naming the socket path)
 only when no daemon answers there within `reconnect` seconds.

@@ -148,32 +148,44 @@ def wait_ms(seconds: float) -> int:
     return int(min(seconds, MAX_WAIT) * 1000) + 1
 
 
+# A quiet daemon is pinged at least this often, whatever the timeout: the Pong of a parad that
+# restarted names its new boot, so a long wait (timeout=inf too) notices the restart and resumes.
+PING_EVERY = 10.0
+
+
 class Silence:
-    """When to ping a quiet daemon and when to give up on it: a ping after `timeout` seconds
-    without a message, DaemonUnavailable after `timeout` more."""
+    """When to ping a quiet daemon and when to give up on it: a ping after `timeout` seconds (at most
+    `every`) without a message, again every as many while none comes, and DaemonUnavailable once
+    `timeout` seconds passed after the first unanswered ping (never for an infinite timeout)."""
     PING, GIVE_UP = "ping", "give up"
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
+        self.every = min(timeout, PING_EVERY)
         self.reset()
 
     def reset(self) -> None:
         """Something was heard (or a wait begins): the clock starts again."""
         self.quiet_since = self.since = time.monotonic()
-        self.pinged = False
+        self.first_ping: float | None = None
 
     def remaining(self) -> float:
         """Seconds until step() has something to do."""
-        return max(0.0, self.since + self.timeout - time.monotonic())
+        due = self.since + self.every
+        if self.first_ping is not None:
+            due = min(due, self.first_ping + self.timeout)
+        return max(0.0, due - time.monotonic())
 
     def step(self) -> str | None:
         """PING (the caller sends one now), GIVE_UP, or None while the daemon is not yet quiet for long enough."""
         now = time.monotonic()
-        if now - self.since < self.timeout:
-            return None
-        if self.pinged:
+        if self.first_ping is not None and now - self.first_ping >= self.timeout:
             return self.GIVE_UP
-        self.since, self.pinged = now, True
+        if now - self.since < self.every:
+            return None
+        if self.first_ping is None:
+            self.first_ping = now
+        self.since = now
         return self.PING
 
     def quiet_for(self) -> float:

@@ -23,6 +23,7 @@ import psutil
 import pytest
 
 from para.client import AsyncClient, Client, DaemonUnavailable, NotFound
+from para.client import core
 from para.testing import FAST, Daemon, alive, daemons_serving, stop_and_check, wait_running, wait_until
 
 POOLS = {"echo": {"min_workers": 1, "max_workers": 2}, "bash": {"min_workers": 2, "max_workers": 4}}
@@ -133,6 +134,34 @@ def test_a_client_idle_through_the_restart_learns_it_from_the_pong(restarts) -> 
         with pytest.raises(DaemonUnavailable, match="restarted without a journal.*fate is unknown"):
             future.result(timeout=30)
         assert c.run("echo", x=1).ok   # and it goes on with the new parad
+
+
+def test_a_client_without_a_timeout_still_pings_and_learns_of_the_restart(restarts, monkeypatch) -> None:
+    # timeout=inf: no wait gives up, but a quiet parad is still pinged every PING_EVERY seconds, and
+    # the new parad's Pong names its boot. Before, such a client never pinged and waited on for ever.
+    monkeypatch.setattr(core, "PING_EVERY", 0.5)
+    r = restarts("off")
+    with Client(r.current.runtime_dir, timeout=float("inf"), reconnect=60.0) as c:
+        future = c.submit("bash", command="sleep 30")
+        wait_running(c, future.id)
+        r.kill()
+        r.start()
+        with pytest.raises(DaemonUnavailable, match="restarted without a journal.*fate is unknown"):
+            future.result(timeout=30)
+
+
+def test_an_async_client_without_a_timeout_learns_of_the_restart_too(restarts, monkeypatch) -> None:
+    monkeypatch.setattr(core, "PING_EVERY", 0.5)
+    r = restarts("off")
+
+    async def client_life() -> None:
+        async with AsyncClient(r.current.runtime_dir, timeout=float("inf"), reconnect=60.0) as c:
+            task = await c.submit("bash", command="sleep 30")
+            await asyncio.get_running_loop().run_in_executor(None, kill_and_restart_when, r, 1, "the sleep to run")
+            with pytest.raises(DaemonUnavailable, match="restarted without a journal.*fate is unknown"):
+                await task.result(timeout=30)
+
+    asyncio.run(asyncio.wait_for(client_life(), 120))
 
 
 def test_an_async_client_waiting_through_the_restart_ends_the_same_way(restarts) -> None:
