@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
@@ -30,7 +31,7 @@ import zmq.asyncio
 
 from para.client.autostart import start_daemon
 from para.client.batch import track_tasks
-from para.client.core import MAP_BATCH, BaseClient, Silence, TaskState, split_options, wait_ms
+from para.client.core import MAP_BATCH, BaseClient, Silence, TaskState, hello_waits, split_options, wait_ms
 from para.client.errors import DaemonUnavailable, ParaError, TaskTimeout
 from para.client.result import Chunk, Result
 from para.client.resume import AwaitSlot, Resume
@@ -174,7 +175,7 @@ class AsyncClient(BaseClient):
             await asyncio.get_running_loop().run_in_executor(None, start_daemon, self.endpoints)
         self._open()
         self._reader = asyncio.create_task(self._read())
-        self._welcomed(await self._request(self._hello()))
+        self._welcomed(await self._greet(self.timeout))
         return self
 
     def _open(self) -> None:
@@ -393,6 +394,13 @@ class AsyncClient(BaseClient):
         except ParaError as exc:
             _fail(tasks, exc)
 
+    async def _greet(self, timeout: float) -> m.Welcome:
+        """The daemon's Welcome within `timeout` seconds, the Hello sent again every HELLO_AGAIN."""
+        for wait in hello_waits(timeout):
+            with contextlib.suppress(DaemonUnavailable):
+                return await self._request(self._hello(), wait)
+        raise self._no_answer("the daemon's greeting")
+
     async def _request(self, msg: Any, timeout: float | None = None) -> Any:
         reply = asyncio.get_running_loop().create_future()
         key = self._expect(msg, reply)
@@ -442,7 +450,7 @@ class AsyncClient(BaseClient):
             if plan.start:
                 await asyncio.get_running_loop().run_in_executor(None, start_daemon, self.endpoints)
             try:
-                welcome = await self._request(self._hello(), self.reconnect)
+                welcome = await self._greet(self.reconnect)
             except DaemonUnavailable:
                 raise plan.gone(self.reconnect) from None
             self._resumed(plan, welcome)

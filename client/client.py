@@ -16,6 +16,7 @@ only when no daemon answers there within `reconnect` seconds.
 from __future__ import annotations
 
 import collections
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -26,7 +27,7 @@ import zmq
 from para.client.autostart import start_daemon
 from para.client.batch import BatchHandle, track_tasks
 from para.client.core import (MAP_BATCH, MAP_WINDOW, TASK_OPTIONS, BaseClient, ReplySlot, Silence, TaskState,
-                              split_options, wait_ms)
+                              hello_waits, split_options, wait_ms)
 from para.client.errors import DaemonUnavailable, ParaError, TaskTimeout
 from para.client.result import Chunk, Result
 from para.client.resume import AwaitSlot
@@ -89,7 +90,7 @@ class Client(BaseClient):
         if self._needs_start():
             start_daemon(self.endpoints)
         self._open()
-        self._welcomed(self._request(self._hello()))
+        self._welcomed(self._greet(self.timeout))
         return self
 
     def _open(self) -> None:
@@ -345,13 +346,20 @@ class Client(BaseClient):
         if plan.start:
             start_daemon(self.endpoints)
         try:
-            welcome = self._request(self._hello(), self.reconnect)
+            welcome = self._greet(self.reconnect)
         except DaemonUnavailable:
             raise plan.gone(self.reconnect) from None
         self._resumed(plan, welcome)
         for msg in plan.awaits(self._reqs):
             for frame in self._resubmit_frames(plan.answered(self._request(msg).body)):
                 self._sock.send(frame)
+
+    def _greet(self, timeout: float) -> m.Welcome:
+        """The daemon's Welcome within `timeout` seconds, the Hello sent again every HELLO_AGAIN."""
+        for wait in hello_waits(timeout):
+            with contextlib.suppress(DaemonUnavailable):
+                return self._request(self._hello(), wait)
+        raise self._no_answer("the daemon's greeting")
 
     def _wait_for(self, condition: Callable[[], bool], timeout: float | None, what: str, ping: bool = True,
                   wake: StdinPump | None = None) -> None:

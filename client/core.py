@@ -148,6 +148,18 @@ def wait_ms(seconds: float) -> int:
     return int(min(seconds, MAX_WAIT) * 1000) + 1
 
 
+# A Hello unanswered this long is sent again: one that reached a parad that died before answering
+# is lost with it, and the socket reconnects to the next parad by itself.
+HELLO_AGAIN = 1.0
+
+
+def hello_waits(timeout: float) -> Iterator[float]:
+    """How long each Hello waits for its Welcome, sent again after each, within `timeout` in all."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        yield min(HELLO_AGAIN, left)
+
+
 # A quiet daemon is pinged at least this often, whatever the timeout: the Pong of a parad that
 # restarted names its new boot, so a long wait (timeout=inf too) notices the restart and resumes.
 PING_EVERY = 10.0

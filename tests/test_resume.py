@@ -21,9 +21,13 @@ from typing import Any
 
 import psutil
 import pytest
+import zmq
 
 from para.client import AsyncClient, Client, DaemonUnavailable, NotFound
 from para.client import core
+from para.ipc import codec
+from para.ipc import messages as m
+from para.ipc.endpoints import Endpoints
 from para.testing import FAST, Daemon, alive, daemons_serving, stop_and_check, wait_running, wait_until
 
 POOLS = {"echo": {"min_workers": 1, "max_workers": 2}, "bash": {"min_workers": 2, "max_workers": 4}}
@@ -162,6 +166,42 @@ def test_an_async_client_without_a_timeout_learns_of_the_restart_too(restarts, m
                 await task.result(timeout=30)
 
     asyncio.run(asyncio.wait_for(client_life(), 120))
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_hello_read_by_a_parad_that_died_is_sent_again(make_daemon, tmp_path: Path, kind: str) -> None:
+    # A parad that read the Hello and died before answering, played by a ROUTER that reads it and
+    # closes. The client's socket reconnects to the next parad by itself, but only a Hello sent
+    # again reaches it: before, the client waited its whole timeout (here 60 s) for the Welcome.
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    endpoints = Endpoints(runtime)
+    endpoints.lock_path.write_text(f"{os.getpid()}\n")   # a live pid, as a running parad leaves
+    ctx = zmq.Context()
+    silent = ctx.socket(zmq.ROUTER)
+    silent.bind(f"ipc://{endpoints.control_path}")
+
+    def client_life() -> Any:
+        with Client(runtime, timeout=60.0, autostart=False) as c:
+            return c.run("echo", x=1).value
+
+    async def async_life() -> Any:
+        async with AsyncClient(runtime, timeout=60.0, autostart=False) as c:
+            return (await c.run("echo", x=1)).value
+
+    waiting = in_thread(client_life if kind == "sync" else lambda: asyncio.run(async_life()))
+    try:
+        assert silent.poll(30_000), "the client's Hello never came"
+        assert isinstance(codec.decode(silent.recv_multipart()[-1]), m.Hello)
+    finally:
+        silent.close(linger=0)
+        ctx.term()
+    endpoints.control_path.unlink(missing_ok=True)
+    d = make_daemon({"daemon": FAST, "pools": POOLS}, tmp_path, runtime_dir=runtime)
+    try:
+        assert waiting.result(timeout=30) == {"x": 1}
+    finally:
+        stop_and_check(d)
 
 
 def test_an_async_client_waiting_through_the_restart_ends_the_same_way(restarts) -> None:
