@@ -148,6 +148,10 @@ def wait_ms(seconds: float) -> int:
     return int(min(seconds, MAX_WAIT) * 1000) + 1
 
 
+# Submits sent without an ack that a refusal of the whole may still name (the newest): it comes as
+# soon as parad reads the Submit, and a client never has this many unread.
+UNTOLD_SUBMITS = 1024
+
 # A Hello unanswered this long is sent again: one that reached a parad that died before answering
 # is lost with it, and the socket reconnects to the next parad by itself.
 HELLO_AGAIN = 1.0
@@ -223,6 +227,7 @@ class BaseClient:
         self._ids, self._reqs = itertools.count(1), itertools.count(1)
         self._tasks: dict[str, Any] = {}          # task id -> its handle, until collected or forgotten
         self._replies: dict[Any, Slot] = {}       # request number (Welcome for Hello) -> where its answer goes
+        self._untold_submits: collections.OrderedDict[int, list[str]] = collections.OrderedDict()   # the newest
         self._silence = Silence(timeout)
         self._restart_seen = False                # a Pong named another run of parad: resume
         self.daemon: m.Welcome | None = None
@@ -264,7 +269,12 @@ class BaseClient:
             self._tasks.pop(handle.id, None)
 
     def _submit(self, specs: list[m.TaskSpec], ack: bool = False) -> m.Submit:
-        return m.Submit(next(self._reqs), specs, ack=ack)
+        msg = m.Submit(next(self._reqs), specs, ack=ack)
+        if not ack:   # no answer is awaited: a refusal of the whole Submit finds its tasks by its number
+            self._untold_submits[msg.req] = [spec.id for spec in specs]
+            if len(self._untold_submits) > UNTOLD_SUBMITS:
+                self._untold_submits.popitem(last=False)
+        return msg
 
     def _submit_frames(self, specs: list[m.TaskSpec]) -> Iterator[bytes]:
         """Submit frames for `specs`, halved until each fits the daemon's max_message_size
@@ -446,6 +456,8 @@ class BaseClient:
             handle = self._tasks[msg.task_id]
             if not handle.done():
                 handle._settle(None, refusal(msg.code, msg.message))
+        elif isinstance(msg, m.ErrorReply) and msg.req in self._untold_submits:
+            self._submit_refused(self._untold_submits.pop(msg.req), msg)
         elif isinstance(msg, m.Welcome) or (isinstance(msg, m.ErrorReply) and msg.req == 0 and m.Welcome in self._replies):
             self._resolve(m.Welcome, msg)  # an ErrorReply with no request number answers the Hello
         elif isinstance(msg, (m.Accepted, m.Reply, m.ErrorReply)):
@@ -453,6 +465,15 @@ class BaseClient:
         elif isinstance(msg, m.Pong) and restarted(self.daemon, msg.boot) and not self._nested:
             self._restart_seen = True   # the socket reconnected to a new parad by itself; it knows us not
         # Any message resets the silence clock.
+
+    def _submit_refused(self, task_ids: list[str], reply: m.ErrorReply) -> None:
+        """A Submit sent without an ack (run(), map()) refused whole, as a frame parad could not read:
+        each of its tasks fails with the refusal, instead of waiting for an end that cannot come."""
+        error = refusal(reply.code, reply.message)
+        for task_id in task_ids:
+            handle = self._tasks.get(task_id)
+            if handle is not None and not handle.done():
+                handle._settle(None, error)
 
     def _resolve(self, key: Any, msg: Any) -> None:
         slot = self._replies.get(key)

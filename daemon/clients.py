@@ -144,14 +144,14 @@ class ClientRequests:
             self._input_unanswered(req, frame)
             return
         if req.size > self.max_size:
-            self._refuse(req, 0, m.E_TOO_LARGE,
+            self._refuse(req, codec.request_number(frame), m.E_TOO_LARGE,
                          f"request of {req.size} bytes exceeds max_message_size ({self.max_size} bytes); "
                          f"put large inputs in a file and pass its path")
             return
         try:
             msg = codec.decode(frame)
         except codec.ProtocolError as exc:
-            self._refuse(req, 0, m.E_PROTOCOL, str(exc))
+            self._refuse(req, codec.request_number(frame), m.E_PROTOCOL, str(exc))
             return
         number = getattr(msg, "req", 0)
         handler = self.handlers.get(type(msg))

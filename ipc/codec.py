@@ -226,6 +226,28 @@ def _check_version(frame: bytes) -> None:
         )
 
 
+def request_number(frame: bytes) -> int:
+    """The request number of a frame that does not decode (or is too large to), read without
+    decoding the rest: a message's first field, when that is an integer; 0 if it cannot be told.
+    The refusal then reaches the request, or the tasks of a Submit, that the frame was."""
+    if len(frame) < 3 or frame[0] != MAGIC:
+        return 0
+    unpacker = msgpack.Unpacker(max_buffer_size=len(frame))
+    unpacker.feed(frame[2:])
+    try:
+        ext = unpacker.unpack()
+        if not isinstance(ext, msgpack.ExtType):
+            return 0
+        fields_of = msgpack.Unpacker(max_buffer_size=len(ext.data))
+        fields_of.feed(ext.data)
+        if fields_of.read_array_header() < 1:
+            return 0
+        first = fields_of.unpack()
+    except Exception:   # whatever is wrong with it, this frame's number cannot be told
+        return 0
+    return first if type(first) is int and 0 < first < 1 << 63 else 0
+
+
 def decode(frame: bytes, newer_ok: bool = False) -> Any:
     """Parse a single frame into its message dataclass; ProtocolError says what is wrong.
 

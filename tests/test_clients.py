@@ -14,6 +14,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import msgpack
 import pytest
 
 from para.client import (
@@ -230,6 +231,25 @@ def test_errors_are_the_same_exceptions(kind, shared_daemon) -> None:
     mixed, failed = drive(kind, shared_daemon.runtime_dir, scenario)
     assert mixed[0].ok and isinstance(mixed[1], InvalidRequest)
     assert failed.status == "failed" and failed.exit_code == 5
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_submit_parad_cannot_read_fails_its_tasks_instead_of_hanging(kind, shared_daemon) -> None:
+    # An argument msgpack encodes and parad cannot decode (an extension type it does not know):
+    # parad refuses the frame naming its request number, read without decoding the rest, and each
+    # task of that Submit fails with the refusal. Before, the refusal had no number: run() and map()
+    # waited on, their pings answered, for an end that could not come.
+    unreadable = msgpack.ExtType(99, b"?")
+
+    async def scenario(c):
+        with pytest.raises(InvalidRequest, match="unknown message type tag 99"):
+            await settle(c.run("echo", x=unreadable))
+        mapped = await items(c.map("echo", [{"x": 1}, {"x": unreadable}], return_exceptions=True))
+        return mapped, await settle(c.run("echo", x=2))
+
+    mapped, after = drive(kind, shared_daemon.runtime_dir, scenario)
+    assert [type(r) for r in mapped] == [InvalidRequest, InvalidRequest]   # one frame: refused whole
+    assert after.value == {"x": 2}
 
 
 @pytest.mark.parametrize("kind", KINDS)

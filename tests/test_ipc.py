@@ -97,6 +97,24 @@ def test_bad_frames_raise_protocol_error_saying_why(frame: bytes, words: str) ->
         codec.decode(frame)
 
 
+HEADER = bytes([codec.MAGIC, PROTOCOL_VERSION])
+
+
+@pytest.mark.parametrize(("frame", "number"), [
+    (codec.encode(m.Submit(77, [m.TaskSpec("t", "echo", {"x": msgpack.ExtType(99, b"?")})])), 77),
+    (HEADER + msgpack.packb(msgpack.ExtType(10, msgpack.packb([5, "extra", "values"]))), 5),   # a Ping, too long
+    (codec.encode(m.Hello("client", 1, None)), 0),                     # its first field is no number
+    (codec.encode(m.Submit(77, []))[:-1], 0),                          # cut short: nothing is told
+    (HEADER + msgpack.packb([7]), 0),                                  # not a message
+    (HEADER + msgpack.packb(msgpack.ExtType(10, msgpack.packb([-3]))), 0),
+    (HEADER + msgpack.packb(msgpack.ExtType(10, msgpack.packb([(1 << 64) - 1]))), 0),
+    (bytes([0, PROTOCOL_VERSION]) + msgpack.packb(msgpack.ExtType(10, msgpack.packb([5]))), 0),   # bad magic
+    (b"", 0),
+])
+def test_the_request_number_of_a_frame_that_does_not_decode(frame: bytes, number: int) -> None:
+    assert codec.request_number(frame) == number
+
+
 def test_bad_batch_frames_are_refused() -> None:
     with pytest.raises(codec.ProtocolError, match="list of frames"):
         codec.split(bytes([codec.BATCH_MAGIC, PROTOCOL_VERSION]) + msgpack.packb([1, 2]))
