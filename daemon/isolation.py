@@ -24,7 +24,7 @@ from para.daemon.safe_path import safe_pythonpath
 from para.ipc import messages as m
 from para.sandbox import bwrap, caller_path, cgroup, identity, namespaces
 from para.sandbox.environment import build_env
-from para.sandbox.policy import ReadOnlySandbox, SandboxPolicy, resolve_path
+from para.sandbox.policy import ReadOnlySandbox, SandboxPolicy, WebSandbox, resolve_path
 from para.sandbox.probe import HostSupport
 
 log = logging.getLogger("parad")
@@ -119,9 +119,9 @@ def _str(path: Path | None) -> str | None:
 
 
 def policy_of(options: BaseModel) -> tuple[SandboxPolicy | None, bool]:
-    """(the pool's policy, whether its tool only reads in-process and runs no user commands)."""
+    """(the pool's policy, whether its tool runs no user commands: it reads files, or the web, in-process)."""
     sandbox = getattr(options, "sandbox", None)
-    if isinstance(sandbox, ReadOnlySandbox):
+    if isinstance(sandbox, (ReadOnlySandbox, WebSandbox)):
         return sandbox.as_policy(), True
     return sandbox, False
 
@@ -137,7 +137,8 @@ def plan(pool_options: dict[str, BaseModel], host: HostSupport, hide: list[str])
         if policy is None:
             plans[name] = PoolIsolation(name, "none", "none", "none (no commands)")
             continue
-        plans[name] = _plan_pool(name, policy, host, hide, None if read_only else cg_root, read_only)
+        web = isinstance(getattr(options, "sandbox", None), WebSandbox)
+        plans[name] = _plan_pool(name, policy, host, hide, None if read_only else cg_root, read_only, web)
     _plan_lent_ids(plans, pool_options)
     return plans
 
@@ -181,8 +182,9 @@ def _adopt_cgroup(host: HostSupport) -> Path | None:
 
 
 def _plan_pool(name: str, policy: SandboxPolicy, host: HostSupport, hide: list[str], cg_root: Path | None,
-               read_only: bool = False) -> PoolIsolation:
-    p = PoolIsolation(name, policy.isolation, "none", "read-only tool" if read_only else "sampled RSS and process count, rlimits")
+               read_only: bool = False, web: bool = False) -> PoolIsolation:
+    kind = "web tool" if web else "read-only tool" if read_only else "sampled RSS and process count, rlimits"
+    p = PoolIsolation(name, policy.isolation, "none", kind)
     if policy.isolation == "namespaces":
         if host.namespaces:
             p.effective = "namespaces"
@@ -203,7 +205,7 @@ def _plan_pool(name: str, policy: SandboxPolicy, host: HostSupport, hide: list[s
         p.memory = "cgroup v2 (memory.max, pids.max, cpu.max), rlimits"
     elif policy.cgroup.cpu_weight or policy.cgroup.cpu_max:
         p.degraded.append(f"no cgroup for cpu_weight/cpu_max: {host.cgroup_error}")
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and not (web and p.effective == "namespaces"):   # confined, it holds no capability
         p.degraded.extend(_root_identity(policy, p.effective == "namespaces", read_only))
     if p.degraded and not policy.allow_degraded:
         raise IsolationError(

@@ -162,6 +162,19 @@ class ReadOnlySandbox(_Model):
                              filesystem=FilesystemPolicy(writable=[], private_tmp=False, deny_read=self.deny_read, read_only=[]))
 
 
+class WebSandbox(_Model):
+    """The sandbox of a pool whose tool reaches the web from Python and runs no command (fetch, search):
+    the host's network (the web policy decides what is reached), nothing writable, credentials hidden."""
+    isolation: Literal["namespaces", "none"] = Field("namespaces", description="namespaces: the pool's workers live in a read-only bubblewrap sandbox with the host's network; none: no sandbox")
+    allow_degraded: bool = Field(True, description="when the host cannot give `isolation`, run without it (logged, in status and a metric)")
+    deny_read: list[str] = Field(default_factory=lambda: list(DEFAULT_DENY_READ), description="paths the worker cannot see, whether they exist yet or not")
+
+    def as_policy(self) -> SandboxPolicy:
+        # run_as null: the worker reads no one's files and runs no command; as root it holds no capability.
+        return SandboxPolicy(isolation=self.isolation, allow_degraded=self.allow_degraded, run_as=None, network=True,
+                             filesystem=FilesystemPolicy(writable=[], private_tmp=True, deny_read=self.deny_read, read_only=[]))
+
+
 class TaskLimits(_Model):
     """A task's limits: each may only lower its pool's (LimitsPolicy says what each one is)."""
     timeout: float | None = Field(None, gt=0, description="wall-clock seconds before the command's tree is killed")

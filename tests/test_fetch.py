@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 
 from para.client import InvalidRequest, TaskError
+from para.sandbox.probe import probe
 from para.testing import FAST, Daemon, stop_and_check, wait_running, wait_until
 from para.testing.http_server import WebServer, unanswered_port
 from para.web.extract import NotText
@@ -25,6 +26,7 @@ from para.web.options import HttpOptions
 from para.web.pages import Page, Pages, cut
 
 FIXTURES = Path(__file__).parent / "fixtures" / "web"
+HOST = probe()
 LOCAL = {"allow_private": ["127.0.0.1/32"], "hosts": {"a.test": "127.0.0.1", "b.test": "127.0.0.1",
                                                       "inside.test": "10.1.2.3"}}
 
@@ -293,6 +295,26 @@ def test_fetch_through_parad_follows_redirects_extracts_pages_and_caches(parad: 
     assert (first["cached"], second["cached"]) == ("fetched", "cache")
     assert site.count("/wiki") == 1 and site.count("/go-wiki") == 2    # the redirect said nothing of caching
     assert (pools["fetch"]["max_workers"], tools["fetch"]["read_only"]) == (1, True)
+
+
+@pytest.mark.skipif(not HOST.namespaces, reason=f"no namespace isolation here: {HOST.namespaces_error}")
+def test_the_fetch_worker_lives_in_a_read_only_sandbox_with_the_network(parad: Daemon, site: WebServer,
+                                                                         tmp_path: Path) -> None:
+    # It runs no command, but it parses what any page sends: a bug there must not reach the host's
+    # files nor hold a capability. It still reaches the web (the test server) through the host's network.
+    (tmp_path / "host-only").write_text("not for the worker\n")
+    with parad.client(timeout=60) as c:
+        assert c.run("fetch", url=site.url("/marker", host="a.test")).value["content"].strip() == "marker"
+        isolation = c.status()["sandbox"]["pools"]["fetch"]
+    (worker,) = parad.workers("fetch")
+    status = {k: v.strip() for k, _, v in (line.partition(":") for line in
+                                           Path(f"/proc/{worker['pid']}/status").read_text().splitlines())}
+    mounts = {fields[4]: fields[5].split(",") for fields in
+              (line.split() for line in Path(f"/proc/{worker['pid']}/mountinfo").read_text().splitlines())}
+    assert (isolation["effective"], isolation["limits"], isolation["degraded"]) == ("namespaces", "web tool", [])
+    assert int(status["CapEff"], 16) == 0 and int(status["CapPrm"], 16) == 0, status
+    assert "ro" in mounts["/"], mounts["/"]
+    assert not Path(f"/proc/{worker['pid']}/root{tmp_path}").exists()   # its /tmp is its own
 
 
 def test_a_redirect_to_the_metadata_address_fails_naming_the_rule(parad: Daemon, site: WebServer) -> None:
