@@ -381,7 +381,8 @@ class AsyncClient(BaseClient):
         """One Submit for `tasks`, halved while it cannot be encoded or is too large; a task that
         cannot be sent gets the error its run() raised when each task had a frame of its own."""
         try:
-            frame = self._frame(self._submit([t.spec for t in tasks]))
+            msg = self._submit([t.spec for t in tasks])
+            frame = self._frame(msg)
         except Exception as exc:   # too large, or arguments msgpack cannot encode: the caller's error
             if len(tasks) > 1:      # ... for one task only: find it
                 self._send_tasks(tasks[:len(tasks) // 2])
@@ -389,6 +390,8 @@ class AsyncClient(BaseClient):
             else:
                 _fail(tasks, exc)
             return
+        for task in tasks:
+            task.submit_req = msg.req
         try:
             self._send_frame(frame)
         except ParaError as exc:

@@ -26,8 +26,8 @@ import zmq
 
 from para.client.autostart import start_daemon
 from para.client.batch import BatchHandle, track_tasks
-from para.client.core import (MAP_BATCH, MAP_WINDOW, TASK_OPTIONS, BaseClient, ReplySlot, Silence, TaskState,
-                              hello_waits, split_options, wait_ms)
+from para.client.core import (MAP_BATCH, MAP_WINDOW, MAX_WAIT, TASK_OPTIONS, BaseClient, ReplySlot, Silence,
+                              TaskState, hello_waits, split_options, wait_ms)
 from para.client.errors import DaemonUnavailable, ParaError, TaskTimeout
 from para.client.result import Chunk, Result
 from para.client.resume import AwaitSlot
@@ -131,8 +131,10 @@ class Client(BaseClient):
         # No Accepted round trip: a refusal arrives as an ErrorReply naming the task. Sent before
         # its handle is made: nothing is read until the wait, and the handle is made while the
         # task crosses to the daemon, not before it leaves.
-        self._send(self._submit([spec]))
+        msg = self._submit([spec])
+        self._send(msg)
         future = self._track(TaskFuture(self, spec))
+        future.submit_req = msg.req
         try:
             return future.result()
         finally:
@@ -405,7 +407,10 @@ class Client(BaseClient):
                 if ping:
                     raise TaskTimeout(f"gave up waiting for {what} after {timeout:g}s")
                 raise self._no_answer(what)
-            wait = self._silence.remaining() if left is None else min(self._silence.remaining(), left)
+            if not ping:   # a request's own deadline decides; the silence clock does not run
+                wait = MAX_WAIT if left is None else left
+            else:
+                wait = self._silence.remaining() if left is None else min(self._silence.remaining(), left)
             frame, woke = self._read(wait_ms(wait))
             if frame is not None:
                 self._receive(frame)

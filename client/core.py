@@ -83,6 +83,7 @@ class TaskState:
         self.id, self.spec = (spec.id if spec else task_id), spec
         self.tool, self.streaming = (spec.tool, spec.stream) if spec else ("", False)
         self.batch: str | None = None   # the batch it belongs to (client/batch.py track_tasks)
+        self.submit_req: int | None = None   # the Submit without an ack that carried it: a refusal of it whole names it
         self._result: Result | None = None
         self._error: ParaError | None = None
         self._stdin = StdinFlow()
@@ -147,10 +148,6 @@ def wait_ms(seconds: float) -> int:
     """A wait of `seconds`, at most MAX_WAIT, in whole milliseconds, rounded up."""
     return int(min(seconds, MAX_WAIT) * 1000) + 1
 
-
-# Submits sent without an ack that a refusal of the whole may still name (the newest): it comes as
-# soon as parad reads the Submit, and a client never has this many unread.
-UNTOLD_SUBMITS = 1024
 
 # A Hello unanswered this long is sent again: one that reached a parad that died before answering
 # is lost with it, and the socket reconnects to the next parad by itself.
@@ -227,7 +224,6 @@ class BaseClient:
         self._ids, self._reqs = itertools.count(1), itertools.count(1)
         self._tasks: dict[str, Any] = {}          # task id -> its handle, until collected or forgotten
         self._replies: dict[Any, Slot] = {}       # request number (Welcome for Hello) -> where its answer goes
-        self._untold_submits: collections.OrderedDict[int, list[str]] = collections.OrderedDict()   # the newest
         self._silence = Silence(timeout)
         self._restart_seen = False                # a Pong named another run of parad: resume
         self.daemon: m.Welcome | None = None
@@ -269,24 +265,26 @@ class BaseClient:
             self._tasks.pop(handle.id, None)
 
     def _submit(self, specs: list[m.TaskSpec], ack: bool = False) -> m.Submit:
-        msg = m.Submit(next(self._reqs), specs, ack=ack)
-        if not ack:   # no answer is awaited: a refusal of the whole Submit finds its tasks by its number
-            self._untold_submits[msg.req] = [spec.id for spec in specs]
-            if len(self._untold_submits) > UNTOLD_SUBMITS:
-                self._untold_submits.popitem(last=False)
-        return msg
+        return m.Submit(next(self._reqs), specs, ack=ack)
 
     def _submit_frames(self, specs: list[m.TaskSpec]) -> Iterator[bytes]:
         """Submit frames for `specs`, halved until each fits the daemon's max_message_size
         (tasks that carry their caller's environment are a few KiB each)."""
+        msg = self._submit(specs)
         try:
-            yield self._frame(self._submit(specs))
+            frame = self._frame(msg)
         except InvalidRequest as exc:
             if len(specs) == 1 or exc.code != m.E_TOO_LARGE:
                 raise
             half = len(specs) // 2
             yield from self._submit_frames(specs[:half])
             yield from self._submit_frames(specs[half:])
+            return
+        for spec in specs:
+            handle = self._tasks.get(spec.id)
+            if handle is not None:
+                handle.submit_req = msg.req
+        yield frame
 
     def _cancel(self, tasks: tuple[Any, ...], session: str | None, everything: bool) -> m.Cancel:
         ids = [t if isinstance(t, str) else t.id for t in tasks]
@@ -456,8 +454,8 @@ class BaseClient:
             handle = self._tasks[msg.task_id]
             if not handle.done():
                 handle._settle(None, refusal(msg.code, msg.message))
-        elif isinstance(msg, m.ErrorReply) and msg.req in self._untold_submits:
-            self._submit_refused(self._untold_submits.pop(msg.req), msg)
+        elif isinstance(msg, m.ErrorReply) and msg.task_id is None and msg.req and msg.req not in self._replies:
+            self._submit_refused(msg)
         elif isinstance(msg, m.Welcome) or (isinstance(msg, m.ErrorReply) and msg.req == 0 and m.Welcome in self._replies):
             self._resolve(m.Welcome, msg)  # an ErrorReply with no request number answers the Hello
         elif isinstance(msg, (m.Accepted, m.Reply, m.ErrorReply)):
@@ -466,14 +464,13 @@ class BaseClient:
             self._restart_seen = True   # the socket reconnected to a new parad by itself; it knows us not
         # Any message resets the silence clock.
 
-    def _submit_refused(self, task_ids: list[str], reply: m.ErrorReply) -> None:
-        """A Submit sent without an ack (run(), map()) refused whole, as a frame parad could not read:
-        each of its tasks fails with the refusal, instead of waiting for an end that cannot come."""
+    def _submit_refused(self, reply: m.ErrorReply) -> None:
+        """An ErrorReply no request waits for: a Submit sent without an ack (run(), map()) refused whole,
+        as a frame parad could not read. Each of its tasks fails with the refusal, instead of waiting for
+        an end that cannot come. (Rare: a look at every task in flight is cheaper than an index.)"""
         error = refusal(reply.code, reply.message)
-        for task_id in task_ids:
-            handle = self._tasks.get(task_id)
-            if handle is not None and not handle.done():
-                handle._settle(None, error)
+        for handle in [h for h in self._tasks.values() if h.submit_req == reply.req and not h.done()]:
+            handle._settle(None, error)
 
     def _resolve(self, key: Any, msg: Any) -> None:
         slot = self._replies.get(key)

@@ -17,6 +17,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from para.client import core
 from para.client import (
     AsyncBatchHandle, AsyncClient, AsyncTask, BatchHandle, Client, DaemonUnavailable, InvalidRequest, Result,
     TaskFuture, ToolError,
@@ -250,6 +251,44 @@ def test_a_submit_parad_cannot_read_fails_its_tasks_instead_of_hanging(kind, sha
     mapped, after = drive(kind, shared_daemon.runtime_dir, scenario)
     assert [type(r) for r in mapped] == [InvalidRequest, InvalidRequest]   # one frame: refused whole
     assert after.value == {"x": 2}
+
+
+def test_a_request_to_a_hung_daemon_waits_without_spinning(start_daemon, monkeypatch) -> None:
+    # A request waits on its own deadline: the silence clock, whose pings only task waits send,
+    # must not wake it. It did, every millisecond, once PING_EVERY had passed.
+    monkeypatch.setattr(core, "PING_EVERY", 0.2)
+    d = start_daemon()
+    with Client(d.runtime_dir, timeout=2.0) as c:
+        reads = 0
+        read = c._read
+
+        def counted(wait: int) -> Any:
+            nonlocal reads
+            reads += 1
+            return read(wait)
+
+        c._read = counted
+        os.kill(d.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(DaemonUnavailable, match="waited 2s for the daemon's answer"):
+                c.status()
+        finally:
+            os.kill(d.pid, signal.SIGCONT)
+    assert reads < 10, f"{reads} reads of the socket while one request waited 2 s"
+
+
+def test_a_refusal_of_one_task_fails_no_other_task_of_its_submit(shared_daemon) -> None:
+    # Two run() calls of one turn share a Submit; the first is given up on before its refusal
+    # (which names it) comes. The second must not take that refusal for a refusal of the whole Submit.
+    async def main() -> Any:
+        async with AsyncClient(shared_daemon.runtime_dir) as c:
+            bad = asyncio.create_task(c.run("bash", command=3))
+            good = asyncio.create_task(c.run("echo", x=1))
+            await asyncio.sleep(0)
+            bad.cancel()
+            return await good
+
+    assert asyncio.run(asyncio.wait_for(main(), 60)).value == {"x": 1}
 
 
 @pytest.mark.parametrize("kind", KINDS)
