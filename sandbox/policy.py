@@ -162,6 +162,9 @@ class ReadOnlySandbox(_Model):
                              filesystem=FilesystemPolicy(writable=[], private_tmp=False, deny_read=self.deny_read, read_only=[]))
 
 
+WEB_ENV = ("SSL_CERT_FILE", "SSL_CERT_DIR")
+
+
 class WebSandbox(_Model):
     """The sandbox of a pool whose tool reaches the web from Python and runs no command (fetch, search):
     the host's network (the web policy decides what is reached), nothing writable, credentials hidden."""
@@ -171,8 +174,10 @@ class WebSandbox(_Model):
 
     def as_policy(self) -> SandboxPolicy:
         # run_as null: the worker reads no one's files and runs no command; as root it holds no capability.
+        # Its environment is parad's less all but these: OpenSSL finds a host's own CA bundle by the last two.
         return SandboxPolicy(isolation=self.isolation, allow_degraded=self.allow_degraded, run_as=None, network=True,
-                             filesystem=FilesystemPolicy(writable=[], private_tmp=True, deny_read=self.deny_read, read_only=[]))
+                             filesystem=FilesystemPolicy(writable=[], private_tmp=True, deny_read=self.deny_read, read_only=[]),
+                             env=EnvPolicy(allow=[*DEFAULT_ALLOW, *WEB_ENV]))
 
 
 class TaskLimits(_Model):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -270,6 +271,7 @@ def site() -> Iterator[WebServer]:
         s.redirect("/metadata", "http://169.254.169.254/latest/meta-data/")
         s.page("/once", "<p>shared</p>", headers={"Cache-Control": "no-store"})
         s.page("/marker", "<p>marker</p>", headers={"Cache-Control": "no-store"})
+        s.page("/sandboxed", "<p>sandboxed</p>", headers={"Cache-Control": "no-store"})
         yield s
 
 
@@ -304,7 +306,7 @@ def test_the_fetch_worker_lives_in_a_read_only_sandbox_with_the_network(parad: D
     # files nor hold a capability. It still reaches the web (the test server) through the host's network.
     (tmp_path / "host-only").write_text("not for the worker\n")
     with parad.client(timeout=60) as c:
-        assert c.run("fetch", url=site.url("/marker", host="a.test")).value["content"].strip() == "marker"
+        assert c.run("fetch", url=site.url("/sandboxed", host="a.test")).value["content"].strip() == "sandboxed"
         isolation = c.status()["sandbox"]["pools"]["fetch"]
     (worker,) = parad.workers("fetch")
     status = {k: v.strip() for k, _, v in (line.partition(":") for line in
@@ -315,6 +317,22 @@ def test_the_fetch_worker_lives_in_a_read_only_sandbox_with_the_network(parad: D
     assert int(status["CapEff"], 16) == 0 and int(status["CapPrm"], 16) == 0, status
     assert "ro" in mounts["/"], mounts["/"]
     assert not Path(f"/proc/{worker['pid']}/root{tmp_path}").exists()   # its /tmp is its own
+
+
+@pytest.mark.skipif(not HOST.namespaces, reason=f"no namespace isolation here: {HOST.namespaces_error}")
+def test_the_fetch_worker_keeps_the_hosts_ca_settings_and_no_other_variable(start_daemon) -> None:
+    # Its sandbox's environment is an allow-list: OpenSSL's CA bundle settings pass (a host's own CA),
+    # the rest of parad's environment does not.
+    env = {**os.environ, "SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt", "SSL_CERT_DIR": "/etc/ssl/certs",
+           "PARA_TEST_UNRELATED": "kept out"}
+    d = start_daemon(pools={"fetch": {"min_workers": 1}}, env=env)
+    wait_until(lambda: len(d.workers("fetch")) == 1, 30, "the fetch worker to start")
+    (worker,) = d.workers("fetch")
+    environ = dict(entry.split("=", 1) for entry in
+                   Path(f"/proc/{worker['pid']}/environ").read_bytes().decode().split("\0") if "=" in entry)
+    assert environ.get("SSL_CERT_FILE") == "/etc/ssl/certs/ca-certificates.crt"
+    assert environ.get("SSL_CERT_DIR") == "/etc/ssl/certs"
+    assert "PARA_TEST_UNRELATED" not in environ
 
 
 def test_a_redirect_to_the_metadata_address_fails_naming_the_rule(parad: Daemon, site: WebServer) -> None:

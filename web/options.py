@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field
 
-from para.sandbox.policy import WebSandbox
 from para.web.policy import WebPolicyConfig
 
 
@@ -16,7 +15,6 @@ class HttpOptions(BaseModel):
     """The HTTP client's settings, a pool's `options` in parad.yaml (fetch and search)."""
     model_config = ConfigDict(extra="forbid")
 
-    sandbox: WebSandbox = Field(default_factory=WebSandbox, description="the workers' sandbox: read-only, credentials hidden, the host's network")
     policy: WebPolicyConfig = Field(default_factory=WebPolicyConfig, description="which hosts may be reached (README: Web tools); checked on every redirect hop and after DNS")
     connect_timeout: float = Field(10.0, gt=0, description="seconds to open a TCP connection to a host")
     total_timeout: float = Field(30.0, gt=0, description="seconds for a whole request, redirects and body included (a task may ask for less)")

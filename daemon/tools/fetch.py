@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 
 from para.daemon.tools.base import Finished, StrictModel, TaskContext, Tool, ToolFailure
-from para.web.options import HttpOptions
+from para.daemon.tools.web_options import WebToolOptions
 from para.web.policy import Refused, WebPolicy
 
 # Headers a task may not set: they would lie about the request's target or framing.
@@ -47,8 +47,8 @@ class FetchArgs(StrictModel):
         return headers
 
 
-class FetchOptions(HttpOptions):
-    """fetch's pool options: the HTTP client's (web/options.py), and HTML extraction's."""
+class FetchOptions(WebToolOptions):
+    """fetch's pool options: the HTTP client's (web/options.py), its workers' sandbox, and HTML extraction's."""
     extract_timeout: float = Field(20.0, gt=0, description="seconds extracting one page's main content may take; "
                                                            "past it the extraction is killed and the task fails (format raw still works)")
     extract_processes: int = Field(2, ge=1, le=64, description="processes extracting pages' main content at once (each some 60 MB)")

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from para.daemon.tools.base import Finished, StrictModel, TaskContext, Tool, ToolFailure
-from para.web.options import HttpOptions
+from para.daemon.tools.web_options import WebToolOptions
 
 NO_PROVIDER = ("no search provider is configured for this pool; set its options.provider: searxng and "
                "options.searxng_url: http://HOST:PORT in parad.yaml (pools.search; a SearxNG instance with the json format enabled)")
@@ -25,8 +25,9 @@ class SearchArgs(StrictModel):
     language: str | None = Field(None, max_length=20, description="results in this language (e.g. 'en', 'de-CH'); default: the provider's")
 
 
-class SearchOptions(HttpOptions):
-    """search's pool options: the provider, and the HTTP client's (web/options.py) for reaching it."""
+class SearchOptions(WebToolOptions):
+    """search's pool options: the provider, and the HTTP client's (web/options.py) for reaching it, in its
+    workers' sandbox."""
     provider: Literal["searxng"] | None = Field(None, description="where results come from: searxng (a SearxNG instance's JSON API); null: none, search tasks are refused")
     searxng_url: str | None = Field(None, description="the SearxNG instance's base URL, e.g. http://127.0.0.1:8888 (its host must pass `policy`)")
     cache_ttl_max: float = Field(600.0, ge=0, description="seconds a query's results are cached")
