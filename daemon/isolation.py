@@ -205,7 +205,10 @@ def _plan_pool(name: str, policy: SandboxPolicy, host: HostSupport, hide: list[s
         p.memory = "cgroup v2 (memory.max, pids.max, cpu.max), rlimits"
     elif policy.cgroup.cpu_weight or policy.cgroup.cpu_max:
         p.degraded.append(f"no cgroup for cpu_weight/cpu_max: {host.cgroup_error}")
-    if os.geteuid() == 0 and not (web and p.effective == "namespaces"):   # confined, it holds no capability
+    if os.geteuid() == 0 and web:   # confined, its root holds no capability; it reads no one's files
+        if p.effective != "namespaces":
+            p.degraded.append("the worker runs as root, with every capability, outside any sandbox")
+    elif os.geteuid() == 0:
         p.degraded.extend(_root_identity(policy, p.effective == "namespaces", read_only))
     if p.degraded and not policy.allow_degraded:
         raise IsolationError(

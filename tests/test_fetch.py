@@ -335,6 +335,15 @@ def test_the_fetch_worker_keeps_the_hosts_ca_settings_and_no_other_variable(star
     assert "PARA_TEST_UNRELATED" not in environ
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="what a root parad reports of an unsandboxed fetch worker")
+def test_a_root_fetch_worker_without_its_sandbox_is_reported_degraded(start_daemon) -> None:
+    d = start_daemon(pools={"fetch": {"options": {"sandbox": {"isolation": "none"}}}})
+    with d.client() as c:
+        isolation = c.status()["sandbox"]["pools"]["fetch"]
+    assert isolation["effective"] == "none"
+    assert isolation["degraded"] == ["the worker runs as root, with every capability, outside any sandbox"]
+
+
 def test_a_redirect_to_the_metadata_address_fails_naming_the_rule(parad: Daemon, site: WebServer) -> None:
     with parad.client(timeout=60) as c:
         with pytest.raises(TaskError) as info:
