@@ -127,10 +127,14 @@ def test_without_a_journal_a_waiting_run_ends_saying_parad_restarted(restarts) -
         assert c.ps() == []
 
 
-def test_a_client_idle_through_the_restart_learns_it_from_the_pong(restarts) -> None:
+@pytest.mark.parametrize("timeout", [FAST_CLIENT["timeout"], float("inf")])
+def test_a_client_idle_through_the_restart_learns_it_from_the_pong(restarts, monkeypatch, timeout: float) -> None:
     # Its socket reconnects to the new parad by itself, which answers its pings: before, it waited on.
+    # With timeout=inf no wait gives up, but a quiet parad is still pinged every PING_EVERY seconds;
+    # before, such a client never pinged, and waited for ever.
+    monkeypatch.setattr(core, "PING_EVERY", 0.5)
     r = restarts("off")
-    with Client(r.current.runtime_dir, **FAST_CLIENT) as c:
+    with Client(r.current.runtime_dir, timeout=timeout, reconnect=60.0) as c:
         future = c.submit("bash", command="sleep 30")
         wait_running(c, future.id)
         r.kill()
@@ -138,20 +142,6 @@ def test_a_client_idle_through_the_restart_learns_it_from_the_pong(restarts) -> 
         with pytest.raises(DaemonUnavailable, match="restarted without a journal.*fate is unknown"):
             future.result(timeout=30)
         assert c.run("echo", x=1).ok   # and it goes on with the new parad
-
-
-def test_a_client_without_a_timeout_still_pings_and_learns_of_the_restart(restarts, monkeypatch) -> None:
-    # timeout=inf: no wait gives up, but a quiet parad is still pinged every PING_EVERY seconds, and
-    # the new parad's Pong names its boot. Before, such a client never pinged and waited on for ever.
-    monkeypatch.setattr(core, "PING_EVERY", 0.5)
-    r = restarts("off")
-    with Client(r.current.runtime_dir, timeout=float("inf"), reconnect=60.0) as c:
-        future = c.submit("bash", command="sleep 30")
-        wait_running(c, future.id)
-        r.kill()
-        r.start()
-        with pytest.raises(DaemonUnavailable, match="restarted without a journal.*fate is unknown"):
-            future.result(timeout=30)
 
 
 def test_an_async_client_without_a_timeout_learns_of_the_restart_too(restarts, monkeypatch) -> None:
